@@ -1,0 +1,1 @@
+"""BatchService: batches of essays, pipeline runs that advance step by step, live progress."""

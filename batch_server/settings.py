@@ -1,0 +1,46 @@
+"""Settings of the BatchService, built once from the environment by ``__main__``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mesh.settings import BackendSettings, ServerSettings, describe, from_env, setting
+
+PREFIX = "BATCH_"
+SERVER_DEFAULTS = {"grpc_port": 5000, "metrics_port": 9000}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    conductor_address: str = setting("127.0.0.1:5050", "CONDUCTOR_ADDRESS", "conductor host:port")
+    conductor_timeout_seconds: float = setting(5.0, "CONDUCTOR_TIMEOUT_SECONDS", "RPC deadline")
+    content_service_url: str = setting("", "CONTENT_SERVICE_URL", "HTTP content service (optional)")
+    consumer_group: str = setting("huleedu-batch-service", "CONSUMER_GROUP", "Kafka group")
+    db_pool_size: int = setting(10, "DB_POOL_SIZE", "PostgreSQL pool size")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    backends: BackendSettings = field(default_factory=BackendSettings)
+    options: BatchOptions = field(default_factory=BatchOptions)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
+        return cls(
+            server=from_env(ServerSettings, environ, PREFIX, SERVER_DEFAULTS),
+            backends=from_env(BackendSettings, environ),
+            options=from_env(BatchOptions, environ, PREFIX),
+        )
+
+
+def help_text() -> str:
+    return (
+        "environment variables:\n"
+        + describe(ServerSettings, PREFIX, SERVER_DEFAULTS)
+        + "\n"
+        + describe(BackendSettings)
+        + "\n"
+        + describe(BatchOptions, PREFIX)
+    )

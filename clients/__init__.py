@@ -1,0 +1,1 @@
+"""Python async client SDK for the PipelineConductor and the BatchService."""

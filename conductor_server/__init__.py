@@ -1,0 +1,1 @@
+"""PipelineConductor: pipeline definitions, resolution, and exact step-outcome counting."""

@@ -1,0 +1,123 @@
+"""Core values of the conductor's domain: steps, pipelines, outcomes and step states.
+
+A step's *expected essays* (its ``total``): for a step with no dependencies, every essay of the
+batch; otherwise the essays that succeeded in every dependency, known once every dependency is
+complete. A step is *complete* when ``succeeded + failed == total`` and *satisfied* when it is
+complete and ``succeeded / total >= min_success_ratio``. A step with no expected essays is complete
+and unsatisfied: there was nothing it could succeed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """One essay's result in one step."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of one step of one batch (persisted by value)."""
+
+    WAITING = "waiting"  # a dependency is not complete: expected essays unknown
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    SATISFIED = "satisfied"
+    UNSATISFIED = "unsatisfied"
+    BLOCKED = "blocked"  # a dependency completed unsatisfied (or is blocked)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDefinition:
+    """One step as defined in the pipeline YAML; the same name means the same step everywhere."""
+
+    name: str
+    service: str
+    command: str
+    depends_on: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    min_success_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDefinition:
+    """A named target with its steps in declaration order."""
+
+    name: str
+    description: str
+    steps: tuple[StepDefinition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """One essay's outcome of one step, as reported by a worker."""
+
+    batch_id: str
+    step: str
+    essay_id: str
+    outcome: Outcome
+    output_storage_id: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRegistration:
+    """What the conductor knows of a batch: its essays (in order) and the flags that are set."""
+
+    batch_id: str
+    essay_ids: tuple[str, ...]
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class StepState:
+    """Counts and derived status of one step of one batch. ``total`` is 0 while WAITING/BLOCKED."""
+
+    step: str
+    succeeded: int
+    failed: int
+    total: int
+    status: StepStatus
+
+    @property
+    def complete(self) -> bool:
+        return self.status in (StepStatus.SATISFIED, StepStatus.UNSATISFIED)
+
+
+def counted_status(succeeded: int, failed: int, total: int, min_success_ratio: float) -> StepStatus:
+    """Status of a step whose expected essays are known (``total`` of them)."""
+    if succeeded + failed < total:
+        return StepStatus.IN_PROGRESS if succeeded + failed else StepStatus.NOT_STARTED
+    if total == 0 or succeeded / total < min_success_ratio:
+        return StepStatus.UNSATISFIED
+    return StepStatus.SATISFIED
+
+
+def expected_essays(
+    step: StepDefinition,
+    essay_ids: Sequence[str],
+    dependency_states: Mapping[str, StepState],
+    succeeded_by_step: Mapping[str, Set[str]],
+) -> tuple[str, ...] | StepStatus:
+    """The essays ``step`` must account for, in batch order, or why they are not known yet.
+
+    Returns ``StepStatus.BLOCKED`` when a dependency completed unsatisfied (or is blocked) and
+    ``StepStatus.WAITING`` when a dependency is not complete yet.
+    """
+    if not step.depends_on:
+        return tuple(essay_ids)
+    states = [dependency_states[name] for name in step.depends_on]
+    if any(s.status in (StepStatus.UNSATISFIED, StepStatus.BLOCKED) for s in states):
+        return StepStatus.BLOCKED
+    if not all(s.status is StepStatus.SATISFIED for s in states):
+        return StepStatus.WAITING
+    return tuple(
+        essay
+        for essay in essay_ids
+        if all(essay in succeeded_by_step.get(name, ()) for name in step.depends_on)
+    )

@@ -1,0 +1,1 @@
+"""Runtime shared by both servers: settings, server bootstrap, Kafka plumbing, topic registry."""

@@ -1,0 +1,94 @@
+"""Serving status of a server: the gRPC health service and ``/healthz`` report the same thing.
+
+A server is SERVING only when it has finished starting, is not draining, and every backend probe
+passed on its latest run. Probes run periodically (each with a timeout) so a backend that goes
+down flips the status to NOT_SERVING and back once it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from grpc_health.v1 import health, health_pb2
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[object]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthReporter:
+    """Owns the health servicer and decides SERVING vs NOT_SERVING for every service name."""
+
+    def __init__(
+        self,
+        services: Sequence[str],
+        probes: Mapping[str, Probe] | None = None,
+        interval: float = 1.0,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self._services = ("", *services)
+        self._probes = dict(probes or {})
+        self._interval = interval
+        self._timeout = probe_timeout
+        self._started = False
+        self._draining = False
+        self.backends: dict[str, bool] = dict.fromkeys(self._probes, False)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._started and not self._draining and all(self.backends.values())
+
+    async def start(self) -> None:
+        """Mark start-up done and begin probing backends."""
+        await self.check_backends()
+        self._started = True
+        await self._publish()
+        if self._probes:
+            self._task = asyncio.create_task(self._monitor(), name="health-monitor")
+
+    async def drain(self) -> None:
+        """NOT_SERVING from now on (shutdown): load balancers stop sending new work."""
+        self._draining = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._publish()
+
+    async def check_backends(self) -> None:
+        results = await asyncio.gather(*(self._probe(n, p) for n, p in self._probes.items()))
+        for name, ok in zip(self._probes, results, strict=True):
+            if self.backends.get(name) != ok:
+                log.log(
+                    logging.INFO if ok else logging.ERROR,
+                    "backend %s %s",
+                    name,
+                    "is reachable" if ok else "is DOWN",
+                )
+            self.backends[name] = ok
+
+    async def _probe(self, name: str, probe: Probe) -> bool:
+        try:
+            await asyncio.wait_for(probe(), self._timeout)
+        except Exception as exc:  # any failure of a probe means "down"
+            log.debug("probe %s failed: %r", name, exc)
+            return False
+        return True
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check_backends()
+            await self._publish()
+
+    async def _publish(self) -> None:
+        status = SERVING if self.serving else NOT_SERVING
+        for service in self._services:
+            await self.servicer.set(service, status)

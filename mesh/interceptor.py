@@ -1,0 +1,134 @@
+"""The one server interceptor: correlation id, deadlines, metrics, logging and error mapping.
+
+One interceptor instead of a chain keeps the per-RPC overhead to a single wrapper. For every RPC it
+sets the correlation id (from ``x-correlation-id`` metadata, generated when absent, echoed back in
+the trailing metadata), refuses work whose deadline has already passed, counts and times the call,
+and turns any exception into a ``google.rpc.Status`` through the server's ``StatusTable``: the one
+place errors become status codes. Unmapped errors are INTERNAL and logged once with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from mesh import correlation
+from mesh.errors import StatusTable
+from mesh.metrics import RpcMetrics
+
+log = logging.getLogger(__name__)
+
+_OK = grpc.StatusCode.OK.name
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, table: StatusTable, metrics: RpcMetrics) -> None:
+        self._table = table
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        incoming = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == correlation.METADATA_KEY:
+                incoming = value if isinstance(value, str) else value.decode()
+                break
+        cid = incoming[:128] or correlation.new()
+        correlation.correlation_id.set(cid)
+        context.set_trailing_metadata(((correlation.METADATA_KEY, cid),))
+        return cid
+
+    async def _fail(
+        self, exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> str:
+        status = self._table.to_status(exc)
+        code = _CODE_NAMES.get(status.code, "UNKNOWN")
+        if self._table.rule_for(exc) is None:
+            log.exception("unhandled error in %s", method)
+        else:
+            log.info("%s failed: %s %s", method, code, status.message)
+        converted = rpc_status.to_status(status)
+        trailing = (*converted.trailing_metadata, *(context.trailing_metadata() or ()))
+        context.set_trailing_metadata(trailing)
+        context.set_code(converted.code)
+        context.set_details(converted.details)
+        return code
+
+    def _unary(self, behavior: Any, service: str, method: str) -> Any:
+        metrics = self._metrics
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            self._enter(context)
+            metrics.started.labels(service, method).inc()
+            start = time.perf_counter()
+            code = _OK
+            try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED.name
+                    context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+                    context.set_details("deadline exceeded before the call started")
+                    return None
+                return await behavior(request, context)
+            except Exception as exc:
+                code = await self._fail(exc, context, method)
+                return None
+            finally:
+                metrics.handled.labels(service, method, code).inc()
+                metrics.latency.labels(service, method).observe(time.perf_counter() - start)
+
+        return wrapper
+
+    def _stream(self, behavior: Any, service: str, method: str) -> Any:
+        metrics = self._metrics
+
+        async def wrapper(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            self._enter(context)
+            metrics.started.labels(service, method).inc()
+            start = time.perf_counter()
+            code = _OK
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as exc:
+                code = await self._fail(exc, context, method)
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED.name
+                raise
+            finally:
+                metrics.handled.labels(service, method, code).inc()
+                metrics.latency.labels(service, method).observe(time.perf_counter() - start)
+
+        return wrapper

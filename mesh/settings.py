@@ -1,0 +1,117 @@
+"""Settings: frozen dataclasses built once from the environment in each entry point.
+
+Each field names its environment variable and help text in its metadata, so ``--help`` lists every
+variable with its default, and no other module reads the environment. Backends are all-or-nothing:
+with none of ``REDIS_URL`` / ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` set a server runs in
+embedded mode (in-memory state, content store and event bus); with all of them set it runs in real
+mode; a partial set is a configuration error, not a silent mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing, malformed or inconsistent with the others."""
+
+
+class Mode(StrEnum):
+    EMBEDDED = "embedded"
+    REAL = "real"
+
+
+def env(name: str, help: str) -> Any:
+    """Field metadata: the variable that sets this field and what it means."""
+    return {"env": name, "help": help}
+
+
+def setting(default: Any, name: str, help: str) -> Any:
+    return field(default=default, metadata=env(name, help))
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """Where the real backends are; all empty means embedded mode."""
+
+    redis_url: str = setting("", "REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0")
+    database_url: str = setting("", "DATABASE_URL", "PostgreSQL DSN, e.g. postgresql://u@h/db")
+    kafka_bootstrap: str = setting("", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap, host:port[,..]")
+    kafka_namespace: str = setting("", "KAFKA_NAMESPACE", "topic prefix of this deployment")
+    kafka_partitions: int = setting(3, "KAFKA_TOPIC_PARTITIONS", "partitions per created topic")
+
+    @property
+    def mode(self) -> Mode:
+        configured = [bool(self.redis_url), bool(self.database_url), bool(self.kafka_bootstrap)]
+        if not any(configured):
+            return Mode.EMBEDDED
+        if not all(configured):
+            raise SettingsError(
+                "set all of REDIS_URL, DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (real mode) "
+                "or none of them (embedded mode)"
+            )
+        return Mode.REAL
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How a gRPC server listens and behaves; each server sets its own defaults."""
+
+    host: str = setting("0.0.0.0", "HOST", "interface to bind")
+    grpc_port: int = setting(0, "GRPC_PORT", "gRPC port (0 = any free port)")
+    metrics_port: int = setting(0, "METRICS_PORT", "HTTP port of /metrics and /healthz (-1 = off)")
+    max_concurrent_rpcs: int = setting(1000, "MAX_CONCURRENT_RPCS", "in-flight RPC limit")
+    max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
+    shutdown_grace_seconds: float = setting(10.0, "SHUTDOWN_GRACE_SECONDS", "drain time on SIGTERM")
+    log_level: str = setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR")
+    uvloop: bool = setting(True, "USE_UVLOOP", "run on uvloop when installed")
+
+
+def _parse(raw: str, kind: Any, name: str) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from exc
+
+
+def from_env(
+    cls: type[T],
+    environ: Mapping[str, str],
+    prefix: str = "",
+    defaults: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls``: ``<prefix><VAR>`` wins over ``<VAR>``, then ``defaults``, then the field's."""
+    values: dict[str, Any] = dict(defaults or {})
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f.metadata["env"]
+        for candidate in (prefix + name, name) if prefix else (name,):
+            if candidate in environ:
+                values[f.name] = _parse(environ[candidate], f.type, candidate)
+                break
+    return cls(**values)
+
+
+def describe(cls: type[Any], prefix: str = "", defaults: Mapping[str, Any] | None = None) -> str:
+    """Help text listing every variable of ``cls`` with its default."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = (defaults or {}).get(f.name, f.default)
+        variable = f.metadata["env"]
+        shown = f"{prefix}{variable} (or {variable})" if prefix else variable
+        lines.append(f"  {shown:<44} {f.metadata['help']} [default: {default!r}]")
+    return "\n".join(lines)

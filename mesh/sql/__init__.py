@@ -1,0 +1,1 @@
+"""SQL migrations shared by both servers (applied under the name ``mesh``)."""

@@ -1,0 +1,61 @@
+"""Settings come from the environment once, with per-server prefixes and defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from batch_server.settings import BatchSettings
+from conductor_server.settings import ConductorSettings
+from mesh.settings import Mode, SettingsError
+
+
+def test_each_server_has_its_design_ports_by_default() -> None:
+    conductor = ConductorSettings.from_env({})
+    batch = BatchSettings.from_env({})
+    assert (conductor.server.grpc_port, conductor.server.metrics_port) == (5050, 9050)
+    assert (batch.server.grpc_port, batch.server.metrics_port) == (5000, 9000)
+
+
+def test_prefixed_variable_wins_over_the_shared_one() -> None:
+    settings = ConductorSettings.from_env({"GRPC_PORT": "7000", "CONDUCTOR_GRPC_PORT": "7001"})
+    assert settings.server.grpc_port == 7001
+    assert ConductorSettings.from_env({"GRPC_PORT": "7000"}).server.grpc_port == 7000
+
+
+def test_no_backend_means_embedded_and_all_means_real() -> None:
+    assert ConductorSettings.from_env({}).backends.mode is Mode.EMBEDDED
+    real = {
+        "REDIS_URL": "redis://h/0",
+        "DATABASE_URL": "postgresql://h/db",
+        "KAFKA_BOOTSTRAP_SERVERS": "h:9092",
+    }
+    assert ConductorSettings.from_env(real).backends.mode is Mode.REAL
+
+
+def test_a_partial_backend_set_is_an_error_not_a_silent_mix() -> None:
+    with pytest.raises(SettingsError, match="all of"):
+        _ = ConductorSettings.from_env({"REDIS_URL": "redis://h/0"}).backends.mode
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5"])
+def test_malformed_numbers_name_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="CONDUCTOR_GRPC_PORT"):
+        ConductorSettings.from_env({"CONDUCTOR_GRPC_PORT": raw})
+
+
+def test_booleans_accept_the_usual_spellings() -> None:
+    assert BatchSettings.from_env({"USE_UVLOOP": "off"}).server.uvloop is False
+    with pytest.raises(SettingsError):
+        BatchSettings.from_env({"USE_UVLOOP": "maybe"})
+
+
+@pytest.mark.parametrize("module", ["conductor_server", "batch_server"])
+def test_help_lists_every_variable(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True
+    )
+    assert "REDIS_URL" in result.stdout
+    assert "GRPC_PORT" in result.stdout
