@@ -579,6 +579,7 @@ class BatchStepCompleted(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     SATISFIED_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_ESSAYS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch."""
     step: _builtins.str
@@ -591,6 +592,13 @@ class BatchStepCompleted(_message.Message):
     """Essays expected (succeeded + failed == total)."""
     satisfied: _builtins.bool
     """Whether succeeded / total reached the step's min_success_ratio."""
+    @_builtins.property
+    def succeeded_essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayRef]:
+        """The essays that succeeded, with the step's output storage id (empty when the step produced no
+        new text). Carried here so whoever dispatches the next step has the exact essay set, with no
+        race against separately consumed per-essay outcome events.
+        """
+
     def __init__(
         self,
         *,
@@ -600,10 +608,11 @@ class BatchStepCompleted(_message.Message):
         failed: _builtins.int = ...,
         total: _builtins.int = ...,
         satisfied: _builtins.bool = ...,
+        succeeded_essays: _abc.Iterable[Global___EssayRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "failed", b"failed", "satisfied", b"satisfied", "step", b"step", "succeeded", b"succeeded", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "failed", b"failed", "satisfied", b"satisfied", "step", b"step", "succeeded", b"succeeded", "succeeded_essays", b"succeeded_essays", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

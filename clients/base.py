@@ -1,0 +1,64 @@
+"""What both SDK clients share: the channel's lifecycle, deadlines, metadata, error translation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from clients.channel import DEFAULT_TIMEOUT_SECONDS, open_channel
+from clients.errors import RpcError
+from mesh import correlation
+
+Response = TypeVar("Response")
+
+
+class ClientBase:
+    """Owns one channel; an async context manager with an idempotent ``close()``."""
+
+    SERVICE = ""
+
+    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, self.SERVICE)
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        cid = correlation.correlation_id.get()
+        return ((correlation.METADATA_KEY, cid),) if cid else ()
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        timeout: float | None,
+    ) -> Response:
+        try:
+            return await method(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise RpcError.from_aio(exc) from exc
+
+    async def _stream(
+        self, method: Callable[..., Any], request: Any, timeout: float | None
+    ) -> AsyncIterator[Any]:
+        call = method(request, timeout=timeout, metadata=self._metadata())
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise RpcError.from_aio(exc) from exc
+        finally:
+            call.cancel()

@@ -1,0 +1,93 @@
+"""Async client of ``huleedu.conductor.v1.PipelineConductorService``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from clients.base import ClientBase
+from generated.huleedu.conductor.v1 import conductor_pb2 as pb
+from generated.huleedu.conductor.v1 import conductor_pb2_grpc
+from generated.huleedu.events.v1 import events_pb2
+
+
+class ConductorClient(ClientBase):
+    """Every conductor RPC as a method; failures raise ``clients.errors.RpcError``.
+
+    >>> async with ConductorClient("127.0.0.1:5050") as conductor:
+    ...     plan = await conductor.resolve_pipeline("batch-1", "nlp", dry_run=True)
+    """
+
+    SERVICE = "huleedu.conductor.v1.PipelineConductorService"
+
+    def __init__(self, target: str, timeout: float = 10.0) -> None:
+        super().__init__(target, timeout)
+        self.stub = conductor_pb2_grpc.PipelineConductorServiceStub(self._channel)
+
+    async def list_pipelines(self, timeout: float | None = None) -> pb.ListPipelinesResponse:
+        return await self._unary(self.stub.ListPipelines, pb.ListPipelinesRequest(), timeout)
+
+    async def get_pipeline(self, name: str, timeout: float | None = None) -> pb.Pipeline:
+        response = await self._unary(
+            self.stub.GetPipeline, pb.GetPipelineRequest(name=name), timeout
+        )
+        return response.pipeline
+
+    async def register_batch(
+        self,
+        batch_id: str,
+        essay_ids: list[str],
+        flags: Mapping[str, bool] | None = None,
+        timeout: float | None = None,
+    ) -> pb.RegisterBatchResponse:
+        request = pb.RegisterBatchRequest(batch_id=batch_id, essay_ids=essay_ids, flags=flags)
+        return await self._unary(self.stub.RegisterBatch, request, timeout)
+
+    async def resolve_pipeline(
+        self,
+        batch_id: str,
+        target: str,
+        flags: Mapping[str, bool] | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> pb.ResolvePipelineResponse:
+        request = pb.ResolvePipelineRequest(
+            batch_id=batch_id, target=target, flags=flags, dry_run=dry_run
+        )
+        return await self._unary(self.stub.ResolvePipeline, request, timeout)
+
+    async def validate_prerequisites(
+        self,
+        batch_id: str,
+        step: str,
+        flags: Mapping[str, bool] | None = None,
+        timeout: float | None = None,
+    ) -> pb.ValidatePrerequisitesResponse:
+        request = pb.ValidatePrerequisitesRequest(batch_id=batch_id, step=step, flags=flags)
+        return await self._unary(self.stub.ValidatePrerequisites, request, timeout)
+
+    async def record_step_outcome(
+        self,
+        batch_id: str,
+        step: str,
+        essay_id: str,
+        succeeded: bool,
+        event_id: str = "",
+        output_storage_id: str = "",
+        timeout: float | None = None,
+    ) -> pb.RecordStepOutcomeResponse:
+        outcome = events_pb2.STEP_OUTCOME_SUCCEEDED if succeeded else events_pb2.STEP_OUTCOME_FAILED
+        request = pb.RecordStepOutcomeRequest(
+            batch_id=batch_id,
+            step=step,
+            essay_id=essay_id,
+            outcome=outcome,
+            event_id=event_id,
+            output_storage_id=output_storage_id,
+        )
+        return await self._unary(self.stub.RecordStepOutcome, request, timeout)
+
+    async def get_batch_pipeline_state(
+        self, batch_id: str, timeout: float | None = None
+    ) -> pb.GetBatchPipelineStateResponse:
+        request = pb.GetBatchPipelineStateRequest(batch_id=batch_id)
+        return await self._unary(self.stub.GetBatchPipelineState, request, timeout)
