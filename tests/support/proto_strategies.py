@@ -38,8 +38,9 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        width = 32 if kind == FieldDescriptor.TYPE_FLOAT else 64
-        return st.floats(allow_nan=False, width=width)
+        if kind == FieldDescriptor.TYPE_FLOAT:
+            return st.floats(allow_nan=False, width=32)
+        return st.floats(allow_nan=False)
     if kind == FieldDescriptor.TYPE_ENUM:
         assert field.enum_type is not None
         return st.sampled_from([v.number for v in field.enum_type.values])
@@ -73,9 +74,26 @@ def _value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     return messages(field.message_type, depth + 1)
 
 
-def _fill(
-    descriptor: Descriptor, depth: int, chosen: dict[str, Any]
-) -> st.SearchStrategy[Message]:
+def _assign(message: Message, field: FieldDescriptor, value: Any) -> None:
+    target = getattr(message, field.name)
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        for k, v in value.items():
+            if isinstance(v, Message):
+                target[k].CopyFrom(v)
+            else:
+                target[k] = v
+    elif field.is_repeated and field.type == FieldDescriptor.TYPE_MESSAGE:
+        for item in value:
+            target.add().CopyFrom(item)
+    elif field.is_repeated:
+        target.extend(value)
+    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        target.CopyFrom(value)
+    else:
+        setattr(message, field.name, value)
+
+
+def _fill(descriptor: Descriptor, depth: int, chosen: dict[str, Any]) -> st.SearchStrategy[Message]:
     cls = GetMessageClass(descriptor)
     oneof_fields = {f.name for o in descriptor.oneofs for f in o.fields}
     parts: dict[str, st.SearchStrategy[Any]] = {}
@@ -100,30 +118,15 @@ def _fill(
     def build(values: dict[str, Any]) -> Message:
         message = cls()
         for name, value in {**values, **chosen}.items():
-            if value is None:
-                continue
-            field = descriptor.fields_by_name[name]
-            if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                target = getattr(message, name)
-                for k, v in value.items():
-                    if isinstance(v, Message):
-                        target[k].CopyFrom(v)
-                    else:
-                        target[k] = v
-            elif field.is_repeated:
-                target = getattr(message, name)
-                if field.type == FieldDescriptor.TYPE_MESSAGE:
-                    for item in value:
-                        target.add().CopyFrom(item)
-                else:
-                    target.extend(value)
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                getattr(message, name).CopyFrom(value)
-            else:
-                setattr(message, name, value)
+            if value is not None:
+                _assign(message, descriptor.fields_by_name[name], value)
         return message
 
     return st.fixed_dictionaries(parts).map(build)
+
+
+def _single(name: str) -> Any:
+    return lambda value: {name: value}
 
 
 def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
@@ -137,5 +140,5 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
     # Pick at most one member of each oneof (the first oneof suffices for our contracts).
     choices: list[st.SearchStrategy[dict[str, Any]]] = [st.just({})]
     for field in descriptor.oneofs[0].fields:
-        choices.append(_value(field, depth).map(lambda v, name=field.name: {name: v}))
+        choices.append(_value(field, depth).map(_single(field.name)))
     return st.one_of(choices).flatmap(lambda chosen: _fill(descriptor, depth, chosen))
