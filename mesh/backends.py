@@ -1,0 +1,85 @@
+"""Opening the real backends at start-up: bounded waits, and a clear ``StartupError`` on failure.
+
+Each opener returns an object that owns its connections; the composition root pushes its
+``close`` onto its exit stack. Each also has a cheap ``probe`` for the health reporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from mesh.runtime import StartupError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+
+
+async def open_postgres(dsn: str, size: int, within: float = CONNECT_TIMEOUT) -> Any:
+    """An asyncpg pool; ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds."""
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30), within
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise StartupError(f"PostgreSQL unreachable at {_redact(dsn)}: {exc!r}") from exc
+    log.info("connected to PostgreSQL at %s (pool %d)", _redact(dsn), size)
+    return pool
+
+
+async def open_redis(url: str, within: float = CONNECT_TIMEOUT) -> aioredis.Redis:
+    """A Redis client (connection pool) that answered PING; ``StartupError`` otherwise."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_connect_timeout=within, socket_timeout=within, health_check_interval=30
+    )
+    try:
+        await asyncio.wait_for(_ping(client), within)
+    except (OSError, TimeoutError, aioredis.RedisError) as exc:
+        await client.aclose()
+        raise StartupError(f"Redis unreachable at {_redact(url)}: {exc!r}") from exc
+    log.info("connected to Redis at %s", _redact(url))
+    return client
+
+
+async def start_within(what: str, start: Callable[[], Awaitable[Any]], within: float) -> None:
+    """Run ``start`` (e.g. a Kafka producer's) or fail start-up naming ``what``."""
+    try:
+        await asyncio.wait_for(start(), within)
+    except Exception as exc:
+        raise StartupError(f"{what} failed to start: {exc!r}") from exc
+
+
+def postgres_probe(pool: Any) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        async with pool.acquire(timeout=2) as conn:
+            return await conn.fetchval("SELECT 1")
+
+    return probe
+
+
+def redis_probe(client: aioredis.Redis) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        return await _ping(client)
+
+    return probe
+
+
+async def _ping(client: aioredis.Redis) -> object:
+    # redis-py types ping() as sync-or-async; on the asyncio client it is a coroutine.
+    return await cast(Awaitable[bool], client.ping())
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url

@@ -1,0 +1,420 @@
+"""The Kafka consumer against a real broker and PostgreSQL: poison, crashes and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry
+
+from generated.huleedu.events.v1 import events_pb2
+from mesh import deadletter
+from mesh import envelope as codec
+from mesh.bus import OutgoingEvent, OutgoingRecord
+from mesh.consumer import Consumer
+from mesh.consumer_metrics import ConsumerMetrics
+from mesh.kafka_admin import create_topics, partitions_of, read_topic
+from mesh.producer import Producer
+from mesh.topics import dlq_topic, topic_name
+from tests.integration.consumer_proc import KIND, PgRecorder, config, open_pool
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 3
+
+
+def good(n: int) -> OutgoingEvent:
+    payload = events_pb2.EssayStepOutcome(
+        batch_id=f"batch-{n % 13}",
+        step="spellcheck",
+        essay_id=f"essay-{n}",
+        outcome=events_pb2.STEP_OUTCOME_SUCCEEDED,
+    )
+    return OutgoingEvent(KIND, codec.build(payload, source_service="test", event_id=f"good-{n}"))
+
+
+def poison(n: int, namespace: str) -> OutgoingRecord:
+    """Garbage bytes, a payload of the wrong type, or an outcome for an unknown batch."""
+    topic = topic_name(KIND, namespace)
+    if n % 3 == 0:
+        return OutgoingRecord(topic, b"\xff\x00garbage-%d" % n, key=b"batch-x")
+    if n % 3 == 1:
+        wrong = codec.build(events_pb2.BatchCreated(batch_id=f"b{n}"), source_service="test")
+        return OutgoingRecord(topic, codec.encode(wrong), key=b"batch-y")
+    unknown = events_pb2.EssayStepOutcome(batch_id=f"unknown-{n}", step="nlp", essay_id="e")
+    return OutgoingEvent(KIND, codec.build(unknown, source_service="test")).to_record(namespace)
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.1
+) -> None:
+    """Poll ``check`` until true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def setup_topics(bootstrap: str, namespace: str) -> str:
+    topic = topic_name(KIND, namespace)
+    await create_topics(bootstrap, [topic, dlq_topic(topic)], partitions=PARTITIONS)
+    return topic
+
+
+async def produce(bootstrap: str, namespace: str, records: list[OutgoingRecord]) -> None:
+    async with Producer(bootstrap, namespace=namespace) as producer:
+        for start in range(0, len(records), 5_000):
+            await producer.write(records[start : start + 5_000])
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin: Any = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer: Any = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        return {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def handled_rows(pool: Any) -> list[Any]:
+    return list(await pool.fetch("SELECT event_id, part, record_offset, deliveries FROM handled"))
+
+
+async def count_handled(pool: Any) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM handled"))
+
+
+@asynccontextmanager
+async def consuming(
+    bootstrap: str, namespace: str, group: str, recorder: PgRecorder, registry: CollectorRegistry
+) -> AsyncIterator[asyncio.Task[None]]:
+    async with (
+        Producer(bootstrap, namespace=namespace) as dead_letters,
+        Consumer(
+            config(bootstrap, namespace, group),
+            [KIND],
+            recorder,
+            dead_letters,
+            accept={"essay_step_outcome"},
+            metrics=ConsumerMetrics(registry),
+        ) as consumer,
+    ):
+        task = asyncio.create_task(consumer.run())
+        try:
+            yield task
+        finally:
+            await consumer.stop()
+            await task
+
+
+async def test_good_events_pass_poison_goes_to_the_dlq_without_stalling(
+    kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    records, poisoned = [], []
+    for n in range(10_000):
+        records.append(good(n).to_record(kafka_namespace))
+        if n % 97 == 0:
+            records.append(poison(n, kafka_namespace))
+            poisoned.append(records[-1])
+    await produce(kafka_bootstrap, kafka_namespace, records)
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    registry = CollectorRegistry()
+    try:
+        recorder = PgRecorder(pool)
+        async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
+
+            async def all_done() -> bool:
+                assert not task.done(), "the consumer stopped"
+                return await committed(kafka_bootstrap, group, topic) == await end_offsets(
+                    kafka_bootstrap, topic
+                )
+
+            await until(all_done, 120, "every record committed")
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+
+    assert sorted(r["event_id"] for r in rows) == sorted(f"good-{n}" for n in range(10_000))
+    assert {r["deliveries"] for r in rows} == {1}
+
+    originals = {(r.partition, r.offset): r for r in await read_topic(kafka_bootstrap, topic)}
+    dead = await deadletter.list_dead_letters(kafka_bootstrap, topic)
+    assert len(dead) == len(poisoned) == 104
+    assert sorted(d.letter.payload for d in dead) == sorted(p.value for p in poisoned)
+    types = set()
+    for d in dead:
+        letter, headers = d.letter, dict(d.headers)
+        original = originals[(letter.partition, letter.offset)]
+        assert letter.payload == original.value  # byte for byte
+        assert letter.key == original.key
+        assert letter.original_topic == topic
+        assert letter.timestamp.ToMilliseconds() == original.timestamp
+        assert letter.schema_version == 1
+        assert letter.error_info.type
+        assert letter.error_info.message
+        assert letter.error_info.traceback.strip().endswith(letter.error_info.message)
+        assert letter.consumer_group == group
+        assert letter.service == "consumer-proc"
+        assert letter.attempts == 1
+        assert letter.failed_at.seconds > 0
+        assert d.envelope.event_type == "huleedu.events.v1.DeadLetter"
+        assert headers["dlq.original_topic"] == topic.encode()
+        assert headers["dlq.original_partition"] == str(letter.partition).encode()
+        assert headers["dlq.original_offset"] == str(letter.offset).encode()
+        assert headers["dlq.error_type"] == letter.error_info.type.encode()
+        assert headers["dlq.consumer_group"] == group.encode()
+        types.add(letter.error_info.type.rsplit(".", 1)[-1])
+    assert types == {"UndecodableEnvelope", "UnexpectedPayload", "UnknownBatch"}
+    assert registry.get_sample_value(
+        "mesh_consumer_handled_total", {"group": group, "topic": topic}
+    ) == pytest.approx(10_000, abs=0)
+
+    # operations: show one as JSON, replay all to the original topic
+    assert '"deadLetter"' in deadletter.show(dead[0])
+    async with Producer(kafka_bootstrap) as producer:
+        assert await deadletter.replay(producer, dead) == len(dead)
+    replayed = [r for r in await read_topic(kafka_bootstrap, topic) if r.offset >= 0]
+    marks = [r for r in replayed if "replay.of" in dict(r.headers)]
+    assert sorted(r.value for r in marks) == sorted(p.value for p in poisoned)
+    assert sorted(r.key or b"" for r in marks) == sorted(p.key or b"" for p in poisoned)
+
+
+def spawn(bootstrap: str, database_url: str, namespace: str, group: str) -> Any:
+    return asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.consumer_proc",
+        bootstrap,
+        database_url,
+        namespace,
+        group,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_a_consumer_killed_mid_stream_loses_nothing_after_restart(
+    kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    total = 30_000
+    await produce(
+        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
+    )
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    try:
+        first = await spawn(kafka_bootstrap, database_url, kafka_namespace, group)
+        try:
+            await until(lambda: count_handled_at_least(pool, 3_000), 120, "3000 handled")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+        assert await count_handled(pool) < total, "the kill came too late to prove anything"
+
+        second = await spawn(kafka_bootstrap, database_url, kafka_namespace, group)
+        try:
+            await until(lambda: count_handled_at_least(pool, total), 180, "all handled")
+            await until(
+                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await second.wait() == 0  # a graceful stop
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+    assert sorted(r["event_id"] for r in rows) == sorted(f"good-{n}" for n in range(total))
+    assert await deadletter.list_dead_letters(kafka_bootstrap, topic) == []
+
+
+async def count_handled_at_least(pool: Any, n: int) -> bool:
+    return await count_handled(pool) >= n
+
+
+async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+    return await committed(bootstrap, group, topic) == await end_offsets(bootstrap, topic)
+
+
+async def test_a_broker_outage_pauses_consumption_and_sends_nothing_to_the_dlq(
+    backends: Any, kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    await produce(
+        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(8_000)]
+    )
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    registry = CollectorRegistry()
+    try:
+        recorder = PgRecorder(pool)
+        async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
+            await until(lambda: count_handled_at_least(pool, 1), 60, "consumption under way")
+            backends.stop("kafka")
+            outage_ends = time.monotonic() + 10  # the scenario: a ten-second outage
+            while time.monotonic() < outage_ends:
+                assert not task.done(), "the consumer gave up during the outage"
+                await asyncio.sleep(0.5)
+            backends.start("kafka")
+            await produce(
+                kafka_bootstrap,
+                kafka_namespace,
+                [good(n).to_record(kafka_namespace) for n in range(8_000, 10_000)],
+            )
+            await until(lambda: count_handled_at_least(pool, 10_000), 180, "all handled")
+            await until(
+                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            )
+            assert not task.done()
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+    assert sorted(r["event_id"] for r in rows) == sorted(f"good-{n}" for n in range(10_000))
+    assert await deadletter.list_dead_letters(kafka_bootstrap, topic) == []
+
+
+async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
+    backends: Any, kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    total = 6_000
+    await produce(
+        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
+    )
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    registry = CollectorRegistry()
+    retries = {"group": group, "topic": topic}
+    try:
+        recorder = PgRecorder(pool)
+        async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
+            await until(lambda: count_handled_at_least(pool, 1), 60, "consumption under way")
+            backends.stop("postgres")
+            try:
+
+                async def retried_a_few_times() -> bool:
+                    # never a commit past what is durable in PostgreSQL
+                    # (read the commit first: the handler's write always precedes its commit)
+                    commits = await committed(kafka_bootstrap, group, topic)
+                    durable = set(recorder.durable)
+                    for part, offset in commits.items():
+                        missing = [o for o in range(offset) if (topic, part, o) not in durable]
+                        assert not missing, (
+                            f"committed {part}@{offset} past unhandled {missing[:3]}; durable: "
+                            f"{sorted(o for t, p, o in durable if p == part)[:5]} of {len(durable)}"
+                        )
+                    count = registry.get_sample_value("mesh_consumer_retries_total", retries)
+                    return (count or 0) >= 3
+
+                await until(retried_a_few_times, 60, "transient retries", every=0.3)
+                assert len(recorder.durable) < total
+                assert not task.done()
+            finally:
+                backends.start("postgres")
+            await until(lambda: count_handled_at_least(pool, total), 120, "all handled")
+            await until(
+                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            )
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+    assert len(rows) == total
+    assert await deadletter.list_dead_letters(kafka_bootstrap, topic) == []
+
+
+async def test_graceful_stop_commits_what_was_handled_and_a_restart_goes_on(
+    kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    total = 20_000
+    await produce(
+        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
+    )
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    try:
+        recorder = PgRecorder(pool)
+        async with consuming(
+            kafka_bootstrap, kafka_namespace, group, recorder, CollectorRegistry()
+        ):
+            await until(lambda: count_handled_at_least(pool, 2_000), 60, "2000 handled")
+        after_stop = await count_handled(pool)
+        assert sum((await committed(kafka_bootstrap, group, topic)).values()) == after_stop
+        async with consuming(
+            kafka_bootstrap, kafka_namespace, group, recorder, CollectorRegistry()
+        ):
+            await until(lambda: count_handled_at_least(pool, total), 120, "all handled")
+            await until(
+                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            )
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+    assert len(rows) == total
+    assert {r["deliveries"] for r in rows} == {1}  # nothing was redelivered
+
+
+async def test_a_second_member_takes_over_partitions_without_losing_any(
+    kafka_bootstrap: str, kafka_namespace: str, database_url: str
+) -> None:
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    produced = 5_000
+    await produce(
+        kafka_bootstrap,
+        kafka_namespace,
+        [good(n).to_record(kafka_namespace) for n in range(produced)],
+    )
+    group = f"{kafka_namespace}-g"
+    pool = await open_pool(database_url)
+    try:
+        first, second = PgRecorder(pool), PgRecorder(pool)
+        async with consuming(kafka_bootstrap, kafka_namespace, group, first, CollectorRegistry()):
+            await until(lambda: count_handled_at_least(pool, 1_000), 60, "1000 handled")
+            async with consuming(
+                kafka_bootstrap, kafka_namespace, group, second, CollectorRegistry()
+            ):
+                # keep producing until the rebalance hands the second member a partition
+                deadline = time.monotonic() + 60
+                while not second.durable:
+                    assert time.monotonic() < deadline, "the second member got no partition"
+                    chunk = [
+                        good(n).to_record(kafka_namespace) for n in range(produced, produced + 300)
+                    ]
+                    await produce(kafka_bootstrap, kafka_namespace, chunk)
+                    produced += 300
+                    await asyncio.sleep(0.2)
+                await until(lambda: count_handled_at_least(pool, produced), 120, "all handled")
+                await until(
+                    lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to end"
+                )
+        rows = await handled_rows(pool)
+    finally:
+        await pool.close()
+    assert sorted(r["event_id"] for r in rows) == sorted(f"good-{n}" for n in range(produced))
+    assert first.durable
