@@ -1,0 +1,157 @@
+"""Properties of loading, ordering, pruning and run progression over random graphs."""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conductor_server.domain.errors import DefinitionError, IssueKind
+from conductor_server.domain.model import StepDefinition, StepStatus
+from conductor_server.domain.progression import RunOutcome, advance
+from conductor_server.domain.resolution import resolve
+from tests.support.pipeline_strategies import (
+    FLAGS,
+    ModelBatch,
+    catalog_of,
+    dags,
+    graphs,
+    statuses,
+)
+
+
+def _is_cyclic(steps: list[StepDefinition]) -> bool:
+    sorter = graphlib.TopologicalSorter({step.name: step.depends_on for step in steps})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError:
+        return True
+    return False
+
+
+def _reference_order(steps: list[StepDefinition], target: str) -> list[str]:
+    """Quadratic and obviously right: repeatedly take the first-declared ready step."""
+    table = {step.name: step for step in steps}
+    needed: set[str] = set()
+    stack = [step.name for step in steps] if target == "everything" else [target]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(table[name].depends_on)
+    order: list[str] = []
+    while len(order) < len(needed):
+        ready = next(
+            step.name
+            for step in steps
+            if step.name in needed
+            and step.name not in order
+            and all(dep in order for dep in step.depends_on)
+        )
+        order.append(ready)
+    return order
+
+
+@given(graphs())
+def test_the_loader_accepts_exactly_the_acyclic_graphs(steps: list[StepDefinition]) -> None:
+    if not _is_cyclic(steps):
+        assert len(catalog_of(steps).steps) == len(steps)
+        return
+    with pytest.raises(DefinitionError) as caught:
+        catalog_of(steps)
+    issues = caught.value.issues
+    assert issues
+    assert {issue.kind for issue in issues} == {IssueKind.CYCLE}
+    deps = {step.name: step.depends_on for step in steps}
+    for issue in issues:
+        cycle = issue.cycle
+        assert cycle[0] == cycle[-1] == issue.step
+        assert len(set(cycle)) == len(cycle) - 1  # a simple cycle
+        for step, dep in itertools.pairwise(cycle):
+            assert dep in deps[step]  # every hop is a real dependency
+
+
+@given(dags(), st.data())
+def test_the_order_respects_every_edge_and_breaks_ties_by_declaration(
+    steps: list[StepDefinition], data: st.DataObject
+) -> None:
+    catalog = catalog_of(steps)
+    target = data.draw(st.sampled_from(["everything", *catalog.steps]))
+    order = [step.name for step in catalog.subgraph(target).steps]
+    assert order == _reference_order(steps, target)
+    position = {name: index for index, name in enumerate(order)}
+    for step in steps:
+        if step.name in position:
+            assert all(position[dep] < position[step.name] for dep in step.depends_on)
+
+
+@given(dags(), st.data())
+def test_resolution_ignores_mapping_and_set_order(
+    steps: list[StepDefinition], data: st.DataObject
+) -> None:
+    catalog, again = catalog_of(steps), catalog_of(steps)
+    states = data.draw(statuses(catalog.steps))
+    shuffled = dict(data.draw(st.permutations(list(states.items()))))
+    flags = set(FLAGS)
+    reordered_flags = frozenset(reversed(FLAGS))
+    first = resolve(catalog, "everything", states, flags)
+    assert resolve(again, "everything", shuffled, reordered_flags) == first
+    assert again.version == catalog.version
+
+
+@given(dags(), st.data())
+def test_pruning_removes_exactly_the_satisfied_steps_and_keeps_the_order(
+    steps: list[StepDefinition], data: st.DataObject
+) -> None:
+    catalog = catalog_of(steps)
+    target = data.draw(st.sampled_from(["everything", *catalog.steps]))
+    states = data.draw(statuses(catalog.steps))
+    full = [step.name for step in catalog.subgraph(target).steps]
+    resolution = resolve(catalog, target, states, set(FLAGS))
+    kept = [step.name for step in resolution.steps]
+    pruned = [p.step.name for p in resolution.pruned]
+    satisfied = {name for name, s in states.items() if s.status is StepStatus.SATISFIED}
+    assert kept == [name for name in full if name not in satisfied]
+    assert pruned == [name for name in full if name in satisfied]
+    assert resolution.version == catalog.subgraph(target).version
+
+
+@given(dags(max_steps=8), st.integers(1, 6), st.randoms(use_true_random=False))
+def test_a_run_dispatches_only_ready_steps_and_always_ends(
+    steps: list[StepDefinition], essay_count: int, rnd: random.Random
+) -> None:
+    catalog = catalog_of(steps)
+    run = resolve(catalog, "everything", {}, set(FLAGS)).steps
+    batch = ModelBatch(run, [f"e{n}" for n in range(essay_count)])
+    dispatched: set[str] = set()
+    for _ in range(len(run) * (essay_count + 1) + 2):
+        states = batch.states()
+        progress = advance(run, states, dispatched)
+        for step in progress.dispatch:
+            assert step.name not in dispatched
+            assert all(states[dep].status is StepStatus.SATISFIED for dep in step.depends_on)
+        if progress.outcome is not None:
+            break
+        dispatched |= {step.name for step in progress.dispatch}
+        running = [
+            step for step in run if step.name in dispatched and not states[step.name].complete
+        ]
+        running = [step for step in running if batch.expected(step, states)]
+        assert running or progress.dispatch, "a run that is not finished must be able to move"
+        if running:
+            batch.work(rnd.choice(running), rnd)
+    else:
+        pytest.fail("the run never reached a terminal state")
+    final = batch.states()
+    ran = [final[step.name] for step in run if step.name in dispatched]
+    failed = len(ran) < len(run) or any(s.status is not StepStatus.SATISFIED for s in ran)
+    if failed:
+        assert progress.outcome is RunOutcome.FAILED
+    elif any(s.failed for s in ran):
+        assert progress.outcome is RunOutcome.COMPLETED_WITH_FAILURES
+    else:
+        assert progress.outcome is RunOutcome.COMPLETED
