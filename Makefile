@@ -23,11 +23,11 @@ protos: $(STAMP) ## Regenerate generated/ from protos/
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP) ## Start both servers (embedded backends unless REDIS_URL/DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set)
-	$(PY) -m mesh.launcher
+	$(PY) -m launcher
 
 test: $(STAMP) ## Install everything, start the throwaway backends, run every test tier, stop the backends
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; \
-	source .devstack/env; \
+	source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	scripts/devstack down >&2; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
@@ -54,7 +54,7 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a clean venv, import the
 check: lint typecheck buflint protos-check wheel-check test ## Everything CI cares about, plus lint and types
 
 bench: $(STAMP) ## Run every benchmark and refresh docs/benchmarks.md
-	@set -o pipefail; scripts/devstack up >&2 || exit 1; source .devstack/env; \
+	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) scripts/bench_report.py $(BENCH_ARGS); rc=$$?; scripts/devstack down >&2; exit $$rc
 
 devstack-up: ## Start throwaway Redis, PostgreSQL and Kafka (prints the env to source)

@@ -1,0 +1,179 @@
+"""``huleedu``: the operators' command line over the SDK (and Kafka, for dead letters).
+
+Every command prints JSON (protobuf JSON mapping), so its output pipes into ``jq``. Failed RPCs
+print the status code, message and decoded details to stderr and exit 1.
+
+    huleedu batch create --flag prompt_attached "First essay." "Second essay."
+    huleedu batch start BATCH_ID comprehensive
+    huleedu batch watch BATCH_ID
+    huleedu dlq list huleedu.essay.step.outcome.v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from clients.batch import BatchClient
+from clients.conductor import ConductorClient
+from clients.errors import RpcError
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
+
+
+def _print(message: Message) -> None:
+    print(json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=False))
+
+
+async def _batch(args: argparse.Namespace) -> None:
+    async with BatchClient(args.batch_address, timeout=args.timeout) as client:
+        if args.action == "create":
+            texts = args.texts or [line for line in sys.stdin.read().split("\n\n") if line.strip()]
+            flags = dict.fromkeys(args.flag, True)
+            _print(
+                await client.create_batch(
+                    texts, request_id=args.request_id, name=args.name, flags=flags
+                )
+            )
+        elif args.action == "start":
+            _print(await client.start_pipeline(args.batch_id, args.pipeline, args.request_id))
+        elif args.action == "status":
+            _print(await client.get_batch_status(args.batch_id))
+        elif args.action == "list":
+            _print(await client.list_batches(args.page_size, args.page_token))
+        elif args.action == "watch":
+            async for update in client.watch_batch(args.batch_id, args.run_id):
+                run = update.run
+                steps = ", ".join(f"{s.step}={s.succeeded}+{s.failed}/{s.total}" for s in run.steps)
+                print(f"#{update.sequence} {run.run_id} {run.status}: {steps}", flush=True)
+        elif args.action == "spellcheck":
+            _print(await client.trigger_spellcheck(args.text))
+
+
+async def _conductor(args: argparse.Namespace) -> None:
+    async with ConductorClient(args.conductor_address, timeout=args.timeout) as client:
+        if args.action == "pipelines":
+            _print(await client.list_pipelines())
+        elif args.action == "resolve":
+            flags = dict.fromkeys(args.flag, True)
+            _print(await client.resolve_pipeline(args.batch_id, args.target, flags, dry_run=True))
+        elif args.action == "state":
+            _print(await client.get_batch_pipeline_state(args.batch_id))
+
+
+async def _dlq(args: argparse.Namespace) -> None:
+    from mesh import deadletter
+    from mesh.producer import Producer
+
+    bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    if not bootstrap:
+        raise SystemExit("dlq commands need --kafka or KAFKA_BOOTSTRAP_SERVERS")
+    letters = await deadletter.list_dead_letters(bootstrap, args.topic)
+    if args.action == "list":
+        for r in letters:
+            letter = r.letter
+            print(
+                json.dumps(
+                    {
+                        "offset": r.offset,
+                        "partition": r.partition,
+                        "original_offset": letter.offset,
+                        "error": letter.error_info.type,
+                        "message": letter.error_info.message,
+                    }
+                )
+            )
+        return
+    chosen = [r for r in letters if args.offset is None or r.offset == args.offset]
+    if args.action == "show":
+        for r in chosen:
+            print(deadletter.show(r))
+    elif args.action == "replay":
+        async with Producer(bootstrap) as producer:
+            count = await deadletter.replay(producer, chosen)
+        print(json.dumps({"replayed": count}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huleedu", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--batch-address", default=os.environ.get("BATCH_ADDRESS", "127.0.0.1:5000")
+    )
+    parser.add_argument(
+        "--conductor-address", default=os.environ.get("CONDUCTOR_ADDRESS", "127.0.0.1:5050")
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="RPC deadline in seconds")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    batch = groups.add_parser("batch", help="BatchService: batches and pipeline runs")
+    actions = batch.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="create a batch (texts as arguments, or stdin split on blank lines)"
+    )
+    create.add_argument("texts", nargs="*")
+    create.add_argument(
+        "--flag", action="append", default=[], help="set a batch flag, e.g. prompt_attached"
+    )
+    create.add_argument("--name", default="")
+    create.add_argument("--request-id", default="", help="idempotency key")
+    start = actions.add_parser("start", help="start a pipeline run")
+    start.add_argument("batch_id")
+    start.add_argument("pipeline")
+    start.add_argument("--request-id", default="")
+    for name in ("status", "watch"):
+        sub = actions.add_parser(name, help=f"{name} a batch")
+        sub.add_argument("batch_id")
+        if name == "watch":
+            sub.add_argument("--run-id", default="")
+    listing = actions.add_parser("list", help="list batches, newest first")
+    listing.add_argument("--page-size", type=int, default=50)
+    listing.add_argument("--page-token", default="")
+    spell = actions.add_parser("spellcheck", help="trigger a single-essay spellcheck")
+    spell.add_argument("text")
+    batch.set_defaults(handler=_batch)
+
+    conductor = groups.add_parser("conductor", help="PipelineConductor: definitions and state")
+    actions = conductor.add_subparsers(dest="action", required=True)
+    actions.add_parser("pipelines", help="list pipeline definitions")
+    resolve = actions.add_parser("resolve", help="dry-run a resolution")
+    resolve.add_argument("batch_id")
+    resolve.add_argument("target")
+    resolve.add_argument("--flag", action="append", default=[])
+    state = actions.add_parser("state", help="per-step counts of a batch")
+    state.add_argument("batch_id")
+    conductor.set_defaults(handler=_conductor)
+
+    dlq = groups.add_parser("dlq", help="dead letters of a topic (needs Kafka)")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("topic", help="the original topic, e.g. huleedu.essay.step.outcome.v1")
+    dlq.add_argument(
+        "--offset", type=int, default=None, help="only the dead letter at this DLQ offset"
+    )
+    dlq.add_argument(
+        "--kafka", default="", help="bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    dlq.set_defaults(handler=_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        asyncio.run(handler(args))
+    except RpcError as exc:
+        shown: dict[str, Any] = {"code": exc.code.name, "message": exc.message}
+        shown["details"] = [json_format.MessageToDict(d) for d in exc.details]
+        print(json.dumps(shown, indent=2), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

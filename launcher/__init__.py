@@ -1,0 +1,1 @@
+"""``make run``: both servers in one process on the embedded default, with demo workers."""
