@@ -21,7 +21,7 @@ from mesh.topics import COMMAND_KINDS, EventKind
 log = logging.getLogger(__name__)
 
 COMMANDS = list(dict.fromkeys(COMMAND_KINDS.values()))
-ACCEPTED = frozenset({"huleedu.events.v1.StepCommand"})
+ACCEPTED = frozenset({"step_command"})  # payload field names
 _OUTCOME_NAMESPACE = uuid.UUID("0b3c52c4-6d0a-4c8e-9a57-3f1f0f4b7e21")
 
 

@@ -1,0 +1,1 @@
+"""The conductor's gRPC edge: converters, the error table, the servicer."""

@@ -1,0 +1,191 @@
+"""Conversions between conductor protos and domain values; requests are validated here.
+
+``x_from_proto`` parses (raising ``mesh.errors.InvalidArgument`` with every bad field) and
+``x_to_proto`` renders. The domain never sees a proto and never carries ``to_proto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from conductor_server.domain.catalog import PipelineCatalog
+from conductor_server.domain.model import (
+    BatchRegistration,
+    Outcome,
+    OutcomeRecord,
+    PipelineDefinition,
+    StepDefinition,
+    StepState,
+    StepStatus,
+)
+from conductor_server.domain.resolution import Resolution
+from conductor_server.state.protocol import BatchState, RecordResult
+from generated.huleedu.conductor.v1 import conductor_pb2 as pb
+from generated.huleedu.events.v1 import events_pb2
+from mesh.validation import MAX_NAME_LENGTH, Violations
+
+MAX_ESSAYS_PER_BATCH = 100_000
+MAX_STORAGE_ID = 1024
+
+STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
+    StepStatus.WAITING: pb.STEP_STATUS_WAITING,
+    StepStatus.NOT_STARTED: pb.STEP_STATUS_NOT_STARTED,
+    StepStatus.IN_PROGRESS: pb.STEP_STATUS_IN_PROGRESS,
+    StepStatus.SATISFIED: pb.STEP_STATUS_SATISFIED,
+    StepStatus.UNSATISFIED: pb.STEP_STATUS_UNSATISFIED,
+    StepStatus.BLOCKED: pb.STEP_STATUS_BLOCKED,
+}
+OUTCOME_FROM_PROTO: Mapping[int, Outcome] = {
+    events_pb2.STEP_OUTCOME_SUCCEEDED: Outcome.SUCCEEDED,
+    events_pb2.STEP_OUTCOME_FAILED: Outcome.FAILED,
+}
+
+
+def registration_from_proto(request: pb.RegisterBatchRequest) -> BatchRegistration:
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    essays = v.identifiers("essay_ids", request.essay_ids, MAX_ESSAYS_PER_BATCH)
+    flags = v.flags("flags", dict(request.flags))
+    v.raise_if_any()
+    return BatchRegistration(batch_id, essays, flags)
+
+
+def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, dict[str, bool]]:
+    """``(batch_id, target, flag overrides)``."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    target = v.identifier("target", request.target, MAX_NAME_LENGTH)
+    v.flags("flags", dict(request.flags))
+    v.raise_if_any()
+    return batch_id, target, dict(request.flags)
+
+
+def prerequisites_from_proto(
+    request: pb.ValidatePrerequisitesRequest,
+) -> tuple[str, str, dict[str, bool]]:
+    """``(batch_id, step, flag overrides)``."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    step = v.identifier("step", request.step, MAX_NAME_LENGTH)
+    v.flags("flags", dict(request.flags))
+    v.raise_if_any()
+    return batch_id, step, dict(request.flags)
+
+
+def _outcome(
+    v: Violations, batch_id: str, step: str, essay_id: str, outcome: int, storage: str, event: str
+) -> OutcomeRecord:
+    v.identifier("batch_id", batch_id)
+    v.identifier("step", step, MAX_NAME_LENGTH)
+    v.identifier("essay_id", essay_id)
+    parsed = OUTCOME_FROM_PROTO.get(outcome)
+    if parsed is None:
+        v.add("outcome", "must be STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED")
+    v.optional_identifier("output_storage_id", storage)
+    if len(storage) > MAX_STORAGE_ID:
+        v.add("output_storage_id", f"must be at most {MAX_STORAGE_ID} characters")
+    v.optional_identifier("event_id", event)
+    v.raise_if_any()
+    assert parsed is not None
+    return OutcomeRecord(batch_id, step, essay_id, parsed, storage, event)
+
+
+def outcome_from_proto(request: pb.RecordStepOutcomeRequest) -> OutcomeRecord:
+    return _outcome(
+        Violations(),
+        request.batch_id,
+        request.step,
+        request.essay_id,
+        request.outcome,
+        request.output_storage_id,
+        request.event_id,
+    )
+
+
+def outcome_from_event(event: events_pb2.EssayStepOutcome, event_id: str) -> OutcomeRecord:
+    """The outcome an ``EssayStepOutcome`` event reports (the Kafka path of RecordStepOutcome)."""
+    return _outcome(
+        Violations(),
+        event.batch_id,
+        event.step,
+        event.essay_id,
+        event.outcome,
+        event.output_storage_id,
+        event_id,
+    )
+
+
+def name_from_proto(field: str, value: str) -> str:
+    v = Violations()
+    v.identifier(field, value, MAX_NAME_LENGTH)
+    v.raise_if_any()
+    return value
+
+
+def batch_id_from_proto(value: str) -> str:
+    v = Violations()
+    v.identifier("batch_id", value)
+    v.raise_if_any()
+    return value
+
+
+def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
+    return pb.StepDefinition(
+        name=step.name,
+        service=step.service,
+        command=step.command,
+        depends_on=step.depends_on,
+        requires=step.requires,
+        min_success_ratio=step.min_success_ratio,
+    )
+
+
+def pipeline_to_proto(pipeline: PipelineDefinition, catalog: PipelineCatalog) -> pb.Pipeline:
+    return pb.Pipeline(
+        name=pipeline.name,
+        description=pipeline.description,
+        steps=[step_definition_to_proto(s) for s in pipeline.steps],
+        version=catalog.pipeline_versions[pipeline.name],
+    )
+
+
+def resolution_to_proto(batch_id: str, resolution: Resolution) -> pb.ResolvePipelineResponse:
+    return pb.ResolvePipelineResponse(
+        batch_id=batch_id,
+        target=resolution.target,
+        steps=[step_definition_to_proto(s) for s in resolution.steps],
+        pruned_steps=[
+            pb.PrunedStep(step=p.step.name, reason=events_pb2.SKIP_REASON_ALREADY_SATISFIED)
+            for p in resolution.pruned
+        ],
+        definition_version=resolution.version,
+    )
+
+
+def step_state_to_proto(state: StepState) -> pb.StepState:
+    return pb.StepState(
+        step=state.step,
+        succeeded=state.succeeded,
+        failed=state.failed,
+        total=state.total,
+        status=STATUS_TO_PROTO[state.status],
+    )
+
+
+def record_result_to_proto(result: RecordResult) -> pb.RecordStepOutcomeResponse:
+    assert result.state is not None
+    return pb.RecordStepOutcomeResponse(
+        state=step_state_to_proto(result.state),
+        newly_recorded=result.newly_recorded,
+        completed_step=result.completed_step,
+    )
+
+
+def batch_state_to_proto(state: BatchState) -> pb.GetBatchPipelineStateResponse:
+    registration = state.registration
+    return pb.GetBatchPipelineStateResponse(
+        batch_id=registration.batch_id,
+        essay_count=len(registration.essay_ids),
+        flags=dict.fromkeys(sorted(registration.flags), True),
+        steps=[step_state_to_proto(s) for s in state.steps],
+    )

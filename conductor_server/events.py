@@ -1,0 +1,60 @@
+"""The events the conductor emits, built in one place.
+
+``BatchStepCompleted`` has a deterministic event id (uuid5 of batch and step): a step completes
+once per batch, so however many times the completion is announced (a replayed outcome, a crash
+between writes, the outbox relay retrying) consumers see one id and drop the repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from conductor_server.domain.model import StepState, StepStatus
+from generated.huleedu.events.v1 import events_pb2
+from mesh import envelope
+from mesh.bus import OutgoingEvent
+from mesh.topics import EventKind
+
+SOURCE_SERVICE = "huleedu-pipeline-conductor"
+_COMPLETION_NAMESPACE = uuid.UUID("5b0c7f5e-8f52-4c55-9d7e-2f1d8f0c6a11")
+
+
+def completion_event_id(batch_id: str, step: str) -> str:
+    return str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{batch_id}\x00{step}\x00completed"))
+
+
+def step_completed(
+    batch_id: str, state: StepState, succeeded_essays: Sequence[tuple[str, str]]
+) -> OutgoingEvent:
+    """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)``."""
+    payload = events_pb2.BatchStepCompleted(
+        batch_id=batch_id,
+        step=state.step,
+        succeeded=state.succeeded,
+        failed=state.failed,
+        total=state.total,
+        satisfied=state.status is StepStatus.SATISFIED,
+        succeeded_essays=[
+            events_pb2.EssayRef(essay_id=essay, text_storage_id=output)
+            for essay, output in succeeded_essays
+        ],
+    )
+    wrapped = envelope.build(
+        payload,
+        source_service=SOURCE_SERVICE,
+        event_id=completion_event_id(batch_id, state.step),
+    )
+    return OutgoingEvent(EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id)
+
+
+def phase_skipped(batch_id: str, step: str, target: str) -> OutgoingEvent:
+    """``PhaseSkipped``: each resolution that prunes a step is its own fact (fresh id)."""
+    payload = events_pb2.PhaseSkipped(
+        batch_id=batch_id,
+        step=step,
+        reason=events_pb2.SKIP_REASON_ALREADY_SATISFIED,
+        target=target,
+    )
+    wrapped = envelope.build(payload, source_service=SOURCE_SERVICE)
+    return OutgoingEvent(EventKind.PHASE_SKIPPED, wrapped, key=batch_id)

@@ -1,0 +1,163 @@
+"""End-to-end fixtures: the servers as real processes against the real backends.
+
+``ServerProcess`` starts ``python -m <module>`` on free ports with the test's isolated backends
+(a fresh database, a unique Kafka namespace), waits until gRPC health says SERVING, and on exit
+sends SIGTERM and checks the process exits 0. ``grpcurl`` is installed with ``go install`` into
+the repository's cache the first time it is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import Backends
+
+ROOT = Path(__file__).resolve().parents[2]
+GRPCURL_VERSION = "v1.9.3"
+GOBIN = ROOT / ".cache" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One server as a child process; ``address`` is its gRPC ``host:port``."""
+
+    def __init__(self, module: str, env: Mapping[str, str], prefix: str, log_path: Path) -> None:
+        self.module = module
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            **env,
+            f"{prefix}HOST": "127.0.0.1",
+            f"{prefix}GRPC_PORT": str(self.port),
+            f"{prefix}METRICS_PORT": str(self.metrics_port),
+            f"{prefix}SHUTDOWN_GRACE_SECONDS": "10",
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, within: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.module, cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+        await self.wait_serving(within)
+
+    async def health(self, service: str = "") -> int:
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=service)
+            response = await stub.Check(request, timeout=2)  # type: ignore[attr-defined]
+            return int(response.status)
+
+    async def wait_serving(self, within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise AssertionError(
+                    f"{self.module} exited {self.process.returncode}:\n{self.logs()}"
+                )
+            try:
+                if await self.health() == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"{self.module} not SERVING after {within}s:\n{self.logs()}")
+            await asyncio.sleep(0.1)
+
+    async def terminate(self, within: float = 30.0) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), within)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+                raise AssertionError(f"{self.module} ignored SIGTERM for {within}s") from None
+        return int(self.process.returncode or 0)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": backends.redis_url,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": backends.kafka_bootstrap,
+        "KAFKA_NAMESPACE": namespace,
+        "KAFKA_TOPIC_PARTITIONS": "2",
+        "USE_UVLOOP": "true",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+async def conductor_process(
+    backends: Backends, database_url: str, kafka_namespace: str, tmp_path: Path
+) -> AsyncIterator[ServerProcess]:
+    server = ServerProcess(
+        "conductor_server",
+        backend_env(backends, database_url, kafka_namespace),
+        "CONDUCTOR_",
+        tmp_path / "conductor.log",
+    )
+    await server.start()
+    yield server
+    await server.terminate()
+
+
+@pytest.fixture(scope="session")
+def grpcurl() -> str:
+    """The grpcurl binary, installed with ``go install`` on first use."""
+    found = shutil.which("grpcurl") or (
+        str(GOBIN / "grpcurl") if (GOBIN / "grpcurl").exists() else None
+    )
+    if found:
+        return found
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    subprocess.run(
+        [go, "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
+        env={**os.environ, "GOBIN": str(GOBIN)},
+        check=True,
+        timeout=900,
+    )
+    return str(GOBIN / "grpcurl")
+
+
+def run_grpcurl(binary: str, *args: str, data: Any = None) -> Any:
+    """Run grpcurl; parse its JSON output (None for empty output). Raises on failure."""
+    command = [binary, "-plaintext", "-format-error"]
+    if data is not None:
+        command += ["-d", json.dumps(data)]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise AssertionError(f"grpcurl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    out = result.stdout.strip()
+    return json.loads(out) if out.startswith("{") else out

@@ -1,0 +1,416 @@
+"""Counts are exact under concurrency, redelivery, a Redis flush and crashes between writes.
+
+One batch of 2,500 essays runs spellcheck, then nlp and cj_assessment (which expect the 2,250
+essays that passed spellcheck): 7,000 distinct outcomes, delivered as 10,000 records (30%
+repeats) by 50 concurrent writers through two composed stores (two "replicas" with their own
+connections), while a reader checks every state it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from conductor_server.domain.model import (
+    BatchRegistration,
+    Outcome,
+    OutcomeRecord,
+    StepDefinition,
+    StepStatus,
+)
+from conductor_server.state import (
+    BatchState,
+    ComposedStateStore,
+    MemoryStateStore,
+    PostgresStateStore,
+    RecordResult,
+    RedisStateStore,
+    StateBackendUnavailable,
+    completion_event_id,
+)
+from mesh import envelope
+
+S, F = Outcome.SUCCEEDED, Outcome.FAILED
+STEPS = {
+    step.name: step
+    for step in (
+        StepDefinition("spellcheck", "spellchecker", "spellcheck", min_success_ratio=0.85),
+        StepDefinition("nlp", "nlp", "nlp", depends_on=("spellcheck",), min_success_ratio=0.9),
+        StepDefinition(
+            "cj_assessment",
+            "cj",
+            "cj_assessment",
+            depends_on=("spellcheck",),
+            min_success_ratio=0.5,
+        ),
+    )
+}
+BATCH = "batch-exact"
+ESSAYS = tuple(f"essay-{i:05d}" for i in range(2500))
+WRITERS = 50
+DELIVERIES = 10_000
+
+
+class SimulatedCrash(Exception):
+    """The process died between two writes."""
+
+
+class Writer(Protocol):
+    async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]: ...
+
+
+class Reader(Protocol):
+    async def batch_state(self, batch_id: str) -> BatchState: ...
+
+
+@dataclass
+class Workload:
+    """Two phases of shuffled records (spellcheck; then nlp and cj_assessment), repeats included."""
+
+    phases: list[list[OutcomeRecord]]
+    distinct: list[OutcomeRecord]
+
+    @classmethod
+    def make(cls, rng: random.Random) -> Workload:
+        spellcheck = {e: F if i % 10 == 3 else S for i, e in enumerate(ESSAYS)}
+        passed = [e for e in ESSAYS if spellcheck[e] is S]
+        nlp = {e: F if rng.random() < 0.04 else S for e in passed}
+        cj = {e: F if rng.random() < 0.3 else S for e in passed}
+        first = [record("spellcheck", e, o) for e, o in spellcheck.items()]
+        second = [record("nlp", e, o) for e, o in nlp.items()]
+        second += [record("cj_assessment", e, o) for e, o in cj.items()]
+        distinct = first + second
+        repeats = DELIVERIES - len(distinct)
+        phases = []
+        for phase in (first, second):
+            share = round(repeats * len(phase) / len(distinct))
+            deliveries = phase + [rng.choice(phase) for _ in range(share)]
+            rng.shuffle(deliveries)
+            phases.append(deliveries)
+        phases[-1] += [rng.choice(second) for _ in range(DELIVERIES - sum(map(len, phases)))]
+        return cls(phases, distinct)
+
+    async def expected(self) -> BatchState:
+        async with MemoryStateStore(STEPS) as oracle:
+            await oracle.register_batch(BatchRegistration(BATCH, ESSAYS))
+            await oracle.record_outcomes(self.distinct)
+            return await oracle.batch_state(BATCH)
+
+
+def record(step: str, essay: str, outcome: Outcome) -> OutcomeRecord:
+    return OutcomeRecord(BATCH, step, essay, outcome, event_id=f"{step}/{essay}")
+
+
+def chunks(rng: random.Random, records: Sequence[OutcomeRecord]) -> list[list[OutcomeRecord]]:
+    """``records`` split among the writers, each share cut into chunks of 1 to 250."""
+    found: list[list[OutcomeRecord]] = []
+    for writer in range(WRITERS):
+        share = list(records[writer::WRITERS])
+        while share:
+            size = rng.randint(1, 250)
+            found.append(share[:size])
+            share = share[size:]
+    return found
+
+
+@dataclass
+class Run:
+    """What the writers saw."""
+
+    results: list[RecordResult] = field(default_factory=list)
+    crashed: list[list[OutcomeRecord]] = field(default_factory=list)
+    delivered: int = 0
+    halfway: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Harness:
+    """Two replicas of the composed store over the same servers, and direct access to both."""
+
+    def __init__(self, redis_url: str, database_url: str) -> None:
+        self.redis_url = redis_url
+        self.database_url = database_url
+        self.stores: list[ComposedStateStore] = []
+        self.durable: PostgresStateStore | None = None
+
+    async def replica(self, hot: RedisStateStore | None = None) -> ComposedStateStore:
+        durable = await PostgresStateStore.connect(self.database_url, STEPS, max_size=8)
+        store = ComposedStateStore(durable, hot or RedisStateStore.from_url(self.redis_url, STEPS))
+        self.stores.append(store)
+        return store
+
+    async def start(self) -> list[ComposedStateStore]:
+        self.durable = await PostgresStateStore.connect(self.database_url, STEPS, max_size=2)
+        await self.durable.migrate()
+        replicas = [await self.replica(), await self.replica()]
+        assert await replicas[0].register_batch(BatchRegistration(BATCH, ESSAYS))
+        return replicas
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.close()
+        if self.durable is not None:
+            await self.durable.close()
+
+    async def check_converged(self, expected: BatchState) -> None:
+        """Every view of the batch is exact, and the outbox holds one event per step."""
+        assert self.durable is not None
+        assert await self.durable.batch_state(BATCH) == expected
+        async with RedisStateStore.from_url(self.redis_url, STEPS) as redis_only:
+            assert await redis_only.batch_state(BATCH) == expected
+        for store in self.stores:
+            assert await store.batch_state(BATCH) == expected
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch("SELECT event_id, message_key, payload FROM event_outbox")
+        finally:
+            await conn.close()
+        assert sorted(r["event_id"] for r in rows) == sorted(
+            completion_event_id(BATCH, step) for step in STEPS
+        )
+        for row in rows:
+            event = envelope.decode(bytes(row["payload"]), accept={"batch_step_completed"})
+            assert event.event_id == row["event_id"]
+            assert bytes(row["message_key"]) == BATCH.encode()
+            done = event.batch_step_completed
+            state = expected.step(done.step)
+            assert (done.batch_id, done.succeeded, done.failed, done.total) == (
+                BATCH,
+                state.succeeded,
+                state.failed,
+                state.total,
+            )
+            assert done.satisfied == (state.status is StepStatus.SATISFIED)
+
+
+@pytest.fixture
+async def harness(redis_url: str, database_url: str) -> AsyncIterator[Harness]:
+    harness = Harness(redis_url, database_url)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def deliver(stores: Sequence[Writer], work: list[list[OutcomeRecord]], run: Run) -> None:
+    """50 writers take chunks from ``work``, writer i through replica i % 2.
+
+    A transient failure is retried (as the consumer does); a ``SimulatedCrash`` leaves the chunk
+    for redelivery after a "restart".
+    """
+
+    async def writer(index: int) -> None:
+        store = stores[index % len(stores)]
+        while work:
+            chunk = work.pop()
+            for _ in range(200):
+                try:
+                    run.results += await store.record_outcomes(chunk)
+                    break
+                except SimulatedCrash:
+                    run.crashed.append(chunk)
+                    break
+                except StateBackendUnavailable:
+                    await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("a chunk kept failing")
+            run.delivered += len(chunk)
+            if run.delivered >= DELIVERIES // 2:
+                run.halfway.set()
+
+    async with asyncio.TaskGroup() as group:
+        for index in range(WRITERS):
+            group.create_task(writer(index))
+
+
+async def watch(stores: Sequence[Reader], stop: asyncio.Event, monotonic: bool) -> int:
+    """Read the batch until ``stop``: counts never exceed the total (and, when ``monotonic``,
+    never go back in what the first store shows)."""
+    reads = 0
+    seen: dict[str, int] = {}
+    while not stop.is_set() or reads == 0:
+        store = stores[reads % len(stores)]
+        state = await store.batch_state(BATCH)
+        for step in state.steps:
+            counted = step.succeeded + step.failed
+            assert counted <= step.total <= len(ESSAYS), step
+            if monotonic and store is stores[0]:
+                assert counted >= seen.get(step.step, 0), (step, seen)
+                seen[step.step] = counted
+        reads += 1
+        await asyncio.sleep(0)
+    return reads
+
+
+async def run_phases(
+    stores: Sequence[Writer],
+    readers: Sequence[Reader],
+    workload: Workload,
+    rng: random.Random,
+    *,
+    midway: Callable[[], Awaitable[None]] | None = None,
+    after_phase: Callable[[Run], Awaitable[None]] | None = None,
+    monotonic: bool = True,
+) -> Run:
+    """Deliver both phases while a reader watches; await ``midway()`` once half is delivered
+    and ``after_phase(run)`` after each phase."""
+    run = Run()
+    stop = asyncio.Event()
+
+    async def trigger(midway: Callable[[], Awaitable[None]]) -> None:
+        await run.halfway.wait()
+        await midway()
+
+    async with asyncio.TaskGroup() as group:
+        reader = group.create_task(watch(readers, stop, monotonic))
+        if midway is not None:
+            group.create_task(trigger(midway))
+        for phase in workload.phases:
+            await deliver(stores, chunks(rng, phase), run)
+            if after_phase is not None:
+                await after_phase(run)
+        stop.set()
+    assert reader.result() > 0
+    return run
+
+
+def completions(results: Sequence[RecordResult]) -> dict[str, int]:
+    counted = dict.fromkeys(STEPS, 0)
+    for result in results:
+        if result.completed_step:
+            counted[result.record.step] += 1
+    return counted
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["steady", "redis-flushed-midway"])
+async def test_concurrent_writers_count_every_outcome_exactly_once(
+    harness: Harness, redis_url: str, flush: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="conductor_server.state")
+    rng = random.Random(5)
+    workload = Workload.make(rng)
+    stores = await harness.start()
+    assert harness.durable is not None
+
+    async def flush_redis() -> None:
+        async with Redis.from_url(redis_url) as admin:
+            await admin.flushall()
+            await admin.script_flush()
+
+    readers: list[Reader] = [stores[0], harness.durable]
+    run = await run_phases(stores, readers, workload, rng, midway=flush_redis if flush else None)
+
+    assert run.delivered == DELIVERIES
+    assert not run.crashed
+    assert all(result.ok for result in run.results)
+    assert sum(result.newly_recorded for result in run.results) == len(workload.distinct) == 7000
+    assert completions(run.results) == dict.fromkeys(STEPS, 1)
+    await harness.check_converged(await workload.expected())
+    rebuilt = any("rebuilding it from postgresql" in r.getMessage() for r in caplog.records)
+    assert rebuilt == flush
+
+
+class CrashingRedis(RedisStateStore):
+    """Dies after PostgreSQL committed, before Redis is written, whenever ``crash()`` says so."""
+
+    def __init__(self, url: str, crash: Callable[[], bool]) -> None:
+        super().__init__(Redis.from_url(url, decode_responses=True), STEPS)
+        self._crash = crash
+
+    async def replay(self, records: Sequence[OutcomeRecord]) -> list[str]:
+        if self._crash():
+            raise SimulatedCrash
+        return await super().replay(records)
+
+
+async def test_a_crash_between_the_postgres_and_the_redis_write_converges(
+    harness: Harness, redis_url: str
+) -> None:
+    rng = random.Random(7)
+    workload = Workload.make(rng)
+    await harness.start()
+    crashing = [
+        await harness.replica(CrashingRedis(redis_url, lambda: rng.random() < 0.3))
+        for _ in range(2)
+    ]
+
+    run = await run_phases(crashing, [crashing[0]], workload, rng)
+    assert run.crashed
+
+    # Before redelivery, Redis may lag PostgreSQL but never exceeds it.
+    assert harness.durable is not None
+    durable = await harness.durable.batch_state(BATCH)
+    async with RedisStateStore.from_url(redis_url, STEPS) as redis_only:
+        hot = await redis_only.batch_state(BATCH)
+    for lagging, authority in zip(hot.steps, durable.steps, strict=True):
+        assert lagging.succeeded <= authority.succeeded
+        assert lagging.failed <= authority.failed
+
+    # The restarted conductor gets the crashed chunks again (offsets were never committed).
+    restarted = [await harness.replica(), await harness.replica()]
+    replay = Run()
+    await deliver(restarted, run.crashed, replay)
+    results = run.results + replay.results
+    assert all(result.ok for result in results)
+    assert not any(result.newly_recorded for result in replay.results)
+    assert sum(result.newly_recorded for result in run.results) <= len(workload.distinct)
+    await harness.check_converged(await workload.expected())
+
+
+class RedisFirst:
+    """The opposite order (Redis, then PostgreSQL), dying between the two writes at times."""
+
+    def __init__(
+        self, store: ComposedStateStore, hot: RedisStateStore, crash: Callable[[], bool]
+    ) -> None:
+        self._store = store
+        self._hot = hot
+        self._crash = crash
+
+    async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]:
+        await self._hot.record_outcomes(records)
+        if self._crash():
+            raise SimulatedCrash
+        return await self._store.record_outcomes(records)
+
+
+async def test_a_crash_between_the_redis_and_the_postgres_write_converges(
+    harness: Harness, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(11)
+    workload = Workload.make(rng)
+    [store, _] = await harness.start()
+    hot = RedisStateStore.from_url(redis_url, STEPS)
+    try:
+        # A write that reached only Redis, with an outcome that the redelivery contradicts.
+        contradicted = next(r for r in workload.distinct if r.outcome is S)
+        flipped = OutcomeRecord(BATCH, contradicted.step, contradicted.essay_id, F)
+        [only_redis] = await hot.record_outcomes([flipped])
+        assert only_redis.newly_recorded
+
+        restarted = [await harness.replica(), await harness.replica()]
+        redelivered = 0
+
+        async def redeliver(run: Run) -> None:
+            # Workers only get the next step's commands once PostgreSQL saw this one complete,
+            # so the crashed chunks come back before the next phase.
+            nonlocal redelivered
+            redelivered += len(run.crashed)
+            crashed, run.crashed = run.crashed, []
+            await deliver(restarted, crashed, Run())
+
+        writer = RedisFirst(store, hot, lambda: rng.random() < 0.3)
+        # Redis may run ahead of PostgreSQL here and be rebuilt lower: no monotonic reads.
+        await run_phases([writer], [store], workload, rng, after_phase=redeliver, monotonic=False)
+    finally:
+        await hot.close()
+    assert redelivered
+    await harness.check_converged(await workload.expected())
+    assert any("disagrees with postgresql" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,139 @@
+"""Helpers of the BatchService service tests (no tests here).
+
+A BatchService in embedded mode on a free port, sharing the in-memory bus of a real embedded
+PipelineConductor (``conductor`` fixture of ``tests/service/conftest.py``), and a ``Worker`` that
+plays the worker services: it takes the StepCommands from the bus and publishes one
+EssayStepOutcome per essay, as the policy it is given says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from batch_server.app import serve
+from batch_server.settings import BatchOptions, BatchSettings
+from clients import BatchClient
+from generated.huleedu.events.v1 import events_pb2 as ev
+from mesh import envelope
+from mesh.bus import OutgoingEvent
+from mesh.memory_bus import MemoryBus
+from mesh.server import GrpcServer
+from mesh.settings import BackendSettings, ServerSettings
+from mesh.topics import COMMAND_KINDS, EventKind, topic_name
+
+Policy = Callable[[str, str], bool]  # (step, essay id) -> succeeded?
+
+
+def always(_step: str, _essay: str) -> bool:
+    return True
+
+
+@dataclass
+class RunningBatch:
+    server: GrpcServer
+    bus: MemoryBus
+    client: BatchClient
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+def settings_for(conductor_address: str, **options: object) -> BatchSettings:
+    return BatchSettings(
+        server=ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False),
+        backends=BackendSettings(),
+        options=BatchOptions(
+            conductor_address=conductor_address,
+            conductor_timeout_seconds=5.0,
+            watch_poll_seconds=0.2,
+            **options,  # type: ignore[arg-type]
+        ),
+    )
+
+
+@asynccontextmanager
+async def batch_service(settings: BatchSettings, bus: MemoryBus) -> AsyncIterator[RunningBatch]:
+    """``batch_server.app.serve`` on ``bus`` until the block ends."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop, bus=bus, on_ready=ready.set_result))
+    done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert ready in done, "BatchService did not start within 30 s"
+    try:
+        async with BatchClient(f"127.0.0.1:{ready.result().port}", timeout=10) as client:
+            yield RunningBatch(ready.result(), bus, client)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def events_of(bus: MemoryBus, kind: EventKind) -> list[ev.EventEnvelope]:
+    return [envelope.decode(r.value) for r in bus.records(topic_name(kind, bus.namespace))]
+
+
+def step_commands(bus: MemoryBus) -> list[ev.StepCommand]:
+    found = []
+    for kind in dict.fromkeys(COMMAND_KINDS.values()):
+        found += [e.step_command for e in events_of(bus, kind)]
+    return found
+
+
+@dataclass
+class Worker:
+    """Answers every StepCommand on the bus once, with outcomes from ``policy``."""
+
+    bus: MemoryBus
+    policy: Policy = always
+    duplicate: bool = False  # publish every outcome twice
+    answered: set[str] = field(default_factory=set)
+
+    async def work(self) -> int:
+        """Answer the commands not answered yet; return how many."""
+        fresh = 0
+        for kind in dict.fromkeys(COMMAND_KINDS.values()):
+            for command_envelope in events_of(self.bus, kind):
+                if command_envelope.event_id in self.answered:
+                    continue
+                self.answered.add(command_envelope.event_id)
+                fresh += 1
+                await self._answer(command_envelope.step_command)
+        return fresh
+
+    async def _answer(self, command: ev.StepCommand) -> None:
+        outcomes = []
+        for essay in command.essays:
+            ok = self.policy(command.step, essay.essay_id)
+            payload = ev.EssayStepOutcome(
+                batch_id=command.batch_id,
+                step=command.step,
+                essay_id=essay.essay_id,
+                outcome=ev.STEP_OUTCOME_SUCCEEDED if ok else ev.STEP_OUTCOME_FAILED,
+                output_storage_id=f"{command.step}-out-{essay.essay_id}" if ok else "",
+                run_id=command.run_id,
+            )
+            built = envelope.build(payload, source_service="test-worker")
+            outcomes.append(OutgoingEvent(EventKind.ESSAY_STEP_OUTCOME, built))
+        if self.duplicate:
+            outcomes += outcomes
+        await self.bus.publish_many(outcomes)
+
+    async def until(self, done: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+        """Keep answering commands until ``done()``."""
+        deadline = asyncio.get_running_loop().time() + within
+        while not await done():
+            await self.work()
+            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.02)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
