@@ -31,6 +31,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, table: StatusTable, metrics: RpcMetrics) -> None:
         self._table = table
         self._metrics = metrics
+        # grpc.aio asks the interceptor on every RPC; the wrapped handler of a method never
+        # changes, so it is built once per method.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -39,10 +42,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        wrapped = self._wrap(handler, handler_call_details.method)
+        self._wrapped[handler_call_details.method] = wrapped
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        service, _, method = full_method.lstrip("/").rpartition("/")
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, service, method),
@@ -86,10 +99,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, service: str, method: str) -> Any:
         metrics = self._metrics
+        started = metrics.started.labels(service, method)
+        latency = metrics.latency.labels(service, method)
+        handled_ok = metrics.handled.labels(service, method, _OK)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self._enter(context)
-            metrics.started.labels(service, method).inc()
+            started.inc()
             start = time.perf_counter()
             code = _OK
             try:
@@ -104,8 +120,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = await self._fail(exc, context, method)
                 return None
             finally:
-                metrics.handled.labels(service, method, code).inc()
-                metrics.latency.labels(service, method).observe(time.perf_counter() - start)
+                if code is _OK:
+                    handled_ok.inc()
+                else:
+                    metrics.handled.labels(service, method, code).inc()
+                latency.observe(time.perf_counter() - start)
 
         return wrapper
 

@@ -1,0 +1,186 @@
+"""ResolvePipeline throughput and latency vs an empty ``grpc.aio`` handler, same run, same way.
+
+Both servers run as their own process on uvloop, on loopback, and are loaded the same way: one
+client process holding ``--concurrency`` calls in flight over one channel for ``--seconds``.
+
+- **baseline**: a bare ``grpc.aio`` server whose ``ResolvePipeline`` returns an empty response
+  (no interceptor, no health, no work): the cost of gRPC itself on this machine.
+- **ours**: the real PipelineConductor (``conductor_server.app.serve``, embedded mode: the
+  in-memory store; the production interceptor, health, reflection and metrics all on) resolving
+  ``comprehensive`` for a registered batch with ``dry_run`` (nothing is published).
+
+Rounds alternate baseline/ours; the figure per contender is its best round (other load only
+slows a run down). Usage: ``python -m bench.conductor [--quick]``; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from generated.huleedu.conductor.v1 import conductor_pb2 as pb
+from generated.huleedu.conductor.v1 import conductor_pb2_grpc
+
+ESSAYS = [f"essay-{i}" for i in range(200)]
+REQUEST = pb.ResolvePipelineRequest(batch_id="bench", target="comprehensive", dry_run=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Empty(conductor_pb2_grpc.PipelineConductorServiceServicer):
+    async def RegisterBatch(self, request: Any, context: Any) -> pb.RegisterBatchResponse:
+        return pb.RegisterBatchResponse()
+
+    async def ResolvePipeline(self, request: Any, context: Any) -> pb.ResolvePipelineResponse:
+        return pb.ResolvePipelineResponse()
+
+
+async def _serve_empty(port: int) -> None:
+    server = grpc.aio.server()
+    conductor_pb2_grpc.add_PipelineConductorServiceServicer_to_server(_Empty(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+async def _serve_conductor(port: int) -> None:
+    from conductor_server.app import serve
+    from conductor_server.settings import ConductorSettings
+    from mesh.settings import BackendSettings, ServerSettings
+
+    settings = ConductorSettings(
+        server=ServerSettings(host="127.0.0.1", grpc_port=port, metrics_port=-1),
+        backends=BackendSettings(),
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await serve(settings, stop)
+
+
+@dataclass
+class Round:
+    calls: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _load(address: str, concurrency: int, seconds: float) -> Round:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = conductor_pb2_grpc.PipelineConductorServiceStub(channel)
+        await channel.channel_ready()
+        register = pb.RegisterBatchRequest(
+            batch_id="bench", essay_ids=ESSAYS, flags={"prompt_attached": True}
+        )
+        await stub.RegisterBatch(register, timeout=10)
+        for _ in range(200):  # warm up
+            await stub.ResolvePipeline(REQUEST, timeout=10)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            call = stub.ResolvePipeline
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                await call(REQUEST, timeout=10)
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return Round(len(latencies), time.perf_counter() - began, latencies)
+
+
+def _round(kind: str, concurrency: int, seconds: float) -> Round:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.conductor", "--serve", kind, "--port", str(port)],
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    try:
+        import uvloop
+
+        return uvloop.run(_load(f"127.0.0.1:{port}", concurrency, seconds))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve", choices=["empty", "conductor"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        import uvloop
+
+        uvloop.run(
+            _serve_empty(args.port) if args.serve == "empty" else _serve_conductor(args.port)
+        )
+        return
+    rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
+    results: dict[str, list[Round]] = {"empty": [], "conductor": []}
+    for _ in range(rounds):
+        for kind in results:
+            results[kind].append(_round(kind, args.concurrency, seconds))
+    best = {kind: max(rs, key=lambda r: r.rate) for kind, rs in results.items()}
+    print(f"ResolvePipeline at concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s")
+    print(f"{'server':<34} {'best req/s':>10} {'median':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    names = {"empty": "empty grpc.aio handler (baseline)", "conductor": "PipelineConductor (ours)"}
+    for kind, rs in results.items():
+        b = best[kind]
+        median = statistics.median(r.rate for r in rs)
+        p50, p99 = b.percentile(0.5), b.percentile(0.99)
+        print(f"{names[kind]:<34} {b.rate:>10,.0f} {median:>8,.0f} {p50:>7.2f} {p99:>7.2f}")
+    ours, base = best["conductor"], best["empty"]
+    print(
+        json.dumps(
+            {
+                "bench": "conductor",
+                "ours": round(ours.rate),
+                "baseline": round(base.rate),
+                "unit": "requests/s",
+                "ratio": round(ours.rate / base.rate, 3),
+                "ours_p50_ms": round(ours.percentile(0.5), 3),
+                "ours_p99_ms": round(ours.percentile(0.99), 3),
+                "baseline_p50_ms": round(base.percentile(0.5), 3),
+                "baseline_p99_ms": round(base.percentile(0.99), 3),
+                "concurrency": args.concurrency,
+                "rounds": rounds,
+                "seconds": seconds,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
