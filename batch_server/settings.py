@@ -18,6 +18,9 @@ class BatchOptions:
     content_service_url: str = setting("", "CONTENT_SERVICE_URL", "HTTP content service (optional)")
     consumer_group: str = setting("huleedu-batch-service", "CONSUMER_GROUP", "Kafka group")
     db_pool_size: int = setting(10, "DB_POOL_SIZE", "PostgreSQL pool size")
+    watch_poll_seconds: float = setting(
+        1.0, "WATCH_POLL_SECONDS", "WatchBatch re-reads a run at least this often"
+    )
 
 
 @dataclass(frozen=True, slots=True)

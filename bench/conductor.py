@@ -34,6 +34,7 @@ from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 
 ESSAYS = [f"essay-{i}" for i in range(200)]
+SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 REQUEST = pb.ResolvePipelineRequest(batch_id="bench", target="comprehensive", dry_run=True)
 
 
@@ -43,17 +44,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _Empty(conductor_pb2_grpc.PipelineConductorServiceServicer):
-    async def RegisterBatch(self, request: Any, context: Any) -> pb.RegisterBatchResponse:
-        return pb.RegisterBatchResponse()
+async def _empty_register(request: Any, context: Any) -> pb.RegisterBatchResponse:
+    return pb.RegisterBatchResponse()
 
-    async def ResolvePipeline(self, request: Any, context: Any) -> pb.ResolvePipelineResponse:
-        return pb.ResolvePipelineResponse()
+
+async def _empty_resolve(request: Any, context: Any) -> pb.ResolvePipelineResponse:
+    return pb.ResolvePipelineResponse()
+
+
+def _empty_handlers() -> grpc.GenericRpcHandler:
+    """The two RPCs the load uses, doing nothing, registered like generated code does."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "RegisterBatch": grpc.unary_unary_rpc_method_handler(
+            _empty_register,
+            request_deserializer=pb.RegisterBatchRequest.FromString,
+            response_serializer=pb.RegisterBatchResponse.SerializeToString,
+        ),
+        "ResolvePipeline": grpc.unary_unary_rpc_method_handler(
+            _empty_resolve,
+            request_deserializer=pb.ResolvePipelineRequest.FromString,
+            response_serializer=pb.ResolvePipelineResponse.SerializeToString,
+        ),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 async def _serve_empty(port: int) -> None:
     server = grpc.aio.server()
-    conductor_pb2_grpc.add_PipelineConductorServiceServicer_to_server(_Empty(), server)
+    server.add_generic_rpc_handlers((_empty_handlers(),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()

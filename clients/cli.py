@@ -33,6 +33,13 @@ def _print(message: Message) -> None:
     print(json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=False))
 
 
+def _print_or_id(message: Message, identifier: str, quiet: bool) -> None:
+    if quiet:
+        print(identifier)
+    else:
+        _print(message)
+
+
 async def _batch(args: argparse.Namespace) -> None:
     async with BatchClient(args.batch_address, timeout=args.timeout) as client:
         if args.action == "create":
@@ -124,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--name", default="")
     create.add_argument("--request-id", default="", help="idempotency key")
+    create.add_argument("-q", "--quiet", action="store_true", help="print only the batch id")
     start = actions.add_parser("start", help="start a pipeline run")
     start.add_argument("batch_id")
     start.add_argument("pipeline")
     start.add_argument("--request-id", default="")
+    start.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
     for name in ("status", "watch"):
         sub = actions.add_parser(name, help=f"{name} a batch")
         sub.add_argument("batch_id")

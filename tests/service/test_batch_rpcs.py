@@ -15,18 +15,24 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2 as details
 
-from clients import RpcError
+from batch_server.app import serve as serve_batch
+from clients import BatchClient, RpcError
+from conductor_server.app import serve as serve_conductor
+from conductor_server.settings import ConductorSettings
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2 as ev
 from mesh import correlation
+from mesh.memory_bus import MemoryBus
+from mesh.server import GrpcServer
+from mesh.settings import BackendSettings, ServerSettings
 from mesh.topics import EventKind
 from tests.service.conftest import RunningConductor
-from tests.service.test_batch_support import (
+from tests.support.batch import (
     RunningBatch,
     Worker,
     batch_service,
-    eventually,
     events_of,
+    eventually,
     settings_for,
     step_commands,
 )
@@ -73,7 +79,8 @@ async def test_trigger_spellcheck_publishes_the_seed_event(batches: RunningBatch
     with correlation.bound("corr-trigger-1"):
         response = await batches.client.trigger_spellcheck("Teh essay.", language="sv")
     assert response.correlation_id == "corr-trigger-1"
-    assert response.essay_id and response.text_storage_id
+    assert response.essay_id
+    assert response.text_storage_id
     [event] = events_of(batches.bus, EventKind.ESSAY_SPELLCHECK_REQUESTED)
     payload = event.essay_spellcheck_requested
     assert payload.entity_ref.entity_id == response.essay_id
@@ -254,7 +261,9 @@ async def test_the_next_step_gets_only_succeeded_essays_with_their_latest_text(
 ) -> None:
     batch = await batches.client.create_batch([f"Essay {i}." for i in range(20)], flags=PROMPT)
     unlucky = batch.essays[3].essay_id
-    worker = Worker(batches.bus, lambda step, essay: not (step == "spellcheck" and essay == unlucky))
+    worker = Worker(
+        batches.bus, lambda step, essay: not (step == "spellcheck" and essay == unlucky)
+    )
     await batches.client.start_pipeline(batch.batch_id, "nlp")
     run = await _run_to_end(batches, batch.batch_id, worker)
     assert run.status == pb.RUN_STATUS_COMPLETED_WITH_FAILURES  # 19/20 >= 0.9
@@ -359,7 +368,8 @@ async def test_concurrent_starts_give_one_run_and_aborted_for_the_others(
     )
     started = [r for r in results if isinstance(r, pb.StartPipelineResponse)]
     refused = [r for r in results if isinstance(r, RpcError)]
-    assert len(started) == 1 and len(refused) == 5
+    assert len(started) == 1
+    assert len(refused) == 5
     run_id = started[0].run.run_id
     for error in refused:
         assert error.code == grpc.StatusCode.ABORTED
@@ -399,15 +409,26 @@ async def test_start_pipeline_error_paths(batches: RunningBatch) -> None:
     assert (await batches.client.get_batch_status(batch.batch_id)).runs == []
 
 
-async def test_start_pipeline_with_the_conductor_down_is_unavailable(
-    conductor: RunningConductor,
-) -> None:
-    async with batch_service(settings_for(conductor.address), conductor.bus) as up:
-        batch = await up.client.create_batch(["One."])
-    async with batch_service(settings_for(f"127.0.0.1:{_closed_port()}"), conductor.bus) as down:
-        error = await _failure(down.client.start_pipeline(batch.batch_id, "spellcheck"))
-    # each server has its own in-memory store: the batch is unknown to the second one
-    assert error.code == grpc.StatusCode.NOT_FOUND
+async def test_start_pipeline_with_the_conductor_down_is_unavailable() -> None:
+    settings = ConductorSettings(
+        server=ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False),
+        backends=BackendSettings(),
+    )
+    bus, stop = MemoryBus(), asyncio.Event()
+    ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
+    conductor = asyncio.create_task(serve_conductor(settings, stop, bus, ready.set_result))
+    address = f"127.0.0.1:{(await asyncio.wait_for(ready, 30)).port}"
+    async with batch_service(settings_for(address), bus) as batches:
+        batch = await batches.client.create_batch(["One."])
+        stop.set()
+        await asyncio.wait_for(conductor, 30)
+        error = await _failure(batches.client.start_pipeline(batch.batch_id, "spellcheck"))
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        info = error.detail(details.ResourceInfo)
+        assert isinstance(info, details.ResourceInfo)
+        assert info.resource_name == "conductor"
+        assert list((await batches.client.get_batch_status(batch.batch_id)).runs) == []
+        assert step_commands(bus) == []
 
 
 # --- GetBatchStatus and ListBatches -------------------------------------------------------
@@ -450,7 +471,10 @@ async def test_list_batches_pages_newest_first(batches: RunningBatch) -> None:
     assert len((await batches.client.list_batches()).batches) == 7  # default page size 50
 
 
-@pytest.mark.parametrize(("size", "token", "field"), [(501, "", "page_size"), (-1, "", "page_size"), (0, "garbage!", "page_token")])
+@pytest.mark.parametrize(
+    ("size", "token", "field"),
+    [(501, "", "page_size"), (-1, "", "page_size"), (0, "garbage!", "page_token")],
+)
 async def test_list_batches_rejects_bad_paging(
     batches: RunningBatch, size: int, token: str, field: str
 ) -> None:
@@ -532,3 +556,24 @@ async def test_watch_error_paths(batches: RunningBatch) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_open_watch_streams_end_unavailable_when_the_server_stops(
+    conductor: RunningConductor,
+) -> None:
+    stop = asyncio.Event()
+    ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
+    settings = settings_for(conductor.address)
+    server = asyncio.create_task(serve_batch(settings, stop, conductor.bus, ready.set_result))
+    port = (await asyncio.wait_for(ready, 30)).port
+    async with BatchClient(f"127.0.0.1:{port}") as client:
+        batch = await client.create_batch(["One."])
+        await client.start_pipeline(batch.batch_id, "spellcheck")
+        stream = client.watch_batch(batch.batch_id, timeout=30)
+        first = await anext(stream)
+        assert first.run.status == pb.RUN_STATUS_RUNNING
+        stop.set()
+        with pytest.raises(RpcError) as caught:
+            await anext(stream)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    await asyncio.wait_for(server, 30)

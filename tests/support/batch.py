@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from batch_server.app import serve
 from batch_server.settings import BatchOptions, BatchSettings
@@ -61,7 +62,8 @@ async def batch_service(settings: BatchSettings, bus: MemoryBus) -> AsyncIterato
     stop = asyncio.Event()
     ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, stop, bus=bus, on_ready=ready.set_result))
-    done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
     assert ready in done, "BatchService did not start within 30 s"

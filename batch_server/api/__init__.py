@@ -1,0 +1,1 @@
+"""The gRPC surface of the BatchService: servicer, converters and the error table."""

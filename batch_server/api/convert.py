@@ -1,0 +1,320 @@
+"""Conversions between BatchService protos and domain values; requests are validated here.
+
+``x_from_proto`` parses (raising ``mesh.errors.InvalidArgument`` naming every bad field) and
+``x_to_proto`` renders. The domain never sees a proto and never carries ``to_proto``.
+Limits: 1 to 10,000 essays per batch, 1 MiB of text per essay; an empty language means "en".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from batch_server.domain.model import (
+    DEFAULT_LANGUAGE,
+    Batch,
+    BatchMetadata,
+    BatchSummary,
+    Essay,
+    EssayInput,
+    PipelineRun,
+    RunStatus,
+    RunStep,
+    StepStatus,
+)
+from batch_server.domain.paging import InvalidPageToken, PageCursor, decode_token, encode_token
+from batch_server.domain.paging import page_size as checked_page_size
+from batch_server.service import BatchPage, BatchStatus, RunUpdate, SpellcheckTriggered
+from generated.huleedu.batch.v1 import batch_pb2 as pb
+from generated.huleedu.events.v1 import events_pb2
+from mesh.validation import MAX_NAME_LENGTH, Violations
+
+MAX_ESSAYS = 10_000
+MAX_TEXT_BYTES = 1024 * 1024
+MAX_LABEL_BYTES = 256
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+
+RUN_STATUS_TO_PROTO: Mapping[RunStatus, pb.RunStatus.ValueType] = {
+    RunStatus.PENDING: pb.RUN_STATUS_PENDING,
+    RunStatus.RUNNING: pb.RUN_STATUS_RUNNING,
+    RunStatus.COMPLETED: pb.RUN_STATUS_COMPLETED,
+    RunStatus.COMPLETED_WITH_FAILURES: pb.RUN_STATUS_COMPLETED_WITH_FAILURES,
+    RunStatus.FAILED: pb.RUN_STATUS_FAILED,
+    RunStatus.CANCELLED: pb.RUN_STATUS_CANCELLED,
+}
+RUN_STATUS_FROM_PROTO = {v: k for k, v in RUN_STATUS_TO_PROTO.items()}
+STEP_STATUS_TO_PROTO: Mapping[StepStatus, pb.RunStepStatus.ValueType] = {
+    StepStatus.PENDING: pb.RUN_STEP_STATUS_PENDING,
+    StepStatus.DISPATCHED: pb.RUN_STEP_STATUS_DISPATCHED,
+    StepStatus.SATISFIED: pb.RUN_STEP_STATUS_SATISFIED,
+    StepStatus.UNSATISFIED: pb.RUN_STEP_STATUS_UNSATISFIED,
+    StepStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE: (
+        pb.RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE
+    ),
+    StepStatus.SKIPPED_ALREADY_SATISFIED: pb.RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED,
+}
+STEP_STATUS_FROM_PROTO = {v: k for k, v in STEP_STATUS_TO_PROTO.items()}
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def _language(v: Violations, field: str, value: str) -> str:
+    if not value:
+        return DEFAULT_LANGUAGE
+    if len(value) > 35 or not _LANGUAGE.match(value):
+        v.add(field, "must be a BCP 47 language tag such as 'en' or 'sv-SE'")
+    return value
+
+
+def trigger_from_proto(request: pb.TriggerSpellcheckRequest) -> tuple[str, str]:
+    """``(text, language)``."""
+    v = Violations()
+    text = v.text("text", request.text, MAX_TEXT_BYTES)
+    language = _language(v, "language", request.language)
+    v.raise_if_any()
+    return text, language
+
+
+def metadata_from_proto(
+    v: Violations, message: pb.BatchMetadata, field: str = "metadata"
+) -> BatchMetadata:
+    name = v.text(f"{field}.name", message.name, MAX_LABEL_BYTES, required=False)
+    course = v.text(f"{field}.course_code", message.course_code, 64, required=False)
+    language = _language(v, f"{field}.language", message.language)
+    flags = dict(message.flags)
+    v.flags(f"{field}.flags", flags)
+    labels = dict(message.labels)
+    for key, value in labels.items():
+        v.identifier(f"{field}.labels[{key!r}]", key, MAX_NAME_LENGTH)
+        v.text(f"{field}.labels[{key!r}]", value, MAX_LABEL_BYTES, required=False)
+    return BatchMetadata(name, course, language, flags, labels)
+
+
+def create_batch_from_proto(
+    request: pb.CreateBatchRequest,
+) -> tuple[str, tuple[EssayInput, ...], BatchMetadata]:
+    """``(request_id, essays, metadata)``; an empty request id means "no idempotency"."""
+    v = Violations()
+    request_id = v.optional_identifier("request_id", request.request_id)
+    if not request.essays:
+        v.add("essays", "must contain at least one essay")
+    elif len(request.essays) > MAX_ESSAYS:
+        v.add("essays", f"must contain at most {MAX_ESSAYS} essays (got {len(request.essays)})")
+    essays = []
+    for i, essay in enumerate(request.essays[:MAX_ESSAYS]):
+        text = v.text(f"essays[{i}].text", essay.text, MAX_TEXT_BYTES)
+        ref = v.text(f"essays[{i}].client_ref", essay.client_ref, MAX_LABEL_BYTES, required=False)
+        essays.append(EssayInput(text, ref))
+    metadata = metadata_from_proto(v, request.metadata)
+    v.raise_if_any()
+    return request_id, tuple(essays), metadata
+
+
+def start_from_proto(request: pb.StartPipelineRequest) -> tuple[str, str, str]:
+    """``(batch_id, pipeline, request_id)``."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    pipeline = v.identifier("pipeline", request.pipeline, MAX_NAME_LENGTH)
+    request_id = v.optional_identifier("request_id", request.request_id)
+    v.raise_if_any()
+    return batch_id, pipeline, request_id
+
+
+def status_from_proto(request: pb.GetBatchStatusRequest) -> str:
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    v.raise_if_any()
+    return batch_id
+
+
+def list_from_proto(request: pb.ListBatchesRequest) -> tuple[int, PageCursor | None]:
+    """``(page size, cursor)``; 0 means the default page size."""
+    v = Violations()
+    size = 0
+    try:
+        size = checked_page_size(request.page_size)
+    except ValueError as exc:
+        v.add("page_size", str(exc))
+    cursor = None
+    if request.page_token:
+        try:
+            cursor = decode_token(request.page_token)
+        except InvalidPageToken as exc:
+            v.add("page_token", str(exc))
+    v.raise_if_any()
+    return size, cursor
+
+
+def watch_from_proto(request: pb.WatchBatchRequest) -> tuple[str, str]:
+    """``(batch_id, run_id)``; an empty run id means the newest run."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    run_id = v.optional_identifier("run_id", request.run_id)
+    v.raise_if_any()
+    return batch_id, run_id
+
+
+# --- values -----------------------------------------------------------------------------
+
+
+def timestamp_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def timestamp_from_proto(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def metadata_to_proto(metadata: BatchMetadata) -> pb.BatchMetadata:
+    return pb.BatchMetadata(
+        name=metadata.name,
+        course_code=metadata.course_code,
+        language=metadata.language,
+        flags=dict(metadata.flags),
+        labels=dict(metadata.labels),
+    )
+
+
+def batch_to_proto(batch: Batch) -> pb.Batch:
+    return pb.Batch(
+        batch_id=batch.batch_id,
+        essays=[
+            pb.Essay(
+                essay_id=e.essay_id,
+                client_ref=e.client_ref,
+                original_storage_id=e.original_storage_id,
+                current_storage_id=e.current_storage_id,
+            )
+            for e in batch.essays
+        ],
+        metadata=metadata_to_proto(batch.metadata),
+        created_at=timestamp_to_proto(batch.created_at),
+    )
+
+
+def batch_from_proto(message: pb.Batch) -> Batch:
+    """A batch as rendered by ``batch_to_proto`` (for clients and tests; not validated)."""
+    m = message.metadata
+    return Batch(
+        message.batch_id,
+        tuple(
+            Essay(e.essay_id, e.client_ref, e.original_storage_id, e.current_storage_id)
+            for e in message.essays
+        ),
+        BatchMetadata(m.name, m.course_code, m.language, dict(m.flags), dict(m.labels)),
+        timestamp_from_proto(message.created_at),
+    )
+
+
+def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
+    message = pb.PipelineRun(
+        run_id=run.run_id,
+        batch_id=run.batch_id,
+        pipeline=run.pipeline,
+        status=RUN_STATUS_TO_PROTO[run.status],
+        definition_version=run.definition_version,
+        steps=[
+            pb.RunStep(
+                step=s.name,
+                status=STEP_STATUS_TO_PROTO[s.status],
+                succeeded=s.succeeded,
+                failed=s.failed,
+                total=s.total,
+            )
+            for s in run.steps
+        ],
+        created_at=timestamp_to_proto(run.created_at),
+    )
+    if run.finished_at is not None:
+        message.finished_at.CopyFrom(timestamp_to_proto(run.finished_at))
+    return message
+
+
+def run_from_proto(message: pb.PipelineRun) -> PipelineRun:
+    """A run as rendered by ``run_to_proto`` (fields the proto lacks keep their defaults)."""
+    return PipelineRun(
+        run_id=message.run_id,
+        batch_id=message.batch_id,
+        pipeline=message.pipeline,
+        status=RUN_STATUS_FROM_PROTO[message.status],
+        definition_version=message.definition_version,
+        steps=tuple(
+            RunStep(
+                s.step,
+                "",
+                (),
+                STEP_STATUS_FROM_PROTO[s.status],
+                s.succeeded,
+                s.failed,
+                s.total,
+            )
+            for s in message.steps
+        ),
+        created_at=timestamp_from_proto(message.created_at),
+        finished_at=(
+            timestamp_from_proto(message.finished_at) if message.HasField("finished_at") else None
+        ),
+    )
+
+
+def summary_to_proto(summary: BatchSummary) -> pb.BatchSummary:
+    latest = summary.latest_run_status
+    return pb.BatchSummary(
+        batch_id=summary.batch_id,
+        name=summary.name,
+        essay_count=summary.essay_count,
+        created_at=timestamp_to_proto(summary.created_at),
+        latest_run_status=(
+            RUN_STATUS_TO_PROTO[latest] if latest is not None else pb.RUN_STATUS_UNSPECIFIED
+        ),
+    )
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def trigger_to_proto(result: SpellcheckTriggered) -> pb.TriggerSpellcheckResponse:
+    return pb.TriggerSpellcheckResponse(
+        essay_id=result.essay_id,
+        correlation_id=result.correlation_id,
+        text_storage_id=result.storage_id,
+    )
+
+
+def create_batch_to_proto(batch: Batch) -> pb.CreateBatchResponse:
+    return pb.CreateBatchResponse(batch=batch_to_proto(batch))
+
+
+def start_to_proto(run: PipelineRun) -> pb.StartPipelineResponse:
+    pruned = run.pruned_steps
+    return pb.StartPipelineResponse(
+        run=run_to_proto(run),
+        steps=list(run.planned_steps),
+        pruned_steps=list(pruned),
+        pruned_reasons=[events_pb2.SKIP_REASON_ALREADY_SATISFIED] * len(pruned),
+    )
+
+
+def status_to_proto(status: BatchStatus) -> pb.GetBatchStatusResponse:
+    return pb.GetBatchStatusResponse(
+        batch=batch_to_proto(status.batch), runs=[run_to_proto(r) for r in status.runs]
+    )
+
+
+def page_to_proto(page: BatchPage) -> pb.ListBatchesResponse:
+    return pb.ListBatchesResponse(
+        batches=[summary_to_proto(s) for s in page.batches],
+        next_page_token=encode_token(page.next_cursor) if page.next_cursor else "",
+    )
+
+
+def update_to_proto(update: RunUpdate, sequence: int) -> pb.WatchBatchResponse:
+    return pb.WatchBatchResponse(
+        run=run_to_proto(update.run), changed_step=update.changed_step, sequence=sequence
+    )

@@ -1,0 +1,101 @@
+"""The PipelineConductor as the BatchService sees it: register batches, resolve pipelines.
+
+Wraps the SDK client (deadline per call; UNAVAILABLE retried by the channel's service config)
+and translates its ``RpcError`` into this service's errors, in one table:
+
+====================  ==================================================================
+conductor answers     raised here
+====================  ==================================================================
+UNAVAILABLE,          ``mesh.errors.BackendUnavailable("conductor")`` (→ UNAVAILABLE)
+DEADLINE_EXCEEDED
+NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND)
+FAILED_PRECONDITION   ``PipelineRejected`` with the conductor's PreconditionFailure
+                      violations (→ FAILED_PRECONDITION with the same violations)
+INVALID_ARGUMENT      ``mesh.errors.InvalidArgument`` with its BadRequest (``target`` is
+                      our ``pipeline``)
+anything else         ``ConductorFailed`` (→ INTERNAL)
+====================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+
+from batch_server.domain.errors import (
+    ConductorFailed,
+    PipelineRejected,
+    Precondition,
+    UnknownPipeline,
+)
+from batch_server.domain.model import Batch, Resolution, StepPlan
+from clients.conductor import ConductorClient
+from clients.errors import RpcError
+from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
+
+BACKEND = "conductor"
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class Conductor:
+    """Register and resolve through one ``ConductorClient`` (owned by the caller)."""
+
+    def __init__(self, client: ConductorClient) -> None:
+        self._client = client
+
+    async def register(self, batch: Batch) -> None:
+        """Teach the conductor the batch's essays and flags (idempotent)."""
+        try:
+            await self._client.register_batch(
+                batch.batch_id, [e.essay_id for e in batch.essays], dict(batch.metadata.flags)
+            )
+        except RpcError as exc:
+            raise _translate(exc, None) from exc
+
+    async def resolve(self, batch: Batch, target: str) -> Resolution:
+        """The steps ``target`` still needs for the batch (not a dry run: PhaseSkipped is
+        emitted by the conductor for each pruned step)."""
+        try:
+            response = await self._client.resolve_pipeline(
+                batch.batch_id, target, dict(batch.metadata.flags), dry_run=False
+            )
+        except RpcError as exc:
+            raise _translate(exc, target) from exc
+        steps = tuple(
+            StepPlan(step.name, step.command, tuple(step.depends_on)) for step in response.steps
+        )
+        pruned = tuple(p.step for p in response.pruned_steps)
+        return Resolution(steps, pruned, response.definition_version)
+
+
+def _translate(exc: RpcError, target: str | None) -> Exception:
+    """The error of a failed call; ``target`` is None for RegisterBatch."""
+    if exc.code in _UNREACHABLE:
+        return BackendUnavailable(BACKEND, f"{exc.code.name}: {exc.message}")
+    if target is None:
+        return ConductorFailed(exc.code.name, exc.message)
+    if exc.code == grpc.StatusCode.NOT_FOUND:
+        return UnknownPipeline(target)
+    if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
+        detail = exc.detail(error_details_pb2.PreconditionFailure)
+        violations = (
+            [
+                Precondition(v.type, v.subject, v.description)
+                for v in detail.violations  # type: ignore[attr-defined]
+            ]
+            if detail is not None
+            else []
+        )
+        return PipelineRejected(target, exc.message, violations)
+    if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+        bad = exc.detail(error_details_pb2.BadRequest)
+        fields = (
+            [
+                FieldViolation("pipeline" if v.field == "target" else v.field, v.description)
+                for v in bad.field_violations  # type: ignore[attr-defined]
+            ]
+            if bad is not None
+            else []
+        )
+        return InvalidArgument(fields or [FieldViolation("pipeline", exc.message)])
+    return ConductorFailed(exc.code.name, exc.message)

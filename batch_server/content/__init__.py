@@ -1,0 +1,1 @@
+"""Content stores: where essay texts live (in memory, in PostgreSQL, or an HTTP Content Service)."""

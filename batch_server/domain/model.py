@@ -1,0 +1,244 @@
+"""Core values of the BatchService: batches, essays, pipeline runs, their steps and transitions.
+
+A **run** is one execution of a pipeline (or single step) over a batch. Its steps are in
+execution order (dependencies first): steps the conductor pruned come first, marked
+``SKIPPED_ALREADY_SATISFIED``, then the steps to run in the conductor's order.
+
+Run states: ``PENDING`` → ``RUNNING`` → ``COMPLETED`` | ``COMPLETED_WITH_FAILURES`` | ``FAILED``
+(or ``CANCELLED``). Step states: ``PENDING`` → ``DISPATCHED`` → ``SATISFIED`` | ``UNSATISFIED``;
+a pending step may instead end ``SKIPPED_DUE_TO_DEPENDENCY_FAILURE``; pruned steps start (and
+stay) ``SKIPPED_ALREADY_SATISFIED``. Every step change is a numbered ``Transition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+DEFAULT_LANGUAGE = "en"
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a pipeline run (persisted by value)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in ACTIVE_RUN_STATUSES
+
+
+ACTIVE_RUN_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of one step within one run (persisted by value)."""
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    SATISFIED = "satisfied"
+    UNSATISFIED = "unsatisfied"
+    SKIPPED_DUE_TO_DEPENDENCY_FAILURE = "skipped_due_to_dependency_failure"
+    SKIPPED_ALREADY_SATISFIED = "skipped_already_satisfied"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.DISPATCHED)
+
+
+@dataclass(frozen=True, slots=True)
+class EssayRef:
+    """An essay and where its text (the version meant for the next step) is stored."""
+
+    essay_id: str
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Essay:
+    essay_id: str
+    client_ref: str
+    original_storage_id: str
+    current_storage_id: str
+
+    @property
+    def ref(self) -> EssayRef:
+        return EssayRef(self.essay_id, self.current_storage_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetadata:
+    """Descriptive data and gating flags. Mappings are never mutated after construction."""
+
+    name: str = ""
+    course_code: str = ""
+    language: str = DEFAULT_LANGUAGE
+    flags: Mapping[str, bool] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    batch_id: str
+    essays: tuple[Essay, ...]
+    metadata: BatchMetadata
+    created_at: datetime
+
+    def essay(self, essay_id: str) -> Essay | None:
+        return next((e for e in self.essays if e.essay_id == essay_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class EssayInput:
+    """One essay of a CreateBatch request."""
+
+    text: str
+    client_ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    batch_id: str
+    name: str
+    essay_count: int
+    created_at: datetime
+    latest_run_status: RunStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """A step to run, as the conductor resolved it (pinned for the run)."""
+
+    name: str
+    command: str
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The conductor's answer to a ResolvePipeline: steps to run, pruned steps, version."""
+
+    steps: tuple[StepPlan, ...]
+    pruned: tuple[str, ...]
+    definition_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStep:
+    """One step of a run. ``essays`` are the ids it was dispatched with (empty until then)."""
+
+    name: str
+    command: str
+    depends_on: tuple[str, ...]
+    status: StepStatus
+    succeeded: int = 0
+    failed: int = 0
+    total: int = 0
+    essays: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    """A run over a batch. ``version`` is the sequence number of its latest transition."""
+
+    run_id: str
+    batch_id: str
+    pipeline: str
+    status: RunStatus
+    definition_version: str
+    steps: tuple[RunStep, ...]
+    created_at: datetime
+    finished_at: datetime | None = None
+    request_id: str = ""
+    correlation_id: str = ""
+    version: int = 0
+    completed_steps: tuple[str, ...] = ()  # in completion order
+
+    def step(self, name: str) -> RunStep | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    @property
+    def pruned_steps(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.steps if s.status is StepStatus.SKIPPED_ALREADY_SATISFIED)
+
+    @property
+    def planned_steps(self) -> tuple[str, ...]:
+        """The steps the run was started to run (not pruned), in order."""
+        return tuple(
+            s.name for s in self.steps if s.status is not StepStatus.SKIPPED_ALREADY_SATISFIED
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Step ``step`` of run ``run_id`` changed; ``run_status``/``finished_at`` as of then."""
+
+    run_id: str
+    seq: int
+    step: str
+    step_status: StepStatus
+    succeeded: int
+    failed: int
+    total: int
+    run_status: RunStatus
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompletion:
+    """The conductor's fact: every expected essay of ``step`` has an outcome (BatchStepCompleted).
+
+    ``succeeded_essays`` carry the step's output storage id (empty when it made no new text).
+    """
+
+    batch_id: str
+    step: str
+    succeeded: int
+    failed: int
+    total: int
+    satisfied: bool
+    succeeded_essays: tuple[EssayRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The latest completion of a step for a batch: the essays that succeeded, by id."""
+
+    step: str
+    satisfied: bool
+    succeeded: int
+    failed: int
+    total: int
+    succeeded_essays: Mapping[str, str]  # essay id -> output storage id ("" for none)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A step command to publish: run ``step`` of ``run_id`` for ``essays``."""
+
+    run_id: str
+    batch_id: str
+    step: str
+    command: str
+    essays: tuple[EssayRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """How a finished run ended (the PipelineRunCompleted fact)."""
+
+    run: PipelineRun
+    succeeded_essays: int
+    failed_essays: int
+
+    @property
+    def duration_seconds(self) -> float:
+        end = self.run.finished_at or self.run.created_at
+        return max((end - self.run.created_at).total_seconds(), 0.0)

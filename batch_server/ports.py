@@ -1,0 +1,134 @@
+"""The seams of the BatchService: content storage and batch storage, with what crosses them.
+
+Each Protocol has an in-memory implementation (embedded mode, service tests) and a real one
+(PostgreSQL; for content also an HTTP Content Service). Every write of a ``BatchStore`` commits
+its state change and the events it causes together: in PostgreSQL in one transaction through the
+outbox, in memory under one lock, handing the events to the in-memory bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batch_server.domain.model import (
+    Batch,
+    BatchSummary,
+    Dispatch,
+    PipelineRun,
+    StepResult,
+    Transition,
+)
+from batch_server.domain.paging import PageCursor
+from batch_server.domain.run import BatchProgress
+from mesh.bus import OutgoingEvent
+
+
+class ContentStore(Protocol):
+    """Stores essay texts under generated storage ids.
+
+    Raises ``mesh.errors.BackendUnavailable`` when the storage is down and
+    ``ContentNotFound`` for an unknown id.
+    """
+
+    async def put_many(self, texts: Sequence[str]) -> list[str]:
+        """Store every text; return their storage ids in order (all or an error)."""
+        ...
+
+    async def get(self, storage_id: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch to create under an idempotency key, with its request's fingerprint."""
+
+    batch: Batch
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """The batch a CreateBatch request id created, and that request's fingerprint."""
+
+    batch: Batch
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressWrite:
+    """Everything one change of a batch's progress writes, atomically.
+
+    ``commands`` are recorded under the unique key (run id, step): a command whose dispatch is
+    already recorded is not published again. ``events`` are published as they are.
+    """
+
+    batch_id: str
+    run: PipelineRun | None = None
+    new_run: bool = False
+    transitions: tuple[Transition, ...] = ()
+    commands: tuple[tuple[Dispatch, OutgoingEvent], ...] = ()
+    result: StepResult | None = None
+    texts: Mapping[str, str] = field(default_factory=dict)  # essay id -> latest storage id
+    events: tuple[OutgoingEvent, ...] = ()
+
+
+class ProgressUnit(Protocol):
+    """One transaction over the progress of some batches, which stay locked until it ends."""
+
+    async def load(self, batch_ids: Sequence[str]) -> dict[str, BatchProgress]:
+        """Lock and read these batches; unknown ids are absent from the answer."""
+        ...
+
+    async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None: ...
+
+    async def save(self, write: ProgressWrite) -> None:
+        """Stage a write; everything staged commits when the unit ends without an error.
+
+        Raises ``RunConflict`` when a new run would be a second active run of its batch.
+        """
+        ...
+
+
+class BatchStore(Protocol):
+    """Batches, essays, pipeline runs, their transitions and dispatch records.
+
+    Raises ``mesh.errors.BackendUnavailable`` when the storage is down.
+    """
+
+    async def create_batch(self, new: NewBatch, events: Sequence[OutgoingEvent]) -> StoredRequest:
+        """Create the batch and publish ``events``; for a known request id, return the batch it
+        created instead, with its fingerprint (and publish nothing)."""
+        ...
+
+    async def batch_for_request(self, request_id: str) -> StoredRequest | None: ...
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        """The batch; ``BatchNotFound`` if there is none."""
+        ...
+
+    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
+        """Up to ``limit`` batches, newest first, strictly after ``after``."""
+        ...
+
+    async def list_runs(self, batch_id: str) -> list[PipelineRun]:
+        """The batch's runs, newest first."""
+        ...
+
+    async def get_run(self, run_id: str) -> PipelineRun | None: ...
+
+    async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None: ...
+
+    async def transitions_after(self, run_id: str, seq: int) -> list[Transition]:
+        """The run's transitions numbered above ``seq``, in order."""
+        ...
+
+    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
+        """Publish events that come with no state change (through the outbox in PostgreSQL)."""
+        ...
+
+    def progress(self) -> AbstractAsyncContextManager[ProgressUnit]:
+        """A unit of work over batches' progress (see ``ProgressUnit``)."""
+        ...

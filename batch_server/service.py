@@ -1,0 +1,243 @@
+"""The BatchService's application service: one method per RPC, over the stores and the conductor.
+
+Idempotency keys:
+
+- CreateBatch: ``request_id`` (global). A repeat returns the batch the key created; the same key
+  with a different request (essays or metadata) is ``RequestIdReused``. Without a key nothing is
+  deduplicated.
+- StartPipeline: (``batch_id``, ``request_id``). A repeat returns the run the key started (whatever
+  its status now); the same key for another pipeline is ``RequestIdReused``.
+
+One active run per batch: while a run is pending or running, StartPipeline fails with
+``RunConflict`` (ABORTED) naming it. The check runs before the conductor is asked (so a doomed
+call emits no PhaseSkipped) and again under the batch's lock when the run is stored; the
+database's partial unique index is the final word.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from batch_server import events
+from batch_server.conductor import Conductor
+from batch_server.domain.errors import RequestIdReused, RunConflict, RunNotFound
+from batch_server.domain.identity import batch_fingerprint, new_id
+from batch_server.domain.model import (
+    Batch,
+    BatchMetadata,
+    BatchSummary,
+    Essay,
+    EssayInput,
+    PipelineRun,
+)
+from batch_server.domain.paging import PageCursor
+from batch_server.domain.run import apply_transition, start_run
+from batch_server.ports import BatchStore, ContentStore, NewBatch, ProgressWrite
+from batch_server.watch import ProgressFeed
+from mesh import correlation
+from mesh.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SpellcheckTriggered:
+    essay_id: str
+    correlation_id: str
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    batch: Batch
+    runs: tuple[PipelineRun, ...]  # newest first
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPage:
+    batches: tuple[BatchSummary, ...]
+    next_cursor: PageCursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """A watched run as of one change; ``changed_step`` is empty for the first update."""
+
+    run: PipelineRun
+    changed_step: str
+
+
+class BatchService:
+    """Batches of essays and the pipeline runs over them."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        content: ContentStore,
+        conductor: Conductor,
+        feed: ProgressFeed,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._store = store
+        self._content = content
+        self._conductor = conductor
+        self._feed = feed
+        self._now = clock
+
+    async def trigger_spellcheck(self, text: str, language: str) -> SpellcheckTriggered:
+        """Store the text, then publish EssaySpellcheckRequested for a new essay id."""
+        essay_id = new_id()
+        cid = correlation.current()
+        [storage_id] = await self._content.put_many([text])
+        event = events.spellcheck_requested(essay_id, storage_id, language, cid, self._now())
+        await self._store.emit([event])
+        log.info("spellcheck requested for essay %s (text %s)", essay_id, storage_id)
+        return SpellcheckTriggered(essay_id, cid, storage_id)
+
+    async def create_batch(
+        self, request_id: str, essays: Sequence[EssayInput], metadata: BatchMetadata
+    ) -> Batch:
+        """Store the texts, register the batch with the conductor, then store it with its
+        BatchCreated event. Nothing is stored in the batch store if the texts or the conductor
+        cannot be reached."""
+        fingerprint = batch_fingerprint(essays, metadata)
+        if request_id:
+            known = await self._store.batch_for_request(request_id)
+            if known is not None:
+                return _same_batch(request_id, fingerprint, known.fingerprint, known.batch)
+        else:
+            request_id = new_id()
+        storage_ids = await self._content.put_many([e.text for e in essays])
+        batch = Batch(
+            batch_id=new_id(),
+            essays=tuple(
+                Essay(new_id(), e.client_ref, sid, sid)
+                for e, sid in zip(essays, storage_ids, strict=True)
+            ),
+            metadata=metadata,
+            created_at=self._now(),
+        )
+        await self._conductor.register(batch)
+        created = events.batch_created(batch, correlation.current())
+        stored = await self._store.create_batch(NewBatch(batch, request_id, fingerprint), [created])
+        if stored.batch.batch_id == batch.batch_id:
+            log.info("created batch %s with %d essays", batch.batch_id, len(batch.essays))
+        return _same_batch(request_id, fingerprint, stored.fingerprint, stored.batch)
+
+    async def start_pipeline(self, batch_id: str, pipeline: str, request_id: str) -> PipelineRun:
+        """Resolve ``pipeline`` with the conductor, store the run and dispatch its first steps."""
+        batch = await self._store.get_batch(batch_id)
+        if request_id:
+            existing = await self._store.run_for_request(batch_id, request_id)
+            if existing is not None:
+                return _same_run(request_id, pipeline, existing)
+        else:
+            request_id = new_id()
+        active = next(
+            (r for r in await self._store.list_runs(batch_id) if not r.status.terminal), None
+        )
+        if active is not None:
+            raise RunConflict(batch_id, active.run_id)
+        await self._conductor.register(batch)  # idempotent; heals a conductor that forgot it
+        resolution = await self._conductor.resolve(batch, pipeline)
+        for plan in resolution.steps:
+            events.command_kind(plan.name, plan.command)  # fail before storing anything
+        now = self._now()
+        async with self._store.progress() as unit:
+            progress = (await unit.load([batch_id]))[batch_id]
+            existing = await unit.run_for_request(batch_id, request_id)
+            if existing is not None:
+                return _same_run(request_id, pipeline, existing)
+            change = start_run(
+                progress,
+                run_id=new_id(),
+                pipeline=pipeline,
+                resolution=resolution,
+                request_id=request_id,
+                correlation_id=correlation.current(),
+                now=now,
+            )
+            commands, others = events.for_change(change, progress.batch, now)
+            await unit.save(
+                ProgressWrite(
+                    batch_id,
+                    run=change.run,
+                    new_run=True,
+                    transitions=change.transitions,
+                    commands=commands,
+                    events=others,
+                )
+            )
+        self._feed.notify([change.run.run_id])
+        log.info(
+            "started run %s of %s on batch %s: dispatched %s, pruned %s",
+            change.run.run_id,
+            pipeline,
+            batch_id,
+            [d.step for d in change.dispatches],
+            list(change.run.pruned_steps),
+        )
+        return change.run
+
+    async def batch_status(self, batch_id: str) -> BatchStatus:
+        batch = await self._store.get_batch(batch_id)
+        return BatchStatus(batch, tuple(await self._store.list_runs(batch_id)))
+
+    async def list_batches(self, page_size: int, after: PageCursor | None) -> BatchPage:
+        found = await self._store.list_batches(page_size + 1, after)
+        page = tuple(found[:page_size])
+        more = len(found) > page_size
+        cursor = PageCursor(page[-1].created_at, page[-1].batch_id) if more and page else None
+        return BatchPage(page, cursor)
+
+    async def watch(self, batch_id: str, run_id: str) -> AsyncIterator[RunUpdate]:
+        """The run's state now, then every transition in order, until it ends.
+
+        Ends with ``BackendUnavailable`` when the server shuts down first (the client retries
+        on another replica and gets the state at once).
+        """
+        watched = await self._watched_run(batch_id, run_id)
+        with self._feed.subscribe(watched.run_id) as wake:
+            run = await self._store.get_run(watched.run_id) or watched  # read after subscribing
+            yield RunUpdate(run, "")
+            while not run.status.terminal:
+                await self._feed.wait(wake)
+                if self._feed.closed:
+                    raise BackendUnavailable("batch-service", "server shutting down")
+                for transition in await self._store.transitions_after(run.run_id, run.version):
+                    run = apply_transition(run, transition)
+                    yield RunUpdate(run, transition.step)
+
+    async def _watched_run(self, batch_id: str, run_id: str) -> PipelineRun:
+        await self._store.get_batch(batch_id)
+        if run_id:
+            run = await self._store.get_run(run_id)
+            if run is None or run.batch_id != batch_id:
+                raise RunNotFound(batch_id, run_id)
+            return run
+        runs = await self._store.list_runs(batch_id)
+        if not runs:
+            raise RunNotFound(batch_id)
+        return runs[0]
+
+
+def _same_batch(request_id: str, wanted: str, stored: str, batch: Batch) -> Batch:
+    if wanted != stored:
+        raise RequestIdReused(request_id, f"another CreateBatch request (batch {batch.batch_id})")
+    return batch
+
+
+def _same_run(request_id: str, pipeline: str, run: PipelineRun) -> PipelineRun:
+    if run.pipeline != pipeline:
+        raise RequestIdReused(request_id, f"pipeline '{run.pipeline}' (run {run.run_id})")
+    return run

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the BatchService (applied by ``mesh.schema.apply_migrations``)."""

@@ -1,0 +1,1 @@
+"""Batch stores: batches, essays, runs and their progress, in memory or in PostgreSQL."""

@@ -1,0 +1,119 @@
+"""PostgreSQL rows to domain values (the reverse is in the statements' parameters)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from batch_server.domain.model import (
+    Batch,
+    BatchMetadata,
+    BatchSummary,
+    Essay,
+    PipelineRun,
+    RunStatus,
+    RunStep,
+    StepResult,
+    StepStatus,
+    Transition,
+)
+
+Row = Mapping[str, Any]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def batch(row: Row, essays: Iterable[Row]) -> Batch:
+    metadata = BatchMetadata(
+        name=row["name"],
+        course_code=row["course_code"],
+        language=row["language"],
+        flags=dict(_json(row["flags"])),
+        labels=dict(_json(row["labels"])),
+    )
+    return Batch(
+        row["batch_id"],
+        tuple(
+            Essay(e["essay_id"], e["client_ref"], e["original_storage_id"], e["current_storage_id"])
+            for e in essays
+        ),
+        metadata,
+        row["created_at"],
+    )
+
+
+def summary(row: Row) -> BatchSummary:
+    latest = row["latest_status"]
+    return BatchSummary(
+        row["batch_id"],
+        row["name"],
+        row["essay_count"],
+        row["created_at"],
+        RunStatus(latest) if latest is not None else None,
+    )
+
+
+def step_result(row: Row) -> StepResult:
+    return StepResult(
+        row["step"],
+        row["satisfied"],
+        row["succeeded"],
+        row["failed"],
+        row["total"],
+        dict(_json(row["succeeded_essays"])),
+    )
+
+
+def run_step(row: Row) -> RunStep:
+    return RunStep(
+        row["step"],
+        row["command"],
+        tuple(row["depends_on"]),
+        StepStatus(row["status"]),
+        row["succeeded"],
+        row["failed"],
+        row["total"],
+        tuple(row["essay_ids"]),
+    )
+
+
+def run(row: Row, steps: Sequence[Row]) -> PipelineRun:
+    return PipelineRun(
+        run_id=row["run_id"],
+        batch_id=row["batch_id"],
+        pipeline=row["pipeline"],
+        status=RunStatus(row["status"]),
+        definition_version=row["definition_version"],
+        steps=tuple(run_step(s) for s in steps),
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        request_id=row["request_id"],
+        correlation_id=row["correlation_id"],
+        version=row["version"],
+        completed_steps=tuple(row["completed_steps"]),
+    )
+
+
+def runs(run_rows: Sequence[Row], step_rows: Iterable[Row]) -> list[PipelineRun]:
+    """Runs in ``run_rows`` order, each with its steps (``step_rows`` ordered by position)."""
+    by_run: dict[str, list[Row]] = {}
+    for s in step_rows:
+        by_run.setdefault(s["run_id"], []).append(s)
+    return [run(r, by_run.get(r["run_id"], [])) for r in run_rows]
+
+
+def transition(row: Row) -> Transition:
+    return Transition(
+        row["run_id"],
+        row["seq"],
+        row["step"],
+        StepStatus(row["step_status"]),
+        row["succeeded"],
+        row["failed"],
+        row["total"],
+        RunStatus(row["run_status"]),
+        row["finished_at"],
+    )

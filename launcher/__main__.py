@@ -1,0 +1,152 @@
+"""``python -m launcher`` (``make run``): the whole product in one process.
+
+Embedded mode (no backend variables): both servers share one in-memory event bus, and demo
+workers answer every step command, so a batch runs end to end on a bare machine. With
+``REDIS_URL``, ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` set, the same command runs both
+servers (and the workers) against the real backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from contextlib import AsyncExitStack
+from typing import Any
+
+from batch_server.settings import BatchSettings
+from conductor_server.settings import ConductorSettings
+from launcher.workers import ACCEPTED, COMMANDS, DemoWorkers
+from mesh.bus import EventConsumer
+from mesh.memory_bus import MemoryBus
+from mesh.runtime import configure_logging, run
+from mesh.server import GrpcServer
+from mesh.settings import Mode
+
+log = logging.getLogger("launcher")
+
+EXAMPLES = """
+HuleEdu pipeline mesh is up ({mode} mode).
+  BatchService       {batch}   (metrics http://127.0.0.1:{batch_metrics}/metrics)
+  PipelineConductor  {conductor}   (metrics http://127.0.0.1:{conductor_metrics}/metrics)
+
+Try it (Python SDK CLI):
+  .venv/bin/huleedu batch create --flag prompt_attached "Teh first essay." "A second essay."
+  .venv/bin/huleedu batch start <batch_id> comprehensive
+  .venv/bin/huleedu batch watch <batch_id>
+
+Or with grpcurl (server reflection, no proto files needed):
+  grpcurl -plaintext {batch} list
+  grpcurl -plaintext -d '{{"essays":[{{"text":"Teh first essay."}},{{"text":"A second essay."}}],"metadata":{{"flags":{{"prompt_attached":true}}}}}}' {batch} huleedu.batch.v1.BatchService/CreateBatch
+  grpcurl -plaintext -d '{{"batch_id":"<batch_id>","pipeline":"comprehensive"}}' {batch} huleedu.batch.v1.BatchService/StartPipeline
+  grpcurl -plaintext -d '{{"batch_id":"<batch_id>"}}' {batch} huleedu.batch.v1.BatchService/WatchBatch
+Press Ctrl-C to stop.
+"""
+
+
+async def _started(
+    serve: Any, settings: Any, stop: asyncio.Event, **kwargs: Any
+) -> tuple[asyncio.Task[None], GrpcServer]:
+    ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop, on_ready=ready.set_result, **kwargs))
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # start-up failed: raise its StartupError
+        raise RuntimeError("server exited during start-up")
+    return task, ready.result()
+
+
+async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    from batch_server.app import serve as serve_batch
+
+    from conductor_server.app import serve as serve_conductor
+    from mesh.consumer import Consumer, ConsumerConfig
+    from mesh.producer import Producer
+
+    conductor_settings = ConductorSettings.from_env(os.environ)
+    batch_settings = BatchSettings.from_env(os.environ)
+    embedded = conductor_settings.backends.mode is Mode.EMBEDDED
+    bus = MemoryBus(conductor_settings.backends.kafka_namespace) if embedded else None
+    extra: dict[str, Any] = {"bus": bus} if bus is not None else {}
+    async with AsyncExitStack() as stack:
+        conductor_task, conductor = await _started(
+            serve_conductor, conductor_settings, stop, **extra
+        )
+        batch_settings = dataclasses.replace(
+            batch_settings,
+            options=dataclasses.replace(
+                batch_settings.options, conductor_address=f"127.0.0.1:{conductor.port}"
+            ),
+        )
+        batch_task, batch = await _started(serve_batch, batch_settings, stop, **extra)
+        workers: EventConsumer | None = None
+        if not args.no_workers:
+            handler_bus: Any = bus
+            if bus is not None:
+                workers = bus.consumer(
+                    "demo-workers",
+                    COMMANDS,
+                    DemoWorkers(bus, args.failure_rate, args.worker_delay),
+                    service="demo-workers",
+                    accept=ACCEPTED,
+                )
+            else:
+                b = conductor_settings.backends
+                producer = await stack.enter_async_context(
+                    Producer(
+                        b.kafka_bootstrap, namespace=b.kafka_namespace, client_id="demo-workers"
+                    )
+                )
+                handler_bus = producer
+                workers = await stack.enter_async_context(
+                    Consumer(
+                        ConsumerConfig(
+                            b.kafka_bootstrap,
+                            "demo-workers",
+                            "demo-workers",
+                            namespace=b.kafka_namespace,
+                        ),
+                        COMMANDS,
+                        DemoWorkers(handler_bus, args.failure_rate, args.worker_delay),
+                        dead_letters=producer,
+                        accept=ACCEPTED,
+                    )
+                )
+        worker_task = asyncio.create_task(workers.run()) if workers is not None else None
+        print(
+            EXAMPLES.format(
+                mode="embedded" if embedded else "real",
+                batch=f"127.0.0.1:{batch.port}",
+                batch_metrics=batch.metrics_port,
+                conductor=f"127.0.0.1:{conductor.port}",
+                conductor_metrics=conductor.metrics_port,
+            ),
+            flush=True,
+        )
+        await stop.wait()
+        if workers is not None and worker_task is not None:
+            await workers.stop()
+            await asyncio.gather(worker_task, return_exceptions=True)
+        await asyncio.gather(batch_task, conductor_task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--no-workers", action="store_true", help="do not start the demo workers")
+    parser.add_argument(
+        "--failure-rate", type=float, default=0.02, help="share of essays the demo workers fail"
+    )
+    parser.add_argument(
+        "--worker-delay", type=float, default=0.5, help="seconds a demo worker takes per command"
+    )
+    args = parser.parse_args(argv)
+    settings = ConductorSettings.from_env(os.environ)
+    configure_logging(settings.server.log_level)
+    return run(lambda stop: _serve(args, stop), settings.server.uvloop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``batch_server.app.serve`` in real mode: PostgreSQL (migrations, outbox) and Kafka.
+
+A conductor runs in embedded mode beside it, for RegisterBatch and ResolvePipeline only; this test
+plays the conductor's Kafka side by publishing BatchStepCompleted itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from batch_server.app import serve
+from batch_server.settings import BatchOptions, BatchSettings
+from clients import BatchClient
+from conductor_server.app import serve as serve_conductor
+from conductor_server.settings import ConductorSettings
+from generated.huleedu.batch.v1 import batch_pb2 as pb
+from generated.huleedu.events.v1 import events_pb2 as ev
+from mesh import envelope
+from mesh.bus import OutgoingEvent, OutgoingRecord
+from mesh.kafka_admin import read_topic
+from mesh.producer import Producer
+from mesh.runtime import StartupError
+from mesh.server import GrpcServer
+from mesh.settings import BackendSettings, ServerSettings
+from mesh.topics import EventKind, dlq_topic, topic_name
+
+SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False)
+
+
+async def _serving(
+    run: Callable[[asyncio.Event, Callable[[GrpcServer], None]], Coroutine[Any, Any, None]],
+) -> tuple[asyncio.Event, asyncio.Task[None], GrpcServer]:
+    stop = asyncio.Event()
+    ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run(stop, ready.set_result))
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=90, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert ready in done, "server did not start in time"
+    return stop, task, ready.result()
+
+
+@pytest.fixture
+async def conductor_address() -> AsyncIterator[str]:
+    settings = ConductorSettings(server=SERVER, backends=BackendSettings())
+    stop, task, server = await _serving(
+        lambda stop, ready: serve_conductor(settings, stop, on_ready=ready)
+    )
+    yield f"127.0.0.1:{server.port}"
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def real_settings(
+    conductor_address: str,
+    database_url: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    kafka_namespace: str,
+) -> BatchSettings:
+    return BatchSettings(
+        server=SERVER,
+        backends=BackendSettings(
+            redis_url=redis_url,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            kafka_namespace=kafka_namespace,
+            kafka_partitions=1,
+        ),
+        options=BatchOptions(
+            conductor_address=conductor_address,
+            consumer_group=f"{kafka_namespace}-batch",
+            watch_poll_seconds=0.2,
+        ),
+    )
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def _events(bootstrap: str, namespace: str, kind: EventKind) -> list[ev.EventEnvelope]:
+    records = await read_topic(bootstrap, topic_name(kind, namespace))
+    return [envelope.decode(r.value) for r in records]
+
+
+async def test_real_mode_end_to_end_over_postgres_and_kafka(
+    real_settings: BatchSettings, kafka_bootstrap: str, kafka_namespace: str
+) -> None:
+    ns = kafka_namespace
+    stop, task, server = await _serving(
+        lambda stop, ready: serve(real_settings, stop, on_ready=ready)
+    )
+    try:
+        async with BatchClient(f"127.0.0.1:{server.port}") as client:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)  # type: ignore[attr-defined]
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+            triggered = await client.trigger_spellcheck("Teh text.")
+
+            async def requested() -> bool:
+                found = await _events(kafka_bootstrap, ns, EventKind.ESSAY_SPELLCHECK_REQUESTED)
+                return [e.essay_spellcheck_requested.entity_ref.entity_id for e in found] == [
+                    triggered.essay_id
+                ]
+
+            await _until(requested)
+
+            batch = await client.create_batch(["One.", "Two."], request_id="r1")
+            assert (await client.create_batch(["One.", "Two."], request_id="r1")) == batch
+            started = await client.start_pipeline(batch.batch_id, "spellcheck")
+            topic = EventKind.SPELLCHECK_COMMAND
+
+            async def dispatched() -> bool:
+                return len(await _events(kafka_bootstrap, ns, topic)) == 1
+
+            await _until(dispatched)
+            [command] = await _events(kafka_bootstrap, ns, topic)
+            assert command.step_command.run_id == started.run.run_id
+
+            completed = ev.BatchStepCompleted(
+                batch_id=batch.batch_id,
+                step="spellcheck",
+                succeeded=2,
+                total=2,
+                satisfied=True,
+                succeeded_essays=[
+                    ev.EssayRef(essay_id=e.essay_id, text_storage_id=f"fixed-{e.essay_id}")
+                    for e in batch.essays
+                ],
+            )
+            built = envelope.build(completed, source_service="test", event_id="done-1")
+            async with Producer(kafka_bootstrap, namespace=ns) as producer:
+                event = OutgoingEvent(EventKind.BATCH_STEP_COMPLETED, built)
+                await producer.publish_many([event, event])  # and a duplicate
+                topic_done = topic_name(EventKind.BATCH_STEP_COMPLETED, ns)
+                await producer.write([OutgoingRecord(topic_done, b"\x00garbage", b"k")])
+
+            async def run_ended() -> bool:
+                status = await client.get_batch_status(batch.batch_id)
+                return status.runs[0].status == pb.RUN_STATUS_COMPLETED
+
+            await _until(run_ended)
+            status = await client.get_batch_status(batch.batch_id)
+            assert [e.current_storage_id for e in status.batch.essays] == [
+                f"fixed-{e.essay_id}" for e in batch.essays
+            ]
+
+            async def announced() -> bool:
+                found = await _events(kafka_bootstrap, ns, EventKind.PIPELINE_RUN_COMPLETED)
+                return len(found) == 1
+
+            await _until(announced)
+
+            async def dead_lettered() -> bool:
+                topic = dlq_topic(topic_name(EventKind.BATCH_STEP_COMPLETED, ns))
+                return len(await read_topic(kafka_bootstrap, topic)) == 1
+
+            await _until(dead_lettered)
+            assert len(await _events(kafka_bootstrap, ns, EventKind.SPELLCHECK_COMMAND)) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def test_an_unreachable_database_fails_start_up(real_settings: BatchSettings) -> None:
+    import dataclasses
+
+    broken = dataclasses.replace(
+        real_settings,
+        backends=dataclasses.replace(
+            real_settings.backends, database_url="postgresql://nobody@127.0.0.1:1/none"
+        ),
+    )
+    with pytest.raises(StartupError, match="PostgreSQL unreachable"):
+        await serve(broken, asyncio.Event())
