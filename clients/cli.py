@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from clients.batch import BatchClient
 from clients.conductor import ConductorClient
 from clients.errors import RpcError
+from generated.huleedu.batch.v1 import batch_pb2
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 
@@ -45,13 +46,13 @@ async def _batch(args: argparse.Namespace) -> None:
         if args.action == "create":
             texts = args.texts or [line for line in sys.stdin.read().split("\n\n") if line.strip()]
             flags = dict.fromkeys(args.flag, True)
-            _print(
-                await client.create_batch(
-                    texts, request_id=args.request_id, name=args.name, flags=flags
-                )
+            batch = await client.create_batch(
+                texts, request_id=args.request_id, name=args.name, flags=flags
             )
+            _print_or_id(batch, batch.batch_id, args.quiet)
         elif args.action == "start":
-            _print(await client.start_pipeline(args.batch_id, args.pipeline, args.request_id))
+            started = await client.start_pipeline(args.batch_id, args.pipeline, args.request_id)
+            _print_or_id(started, started.run.run_id, args.quiet)
         elif args.action == "status":
             _print(await client.get_batch_status(args.batch_id))
         elif args.action == "list":
@@ -59,8 +60,13 @@ async def _batch(args: argparse.Namespace) -> None:
         elif args.action == "watch":
             async for update in client.watch_batch(args.batch_id, args.run_id):
                 run = update.run
-                steps = ", ".join(f"{s.step}={s.succeeded}+{s.failed}/{s.total}" for s in run.steps)
-                print(f"#{update.sequence} {run.run_id} {run.status}: {steps}", flush=True)
+                steps = ", ".join(
+                    f"{s.step}={s.succeeded}+{s.failed}/{s.total} "
+                    f"{batch_pb2.RunStepStatus.Name(s.status).removeprefix('RUN_STEP_STATUS_')}"
+                    for s in run.steps
+                )
+                status = batch_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
+                print(f"#{update.sequence} run {run.run_id} {status}: {steps}", flush=True)
         elif args.action == "spellcheck":
             _print(await client.trigger_spellcheck(args.text))
 

@@ -1,0 +1,103 @@
+"""``make run`` serves within 10 s on a bare machine, and the README's session works as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, free_port
+
+README = (ROOT / "README.md").read_text()
+BACKEND_VARIABLES = ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def _block(start: str, end: str, fence: str) -> str:
+    section = README[README.index(start) + len(start) : README.index(end)]
+    return section.split(f"```{fence}\n", 1)[1].rsplit("```", 1)[0]
+
+
+def test_make_run_is_the_launcher() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:.*\n\t\$\(PY\) -m launcher$", makefile, re.MULTILINE)
+
+
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+    ports = {name: str(free_port()) for name in ("batch", "conductor", "bm", "cm")}
+    env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    env |= {
+        "BATCH_GRPC_PORT": ports["batch"],
+        "BATCH_METRICS_PORT": ports["bm"],
+        "CONDUCTOR_GRPC_PORT": ports["conductor"],
+        "CONDUCTOR_METRICS_PORT": ports["cm"],
+        "HOST": "127.0.0.1",
+    }
+    log = (tmp_path / "launcher.log").open("w+")
+    began = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "--worker-delay", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        while "Press Ctrl-C to stop." not in Path(log.name).read_text():
+            assert process.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() - began < 10, "make run was not serving within 10 s"
+            time.sleep(0.05)
+        yield {
+            "BATCH_ADDRESS": f"127.0.0.1:{ports['batch']}",
+            "CONDUCTOR_ADDRESS": f"127.0.0.1:{ports['conductor']}",
+            "log": log.name,
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, Path(log.name).read_text()
+        log.close()
+
+
+def test_the_readme_session_runs_as_written(launched: dict[str, str]) -> None:
+    script = _block("<!-- readme-session:start -->", "<!-- readme-session:end -->", "bash")
+    env = {
+        **os.environ,
+        "BATCH_ADDRESS": launched["BATCH_ADDRESS"],
+        "CONDUCTOR_ADDRESS": launched["CONDUCTOR_ADDRESS"],
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    watched = [line for line in lines if line.startswith("#")]
+    assert watched, result.stdout
+    assert re.search(r" (COMPLETED|COMPLETED_WITH_FAILURES|FAILED): ", watched[-1]), watched
+    assert '"runs"' in result.stdout  # batch status
+    assert '"steps"' in result.stdout  # conductor state and resolution
+
+
+def test_the_readme_python_example_runs(launched: dict[str, str]) -> None:
+    code = README.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("127.0.0.1:5000", launched["BATCH_ADDRESS"])
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]  # "<sequence> <run status> [(step, status)...]"
+    terminal = {"3", "4", "5"}  # RUN_STATUS_COMPLETED, _COMPLETED_WITH_FAILURES, _FAILED
+    assert last.split()[1] in terminal, result.stdout
