@@ -62,7 +62,11 @@ class ServerProcess:
             sys.executable, "-m", self.module, cwd=ROOT, env=self.env, stdout=log, stderr=log
         )
         log.close()
-        await self.wait_serving(within)
+        try:
+            await self.wait_serving(within)
+        except BaseException:
+            await self.kill()
+            raise
 
     async def health(self, service: str = "") -> int:
         async with grpc.aio.insecure_channel(self.address) as channel:
@@ -102,6 +106,12 @@ class ServerProcess:
                 raise AssertionError(f"{self.module} ignored SIGTERM for {within}s") from None
         return int(self.process.returncode or 0)
 
+    async def kill(self) -> None:
+        """SIGKILL if still running (cleanup after a failed test); idempotent."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
@@ -128,9 +138,12 @@ async def conductor_process(
         "CONDUCTOR_",
         tmp_path / "conductor.log",
     )
-    await server.start()
-    yield server
-    await server.terminate()
+    try:
+        await server.start()
+        yield server
+        await server.terminate()
+    finally:
+        await server.kill()
 
 
 @pytest.fixture(scope="session")

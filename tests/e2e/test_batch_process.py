@@ -83,32 +83,36 @@ async def mesh(
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess, Workers]]:
     env = backend_env(backends, database_url, kafka_namespace)
     conductor = ServerProcess("conductor_server", env, "CONDUCTOR_", tmp_path / "conductor.log")
-    await conductor.start()
     batch = ServerProcess(
         "batch_server",
         {**env, "BATCH_CONDUCTOR_ADDRESS": conductor.address},
         "BATCH_",
         tmp_path / "batch.log",
     )
-    await batch.start()
     kinds = list(dict.fromkeys(COMMAND_KINDS.values()))
-    async with Producer(backends.kafka_bootstrap, namespace=kafka_namespace) as producer:
-        workers = Workers(producer)
-        config = ConsumerConfig(
-            backends.kafka_bootstrap,
-            f"{kafka_namespace}-workers",
-            "e2e-workers",
-            namespace=kafka_namespace,
-        )
-        async with Consumer(
-            config, kinds, workers, dead_letters=producer, accept={"step_command"}
-        ) as consumer:
-            task = asyncio.create_task(consumer.run())
-            yield conductor, batch, workers
-            await consumer.stop()
-            await task
-    assert await batch.terminate() == 0, batch.logs()
-    assert await conductor.terminate() == 0, conductor.logs()
+    try:
+        await conductor.start()
+        await batch.start()
+        async with Producer(backends.kafka_bootstrap, namespace=kafka_namespace) as producer:
+            workers = Workers(producer)
+            config = ConsumerConfig(
+                backends.kafka_bootstrap,
+                f"{kafka_namespace}-workers",
+                "e2e-workers",
+                namespace=kafka_namespace,
+            )
+            async with Consumer(
+                config, kinds, workers, dead_letters=producer, accept={"step_command"}
+            ) as consumer:
+                task = asyncio.create_task(consumer.run())
+                yield conductor, batch, workers
+                await consumer.stop()
+                await task
+        assert await batch.terminate() == 0, batch.logs()
+        assert await conductor.terminate() == 0, conductor.logs()
+    finally:
+        await batch.kill()
+        await conductor.kill()
 
 
 def expected_counts(
