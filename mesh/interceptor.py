@@ -1,8 +1,10 @@
-"""The one server interceptor: correlation id, deadlines, metrics, logging and error mapping.
+"""The one wrapper around every RPC: correlation id, deadlines, metrics, logging, error mapping.
 
-One interceptor instead of a chain keeps the per-RPC overhead to a single wrapper. For every RPC it
-sets the correlation id (from ``x-correlation-id`` metadata, generated when absent, echoed back in
-the trailing metadata), refuses work whose deadline has already passed, counts and times the call,
+Methods are wrapped once, when they are registered (``Registrar``), not intercepted per call:
+grpc.aio runs a ``ServerInterceptor`` as an extra coroutine on every RPC, which cost about 15% of
+the throughput of a trivial RPC here. For every RPC the wrapper sets the correlation id (from
+``x-correlation-id`` metadata, generated when absent, echoed back in the trailing metadata),
+refuses work whose deadline has already passed, counts and times the call,
 and turns any exception into a ``google.rpc.Status`` through the server's ``StatusTable``: the one
 place errors become status codes. Unmapped errors are INTERNAL and logged once with a traceback.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -27,32 +29,14 @@ _OK = grpc.StatusCode.OK.name
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
+class RpcWrapper:
+    """Wraps method handlers with the behaviour above; one per server."""
+
     def __init__(self, table: StatusTable, metrics: RpcMetrics) -> None:
         self._table = table
         self._metrics = metrics
-        # grpc.aio asks the interceptor on every RPC; the wrapped handler of a method never
-        # changes, so it is built once per method.
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        wrapped = self._wrapped.get(handler_call_details.method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler
-        wrapped = self._wrap(handler, handler_call_details.method)
-        self._wrapped[handler_call_details.method] = wrapped
-        return wrapped
-
-    def _wrap(
+    def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
         service, _, method = full_method.lstrip("/").rpartition("/")
@@ -68,7 +52,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        raise TypeError(f"{full_method}: client-streaming RPCs are not supported")
 
     def _enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         incoming = ""
@@ -151,3 +135,43 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 metrics.latency.labels(service, method).observe(time.perf_counter() - start)
 
         return wrapper
+
+
+class Registrar:
+    """Stands in for the server while generated ``add_*Servicer_to_server`` functions run.
+
+    Generated code passes each service's method handlers twice: as a generic handler, then by
+    name (``add_registered_method_handlers``). The named call is wrapped and both forms are
+    registered wrapped; a generic handler without a named twin is refused at start-up rather
+    than served unwrapped (it would escape the error table and the metrics).
+    """
+
+    def __init__(self, server: grpc.aio.Server, wrapper: RpcWrapper) -> None:
+        self._server = server
+        self._wrapper = wrapper
+        self._generic: dict[str, grpc.GenericRpcHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        for handler in handlers:
+            service_name = getattr(handler, "service_name", None)
+            if service_name is None:
+                raise TypeError(f"cannot wrap generic handler {handler!r}: register by name")
+            self._generic[service_name()] = handler
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._generic.pop(service, None)
+        wrapped = {
+            name: self._wrapper.wrap(handler, f"/{service}/{name}")
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
+        )
+        self._server.add_registered_method_handlers(service, wrapped)
+
+    def close(self) -> None:
+        """Call after every registration: fails on a service that was not wrapped."""
+        if self._generic:
+            raise TypeError(f"services registered without method names: {sorted(self._generic)}")

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from mesh.errors import StatusTable
 from mesh.health import HealthReporter
 from mesh.http import HttpSidePort
-from mesh.interceptor import ServerInterceptor
+from mesh.interceptor import Registrar, RpcWrapper
 from mesh.metrics import RpcMetrics
 from mesh.settings import ServerSettings
 
@@ -54,16 +54,17 @@ class GrpcServer:
     async def __aenter__(self) -> GrpcServer:
         s = self._settings
         server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self._table, RpcMetrics(self._registry))],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
+        registrar = Registrar(server, RpcWrapper(self._table, RpcMetrics(self._registry)))
         for register in self._registrations:
-            register(server)
+            register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
+        registrar.close()
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
             (*self._service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server

@@ -66,7 +66,9 @@ class ServerSettings:
     host: str = setting("0.0.0.0", "HOST", "interface to bind")
     grpc_port: int = setting(0, "GRPC_PORT", "gRPC port (0 = any free port)")
     metrics_port: int = setting(0, "METRICS_PORT", "HTTP port of /metrics and /healthz (-1 = off)")
-    max_concurrent_rpcs: int = setting(1000, "MAX_CONCURRENT_RPCS", "in-flight RPC limit")
+    max_concurrent_rpcs: int = setting(
+        1000, "MAX_CONCURRENT_RPCS", "in-flight RPC limit (0 = none)"
+    )
     max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
     shutdown_grace_seconds: float = setting(10.0, "SHUTDOWN_GRACE_SECONDS", "drain time on SIGTERM")
     log_level: str = setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR")

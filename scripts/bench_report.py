@@ -36,20 +36,33 @@ def run(name: str, quick: bool) -> dict[str, object]:
     return figures
 
 
-def table(results: list[dict[str, object]], quick: bool) -> str:
+def _rows(block: str) -> dict[str, str]:
+    """The rows of an existing summary table, by bench name (kept for benches not re-run)."""
+    rows = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("bench", "---"):
+            rows[cells[0]] = line
+    return rows
+
+
+def table(results: list[dict[str, object]], quick: bool, previous: str) -> str:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = _rows(previous)
+    for r in results:
+        rows[str(r["bench"])] = (
+            f"| {r['bench']} | {r['ours']:,} | {r['baseline']:,} | {r['unit']} | {r['ratio']} "
+            f"| {when}{' (quick)' if quick else ''} |"
+        )
     lines = [
         START,
-        f"Last `make bench`{' (--quick)' if quick else ''}: {when}, this 2-core machine.",
+        "Ratios measured on this 2-core shared machine, each against its baseline in the same run.",
         "",
-        "| bench | ours | baseline | unit | ratio |",
-        "|---|---|---|---|---|",
+        "| bench | ours | baseline | unit | ratio | measured |",
+        "|---|---|---|---|---|---|",
+        *(rows[name] for name in sorted(rows)),
+        END,
     ]
-    for r in results:
-        lines.append(
-            f"| {r['bench']} | {r['ours']:,} | {r['baseline']:,} | {r['unit']} | {r['ratio']} |"
-        )
-    lines.append(END)
     return "\n".join(lines)
 
 
@@ -63,7 +76,8 @@ def main() -> int:
     )
     results = [run(name, args.quick) for name in names]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = table(results, args.quick)
+    previous = text[text.index(START) : text.index(END)] if START in text and END in text else ""
+    block = table(results, args.quick, previous)
     if START in text and END in text:
         text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:

@@ -87,9 +87,6 @@ class PipelineCatalog:
     _sorted: tuple[StepDefinition, ...] = field(init=False, repr=False, compare=False)
     _canonical: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _gated: frozenset[int] = field(init=False, repr=False, compare=False)  # positions
-    # The catalog never changes, so each target's subgraph (closure, order, sha256 digest) is
-    # computed once: resolution is on the hot path of every ResolvePipeline.
-    _subgraphs: dict[str, Subgraph] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         table: dict[str, StepDefinition] = {}
@@ -121,7 +118,6 @@ class PipelineCatalog:
         set_(self, "_sorted", in_order)
         set_(self, "_canonical", tuple(canonical_json(normalized(s)).encode() for s in in_order))
         set_(self, "_gated", frozenset(p for p, step in enumerate(in_order) if step.requires))
-        set_(self, "_subgraphs", {})
         versions = {p.name: self._digest(self._positions(p.name)) for p in self.pipelines}
         set_(self, "pipeline_versions", MappingProxyType(versions))
         set_(self, "version", hashlib.sha256(canonical_json(versions).encode()).hexdigest())
@@ -141,12 +137,6 @@ class PipelineCatalog:
             raise UnknownStep(name) from None
 
     def subgraph(self, target: str) -> Subgraph:
-        cached = self._subgraphs.get(target)
-        if cached is None:
-            cached = self._subgraphs[target] = self._compute_subgraph(target)
-        return cached
-
-    def _compute_subgraph(self, target: str) -> Subgraph:
         """What ``target`` (a pipeline name, else a step name) needs, in stable topological order.
 
         For a pipeline: its steps and everything they depend on; for a step: the step and its

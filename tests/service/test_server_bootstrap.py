@@ -38,12 +38,14 @@ async def _echo(request: bytes, context: Any) -> bytes:
 
 
 def _register(server: grpc.aio.Server) -> None:
-    handler = grpc.unary_unary_rpc_method_handler(
-        _echo, request_deserializer=_identity, response_serializer=_identity
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler}),)
-    )
+    """Registers the way generated ``add_*Servicer_to_server`` functions do."""
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            _echo, request_deserializer=_identity, response_serializer=_identity
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class Backend:
