@@ -43,14 +43,11 @@ from mesh.bus import EventConsumer
 from mesh.consumer import Consumer, ConsumerConfig
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
-from mesh.kafka_admin import create_topics
 from mesh.memory_bus import MemoryBus
-from mesh.outbox import OutboxRelay
-from mesh.producer import Producer
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
-from mesh.topics import EventKind, all_topics
+from mesh.topics import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +102,7 @@ async def _real(
     await backends.start_within(
         "PostgreSQL migrations", lambda: apply_migrations(pool, MIGRATIONS), 60
     )
-    await backends.start_within(
-        "Kafka topic setup",
-        lambda: create_topics(
-            b.kafka_bootstrap, all_topics(b.kafka_namespace), partitions=b.kafka_partitions
-        ),
-        30,
-    )
-    producer = Producer(b.kafka_bootstrap, namespace=b.kafka_namespace, client_id="batch-service")
-    await backends.start_within("Kafka producer", producer.start, 30)
-    stack.push_async_callback(producer.close)
-    relay = OutboxRelay(pool, producer, namespace=b.kafka_namespace)
-    stack.push_async_callback(relay.close)
+    producer, relay = await backends.open_kafka(stack, pool, b, "batch-service")
     listener = ProgressListener(pool, lambda run_id: feed.notify([run_id]))
     await backends.start_within("PostgreSQL LISTEN", listener.__aenter__, 10)
     stack.push_async_callback(listener.close)
@@ -188,7 +174,7 @@ async def serve(
         if isinstance(consumer, Consumer):
             await backends.start_within("Kafka consumer", consumer.start, 30)
         consumer_task = asyncio.create_task(consumer.run(), name="step-completed-consumer")
-        stack.push_async_callback(_stop_consumer, consumer, consumer_task)
+        stack.push_async_callback(backends.stop_consumer, consumer, consumer_task)
         server = GrpcServer(
             settings.server,
             [register(BatchServicer(service))],
@@ -216,13 +202,3 @@ async def _stop_task(halt: Callable[[], Awaitable[Any]], task: asyncio.Task[Any]
     await halt()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
-    """Finish the batch in flight, commit it, leave the group."""
-    await consumer.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    close = getattr(consumer, "close", None)
-    if close is not None:
-        await close()

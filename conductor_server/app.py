@@ -34,15 +34,13 @@ from mesh.bus import EventConsumer, OutgoingEvent
 from mesh.consumer import Consumer, ConsumerConfig
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
-from mesh.kafka_admin import create_topics
 from mesh.memory_bus import MemoryBus
-from mesh.outbox import OutboxRelay, enqueue
-from mesh.producer import Producer
+from mesh.outbox import enqueue
 from mesh.runtime import StartupError
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
-from mesh.topics import EventKind, all_topics
+from mesh.topics import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +115,7 @@ async def _real(
     redis = await backends.open_redis(b.redis_url)
     stack.push_async_callback(redis.aclose)
 
-    await backends.start_within(
-        "Kafka topic setup",
-        lambda: create_topics(
-            b.kafka_bootstrap, all_topics(b.kafka_namespace), partitions=b.kafka_partitions
-        ),
-        30,
-    )
-    producer = Producer(b.kafka_bootstrap, namespace=b.kafka_namespace, client_id="conductor")
-    await backends.start_within("Kafka producer", producer.start, 30)
-    stack.push_async_callback(producer.close)
-    relay = OutboxRelay(pool, producer, namespace=b.kafka_namespace)
-    stack.push_async_callback(relay.close)
+    producer, relay = await backends.open_kafka(stack, pool, b, "conductor")
 
     steps = rules.catalog.steps
     store = ComposedStateStore(
@@ -152,7 +139,6 @@ async def _real(
         metrics=ConsumerMetrics(registry),
     )
     await backends.start_within("Kafka consumer", consumer.start, 30)
-    stack.push_async_callback(consumer.close)
     probes = {"postgres": backends.postgres_probe(pool), "redis": backends.redis_probe(redis)}
     return Wiring(conductor, consumer, probes, [relay.run])
 
@@ -200,7 +186,7 @@ async def serve(
             health,
         )
         consumer_task = asyncio.create_task(wiring.consumer.run(), name="outcome-consumer")
-        stack.push_async_callback(_stop_consumer, wiring.consumer, consumer_task)
+        stack.push_async_callback(backends.stop_consumer, wiring.consumer, consumer_task)
         await stack.enter_async_context(running_tasks(*wiring.background))
         await stack.enter_async_context(server)
         if on_ready is not None:
@@ -212,9 +198,3 @@ async def serve(
         done.cancel()
         log.info("shutting down")
     log.info("PipelineConductor stopped")
-
-
-async def _stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
-    await consumer.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

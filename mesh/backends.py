@@ -7,14 +7,22 @@ Each opener returns an object that owns its connections; the composition root pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from mesh.bus import EventConsumer
+from mesh.kafka_admin import create_topics
+from mesh.outbox import OutboxRelay
+from mesh.producer import Producer
 from mesh.runtime import StartupError
+from mesh.settings import BackendSettings
+from mesh.topics import all_topics
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +91,35 @@ def _redact(url: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url
+
+
+async def open_kafka(
+    stack: AsyncExitStack, pool: Any, settings: BackendSettings, client_id: str
+) -> tuple[Producer, OutboxRelay]:
+    """Real mode's Kafka side, the same for both servers: the registry's topics (created when
+    missing), a started idempotent producer and the outbox relay over ``pool``; both close
+    with ``stack``."""
+    b = settings
+    await start_within(
+        "Kafka topic setup",
+        lambda: create_topics(
+            b.kafka_bootstrap, all_topics(b.kafka_namespace), partitions=b.kafka_partitions
+        ),
+        30,
+    )
+    producer = Producer(b.kafka_bootstrap, namespace=b.kafka_namespace, client_id=client_id)
+    await start_within("Kafka producer", producer.start, 30)
+    stack.push_async_callback(producer.close)
+    relay = OutboxRelay(pool, producer, namespace=b.kafka_namespace)
+    stack.push_async_callback(relay.close)
+    return producer, relay
+
+
+async def stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
+    """Finish the batch in flight, commit it, leave the group (close when it has one)."""
+    await consumer.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    close = getattr(consumer, "close", None)
+    if close is not None:
+        await close()

@@ -19,6 +19,7 @@ from mesh.producer import Producer
 from mesh.topics import EventKind
 from tests.conftest import Backends
 from tests.e2e.conftest import ServerProcess, run_grpcurl
+from tests.support.polling import eventually
 
 SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 ESSAYS = [f"essay-{i}" for i in range(40)]
@@ -33,19 +34,6 @@ def _metrics(port: int) -> dict[str, float]:
         for sample in family.samples
         if sample.name.startswith("bcs_") and not sample.labels
     }
-
-
-async def _eventually(check: object, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            if await check():  # type: ignore[operator]
-                return
-        except RpcError:
-            pass
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_grpcurl_lists_describes_and_calls_through_reflection(
@@ -82,7 +70,7 @@ async def test_health_is_not_serving_while_redis_is_down(
     async def not_serving() -> bool:
         return await conductor_process.health() == health_pb2.HealthCheckResponse.NOT_SERVING
 
-    await _eventually(not_serving)
+    await eventually(not_serving, 30.0, (RpcError,))
     assert run_grpcurl(grpcurl, conductor_process.address, "grpc.health.v1.Health/Check") == {
         "status": "NOT_SERVING"
     }
@@ -91,7 +79,7 @@ async def test_health_is_not_serving_while_redis_is_down(
     async def serving() -> bool:
         return await conductor_process.health() == health_pb2.HealthCheckResponse.SERVING
 
-    await _eventually(serving)
+    await eventually(serving, 30.0, (RpcError,))
 
 
 async def test_kafka_outcomes_change_state_exactly_and_metrics_show_the_scenario(
@@ -124,7 +112,7 @@ async def test_kafka_outcomes_change_state_exactly_and_metrics_show_the_scenario
             spell = next(s for s in state.steps if s.step == "spellcheck")
             return spell.status == pb.STEP_STATUS_SATISFIED
 
-        await _eventually(counted)
+        await eventually(counted, 30.0, (RpcError,))
         state = await client.get_batch_pipeline_state("b-kafka")
         by_step = {s.step: s for s in state.steps}
         spell = by_step["spellcheck"]
@@ -162,7 +150,7 @@ async def test_sigterm_under_load_finishes_in_flight_rpcs_and_exits_zero(
                         return
 
         callers = [asyncio.create_task(caller()) for _ in range(8)]
-        await _eventually(lambda: asyncio.sleep(0, len(results) > 200))
+        await eventually(lambda: asyncio.sleep(0, len(results) > 200), 30.0)
         code = await conductor_process.terminate()
         await asyncio.wait_for(asyncio.gather(*callers), 30)
     assert code == 0

@@ -32,10 +32,10 @@ from tests.support.batch import (
     Worker,
     batch_service,
     events_of,
-    eventually,
     settings_for,
     step_commands,
 )
+from tests.support.polling import eventually
 
 PROMPT = {"prompt_attached": True}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from google.rpc import error_details_pb2 as details
@@ -15,6 +13,7 @@ from mesh import envelope
 from mesh.bus import OutgoingEvent
 from mesh.topics import EventKind, dlq_topic, topic_name
 from tests.service.conftest import RunningConductor
+from tests.support.polling import eventually
 
 ESSAYS = [f"e{i}" for i in range(10)]
 PROMPT = {"prompt_attached": True}
@@ -233,19 +232,6 @@ async def _outcome_event(batch: str, essay: str, ok: bool = True) -> OutgoingEve
     )
 
 
-async def _eventually(check: object, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            assert await check()  # type: ignore[operator]
-            return
-        except (AssertionError, RpcError):
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(0.02)
-
-
 async def test_outcome_events_are_counted_and_poison_goes_to_the_dead_letter_topic(
     conductor: RunningConductor,
 ) -> None:
@@ -264,12 +250,12 @@ async def test_outcome_events_are_counted_and_poison_goes_to_the_dead_letter_top
         spell = next(s for s in state.steps if s.step == "spellcheck")
         return spell.succeeded == 10 and spell.status == pb.STEP_STATUS_SATISFIED
 
-    await _eventually(counted)
+    await eventually(counted)
 
     async def dead_lettered() -> bool:
         return len(conductor.bus.records(dlq_topic(topic))) == 2
 
-    await _eventually(dead_lettered)
+    await eventually(dead_lettered)
     letters = [
         envelope.decode(r.value).dead_letter for r in conductor.bus.records(dlq_topic(topic))
     ]

@@ -21,6 +21,7 @@ from mesh.errors import FieldViolation, InvalidArgument, StatusTable
 from mesh.health import HealthReporter
 from mesh.server import GrpcServer
 from mesh.settings import ServerSettings
+from tests.support.polling import eventually
 
 SERVICE = "test.v1.EchoService"
 
@@ -100,13 +101,6 @@ async def _health(channel: grpc.aio.Channel, service: str = "") -> int:
     return int(response.status)
 
 
-async def _eventually(predicate: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 def _http_get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
@@ -128,7 +122,7 @@ async def test_health_follows_the_backend_down_and_back_up(
     async def not_serving() -> bool:
         return await _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
 
-    await _eventually(not_serving)
+    await eventually(not_serving, 5.0)
     status, body = await asyncio.to_thread(_http_get, server.metrics_port, "/healthz")
     assert status == 503
     assert '"store": false' in body
@@ -137,7 +131,7 @@ async def test_health_follows_the_backend_down_and_back_up(
     async def serving() -> bool:
         return await _health(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
 
-    await _eventually(serving)
+    await eventually(serving, 5.0)
 
 
 async def test_draining_reports_not_serving(server: GrpcServer, channel: grpc.aio.Channel) -> None:

@@ -132,10 +132,3 @@ class Worker:
             await self.work()
             assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
             await asyncio.sleep(0.02)
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
