@@ -94,11 +94,28 @@ async def _serve_conductor(port: int) -> None:
     await serve(settings, stop)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Round:
     calls: int
     seconds: float
     latencies: list[float]
+    server_cpu: float  # CPU seconds the server process spent during the timed window
+    client_cpu: float  # and the load-generating client process
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.server_cpu / self.calls * 1e6
+
+    @property
+    def client_cpu_us_per_call(self) -> float:
+        return self.client_cpu / self.calls * 1e6
 
     @property
     def rate(self) -> float:
@@ -109,7 +126,7 @@ class Round:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def _load(address: str, concurrency: int, seconds: float) -> Round:
+async def _load(address: str, server_pid: int, concurrency: int, seconds: float) -> Round:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = conductor_pb2_grpc.PipelineConductorServiceStub(channel)
         await channel.channel_ready()
@@ -129,9 +146,14 @@ async def _load(address: str, concurrency: int, seconds: float) -> Round:
                 await call(REQUEST, timeout=10)
                 latencies.append(time.perf_counter() - started)
 
+        cpu_before, client_before = _cpu_seconds(server_pid), time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return Round(len(latencies), time.perf_counter() - began, latencies)
+        elapsed = time.perf_counter() - began
+        server_cpu = _cpu_seconds(server_pid) - cpu_before
+        return Round(
+            len(latencies), elapsed, latencies, server_cpu, time.process_time() - client_before
+        )
 
 
 def _round(kind: str, concurrency: int, seconds: float) -> Round:
@@ -143,7 +165,7 @@ def _round(kind: str, concurrency: int, seconds: float) -> Round:
     try:
         import uvloop
 
-        return uvloop.run(_load(f"127.0.0.1:{port}", concurrency, seconds))
+        return uvloop.run(_load(f"127.0.0.1:{port}", server.pid, concurrency, seconds))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(15)
@@ -172,13 +194,21 @@ def main() -> None:
             results[kind].append(_round(kind, args.concurrency, seconds))
     best = {kind: max(rs, key=lambda r: r.rate) for kind, rs in results.items()}
     print(f"ResolvePipeline at concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s")
-    print(f"{'server':<34} {'best req/s':>10} {'median':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    print(
+        f"{'server':<34} {'best req/s':>10} {'median':>8} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'server CPU us/call':>18} {'client CPU us/call':>18}"
+    )
     names = {"empty": "empty grpc.aio handler (baseline)", "conductor": "PipelineConductor (ours)"}
     for kind, rs in results.items():
         b = best[kind]
         median = statistics.median(r.rate for r in rs)
         p50, p99 = b.percentile(0.5), b.percentile(0.99)
-        print(f"{names[kind]:<34} {b.rate:>10,.0f} {median:>8,.0f} {p50:>7.2f} {p99:>7.2f}")
+        cpu = statistics.median(r.cpu_us_per_call for r in rs)
+        client = statistics.median(r.client_cpu_us_per_call for r in rs)
+        print(
+            f"{names[kind]:<34} {b.rate:>10,.0f} {median:>8,.0f} {p50:>7.2f} {p99:>7.2f}"
+            f" {cpu:>18.0f} {client:>18.0f}"
+        )
     ours, base = best["conductor"], best["empty"]
     print(
         json.dumps(
@@ -192,6 +222,12 @@ def main() -> None:
                 "ours_p99_ms": round(ours.percentile(0.99), 3),
                 "baseline_p50_ms": round(base.percentile(0.5), 3),
                 "baseline_p99_ms": round(base.percentile(0.99), 3),
+                "ours_server_cpu_us_per_call": round(
+                    statistics.median(r.cpu_us_per_call for r in results["conductor"])
+                ),
+                "baseline_server_cpu_us_per_call": round(
+                    statistics.median(r.cpu_us_per_call for r in results["empty"])
+                ),
                 "concurrency": args.concurrency,
                 "rounds": rounds,
                 "seconds": seconds,

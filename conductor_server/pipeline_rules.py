@@ -12,7 +12,7 @@ from collections.abc import Mapping, Set
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from conductor_server.domain.catalog import PipelineCatalog
+from conductor_server.domain.catalog import PipelineCatalog, Subgraph
 from conductor_server.domain.errors import (
     ConductorError,
     DefinitionError,
@@ -21,7 +21,7 @@ from conductor_server.domain.errors import (
 )
 from conductor_server.domain.loader import parse_catalog
 from conductor_server.domain.model import StepDefinition, StepState
-from conductor_server.domain.resolution import Resolution, check_prerequisites, resolve
+from conductor_server.domain.resolution import Resolution, check_prerequisites, resolve_subgraph
 from conductor_server.metrics import ConductorMetrics
 from mesh.topics import COMMAND_KINDS
 from pipelines import default_definitions
@@ -70,6 +70,8 @@ class PipelineRules:
     def __init__(self, catalog: PipelineCatalog, metrics: ConductorMetrics) -> None:
         self._catalog = catalog
         self._metrics = metrics
+        # target -> its subgraph in the current catalog; at most one per pipeline and step
+        self._subgraphs: dict[str, Subgraph] = {}
 
     @classmethod
     def load(cls, source: DefinitionSource, metrics: ConductorMetrics) -> PipelineRules:
@@ -85,18 +87,26 @@ class PipelineRules:
 
         Runs already started keep the steps and version they resolved with.
         """
-        self._catalog = load_catalog(source, self._metrics)
-        return self._catalog
+        catalog = load_catalog(source, self._metrics)
+        self._catalog, self._subgraphs = catalog, {}
+        return catalog
 
     def resolve(self, target: str, states: Mapping[str, StepState], flags: Set[str]) -> Resolution:
-        """``resolution.resolve`` against the current catalog, counted."""
+        """``resolution.resolve`` against the current catalog, counted.
+
+        Each target's subgraph is taken from the catalog once and kept until the next reload.
+        """
         try:
-            resolution = resolve(self._catalog, target, states, flags)
+            subgraph = self._subgraphs.get(target)
+            if subgraph is None:
+                subgraph = self._subgraphs[target] = self._catalog.subgraph(target)
+            resolution = resolve_subgraph(subgraph, target, states, flags)
         except ConductorError:
             self._metrics.rules_error.inc()
             raise
         self._metrics.rules_success.inc()
-        self._metrics.rules_pruned.inc(len(resolution.pruned))
+        if resolution.pruned:
+            self._metrics.rules_pruned.inc(len(resolution.pruned))
         return resolution
 
     def check_prerequisites(

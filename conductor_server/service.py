@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 def merged_flags(registered: frozenset[str], overrides: Mapping[str, bool]) -> frozenset[str]:
     """The batch's flags with a request's overrides applied (true sets, false clears)."""
+    if not overrides:
+        return registered
     return frozenset(
         {f for f in registered if overrides.get(f, True)} | {f for f, v in overrides.items() if v}
     )

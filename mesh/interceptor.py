@@ -82,15 +82,13 @@ class RpcWrapper:
         return code
 
     def _unary(self, behavior: Any, service: str, method: str) -> Any:
-        metrics = self._metrics
-        started = metrics.started.labels(service, method)
-        latency = metrics.latency.labels(service, method)
-        handled_ok = metrics.handled.labels(service, method, _OK)
+        stats = self._metrics.method(service, method)
+        clock = time.perf_counter
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self._enter(context)
-            started.inc()
-            start = time.perf_counter()
+            stats.started += 1
+            start = clock()
             code = _OK
             try:
                 remaining = context.time_remaining()
@@ -104,22 +102,18 @@ class RpcWrapper:
                 code = await self._fail(exc, context, method)
                 return None
             finally:
-                if code is _OK:
-                    handled_ok.inc()
-                else:
-                    metrics.handled.labels(service, method, code).inc()
-                latency.observe(time.perf_counter() - start)
+                stats.finish(code, clock() - start)
 
         return wrapper
 
     def _stream(self, behavior: Any, service: str, method: str) -> Any:
-        metrics = self._metrics
+        stats = self._metrics.method(service, method)
 
         async def wrapper(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             self._enter(context)
-            metrics.started.labels(service, method).inc()
+            stats.started += 1
             start = time.perf_counter()
             code = _OK
             try:
@@ -131,8 +125,7 @@ class RpcWrapper:
                 code = grpc.StatusCode.CANCELLED.name
                 raise
             finally:
-                metrics.handled.labels(service, method, code).inc()
-                metrics.latency.labels(service, method).observe(time.perf_counter() - start)
+                stats.finish(code, time.perf_counter() - start)
 
         return wrapper
 

@@ -16,11 +16,21 @@ MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 128
 
 
+def is_bad_char(char: str) -> bool:
+    """Whitespace, a control, format, surrogate, private-use or unassigned character, a brace."""
+    return char.isspace() or unicodedata.category(char).startswith("C") or char in "{}"
+
+
 def _bad_char(value: str) -> str | None:
-    for char in value:
-        if char.isspace() or unicodedata.category(char).startswith("C") or char in "{}":
-            return char
-    return None
+    """The first bad character of ``value``, or None.
+
+    ``str.isprintable`` is false exactly for the categories C* and Z* other than the ASCII
+    space, and every Z* character is whitespace, so an id that is printable and has no space
+    or brace has no bad character: one C-speed pass for the usual, valid id.
+    """
+    if value.isprintable() and " " not in value and "{" not in value and "}" not in value:
+        return None
+    return next((char for char in value if is_bad_char(char)), None)
 
 
 class Violations:
@@ -70,6 +80,8 @@ class Violations:
 
     def flags(self, field: str, values: dict[str, bool]) -> frozenset[str]:
         """Flag names that are set (true); each name is an identifier."""
+        if not values:
+            return frozenset()
         for name in values:
             self.identifier(f"{field}[{name!r}]", name, MAX_NAME_LENGTH)
         return frozenset(name for name, value in values.items() if value)

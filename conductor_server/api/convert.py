@@ -55,9 +55,10 @@ def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, di
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     target = v.identifier("target", request.target, MAX_NAME_LENGTH)
-    v.flags("flags", dict(request.flags))
+    overrides = dict(request.flags)
+    v.flags("flags", overrides)
     v.raise_if_any()
-    return batch_id, target, dict(request.flags)
+    return batch_id, target, overrides
 
 
 def prerequisites_from_proto(
@@ -67,9 +68,10 @@ def prerequisites_from_proto(
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     step = v.identifier("step", request.step, MAX_NAME_LENGTH)
-    v.flags("flags", dict(request.flags))
+    overrides = dict(request.flags)
+    v.flags("flags", overrides)
     v.raise_if_any()
-    return batch_id, step, dict(request.flags)
+    return batch_id, step, overrides
 
 
 def _outcome(
@@ -130,6 +132,24 @@ def batch_id_from_proto(value: str) -> str:
 
 
 def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
+    """The proto of ``step``, built once per definition object (definitions are immutable).
+
+    Cached by name, checked by identity (hashing a definition costs more than building half of
+    its proto); a reloaded catalog's definitions replace the old entries. The message is
+    shared: embed it (which copies it), never modify it.
+    """
+    cached = _STEP_PROTOS.get(step.name)
+    if cached is not None and cached[0] is step:
+        return cached[1]
+    message = _build_step_definition(step)
+    _STEP_PROTOS[step.name] = (step, message)
+    return message
+
+
+_STEP_PROTOS: dict[str, tuple[StepDefinition, pb.StepDefinition]] = {}
+
+
+def _build_step_definition(step: StepDefinition) -> pb.StepDefinition:
     return pb.StepDefinition(
         name=step.name,
         service=step.service,

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
-from conductor_server.domain.catalog import PipelineCatalog
+from conductor_server.domain.catalog import PipelineCatalog, Subgraph
 from conductor_server.domain.errors import PreconditionFailed, Violation, ViolationKind
 from conductor_server.domain.model import StepDefinition, StepState, StepStatus
 
@@ -58,7 +58,14 @@ def resolve(
 
     Raises ``UnknownTarget`` or ``PreconditionFailed`` (one ``FLAG`` violation per unmet flag).
     """
-    subgraph = catalog.subgraph(target)
+    return resolve_subgraph(catalog.subgraph(target), target, states, flags)
+
+
+def resolve_subgraph(
+    subgraph: Subgraph, target: str, states: Mapping[str, StepState], flags: Set[str]
+) -> Resolution:
+    """``resolve`` with ``target``'s subgraph already taken from the catalog (callers that
+    resolve the same targets again and again keep the subgraphs: a catalog never changes)."""
     satisfied = {name for name, state in states.items() if state.status == StepStatus.SATISFIED}
     to_run, gated = subgraph.steps, subgraph.gated
     pruned: tuple[PrunedStep, ...] = ()

@@ -69,6 +69,7 @@ class BatchLedger:
         self.outcomes: dict[str, dict[str, Outcome]] = {name: {} for name in table}
         self.expected: dict[str, frozenset[str]] = {}
         self._counts: dict[str, list[int]] = {name: [0, 0] for name in table}
+        self._states: tuple[StepState, ...] | None = None  # derived; dropped on every change
         self._materialize(table)
 
     @property
@@ -87,6 +88,7 @@ class BatchLedger:
                 return Entry(Verdict.DUPLICATE)
             return Entry(Verdict.CONFLICT, previous=previous)
         outcomes[essay_id] = outcome
+        self._states = None
         counts = self._counts[step]
         counts[0 if outcome is Outcome.SUCCEEDED else 1] += 1
         if counts[0] + counts[1] < len(expected):
@@ -108,8 +110,11 @@ class BatchLedger:
         return counted_state(self.table[step], succeeded, failed, len(self.expected[step]))
 
     def states(self) -> tuple[StepState, ...]:
-        counts = {name: self.counts(name) for name in self.table}
-        return self.table.derive(len(self.registration.essay_ids), counts)
+        """Every step's state; derived once per change of the counts or expected essays."""
+        if self._states is None:
+            counts = {name: self.counts(name) for name in self.table}
+            self._states = self.table.derive(len(self.registration.essay_ids), counts)
+        return self._states
 
     def _materialize(self, candidates: Iterable[str]) -> tuple[str, ...]:
         """Fix the expected essays of every candidate that became ready; return those that
@@ -130,6 +135,7 @@ class BatchLedger:
             if isinstance(essays, StepStatus):
                 continue
             self.expected[name] = frozenset(essays)
+            self._states = None
             if not essays:
                 completed.append(name)
         return tuple(completed)

@@ -116,3 +116,24 @@ def test_resolutions_count_successes_errors_and_pruned_steps(
 def test_prerequisites_go_through_the_current_catalog(metrics: ConductorMetrics) -> None:
     rules = PipelineRules.load(default_definitions(), metrics)
     assert rules.check_prerequisites("spellcheck", {}, frozenset()).name == "spellcheck"
+
+
+def test_a_reload_resolves_against_the_new_catalog(
+    metrics: ConductorMetrics, tmp_path: Path
+) -> None:
+    """Subgraphs are kept per target; a reload must drop them, or the old steps would run."""
+    rules = PipelineRules.load(default_definitions(), metrics)
+    before = rules.resolve("nlp", {}, PROMPT)
+    assert [s.name for s in before.steps] == ["spellcheck", "nlp"]
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  nlp:\n"
+        "    steps:\n"
+        "      - {name: nlp, service: nlp_service, command: nlp, requires: [prompt_attached]}\n",
+        encoding="utf-8",
+    )
+    rules.reload(path)
+    after = rules.resolve("nlp", {}, PROMPT)
+    assert [s.name for s in after.steps] == ["nlp"]
+    assert after.version != before.version
