@@ -112,6 +112,7 @@ async def _real(
         group_id=o.consumer_group,
         service=SOURCE_SERVICE,
         namespace=b.kafka_namespace,
+        commit_interval_ms=b.kafka_commit_interval_ms,
         client_id="batch-service",
     )
 

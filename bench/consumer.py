@@ -42,6 +42,7 @@ parse_envelope = events_pb2.EventEnvelope.FromString
 MAX_RECORDS = 1000
 BYTES = "raw getmany, bytes only"
 BASELINE = "raw getmany + parse (baseline)"
+BATCHED = "raw getmany + parse into a list"
 WITH_COMMIT = "raw getmany + parse + commit"
 OURS = "mesh Consumer, no-op handler"
 POLL_MS = 200
@@ -74,7 +75,9 @@ async def produce(bootstrap: str, namespace: str, count: int) -> None:
 Rate = tuple[float, float]  # (events per wall second, events per CPU second of this process)
 
 
-async def raw_loop(bootstrap: str, topic: str, count: int, *, parse: bool, commit: bool) -> Rate:
+async def raw_loop(
+    bootstrap: str, topic: str, count: int, *, parse: bool, commit: bool, keep: bool = False
+) -> Rate:
     consumer: Any = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -91,6 +94,10 @@ async def raw_loop(bootstrap: str, topic: str, count: int, *, parse: bool, commi
                 continue
             if not first:
                 first, first_cpu = time.perf_counter(), time.process_time()
+            if keep:  # the batch a batch handler is handed, alive until the next poll
+                batch = [parse_envelope(r.value) for records in polled.values() for r in records]
+                seen += len(batch)
+                continue
             for records in polled.values():
                 seen += len(records)
                 if parse:
@@ -158,6 +165,7 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     contenders: dict[str, Callable[[], Awaitable[Rate]]] = {
         BYTES: lambda: raw_loop(boot, topic, count, parse=False, commit=False),
         BASELINE: lambda: raw_loop(boot, topic, count, parse=True, commit=False),
+        BATCHED: lambda: raw_loop(boot, topic, count, parse=True, commit=False, keep=True),
         WITH_COMMIT: lambda: raw_loop(boot, topic, count, parse=True, commit=True),
         OURS: lambda: ours(boot, namespace, count),
     }
@@ -198,6 +206,9 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ratio_bytes_only": round(mine / bytes_only, 3),
         "cpu_ratio_bytes_only": round(cpu_mine / statistics.median(cpus[BYTES]), 3),
         "baseline_parse_commit": round(max(walls[WITH_COMMIT])),
+        "baseline_batched": round(max(walls[BATCHED])),
+        "ratio_batched": round(mine / max(walls[BATCHED]), 3),
+        "cpu_ratio_batched": round(cpu_mine / statistics.median(cpus[BATCHED]), 3),
         "events": count,
         "partitions": args.partitions,
         "max_records": MAX_RECORDS,

@@ -129,17 +129,18 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
     except DecodeError as exc:
         raise UndecodableEnvelope(str(exc)) from exc
     field = envelope.WhichOneof("payload")
+    event_id = envelope.event_id  # (each read of a field builds a new str: read it once)
     if field is None:
-        raise InvalidEnvelope("no payload set", envelope.event_id)
-    if not envelope.event_id:
+        raise InvalidEnvelope("no payload set", event_id)
+    if not event_id:
         raise InvalidEnvelope("empty event_id")
     if envelope.event_type != TYPE_BY_FIELD[field]:
         raise InvalidEnvelope(
             f"event_type {envelope.event_type!r} does not match payload {TYPE_BY_FIELD[field]}",
-            envelope.event_id,
+            event_id,
         )
     if accept is not None and field not in accept:
-        raise UnexpectedPayload(field, accept, envelope.event_id)
+        raise UnexpectedPayload(field, accept, event_id)
     return envelope
 
 

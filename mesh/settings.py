@@ -45,6 +45,9 @@ class BackendSettings:
     kafka_bootstrap: str = setting("", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap, host:port[,..]")
     kafka_namespace: str = setting("", "KAFKA_NAMESPACE", "topic prefix of this deployment")
     kafka_partitions: int = setting(3, "KAFKA_TOPIC_PARTITIONS", "partitions per created topic")
+    kafka_commit_interval_ms: int = setting(
+        1000, "KAFKA_COMMIT_INTERVAL_MS", "most frequent consumer offset commit (stop: at once)"
+    )
 
     @property
     def mode(self) -> Mode:

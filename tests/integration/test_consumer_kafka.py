@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -418,3 +419,41 @@ async def test_a_second_member_takes_over_partitions_without_losing_any(
         await pool.close()
     assert sorted(r["event_id"] for r in rows) == sorted(f"good-{n}" for n in range(produced))
     assert first.durable
+
+
+async def test_commits_wait_for_the_interval_and_stop_commits_the_rest(
+    kafka_bootstrap: str, kafka_namespace: str
+) -> None:
+    """At most one commit per interval while running; stopping commits everything handled."""
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    total = 3_000
+    await produce(
+        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
+    )
+    group = f"{kafka_namespace}-interval"
+    handled = 0
+
+    async def slow_handler(messages: Any) -> None:
+        nonlocal handled
+        await asyncio.sleep(0.05)  # so several batches finish inside the interval
+        handled += len(messages)
+
+    settings = dataclasses.replace(
+        config(kafka_bootstrap, kafka_namespace, group), max_records=250, commit_interval_ms=60_000
+    )
+    async with (
+        Producer(kafka_bootstrap, namespace=kafka_namespace) as dead_letters,
+        Consumer(settings, [KIND], slow_handler, dead_letters) as consumer,
+    ):
+        task = asyncio.create_task(consumer.run())
+
+        async def all_handled() -> bool:
+            return handled >= total
+
+        await until(all_handled, 60, "every record handled")
+        # the first batch was committed at once; the rest waits for the (long) interval
+        running = sum((await committed(kafka_bootstrap, group, topic)).values())
+        assert 0 < running < total
+        await consumer.stop()
+        await task
+    assert await committed_to_end(kafka_bootstrap, group, topic)
