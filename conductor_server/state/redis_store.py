@@ -1,4 +1,4 @@
-"""The Redis state store: hot state, one Lua round trip per outcome, many outcomes per pipeline.
+"""The Redis state store: hot state, one Lua call per batch for any number of its outcomes.
 
 Key layout: ``keys.py``; the record script: ``script.py``. The script is loaded once with
 SCRIPT LOAD, run with EVALSHA, and loaded again when Redis answers NOSCRIPT (after a restart or
@@ -45,7 +45,7 @@ from conductor_server.state.errors import (
 from conductor_server.state.keys import FAILED_SUFFIX, TOTAL_SUFFIX, BatchKeys
 from conductor_server.state.ledger import BatchLedger, BatchSnapshot, check_registration, replay
 from conductor_server.state.protocol import BatchState, RecordResult
-from conductor_server.state.script import RECORD_OUTCOME, RECORD_OUTCOME_SHA
+from conductor_server.state.script import RECORD_OUTCOMES, RECORD_OUTCOMES_SHA
 from conductor_server.state.steps import StepCounts, StepTable, counted_state
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ def _unavailable() -> Iterator[None]:
         yield
     except _TRANSIENT as exc:
         raise StateBackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 def _text(value: Any) -> str:
@@ -180,25 +185,33 @@ class RedisStateStore:
         return [next(verdicts) if r.step in self._table else "unknown_step" for r in records]
 
     async def _evaluate(self, records: Sequence[OutcomeRecord]) -> list[str]:
-        """Run the script once per record in one round trip; re-run those that hit NOSCRIPT."""
-        replies: list[str | None] = [None] * len(records)
-        pending = list(range(len(records)))
+        """Each record's reply line: one script call per batch, every call in one round trip.
+
+        A call that hits NOSCRIPT (Redis restarted or flushed its scripts) is sent again once
+        the script is loaded; nothing ran for it, so nothing is counted twice.
+        """
         if not records:
             return []
+        groups: dict[str, list[int]] = {}  # batch -> indices of its records, in order
+        for index, record in enumerate(records):
+            groups.setdefault(record.batch_id, []).append(index)
+        replies: list[str] = [""] * len(records)
+        pending = list(groups.values())
         with _unavailable():
             for _ in range(_NOSCRIPT_ATTEMPTS):
                 await self._load_script()
-                answers = await self._pipeline(self._pack([records[i] for i in pending]))
-                missing: list[int] = []
-                for index, answer in zip(pending, answers, strict=True):
+                answers = await self._pipeline([self._pack(records, group) for group in pending])
+                missing: list[list[int]] = []
+                for group, answer in zip(pending, answers, strict=True):
                     if isinstance(answer, redis_errors.NoScriptError):
-                        missing.append(index)
+                        missing.append(group)
                     elif isinstance(answer, Exception):
                         raise answer
                     else:
-                        replies[index] = _text(answer)
+                        for index, line in zip(group, _text(answer).split("\n"), strict=True):
+                            replies[index] = line
                 if not missing:
-                    return [reply for reply in replies if reply is not None]
+                    return replies
                 log.warning("redis lost the record script; loading it again")
                 self._script_loaded = False
                 pending = missing
@@ -209,17 +222,15 @@ class RedisStateStore:
             return
         async with self._load_lock:
             if not self._script_loaded:
-                sha = _text(await self._command("SCRIPT", "LOAD", RECORD_OUTCOME))
-                if sha != RECORD_OUTCOME_SHA:
-                    raise RuntimeError(f"redis computed script sha {sha}, not {RECORD_OUTCOME_SHA}")
+                sha = _text(await self._command("SCRIPT", "LOAD", RECORD_OUTCOMES))
+                if sha != RECORD_OUTCOMES_SHA:
+                    raise RuntimeError(
+                        f"redis computed script sha {sha}, not {RECORD_OUTCOMES_SHA}"
+                    )
                 self._script_loaded = True
 
     async def _pipeline(self, commands: list[bytes]) -> list[Any]:
-        """Send already packed commands in one write; read one reply (or error) per command.
-
-        redis-py's pipeline spends most of its time packing arguments; the record commands of
-        one step differ only in their last argument, so ``_pack`` builds them from a template.
-        """
+        """Send already packed commands in one write; read one reply (or error) per command."""
         pool = self._client.connection_pool
         connection = await self._get_connection()
         try:
@@ -237,42 +248,36 @@ class RedisStateStore:
         finally:
             await pool.release(connection)
 
-    def _pack(self, records: Sequence[OutcomeRecord]) -> list[bytes]:
-        """RESP-encoded ``EVALSHA`` commands, one per record (the essay is the last argument)."""
-        templates: dict[tuple[str, str, Outcome], bytes] = {}
-        packed = []
-        for record in records:
-            key = (record.batch_id, record.step, record.outcome)
-            template = templates.get(key)
-            if template is None:
-                template = templates[key] = self._template(*key)
-            essay = record.essay_id.encode()
-            packed.append(b"%s$%d\r\n%s\r\n" % (template, len(essay), essay))
-        return packed
+    def _pack(self, records: Sequence[OutcomeRecord], group: Sequence[int]) -> bytes:
+        """The RESP-encoded ``EVALSHA`` recording ``records[i] for i in group`` (one batch).
 
-    def _template(self, batch_id: str, step: str, outcome: Outcome) -> bytes:
-        keys = BatchKeys(batch_id)
-        root = not self._table[step].depends_on
-        args = [
+        Packed by hand: redis-py spends most of a pipeline's time encoding arguments, and the
+        step and outcome of a record are one of a few byte strings, built once per call.
+        """
+        keys = BatchKeys(records[group[0]].batch_id)
+        head = [
             "EVALSHA",
-            RECORD_OUTCOME_SHA,
-            "6",
+            RECORD_OUTCOMES_SHA,
+            "4",
             keys.meta,
             keys.graph,
             keys.state,
             keys.essays,
-            keys.outcomes(step),
-            keys.essays if root else keys.expected(step),
-            step,
-            outcome.value,
             str(self._ttl),
             keys.outcomes_prefix,
             keys.expected_prefix,
         ]
-        parts = [b"*%d\r\n" % (len(args) + 1)]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        parts = [b"*%d\r\n" % (len(head) + 3 * len(group))]
+        parts += [_bulk(arg.encode()) for arg in head]
+        pairs: dict[tuple[str, Outcome], bytes] = {}  # (step, outcome) -> their two bulk strings
+        for index in group:
+            record = records[index]
+            pair = pairs.get((record.step, record.outcome))
+            if pair is None:
+                pair = _bulk(record.step.encode()) + _bulk(record.outcome.value.encode())
+                pairs[(record.step, record.outcome)] = pair
+            parts.append(pair)
+            parts.append(_bulk(record.essay_id.encode()))
         return b"".join(parts)
 
     def _result(self, record: OutcomeRecord, reply: str) -> RecordResult:

@@ -1,12 +1,18 @@
-"""The Lua script that records one outcome in Redis, atomically and idempotently.
+"""The Lua script that records a batch's outcomes in Redis, atomically and idempotently.
 
-KEYS: meta, graph, pipeline_state, essays, outcomes:<step>, expected set of the step (the essays
-set for a root step). ARGV: step, outcome (``succeeded``|``failed``), ttl seconds, the outcomes
-key prefix, the expected key prefix (``keys.BatchKeys``), essay. (The essay comes last so the
-caller can pack every command of one step from one template.)
+One call records many outcomes of one batch, in order, exactly as if each were recorded alone:
+one EVALSHA (one command to parse, one Lua invocation, one reply) per batch and call, not one
+per outcome, which is most of what an outcome used to cost Redis and the client.
 
-The reply is one string of space-separated words (step names hold no spaces), the verdict first;
-one bulk string is much cheaper for the client to parse than an array:
+KEYS: meta, graph, pipeline_state, essays. ARGV: ttl seconds, the outcomes key prefix, the
+expected key prefix (``keys.BatchKeys``), then a triple per outcome: step, outcome
+(``succeeded``|``failed``), essay. The other keys of the batch (outcomes and expected sets per
+step) are derived from the prefixes; they share the batch's hash tag, so they live in the same
+cluster slot.
+
+The reply is one string: one line per outcome, in order (one bulk string is much cheaper for
+the client to parse than an array). Each line is space-separated words (step names hold no
+spaces), the verdict first:
 
 - ``nobatch``: the batch marker is missing (never registered, or Redis lost it)
 - ``unknown_step``: the batch's graph has no such step
@@ -17,27 +23,39 @@ one bulk string is much cheaper for the client to parse than an array:
   is 1 when this outcome made the step complete, then come the dependants whose expected essays
   this fixed and that expect none (complete at once)
 
-Keys of other steps are derived from the prefixes (the record of a completion must reach its
-dependants); they share the batch's hash tag, so they live in the same cluster slot.
-
 When a step completes, each dependant whose dependencies are now all satisfied gets its expected
 set: the essays that succeeded in every dependency. Every key the script creates gets the TTL (the
 outcomes hash with its step's first outcome); when the marker's remaining TTL falls under half,
-every key of the batch gets the full TTL again. The marker is only ever extended together with all
-other keys, so it never outlives them.
+every key of the batch gets the full TTL again (checked once per call that recorded anything).
+The marker is only ever extended together with all other keys, so it never outlives them.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-RECORD_OUTCOME = r"""
+RECORD_OUTCOMES = r"""
 local meta, graph, state, essays = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local outcomes, expected = KEYS[5], KEYS[6]
-local step, outcome, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local outcomes_prefix, expected_prefix, essay = ARGV[4], ARGV[5], ARGV[6]
+local ttl = tonumber(ARGV[1])
+local outcomes_prefix, expected_prefix = ARGV[2], ARGV[3]
+local count = (#ARGV - 3) / 3
+local replies = {}
 
-if redis.call('EXISTS', meta) == 0 then return 'nobatch' end
+if redis.call('EXISTS', meta) == 0 then
+  for i = 1, count do replies[i] = 'nobatch' end
+  return table.concat(replies, '\n')
+end
+
+local specs = {}  -- step -> decoded graph entry, or false when the graph has no such step
+local function spec(name)
+  local known = specs[name]
+  if known == nil then
+    local raw = redis.call('HGET', graph, name)
+    known = raw and cjson.decode(raw) or false
+    specs[name] = known
+  end
+  return known
+end
 
 local function counts(name)
   local v = redis.call('HMGET', state, name, name .. ':failed', name .. ':total')
@@ -55,8 +73,7 @@ end
 
 local function satisfied(name)
   local s, f, t = counts(name)
-  local spec = cjson.decode(redis.call('HGET', graph, name))
-  return t ~= nil and t > 0 and s + f == t and s / t >= spec.r
+  return t ~= nil and t > 0 and s + f == t and s / t >= spec(name).r
 end
 
 -- Fix the expected set of a ready dependant; return its size.
@@ -85,49 +102,61 @@ local function materialize(name, deps)
   return #members
 end
 
-local known = redis.call('HMGET', state, step, step .. ':failed', step .. ':total')
-local total = tonumber(known[3])
-if not total then
-  if redis.call('HEXISTS', graph, step) == 0 then return 'unknown_step' end
-  return 'not_expected'
-end
-if redis.call('SISMEMBER', expected, essay) == 0 then return 'not_expected' end
+local function record(step, outcome, essay)
+  local known = redis.call('HMGET', state, step, step .. ':failed', step .. ':total')
+  local total = tonumber(known[3])
+  local definition = spec(step)
+  if not definition then return 'unknown_step' end
+  if not total then return 'not_expected' end
+  local expected = essays
+  if #definition.d > 0 then expected = expected_prefix .. step end
+  if redis.call('SISMEMBER', expected, essay) == 0 then return 'not_expected' end
 
-local s, f = tonumber(known[1]) or 0, tonumber(known[2]) or 0
-if redis.call('HSETNX', outcomes, essay, outcome) == 0 then
-  local previous = redis.call('HGET', outcomes, essay)
-  if previous ~= outcome then return 'conflict ' .. previous end
-  return table.concat({'duplicate', s, f, total}, ' ')
-end
-if outcome == 'succeeded' then
-  s = redis.call('HINCRBY', state, step, 1)
-else
-  f = redis.call('HINCRBY', state, step .. ':failed', 1)
-end
--- The step's first outcome created the outcomes hash: give it the batch's TTL.
-if s + f == 1 then redis.call('EXPIRE', outcomes, ttl) end
-local reply = {'recorded', s, f, total, 0}
-if s + f == total then
-  reply[5] = 1
-  local spec = cjson.decode(redis.call('HGET', graph, step))
-  for _, dependant in ipairs(spec.n) do
-    if redis.call('HEXISTS', state, dependant .. ':total') == 0 then
-      local dspec = cjson.decode(redis.call('HGET', graph, dependant))
-      local ready = true
-      for _, dep in ipairs(dspec.d) do
-        if not satisfied(dep) then
-          ready = false
-          break
+  local outcomes = outcomes_prefix .. step
+  local s, f = tonumber(known[1]) or 0, tonumber(known[2]) or 0
+  if redis.call('HSETNX', outcomes, essay, outcome) == 0 then
+    local previous = redis.call('HGET', outcomes, essay)
+    if previous ~= outcome then return 'conflict ' .. previous end
+    return table.concat({'duplicate', s, f, total}, ' ')
+  end
+  if outcome == 'succeeded' then
+    s = redis.call('HINCRBY', state, step, 1)
+  else
+    f = redis.call('HINCRBY', state, step .. ':failed', 1)
+  end
+  -- The step's first outcome created the outcomes hash: give it the batch's TTL.
+  if s + f == 1 then redis.call('EXPIRE', outcomes, ttl) end
+  local reply = {'recorded', s, f, total, 0}
+  if s + f == total then
+    reply[5] = 1
+    for _, dependant in ipairs(definition.n) do
+      if redis.call('HEXISTS', state, dependant .. ':total') == 0 then
+        local deps = spec(dependant).d
+        local ready = true
+        for _, dep in ipairs(deps) do
+          if not satisfied(dep) then
+            ready = false
+            break
+          end
         end
-      end
-      if ready and materialize(dependant, dspec.d) == 0 then
-        reply[#reply + 1] = dependant
+        if ready and materialize(dependant, deps) == 0 then
+          reply[#reply + 1] = dependant
+        end
       end
     end
   end
+  return table.concat(reply, ' ')
 end
-refresh_ttl()
-return table.concat(reply, ' ')
+
+local recorded = false
+for i = 1, count do
+  local at = 3 + (i - 1) * 3
+  local reply = record(ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
+  if not recorded and string.sub(reply, 1, 8) == 'recorded' then recorded = true end
+  replies[i] = reply
+end
+if recorded then refresh_ttl() end
+return table.concat(replies, '\n')
 """
 
-RECORD_OUTCOME_SHA = hashlib.sha1(RECORD_OUTCOME.encode()).hexdigest()
+RECORD_OUTCOMES_SHA = hashlib.sha1(RECORD_OUTCOMES.encode()).hexdigest()

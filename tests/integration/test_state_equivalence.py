@@ -66,5 +66,5 @@ async def test_a_store_answers_like_the_reference(
     assert [summary(r) for r in results] == [summary(r) for r in expected]
     assert states == expected_states
     assert any(r.completed_step for r in expected)  # the history does complete steps
-    if kind == "redis":  # one script call per record: the state after each record
+    if kind == "redis":  # the script answers each record with the state right after it
         assert [r.state for r in results] == [r.state for r in expected]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from conductor_server.domain.model import BatchRegistration, Outcome
+from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord
 from conductor_server.state import (
     PostgresStateStore,
     StateBackendUnavailable,
@@ -23,6 +23,7 @@ from tests.integration.test_state_redis import free_port
 from tests.unit.test_state_contract import ESSAYS, STEPS, rec
 
 F = Outcome.FAILED
+S = Outcome.SUCCEEDED
 
 
 @pytest.fixture
@@ -32,10 +33,10 @@ async def store(database_url: str) -> AsyncIterator[PostgresStateStore]:
         yield store
 
 
-async def fetch(database_url: str, query: str) -> list[asyncpg.Record]:
+async def fetch(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
-        rows: list[asyncpg.Record] = await conn.fetch(query)
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
         return rows
     finally:
         await conn.close()
@@ -138,6 +139,31 @@ async def test_the_sql_payload_encoder_matches_protobuf(
         await conn.close()
 
 
+async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their_output(
+    store: PostgresStateStore, database_url: str
+) -> None:
+    order = ("e3", "e1", "e4", "e2")  # registration order, not sorted
+    await store.register_batch(BatchRegistration("b2", order))
+    records = [
+        OutcomeRecord("b2", "spellcheck", essay, outcome, f"text-{essay}", f"ev-{essay}")
+        for essay, outcome in [("e2", S), ("e4", F), ("e1", S), ("e3", S)]
+    ]
+    await store.record_outcomes(records)
+    [payload] = await fetch(
+        database_url,
+        "SELECT payload FROM event_outbox WHERE event_id = $1",
+        completion_event_id("b2", "spellcheck"),
+    )
+    event = envelope.decode(payload["payload"], accept={"batch_step_completed"})
+    assert [
+        (r.essay_id, r.text_storage_id) for r in event.batch_step_completed.succeeded_essays
+    ] == [
+        ("e3", "text-e3"),
+        ("e1", "text-e1"),
+        ("e2", "text-e2"),
+    ]
+
+
 async def test_migrations_are_applied_once_and_recorded(
     store: PostgresStateStore, database_url: str
 ) -> None:
@@ -145,6 +171,7 @@ async def test_migrations_are_applied_once_and_recorded(
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
+        ("conductor", 2, "succeeded_essays_by_probe"),
         ("mesh", 1, "event_outbox"),
     ]
 
