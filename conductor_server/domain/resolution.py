@@ -5,7 +5,11 @@
 - Order: the target's dependency subgraph in stable topological order, ties broken by
   declaration order (see ``catalog.PipelineCatalog.subgraph``).
 - Pruning: steps the batch already SATISFIED are dropped (order kept) and reported as pruned.
-  Only SATISFIED prunes: an UNSATISFIED, in-progress or unknown step is kept.
+  Only SATISFIED prunes: an in-progress or unknown step is kept.
+- A step the batch completed UNSATISFIED cannot run again: outcomes count once per batch, step
+  and essay, so a second run of it would never complete (and its dependants never start).
+  Resolving a target that needs one is ``PreconditionFailed`` with a ``STEP`` violation naming
+  it; the remedy is a new batch.
 - Gates are checked for the steps that would actually run, not for pruned ones: a batch that
   already has NLP results does not need a prompt to run a later step that needs none. Every unmet
   flag is reported at once (``PreconditionFailed``).
@@ -66,7 +70,13 @@ def resolve_subgraph(
 ) -> Resolution:
     """``resolve`` with ``target``'s subgraph already taken from the catalog (callers that
     resolve the same targets again and again keep the subgraphs: a catalog never changes)."""
-    satisfied = {name for name, state in states.items() if state.status == StepStatus.SATISFIED}
+    satisfied: set[str] = set()
+    final: dict[str, StepState] = {}  # completed unsatisfied: cannot run again
+    for name, state in states.items():
+        if state.status == StepStatus.SATISFIED:
+            satisfied.add(name)
+        elif state.status == StepStatus.UNSATISFIED:
+            final[name] = state
     to_run, gated = subgraph.steps, subgraph.gated
     pruned: tuple[PrunedStep, ...] = ()
     if satisfied:
@@ -78,9 +88,29 @@ def resolve_subgraph(
             if step.name in satisfied
         )
     violations = unmet_flags(gated, flags)
+    if final:
+        violations = (*_completed_unsatisfied(to_run, final, target), *violations)
     if violations:
         raise PreconditionFailed(target, violations)
     return Resolution(target, to_run, pruned, subgraph.version)
+
+
+def _completed_unsatisfied(
+    to_run: Iterable[StepDefinition], final: Mapping[str, StepState], target: str
+) -> tuple[Violation, ...]:
+    """One ``STEP`` violation per step to run that the batch completed unsatisfied, in order."""
+    return tuple(
+        Violation(
+            ViolationKind.STEP,
+            step.name,
+            f"step '{step.name}' completed unsatisfied ({final[step.name].succeeded} of "
+            f"{final[step.name].total} essays succeeded) and cannot run again for this batch; "
+            "use a new batch to retry",
+            (target,),
+        )
+        for step in to_run
+        if step.name in final
+    )
 
 
 def check_prerequisites(

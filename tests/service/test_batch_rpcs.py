@@ -300,6 +300,16 @@ async def test_an_unsatisfied_step_skips_its_dependants_and_fails_the_run(
     assert done.pipeline_run_completed.outcome == ev.RUN_OUTCOME_FAILED
     assert done.pipeline_run_completed.failed_essay_count == 2
 
+    # Outcomes count once per essay, so the unsatisfied step cannot run again: a new start
+    # that needs it is refused up front instead of waiting forever for a completion.
+    again = await _failure(batches.client.start_pipeline(batch.batch_id, "nlp"))
+    assert again.code == grpc.StatusCode.FAILED_PRECONDITION
+    failure = again.detail(details.PreconditionFailure)
+    assert isinstance(failure, details.PreconditionFailure)
+    assert [(v.type, v.subject) for v in failure.violations] == [("STEP", "spellcheck")]
+    assert "completed unsatisfied (8 of 10" in failure.violations[0].description
+    assert [c.step for c in step_commands(batches.bus)] == ["spellcheck"]  # nothing dispatched
+
 
 async def test_duplicated_outcomes_never_dispatch_a_step_twice(batches: RunningBatch) -> None:
     batch = await batches.client.create_batch([f"Essay {i}." for i in range(6)], flags=PROMPT)

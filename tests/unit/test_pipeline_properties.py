@@ -5,15 +5,23 @@ from __future__ import annotations
 import graphlib
 import itertools
 import random
+from collections.abc import Mapping, Set
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conductor_server.domain.errors import DefinitionError, IssueKind
-from conductor_server.domain.model import StepDefinition, StepStatus
+from conductor_server.domain.errors import (
+    DefinitionError,
+    IssueKind,
+    PreconditionFailed,
+    Violation,
+    ViolationKind,
+)
+from conductor_server.domain.model import StepDefinition, StepState, StepStatus
 from conductor_server.domain.progression import RunOutcome, advance
-from conductor_server.domain.resolution import resolve
+from conductor_server.domain.resolution import Resolution, resolve
 from tests.support.pipeline_strategies import (
     FLAGS,
     ModelBatch,
@@ -89,6 +97,16 @@ def test_the_order_respects_every_edge_and_breaks_ties_by_declaration(
             assert all(position[dep] < position[step.name] for dep in step.depends_on)
 
 
+def resolved_or_refused(
+    catalog: Any, target: str, states: Mapping[str, StepState], flags: Set[str]
+) -> Resolution | tuple[Violation, ...]:
+    """The resolution, or the violations of the refusal."""
+    try:
+        return resolve(catalog, target, states, flags)
+    except PreconditionFailed as refused:
+        return refused.violations
+
+
 @given(dags(), st.data())
 def test_resolution_ignores_mapping_and_set_order(
     steps: list[StepDefinition], data: st.DataObject
@@ -98,8 +116,8 @@ def test_resolution_ignores_mapping_and_set_order(
     shuffled = dict(data.draw(st.permutations(list(states.items()))))
     flags = set(FLAGS)
     reordered_flags = frozenset(reversed(FLAGS))
-    first = resolve(catalog, "everything", states, flags)
-    assert resolve(again, "everything", shuffled, reordered_flags) == first
+    first = resolved_or_refused(catalog, "everything", states, flags)
+    assert resolved_or_refused(again, "everything", shuffled, reordered_flags) == first
     assert again.version == catalog.version
 
 
@@ -111,13 +129,19 @@ def test_pruning_removes_exactly_the_satisfied_steps_and_keeps_the_order(
     target = data.draw(st.sampled_from(["everything", *catalog.steps]))
     states = data.draw(statuses(catalog.steps))
     full = [step.name for step in catalog.subgraph(target).steps]
-    resolution = resolve(catalog, target, states, set(FLAGS))
-    kept = [step.name for step in resolution.steps]
-    pruned = [p.step.name for p in resolution.pruned]
     satisfied = {name for name, s in states.items() if s.status is StepStatus.SATISFIED}
+    final = [n for n in full if n in states and states[n].status is StepStatus.UNSATISFIED]
+    outcome = resolved_or_refused(catalog, target, states, set(FLAGS))
+    if final:  # a step completed unsatisfied cannot run again: refused, naming each one
+        assert isinstance(outcome, tuple)
+        assert [(v.kind, v.subject) for v in outcome] == [(ViolationKind.STEP, n) for n in final]
+        return
+    assert isinstance(outcome, Resolution)
+    kept = [step.name for step in outcome.steps]
+    pruned = [p.step.name for p in outcome.pruned]
     assert kept == [name for name in full if name not in satisfied]
     assert pruned == [name for name in full if name in satisfied]
-    assert resolution.version == catalog.subgraph(target).version
+    assert outcome.version == catalog.subgraph(target).version
 
 
 @given(dags(max_steps=8), st.integers(1, 6), st.randoms(use_true_random=False))

@@ -97,7 +97,6 @@ def test_satisfied_steps_are_pruned_with_a_reason_and_the_order_kept(
 ) -> None:
     states = {
         "spellcheck": state("spellcheck", StepStatus.SATISFIED, failed=1),
-        "cj_assessment": state("cj_assessment", StepStatus.UNSATISFIED, 1, 9),
         "nlp": state("nlp", StepStatus.IN_PROGRESS),
     }
     resolution = resolve(catalog, "comprehensive", states, PROMPT)
@@ -106,6 +105,23 @@ def test_satisfied_steps_are_pruned_with_a_reason_and_the_order_kept(
         ("spellcheck", PruneReason.ALREADY_SATISFIED)
     ]
     assert resolution.version == catalog.pipeline_versions["comprehensive"]
+
+
+def test_a_step_completed_unsatisfied_cannot_run_again(catalog: PipelineCatalog) -> None:
+    """Outcomes count once per essay: a second run of the step would wait forever."""
+    states = {
+        "spellcheck": state("spellcheck", StepStatus.SATISFIED),
+        "cj_assessment": state("cj_assessment", StepStatus.UNSATISFIED, 1, 9),
+    }
+    with pytest.raises(PreconditionFailed) as caught:
+        resolve(catalog, "comprehensive", states, frozenset())  # the prompt is missing too
+    kinds = [(v.kind, v.subject) for v in caught.value.violations]
+    assert kinds == [(ViolationKind.STEP, "cj_assessment"), (ViolationKind.FLAG, "prompt_attached")]
+    assert (
+        "completed unsatisfied (1 of 10 essays succeeded)" in caught.value.violations[0].description
+    )
+    # a target that does not need the step still resolves
+    assert names(resolve(catalog, "nlp", states, PROMPT).steps) == ["nlp"]
 
 
 def test_a_fully_satisfied_batch_resolves_to_no_steps(catalog: PipelineCatalog) -> None:

@@ -100,8 +100,9 @@ class PipelineConductorServiceServicer:
 
     def ResolvePipeline(self, request, context):
         """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate:
-        FAILED_PRECONDITION with a PreconditionFailure detail.
+        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
+        needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
+        a PreconditionFailure detail (violation type FLAG or STEP).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,8 +48,9 @@ class PipelineConductorServiceStub:
     """
     ResolvePipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate:
-    FAILED_PRECONDITION with a PreconditionFailure detail.
+    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
+    needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
+    a PreconditionFailure detail (violation type FLAG or STEP).
     """
     ValidatePrerequisites: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]
     """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag."""
@@ -75,8 +76,9 @@ class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
     """
     ResolvePipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]  # type: ignore[assignment]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate:
-    FAILED_PRECONDITION with a PreconditionFailure detail.
+    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
+    needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
+    a PreconditionFailure detail (violation type FLAG or STEP).
     """
     ValidatePrerequisites: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]  # type: ignore[assignment]
     """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag."""
@@ -123,8 +125,9 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.ResolvePipelineResponse, _abc.Awaitable[_conductor_pb2.ResolvePipelineResponse]]:
         """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate:
-        FAILED_PRECONDITION with a PreconditionFailure detail.
+        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
+        needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
+        a PreconditionFailure detail (violation type FLAG or STEP).
         """
 
     @_abc_1.abstractmethod
