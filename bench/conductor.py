@@ -218,6 +218,8 @@ def main() -> None:
                 "baseline": round(base.rate),
                 "unit": "requests/s",
                 "ratio": round(ours.rate / base.rate, 3),
+                "ours_median": round(statistics.median(r.rate for r in results["conductor"])),
+                "baseline_median": round(statistics.median(r.rate for r in results["empty"])),
                 "ours_p50_ms": round(ours.percentile(0.5), 3),
                 "ours_p99_ms": round(ours.percentile(0.99), 3),
                 "baseline_p50_ms": round(base.percentile(0.5), 3),

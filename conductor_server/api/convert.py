@@ -55,7 +55,7 @@ def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, di
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     target = v.identifier("target", request.target, MAX_NAME_LENGTH)
-    overrides = dict(request.flags)
+    overrides = dict(request.flags) if request.flags else {}
     v.flags("flags", overrides)
     v.raise_if_any()
     return batch_id, target, overrides
@@ -170,6 +170,29 @@ def pipeline_to_proto(pipeline: PipelineDefinition, catalog: PipelineCatalog) ->
 
 
 def resolution_to_proto(batch_id: str, resolution: Resolution) -> pb.ResolvePipelineResponse:
+    """The response for ``resolution``, parsed from a serialized template plus the batch id.
+
+    Everything but the batch id follows from the target, the definitions' version (a hash of
+    every definition of the target's subgraph) and the pruned steps, so the rest is rendered
+    once per such key; parsing the template is a third of the cost of building the message.
+    """
+    key = (resolution.target, resolution.version, tuple(p.step.name for p in resolution.pruned))
+    template = _RESOLUTION_TEMPLATES.get(key)
+    if template is None:
+        if len(_RESOLUTION_TEMPLATES) >= _MAX_TEMPLATES:
+            _RESOLUTION_TEMPLATES.clear()
+        template = _build_resolution("", resolution).SerializeToString()
+        _RESOLUTION_TEMPLATES[key] = template
+    response = pb.ResolvePipelineResponse.FromString(template)
+    response.batch_id = batch_id
+    return response
+
+
+_RESOLUTION_TEMPLATES: dict[tuple[str, str, tuple[str, ...]], bytes] = {}
+_MAX_TEMPLATES = 4096  # targets x pruned sets in use; cleared when full (a reload, say)
+
+
+def _build_resolution(batch_id: str, resolution: Resolution) -> pb.ResolvePipelineResponse:
     return pb.ResolvePipelineResponse(
         batch_id=batch_id,
         target=resolution.target,
