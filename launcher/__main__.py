@@ -61,7 +61,6 @@ async def _started(
 
 async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from batch_server.app import serve as serve_batch
-
     from conductor_server.app import serve as serve_conductor
     from mesh.consumer import Consumer, ConsumerConfig
     from mesh.producer import Producer
@@ -137,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0])
     parser.add_argument("--no-workers", action="store_true", help="do not start the demo workers")
     parser.add_argument(
-        "--failure-rate", type=float, default=0.02, help="share of essays the demo workers fail"
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        help="share of essays the demo workers fail (default 0: every run succeeds, so the "
+        "README session always reads the same; 0.2 shows failed essays and skipped steps)",
     )
     parser.add_argument(
         "--worker-delay", type=float, default=0.5, help="seconds a demo worker takes per command"

@@ -35,7 +35,7 @@ class DemoWorkers:
     """A ``mesh.bus.BatchHandler`` answering step commands with outcomes."""
 
     def __init__(
-        self, publisher: EventPublisher, failure_rate: float = 0.02, delay: float = 0.0
+        self, publisher: EventPublisher, failure_rate: float = 0.0, delay: float = 0.0
     ) -> None:
         self._publisher = publisher
         self._failure_rate = failure_rate

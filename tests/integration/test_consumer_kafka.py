@@ -78,6 +78,13 @@ async def produce(bootstrap: str, namespace: str, records: list[OutgoingRecord])
             await producer.write(records[start : start + 5_000])
 
 
+async def produce_good(bootstrap: str, namespace: str, count: int) -> str:
+    """Create the topics and produce ``count`` good records; the topic's name."""
+    topic = await setup_topics(bootstrap, namespace)
+    await produce(bootstrap, namespace, [good(n).to_record(namespace) for n in range(count)])
+    return topic
+
+
 async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     admin: Any = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -223,11 +230,8 @@ def spawn(bootstrap: str, database_url: str, namespace: str, group: str) -> Any:
 async def test_a_consumer_killed_mid_stream_loses_nothing_after_restart(
     kafka_bootstrap: str, kafka_namespace: str, database_url: str
 ) -> None:
-    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
     total = 30_000
-    await produce(
-        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
-    )
+    topic = await produce_good(kafka_bootstrap, kafka_namespace, total)
     group = f"{kafka_namespace}-g"
     pool = await open_pool(database_url)
     try:
@@ -266,10 +270,7 @@ async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
 async def test_a_broker_outage_pauses_consumption_and_sends_nothing_to_the_dlq(
     backends: Any, kafka_bootstrap: str, kafka_namespace: str, database_url: str
 ) -> None:
-    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
-    await produce(
-        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(8_000)]
-    )
+    topic = await produce_good(kafka_bootstrap, kafka_namespace, 8_000)
     group = f"{kafka_namespace}-g"
     pool = await open_pool(database_url)
     registry = CollectorRegistry()
@@ -303,11 +304,8 @@ async def test_a_broker_outage_pauses_consumption_and_sends_nothing_to_the_dlq(
 async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
     backends: Any, kafka_bootstrap: str, kafka_namespace: str, database_url: str
 ) -> None:
-    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
     total = 6_000
-    await produce(
-        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
-    )
+    topic = await produce_good(kafka_bootstrap, kafka_namespace, total)
     group = f"{kafka_namespace}-g"
     pool = await open_pool(database_url)
     registry = CollectorRegistry()
@@ -352,11 +350,8 @@ async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
 async def test_graceful_stop_commits_what_was_handled_and_a_restart_goes_on(
     kafka_bootstrap: str, kafka_namespace: str, database_url: str
 ) -> None:
-    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
     total = 20_000
-    await produce(
-        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
-    )
+    topic = await produce_good(kafka_bootstrap, kafka_namespace, total)
     group = f"{kafka_namespace}-g"
     pool = await open_pool(database_url)
     try:
@@ -425,11 +420,8 @@ async def test_commits_wait_for_the_interval_and_stop_commits_the_rest(
     kafka_bootstrap: str, kafka_namespace: str
 ) -> None:
     """At most one commit per interval while running; stopping commits everything handled."""
-    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
     total = 3_000
-    await produce(
-        kafka_bootstrap, kafka_namespace, [good(n).to_record(kafka_namespace) for n in range(total)]
-    )
+    topic = await produce_good(kafka_bootstrap, kafka_namespace, total)
     group = f"{kafka_namespace}-interval"
     handled = 0
 
