@@ -52,26 +52,27 @@ def registration_from_proto(request: pb.RegisterBatchRequest) -> BatchRegistrati
 
 def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, dict[str, bool]]:
     """``(batch_id, target, flag overrides)``."""
-    v = Violations()
-    batch_id = v.identifier("batch_id", request.batch_id)
-    target = v.identifier("target", request.target, MAX_NAME_LENGTH)
-    overrides = dict(request.flags) if request.flags else {}
-    v.flags("flags", overrides)
-    v.raise_if_any()
-    return batch_id, target, overrides
+    return _named_request(request.batch_id, "target", request.target, request.flags)
 
 
 def prerequisites_from_proto(
     request: pb.ValidatePrerequisitesRequest,
 ) -> tuple[str, str, dict[str, bool]]:
     """``(batch_id, step, flag overrides)``."""
+    return _named_request(request.batch_id, "step", request.step, request.flags)
+
+
+def _named_request(
+    batch_id: str, field: str, name: str, flags: Mapping[str, bool]
+) -> tuple[str, str, dict[str, bool]]:
+    """A batch id, a pipeline or step name in ``field``, and flag overrides, validated."""
     v = Violations()
-    batch_id = v.identifier("batch_id", request.batch_id)
-    step = v.identifier("step", request.step, MAX_NAME_LENGTH)
-    overrides = dict(request.flags)
+    v.identifier("batch_id", batch_id)
+    v.identifier(field, name, MAX_NAME_LENGTH)
+    overrides = dict(flags) if flags else {}
     v.flags("flags", overrides)
     v.raise_if_any()
-    return batch_id, step, overrides
+    return batch_id, name, overrides
 
 
 def _outcome(
@@ -132,24 +133,6 @@ def batch_id_from_proto(value: str) -> str:
 
 
 def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
-    """The proto of ``step``, built once per definition object (definitions are immutable).
-
-    Cached by name, checked by identity (hashing a definition costs more than building half of
-    its proto); a reloaded catalog's definitions replace the old entries. The message is
-    shared: embed it (which copies it), never modify it.
-    """
-    cached = _STEP_PROTOS.get(step.name)
-    if cached is not None and cached[0] is step:
-        return cached[1]
-    message = _build_step_definition(step)
-    _STEP_PROTOS[step.name] = (step, message)
-    return message
-
-
-_STEP_PROTOS: dict[str, tuple[StepDefinition, pb.StepDefinition]] = {}
-
-
-def _build_step_definition(step: StepDefinition) -> pb.StepDefinition:
     return pb.StepDefinition(
         name=step.name,
         service=step.service,
