@@ -82,9 +82,10 @@ async def run_ours(
         ids = tuple(f"essay-{i:05d}" for i in range(essays))
         await store.register_batch(BatchRegistration(batch_id, ids))
     latencies: list[float] = []
+    work = {batch_id: outcomes_of(batch_id, essays) for batch_id in batches}  # built untimed
 
     async def writer(batch_id: str) -> None:
-        records = outcomes_of(batch_id, essays)
+        records = work[batch_id]
         for start in range(0, len(records), BATCH_SIZE):
             began = time.perf_counter()
             results = await store.record_outcomes(records[start : start + BATCH_SIZE])
@@ -132,15 +133,17 @@ async def reference_write(
 async def run_baseline(client: Redis, run: str, writers: int, essays: int) -> Round:
     command: Callable[..., Awaitable[Any]] = client.execute_command
     latencies: list[float] = []
+    batches = [f"{run}-ref-{w}" for w in range(writers)]
+    work = {batch_id: outcomes_of(batch_id, essays) for batch_id in batches}  # built untimed
 
     async def writer(batch_id: str) -> None:
-        for record in outcomes_of(batch_id, essays):
+        for record in work[batch_id]:
             began = time.perf_counter()
             await reference_write(client, command, run, record)
             latencies.append(time.perf_counter() - began)
 
     began = time.perf_counter()
-    await asyncio.gather(*(writer(f"{run}-ref-{w}") for w in range(writers)))
+    await asyncio.gather(*(writer(batch_id) for batch_id in batches))
     seconds = time.perf_counter() - began
     return Round(writers * essays * len(STEPS), seconds, latencies)
 

@@ -2,7 +2,9 @@
 
 One call records many outcomes of one batch, in order, exactly as if each were recorded alone:
 one EVALSHA (one command to parse, one Lua invocation, one reply) per batch and call, not one
-per outcome, which is most of what an outcome used to cost Redis and the client.
+per outcome, which is most of what an outcome used to cost Redis and the client. Within a call,
+a step's counts are read once, kept in Lua and written back once at the end, so an outcome
+costs two commands (SISMEMBER, HSETNX) instead of four.
 
 KEYS: meta, graph, pipeline_state, essays. ARGV: ttl seconds, the outcomes key prefix, the
 expected key prefix (``keys.BatchKeys``), then a triple per outcome: step, outcome
@@ -57,9 +59,22 @@ local function spec(name)
   return known
 end
 
+-- Counts are read once per step and call, kept here as {succeeded, failed, total} while the
+-- call changes them, and written back once at the end (``dirty``): two commands an outcome fewer.
+local cache, dirty = {}, {}
+local function cached(name)
+  local c = cache[name]
+  if c == nil then
+    local v = redis.call('HMGET', state, name, name .. ':failed', name .. ':total')
+    c = {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3])}
+    cache[name] = c
+  end
+  return c
+end
+
 local function counts(name)
-  local v = redis.call('HMGET', state, name, name .. ':failed', name .. ':total')
-  return tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3])
+  local c = cached(name)
+  return c[1], c[2], c[3]
 end
 
 local function refresh_ttl()
@@ -99,31 +114,29 @@ local function materialize(name, deps)
   end
   if #members > 0 then redis.call('EXPIRE', key, ttl) end
   redis.call('HSET', state, name, 0, name .. ':failed', 0, name .. ':total', #members)
+  cache[name] = {0, 0, #members}
   return #members
 end
 
 local function record(step, outcome, essay)
-  local known = redis.call('HMGET', state, step, step .. ':failed', step .. ':total')
-  local total = tonumber(known[3])
   local definition = spec(step)
   if not definition then return 'unknown_step' end
+  local c = cached(step)
+  local total = c[3]
   if not total then return 'not_expected' end
   local expected = essays
   if #definition.d > 0 then expected = expected_prefix .. step end
   if redis.call('SISMEMBER', expected, essay) == 0 then return 'not_expected' end
 
   local outcomes = outcomes_prefix .. step
-  local s, f = tonumber(known[1]) or 0, tonumber(known[2]) or 0
   if redis.call('HSETNX', outcomes, essay, outcome) == 0 then
     local previous = redis.call('HGET', outcomes, essay)
     if previous ~= outcome then return 'conflict ' .. previous end
-    return table.concat({'duplicate', s, f, total}, ' ')
+    return table.concat({'duplicate', c[1], c[2], total}, ' ')
   end
-  if outcome == 'succeeded' then
-    s = redis.call('HINCRBY', state, step, 1)
-  else
-    f = redis.call('HINCRBY', state, step .. ':failed', 1)
-  end
+  if outcome == 'succeeded' then c[1] = c[1] + 1 else c[2] = c[2] + 1 end
+  dirty[step] = true
+  local s, f = c[1], c[2]
   -- The step's first outcome created the outcomes hash: give it the batch's TTL.
   if s + f == 1 then redis.call('EXPIRE', outcomes, ttl) end
   local reply = {'recorded', s, f, total, 0}
@@ -154,6 +167,10 @@ for i = 1, count do
   local reply = record(ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
   if not recorded and string.sub(reply, 1, 8) == 'recorded' then recorded = true end
   replies[i] = reply
+end
+for name in pairs(dirty) do
+  local c = cache[name]
+  redis.call('HSET', state, name, c[1], name .. ':failed', c[2])
 end
 if recorded then refresh_ttl() end
 return table.concat(replies, '\n')

@@ -84,7 +84,15 @@ async def test_each_completed_step_writes_one_outbox_event(
         assert envelope.encode(event) == row["payload"]
 
 
-ESSAY_REFS = [("e1", "out-1"), ("é-2", ""), ("e3", "x" * 300)]
+# Lengths on both sides of each varint size (1 byte below 128, 2 below 16,384, then 3).
+ESSAY_REFS = [
+    ("e1", "out-1"),
+    ("é-2", ""),
+    ("e3", "x" * 300),
+    ("e" * 127, "y" * 125),
+    ("é" * 64, "z" * 16_383),
+    ("e6", "w" * 20_000),
+]
 
 
 @pytest.mark.parametrize(
@@ -109,17 +117,15 @@ async def test_the_sql_payload_encoder_matches_protobuf(
         for satisfied in (False, True):
             encoded = await conn.fetchval(
                 "SELECT conductor_batch_step_completed_pb($1, $2, $3, $4, $5, $6, "
-                "(SELECT COALESCE(string_agg(conductor_pb_bytes(7, conductor_essay_ref_pb(e, o)),"
-                " ''::BYTEA ORDER BY n), ''::BYTEA)"
-                " FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS t(e, o, n)))",
+                "conductor_essay_refs_pb($7, $8))",
                 batch_id,
                 step,
                 succeeded,
                 failed,
                 total,
                 satisfied,
-                [e for e, _ in ESSAY_REFS],
-                [o for _, o in ESSAY_REFS],
+                [e for e, _ in ESSAY_REFS] + ["did-not-succeed"],
+                [o for _, o in ESSAY_REFS] + [None],  # NULL: left out of the list
             )
             wanted = events_pb2.EventEnvelope(
                 batch_step_completed=events_pb2.BatchStepCompleted(
@@ -164,6 +170,30 @@ async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their
     ]
 
 
+async def test_values_holding_the_separator_are_stored_as_given(
+    store: PostgresStateStore, database_url: str
+) -> None:
+    # The store is a library: it takes any text, not only the ids the services validated.
+    odd = ("e\x1fa", "e b", "", "e!")
+    await store.register_batch(BatchRegistration("b\x1f3", odd))
+    records = [
+        OutcomeRecord("b\x1f3", "spellcheck", essay, S, f"out\x1f{n}", f"ev {n}\x1f")
+        for n, essay in enumerate(odd)
+    ]
+    results = await store.record_outcomes(records)
+    assert [r.newly_recorded for r in results] == [True] * 4
+    assert [r.completed_step for r in results] == [False, False, False, True]
+    rows = await fetch(
+        database_url,
+        "SELECT essay_id, output_storage_id, event_id FROM essay_step_outcomes"
+        " WHERE batch_id = $1 ORDER BY event_id",
+        "b\x1f3",
+    )
+    assert [tuple(row) for row in rows] == [
+        (essay, f"out\x1f{n}", f"ev {n}\x1f") for n, essay in enumerate(odd)
+    ]
+
+
 async def test_migrations_are_applied_once_and_recorded(
     store: PostgresStateStore, database_url: str
 ) -> None:
@@ -172,6 +202,8 @@ async def test_migrations_are_applied_once_and_recorded(
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
         ("conductor", 2, "succeeded_essays_by_probe"),
+        ("conductor", 3, "essay_list_without_function_calls"),
+        ("conductor", 4, "record_outcomes_packed"),
         ("mesh", 1, "event_outbox"),
     ]
 
