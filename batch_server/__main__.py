@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.server.log_level)
     from batch_server.app import serve
 
-    return run(lambda stop: serve(settings, stop), settings.server.uvloop)
+    return run(lambda stop: serve(settings, stop), settings.server)
 
 
 if __name__ == "__main__":

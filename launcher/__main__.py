@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = ConductorSettings.from_env(os.environ)
     configure_logging(settings.server.log_level)
-    return run(lambda stop: _serve(args, stop), settings.server.uvloop)
+    return run(lambda stop: _serve(args, stop), settings.server)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
@@ -128,8 +129,24 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
         envelope = _parse(data)
     except DecodeError as exc:
         raise UndecodableEnvelope(str(exc)) from exc
+    # The hot path, once per consumed record: the payload named by event_type is the one set
+    # (a oneof holds one field, so HasField settles it without WhichOneof), the id is not
+    # empty, the payload is accepted. Anything else is sorted out by _refuse.
+    field = FIELD_BY_TYPE.get(envelope.event_type)
+    if (
+        field is not None
+        and envelope.HasField(field)  # type: ignore[arg-type]  # a payload field name
+        and envelope.event_id
+        and (accept is None or field in accept)
+    ):
+        return envelope
+    _refuse(envelope, accept)
+
+
+def _refuse(envelope: events_pb2.EventEnvelope, accept: Collection[str] | None) -> NoReturn:
+    """Raise the error that describes what is wrong with a decoded ``envelope``."""
     field = envelope.WhichOneof("payload")
-    event_id = envelope.event_id  # (each read of a field builds a new str: read it once)
+    event_id = envelope.event_id
     if field is None:
         raise InvalidEnvelope("no payload set", event_id)
     if not event_id:
@@ -141,7 +158,7 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
         )
     if accept is not None and field not in accept:
         raise UnexpectedPayload(field, accept, event_id)
-    return envelope
+    raise AssertionError("_refuse called for a valid envelope")  # pragma: no cover
 
 
 def payload_field(envelope: events_pb2.EventEnvelope) -> str:

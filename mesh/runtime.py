@@ -1,8 +1,10 @@
-"""Process runtime for the entry points: logging, the event loop (uvloop), signals, exit codes."""
+"""Process runtime for the entry points: logging, the event loop (uvloop), the garbage
+collector, signals, exit codes."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -10,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mesh.correlation import CorrelationFilter
+from mesh.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,26 @@ def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], use_uvloop: bool) -> int:
+def tune_gc(threshold: int) -> None:
+    """Collect the young generation every ``threshold`` net allocations (0: leave CPython's 700).
+
+    A consumer keeps a whole poll alive while its handler runs: a thousand records, envelopes
+    and messages. With CPython's 700 that live batch alone sets off young collections that
+    traverse it and promote it to older generations, which are then traversed again: measured
+    with ``gc.callbacks`` on the consumer benchmark's no-op runner, 3.0-4.3 µs of collection per
+    record (1,300 young collections per 200k records). With 10,000, the net allocations of a
+    poll stay under the threshold (they are freed by reference counting once it is done):
+    about one collection per 200k records. Cyclic garbage is still collected, just in larger
+    steps, and the older generations keep their thresholds.
+    """
+    if threshold > 0:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)
+
+
+def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], server: ServerSettings) -> int:
     """Run ``main(stop)`` until it returns; SIGTERM/SIGINT set ``stop``. Returns the exit code."""
+    tune_gc(server.gc_threshold)
 
     async def supervised() -> None:
         stop = asyncio.Event()
@@ -52,7 +73,7 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], use_uvloop: 
         await main(stop)
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(use_uvloop)) as runner:
+        with asyncio.Runner(loop_factory=_loop_factory(server.uvloop)) as runner:
             runner.run(supervised())
     except StartupError as exc:
         log.critical("start-up failed: %s", exc)

@@ -76,6 +76,11 @@ class ServerSettings:
     shutdown_grace_seconds: float = setting(10.0, "SHUTDOWN_GRACE_SECONDS", "drain time on SIGTERM")
     log_level: str = setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR")
     uvloop: bool = setting(True, "USE_UVLOOP", "run on uvloop when installed")
+    gc_threshold: int = setting(
+        10_000,
+        "GC_THRESHOLD",
+        "objects allocated between young garbage collections (CPython: 700; 0 = leave it)",
+    )
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:

@@ -85,9 +85,12 @@ def test_an_envelope_without_payload_is_invalid() -> None:
     assert not is_retriable(caught.value)
 
 
-def test_an_event_type_that_does_not_match_the_payload_is_invalid() -> None:
+@pytest.mark.parametrize(
+    "event_type", ["huleedu.events.v1.BatchCreated", "huleedu.events.v1.Unknown", ""]
+)
+def test_an_event_type_that_does_not_match_the_payload_is_invalid(event_type: str) -> None:
     env = codec.build(outcome(), source_service="s")
-    env.event_type = "huleedu.events.v1.BatchCreated"
+    env.event_type = event_type
     with pytest.raises(codec.InvalidEnvelope, match="does not match"):
         codec.decode(codec.encode(env))
 
