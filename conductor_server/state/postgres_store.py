@@ -243,17 +243,29 @@ class PostgresStateStore:
             else:
                 own[row["idx"]] = row
         states: dict[tuple[str, int, int, int], StepState] = {}  # records share end-of-call states
+        plain: dict[tuple[str, str], StepState | None] = {}  # (batch, step) -> state after call
         results: list[RecordResult] = []
         for index, record in enumerate(records, 1):
             row = own.get(index)
-            if row is None:  # recorded without completing its step: the step's counts
-                row = counts[record.batch_id, record.step]
-                verdict, completed = "recorded", False
-            else:
-                verdict, completed = row["verdict"], row["completed"]
-            results.append(
-                self._result(record, verdict, completed, row, cascaded.get(index, ()), states)
-            )
+            if row is not None:
+                results.append(
+                    self._result(
+                        record,
+                        row["verdict"],
+                        row["completed"],
+                        row,
+                        cascaded.get(index, ()),
+                        states,
+                    )
+                )
+                continue
+            # Recorded without completing its step (most records): the step's counts row.
+            key = (record.batch_id, record.step)
+            state = plain.get(key)
+            if state is None:
+                row = counts[key]
+                state = plain[key] = self._result(record, "recorded", False, row, (), states).state
+            results.append(RecordResult(record, True, False, state))
         return results
 
     def _event_head(self, batch_id: str, step: str) -> tuple[str, str, str, bytes, str]:
