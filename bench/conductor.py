@@ -1,7 +1,8 @@
 """ResolvePipeline throughput and latency vs an empty ``grpc.aio`` handler, same run, same way.
 
-Both servers run as their own process on uvloop, on loopback, and are loaded the same way: one
-client process holding ``--concurrency`` calls in flight over one channel for ``--seconds``.
+Both servers run as their own process on uvloop with the servers' garbage-collector setting
+(``mesh.runtime.tune_gc``), on loopback, and are loaded the same way: one client process holding
+``--concurrency`` calls in flight over one channel for ``--seconds``.
 
 - **baseline**: a bare ``grpc.aio`` server whose ``ResolvePipeline`` returns an empty response
   (no interceptor, no health, no work): the cost of gRPC itself on this machine.
@@ -183,6 +184,10 @@ def main() -> None:
     if args.serve:
         import uvloop
 
+        from mesh.runtime import tune_gc
+        from mesh.settings import ServerSettings
+
+        tune_gc(ServerSettings().gc_threshold)  # as the entry points do, for both servers
         uvloop.run(
             _serve_empty(args.port) if args.serve == "empty" else _serve_conductor(args.port)
         )

@@ -50,7 +50,7 @@ def tune_gc(threshold: int) -> None:
     A consumer keeps a whole poll alive while its handler runs: a thousand records, envelopes
     and messages. With CPython's 700 that live batch alone sets off young collections that
     traverse it and promote it to older generations, which are then traversed again: measured
-    with ``gc.callbacks`` on the consumer benchmark's no-op runner, 3.0-4.3 µs of collection per
+    with ``gc.callbacks`` on the consumer benchmark's no-op runner, 2.7-4.3 µs of collection per
     record (1,300 young collections per 200k records). With 10,000, the net allocations of a
     poll stay under the threshold (they are freed by reference counting once it is done):
     about one collection per 200k records. Cyclic garbage is still collected, just in larger
