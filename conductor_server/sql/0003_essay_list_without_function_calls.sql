@@ -58,3 +58,6 @@ LANGUAGE sql STABLE AS $$
     FROM conductor_batches b
     WHERE b.batch_id = p_batch_id
 $$;
+
+-- Its only caller was the function above as 0002 defined it.
+DROP FUNCTION conductor_essay_ref_pb(TEXT, TEXT);

@@ -243,7 +243,7 @@ class PostgresStateStore:
             else:
                 own[row["idx"]] = row
         states: dict[tuple[str, int, int, int], StepState] = {}  # records share end-of-call states
-        plain: dict[tuple[str, str], StepState | None] = {}  # (batch, step) -> state after call
+        plain: dict[tuple[str, str], StepState] = {}  # (batch, step) -> state after the call
         results: list[RecordResult] = []
         for index, record in enumerate(records, 1):
             row = own.get(index)
@@ -263,8 +263,7 @@ class PostgresStateStore:
             key = (record.batch_id, record.step)
             state = plain.get(key)
             if state is None:
-                row = counts[key]
-                state = plain[key] = self._result(record, "recorded", False, row, (), states).state
+                state = plain[key] = self._state(record.step, counts[key], states)
             results.append(RecordResult(record, True, False, state))
         return results
 
@@ -304,17 +303,23 @@ class PostgresStateStore:
             )
         if error is not None:
             return RecordResult(record, error=error)
-        key = (record.step, row["succeeded"], row["failed"], row["total"])
-        state = states.get(key)
-        if state is None:
-            state = states[key] = counted_state(self._table[record.step], *key[1:])
         return RecordResult(
             record,
             newly_recorded=verdict == "recorded",
             completed_step=completed,
-            state=state,
+            state=self._state(record.step, row, states),
             cascaded=tuple(counted_state(self._table[name], 0, 0, 0) for name in cascaded),
         )
+
+    def _state(
+        self, step: str, row: Any, states: dict[tuple[str, int, int, int], StepState]
+    ) -> StepState:
+        """The step's state from a row's counts; rows of one call share end-of-call states."""
+        key = (step, row["succeeded"], row["failed"], row["total"])
+        state = states.get(key)
+        if state is None:
+            state = states[key] = counted_state(self._table[step], *key[1:])
+        return state
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -72,11 +72,6 @@ local function cached(name)
   return c
 end
 
-local function counts(name)
-  local c = cached(name)
-  return c[1], c[2], c[3]
-end
-
 local function refresh_ttl()
   if redis.call('TTL', meta) >= ttl / 2 then return end
   for _, key in ipairs({meta, graph, state, essays}) do redis.call('EXPIRE', key, ttl) end
@@ -87,7 +82,8 @@ local function refresh_ttl()
 end
 
 local function satisfied(name)
-  local s, f, t = counts(name)
+  local c = cached(name)
+  local s, f, t = c[1], c[2], c[3]
   return t ~= nil and t > 0 and s + f == t and s / t >= spec(name).r
 end
 
