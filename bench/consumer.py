@@ -7,6 +7,9 @@ a bare ``getmany`` loop that parses each value as an ``EventEnvelope`` and does 
 validation, no commit): the least any consumer of these events must do. Also shown: the bare
 loop that only counts bytes (no parse), and the bare parsing loop committing once per batch.
 Each rate is timed from the first record received to the last, so group joins do not count.
+Rounds alternate the contenders' order (forward, then reversed; ours always runs next to the
+baseline), and each round's ratio of ours to a baseline is reported too: the median of these
+paired ratios is the steadiest figure on a machine whose speed drifts within minutes.
 The process runs with the servers' garbage-collector setting (``mesh.runtime.tune_gc`` with
 ``GC_THRESHOLD``'s default), which applies to every contender alike; ``--gc-threshold 700``
 measures with CPython's default instead.
@@ -167,8 +170,8 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tune_gc(args.gc_threshold)
     if not args.bootstrap:
         sys.exit("no Kafka: run `scripts/devstack up && . .devstack/env`, or pass --bootstrap")
-    count = args.events or (20_000 if args.quick else 200_000)
-    rounds = args.rounds or (3 if args.quick else 5)
+    count = args.events or (20_000 if args.quick else 100_000)
+    rounds = args.rounds or (3 if args.quick else 10)
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     topic = topic_name(KIND, namespace)
     await create_topics(args.bootstrap, [topic, dlq_topic(topic)], partitions=args.partitions)
@@ -184,9 +187,12 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     walls: dict[str, list[float]] = {name: [] for name in contenders}
     cpus: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):  # interleaved, so machine noise hits every contender alike
-        for name, run in contenders.items():
-            wall, cpu = await run()
+    # Interleaved, so machine noise hits every contender alike; ours next to the baseline.
+    run_order = [BYTES, BATCHED, WITH_COMMIT, BASELINE, OURS]
+    for n in range(rounds):
+        order = run_order if n % 2 == 0 else run_order[::-1]
+        for name in order:
+            wall, cpu = await contenders[name]()
             walls[name].append(wall)
             cpus[name].append(cpu)
 
@@ -200,6 +206,17 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"{name:<32}{max(w):>10,.0f}{statistics.median(w):>10,.0f}{min(w):>10,.0f}"
             f"{statistics.median(cpus[name]):>12,.0f}"
+        )
+    paired = {
+        name: [mine / theirs for mine, theirs in zip(walls[OURS], walls[name], strict=True)]
+        for name in (BASELINE, BATCHED, BYTES)
+    }
+    print(f"{'ours / other, same round':<36}{'median':>8}{'quartiles':>14}{'min':>8}{'max':>8}")
+    for name, ratios in paired.items():
+        low, high = _quartiles(ratios)
+        print(
+            f"{'vs ' + name:<36}{statistics.median(ratios):>8.3f}"
+            f"{f'{low:.3f}-{high:.3f}':>14}{min(ratios):>8.3f}{max(ratios):>8.3f}"
         )
     # Best of the rounds is the headline (as timeit takes the fastest run: on a shared machine
     # other load only ever slows a run down); the CPU-second rates do not count other processes.
@@ -218,6 +235,10 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpu_ours": round(cpu_mine),
         "cpu_baseline": round(cpu_base),
         "cpu_ratio": round(cpu_mine / cpu_base, 3),
+        "paired_ratio_median": round(statistics.median(paired[BASELINE]), 3),
+        "paired_ratio_quartiles": [round(q, 3) for q in _quartiles(paired[BASELINE])],
+        "paired_ratio_batched_median": round(statistics.median(paired[BATCHED]), 3),
+        "paired_ratio_bytes_only_median": round(statistics.median(paired[BYTES]), 3),
         "baseline_bytes_only": round(bytes_only),
         "ratio_bytes_only": round(mine / bytes_only, 3),
         "cpu_ratio_bytes_only": round(cpu_mine / statistics.median(cpus[BYTES]), 3),
@@ -232,6 +253,14 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     print(json.dumps(result))
     return result
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """First and third quartiles (both the value itself when there is only one)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, high
 
 
 if __name__ == "__main__":
