@@ -44,6 +44,7 @@ from mesh.consumer import Consumer, ConsumerConfig
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
 from mesh.memory_bus import MemoryBus
+from mesh.runtime import until_stopped
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
@@ -168,9 +169,11 @@ async def serve(
         client = ConductorClient(options.conductor_address, options.conductor_timeout_seconds)
         stack.push_async_callback(client.close)
         service = BatchService(wiring.store, content, Conductor(client), feed)
+        loops = []
         for run, halt in wiring.background:  # stopped after the consumer (it feeds them)
             task = asyncio.create_task(run(), name=getattr(run, "__qualname__", "background"))
             stack.push_async_callback(_stop_task, halt, task)
+            loops.append(task)
         consumer = wiring.consumer(CompletionHandler(wiring.store, feed))
         if isinstance(consumer, Consumer):
             await backends.start_within("Kafka consumer", consumer.start, 30)
@@ -188,18 +191,20 @@ async def serve(
         stack.callback(feed.close)  # first on the way out: open watch streams end at once
         if on_ready is not None:
             on_ready(server)
-        done = asyncio.create_task(stop.wait(), name="stop-signal")
-        finished, _ = await asyncio.wait({done, consumer_task}, return_when=asyncio.FIRST_COMPLETED)
-        done.cancel()
-        crashed = consumer_task.exception() if consumer_task in finished else None
-        log.info("shutting down")
+        try:  # a loop that ends early shuts the server down and the process exits 1
+            await until_stopped(stop, [consumer_task, *loops])
+        finally:
+            log.info("shutting down")
     log.info("BatchService stopped")
-    if crashed is not None:  # the entry point logs it and exits non-zero
-        raise RuntimeError("the BatchStepCompleted consumer crashed") from crashed
 
 
 async def _stop_task(halt: Callable[[], Awaitable[Any]], task: asyncio.Task[Any]) -> None:
-    """Ask a loop to finish what it is doing (``halt``), then wait for it."""
+    """Ask a loop to finish what it is doing (``halt``), then wait for it.
+
+    A loop that had already ended is not awaited: ``until_stopped`` raised its error.
+    """
+    if task.done():
+        return
     await halt()
     with contextlib.suppress(asyncio.CancelledError):
         await task

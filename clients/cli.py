@@ -1,7 +1,8 @@
 """``huleedu``: the operators' command line over the SDK (and Kafka, for dead letters).
 
 Every command prints JSON (protobuf JSON mapping), so its output pipes into ``jq``. Failed RPCs
-print the status code, message and decoded details to stderr and exit 1.
+print the status code, message and decoded details to stderr and exit 1; when the reader of its
+output goes away (``| head``) it stops quietly with status 141, as a shell reports SIGPIPE.
 
     huleedu batch create --flag prompt_attached "First essay." "Second essay."
     huleedu batch start BATCH_ID comprehensive
@@ -191,4 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``huleedu batch watch ID | head``): stop quietly, as other
+        # tools do. Point stdout at /dev/null so the interpreter's final flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the signal
     return 0

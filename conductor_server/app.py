@@ -36,7 +36,7 @@ from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
 from mesh.memory_bus import MemoryBus
 from mesh.outbox import enqueue
-from mesh.runtime import StartupError
+from mesh.runtime import StartupError, until_stopped
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
@@ -146,7 +146,7 @@ async def _real(
 
 @contextlib.asynccontextmanager
 async def running_tasks(*runs: Callable[[], Any]) -> AsyncIterator[list[asyncio.Task[Any]]]:
-    """Background loops that must not die silently: a crash is logged and stops the server."""
+    """Start background loops (``until_stopped`` watches them); cancel them on the way out."""
     tasks = [asyncio.create_task(run(), name=getattr(run, "__qualname__", "task")) for run in runs]
     try:
         yield tasks
@@ -188,14 +188,12 @@ async def serve(
         )
         consumer_task = asyncio.create_task(wiring.consumer.run(), name="outcome-consumer")
         stack.push_async_callback(backends.stop_consumer, wiring.consumer, consumer_task)
-        await stack.enter_async_context(running_tasks(*wiring.background))
+        loops = await stack.enter_async_context(running_tasks(*wiring.background))
         await stack.enter_async_context(server)
         if on_ready is not None:
             on_ready(server)
-        done = asyncio.create_task(stop.wait(), name="stop-signal")
-        finished, _ = await asyncio.wait({done, consumer_task}, return_when=asyncio.FIRST_COMPLETED)
-        if consumer_task in finished and consumer_task.exception() is not None:
-            log.critical("outcome consumer crashed", exc_info=consumer_task.exception())
-        done.cancel()
-        log.info("shutting down")
+        try:  # a loop that ends early shuts the server down and the process exits 1
+            await until_stopped(stop, [consumer_task, *loops])
+        finally:
+            log.info("shutting down")
     log.info("PipelineConductor stopped")

@@ -22,7 +22,7 @@ from conductor_server.settings import ConductorSettings
 from launcher.workers import ACCEPTED, COMMANDS, DemoWorkers
 from mesh.bus import EventConsumer
 from mesh.memory_bus import MemoryBus
-from mesh.runtime import configure_logging, run
+from mesh.runtime import configure_logging, run, until_stopped
 from mesh.server import GrpcServer
 from mesh.settings import Mode
 
@@ -125,11 +125,18 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             ),
             flush=True,
         )
-        await stop.wait()
-        if workers is not None and worker_task is not None:
-            await workers.stop()
-            await asyncio.gather(worker_task, return_exceptions=True)
-        await asyncio.gather(batch_task, conductor_task)
+        loops = [conductor_task, batch_task, *([worker_task] if worker_task is not None else [])]
+        try:  # a server (or the workers) ending early stops the rest, and the process exits 1
+            await until_stopped(stop, loops)
+        finally:
+            stop.set()
+            if workers is not None and worker_task is not None:
+                await workers.stop()
+                await asyncio.gather(worker_task, return_exceptions=True)
+            ended = await asyncio.gather(batch_task, conductor_task, return_exceptions=True)
+        for error in ended:  # a server that failed while shutting down
+            if isinstance(error, BaseException):
+                raise error
 
 
 def main(argv: list[str] | None = None) -> int:

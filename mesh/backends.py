@@ -116,10 +116,16 @@ async def open_kafka(
 
 
 async def stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
-    """Finish the batch in flight, commit it, leave the group (close when it has one)."""
+    """Finish the batch in flight, commit it, leave the group (close when it has one).
+
+    A ``task`` that had already ended is not awaited: ``mesh.runtime.until_stopped`` raised
+    its error.
+    """
+    ended = task.done()
     await consumer.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    if not ended:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     close = getattr(consumer, "close", None)
     if close is not None:
         await close()

@@ -2,7 +2,8 @@
 
 A server is SERVING only when it has finished starting, is not draining, and every backend probe
 passed on its latest run. Probes run periodically (each with a timeout) so a backend that goes
-down flips the status to NOT_SERVING and back once it returns.
+down flips the status to NOT_SERVING and back once it returns. ``HealthMetrics`` exports the same
+state to ``/metrics`` (``mesh_serving``, ``mesh_backend_up{backend}``), for alerting.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +96,29 @@ class HealthReporter:
         status = SERVING if self.serving else NOT_SERVING
         for service in self._services:
             await self.servicer.set(service, status)
+
+
+class HealthMetrics(Collector):
+    """Exports a ``HealthReporter``'s state at scrape time: 1 is up/serving, 0 is not."""
+
+    def __init__(self, reporter: HealthReporter, registry: CollectorRegistry) -> None:
+        self._reporter = reporter
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mesh_serving",
+            "1 while the server reports SERVING (started, not draining, every backend up).",
+            value=int(self._reporter.serving),
+        )
+        backend_up = GaugeMetricFamily(
+            "mesh_backend_up",
+            "1 if the backend's latest health probe passed, else 0.",
+            labels=["backend"],
+        )
+        for name, up in self._reporter.backends.items():
+            backend_up.add_metric([name], int(up))
+        yield backend_up
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # the backends are only known at collection

@@ -7,6 +7,8 @@ share the work), writes each row's stored bytes, key and headers unchanged (so t
 its id), waits for every acknowledgement, marks the rows published and commits. A relay that
 dies between publishing and marking publishes those rows again on its next pass: the same event
 id twice, never a lost event. It wakes on ``LISTEN``/``NOTIFY`` or after a short poll interval.
+A failure of either backend (PostgreSQL or Kafka gone) backs off and retries; the relay carries
+on once they are back, and listens again on a new connection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
+
+import asyncpg
 
 from mesh import envelope as codec
 from mesh.bus import OutgoingEvent, OutgoingRecord, RecordWriter
@@ -138,8 +142,8 @@ class OutboxRelay:
         try:
             while not self._stopping:
                 self._wake.clear()
-                await self._listen()
                 try:
+                    await self._listen()
                     relayed = await self.relay_once()
                 except Exception as exc:
                     failures += 1
@@ -173,8 +177,19 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
+    def _listening(self) -> bool:
+        conn = self._listener
+        if conn is None:
+            return False
+        try:
+            return not conn.is_closed()
+        except asyncpg.InterfaceError:
+            # When its server goes away the pool takes the connection back, and its proxy
+            # refuses every call, ``is_closed`` included.
+            return False
+
     async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
+        if self._listening():
             return
         await self._unlisten()
         try:

@@ -1,5 +1,5 @@
 """Process runtime for the entry points: logging, the event loop (uvloop), the garbage
-collector, signals, exit codes."""
+collector, signals, the server's long-running loops, exit codes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mesh.correlation import CorrelationFilter
@@ -23,10 +24,72 @@ class StartupError(Exception):
     """Start-up cannot continue (backend unreachable, bad definitions): exit non-zero."""
 
 
+class LoopEnded(RuntimeError):
+    """A loop meant to run until shutdown (a consumer, the outbox relay) ended on its own."""
+
+
+async def until_stopped(stop: asyncio.Event, loops: Sequence[asyncio.Task[Any]]) -> None:
+    """Return once ``stop`` is set; raise ``LoopEnded`` if one of ``loops`` ends first.
+
+    A server without one of its loops cannot do its work (outcomes are not counted, events
+    are not relayed), so it must not go on serving as if it could: the caller shuts down and
+    the process exits non-zero, for its supervisor to restart it.
+    """
+    stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        ended, _ = await asyncio.wait({stopped, *loops}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if stop.is_set():
+        return  # shutting down: the loops end now anyway
+    for loop in loops:
+        if loop in ended:
+            error = None if loop.cancelled() else loop.exception()
+            raise LoopEnded(f"{loop.get_name()} ended on its own: {error!r}") from error
+
+
+class RepeatFilter(logging.Filter):
+    """One record per (logger, message template) every ``window`` seconds, for chatty libraries.
+
+    While a Kafka broker is down aiokafka logs every reconnect attempt, about 200 lines a
+    second (measured). The first record of a kind passes; repeats within the window are counted
+    and dropped, and the next one to pass says how many were not shown.
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...],
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._window = window
+        self._clock = clock
+        self._shown: dict[tuple[str, object], tuple[float, int]] = {}  # -> (shown at, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        last = self._shown.get(key)
+        if last is not None and now - last[0] < self._window:
+            self._shown[key] = (last[0], last[1] + 1)
+            return False
+        self._shown[key] = (now, 0)
+        if last is not None and last[1]:
+            record.msg = (
+                f"{record.msg} [{last[1]} more like this not shown since {now - last[0]:.0f} s ago]"
+            )
+        return True
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(CorrelationFilter())
+    handler.addFilter(RepeatFilter(("aiokafka",)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

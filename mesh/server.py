@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from mesh.errors import StatusTable
-from mesh.health import HealthReporter
+from mesh.health import HealthMetrics, HealthReporter
 from mesh.http import HttpSidePort
 from mesh.interceptor import Registrar, RpcWrapper
 from mesh.metrics import RpcMetrics
@@ -62,6 +62,7 @@ class GrpcServer:
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
         registrar = Registrar(server, RpcWrapper(self._table, RpcMetrics(self._registry)))
+        HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
         registrar.close()

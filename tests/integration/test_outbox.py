@@ -16,6 +16,7 @@ from mesh import outbox
 from mesh.bus import OutgoingEvent, OutgoingRecord
 from mesh.kafka_admin import create_topics, read_topic
 from mesh.producer import Producer
+from mesh.retry import Backoff
 from mesh.schema import apply_migrations
 from mesh.topics import EventKind, topic_name
 
@@ -195,3 +196,49 @@ async def test_two_relays_share_the_rows_without_publishing_one_twice(
     assert sorted(dict(r.headers)["event_id"] for r in records) == sorted(
         f"done-{n}".encode() for n in range(500)
     )
+
+
+async def test_the_relay_carries_on_after_postgresql_restarts(
+    backends: Any, database_url: str, kafka_bootstrap: str, kafka_namespace: str
+) -> None:
+    # When PostgreSQL goes away the pool takes the LISTEN connection back; the relay used to die
+    # there (its next check of that connection raised), leaving every later row unpublished.
+    pool, topic = await setup(database_url, kafka_bootstrap, kafka_namespace)
+    event = completed(1)
+    try:
+        async with (
+            Producer(kafka_bootstrap, namespace=kafka_namespace) as producer,
+            outbox.OutboxRelay(
+                pool,
+                producer,
+                namespace=kafka_namespace,
+                poll_interval=0.2,
+                backoff=Backoff(initial=0.05, cap=0.5),
+            ) as relay,
+        ):
+            task = asyncio.create_task(relay.run())
+            await until(lambda: asyncio.sleep(0.3, True), 5, "the relay to LISTEN")
+            backends.stop("postgres")
+            try:
+                await asyncio.sleep(2)  # several passes of the relay meet the outage
+                assert not task.done(), task
+            finally:
+                backends.start("postgres")
+
+            async def enqueued() -> bool:
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        await outbox.enqueue(conn, [event])
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    return False  # the pool is still finding out its old connections are gone
+                return True
+
+            await until(enqueued, 30, "the row enqueued after the restart")
+            await until(lambda: unpublished_is(pool, 0), 30, "the row published after the restart")
+            assert not task.done()
+            await relay.stop()
+            await task
+        records = await read_topic(kafka_bootstrap, topic)
+    finally:
+        await pool.close()
+    assert [r.value for r in records] == [codec.encode(event.envelope)]

@@ -126,12 +126,26 @@ async def test_health_follows_the_backend_down_and_back_up(
     status, body = await asyncio.to_thread(_http_get, server.metrics_port, "/healthz")
     assert status == 503
     assert '"store": false' in body
+    assert await _health_gauges(server) == {"mesh_serving": 0, "mesh_backend_up[store]": 0}
     backend.up = True
 
     async def serving() -> bool:
         return await _health(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
 
     await eventually(serving, 5.0)
+    assert await _health_gauges(server) == {"mesh_serving": 1, "mesh_backend_up[store]": 1}
+
+
+async def _health_gauges(server: GrpcServer) -> dict[str, float]:
+    """The health gauges as scraped from ``/metrics``: name (with the backend label) -> value."""
+    status, body = await asyncio.to_thread(_http_get, server.metrics_port, "/metrics")
+    assert status == 200
+    return {
+        f"{s.name}[{s.labels['backend']}]" if "backend" in s.labels else s.name: s.value
+        for family in text_string_to_metric_families(body)
+        if family.name in ("mesh_serving", "mesh_backend_up")
+        for s in family.samples
+    }
 
 
 async def test_draining_reports_not_serving(server: GrpcServer, channel: grpc.aio.Channel) -> None:

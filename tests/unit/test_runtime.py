@@ -1,16 +1,18 @@
-"""The process runtime: the garbage-collector setting is applied before the server starts."""
+"""The process runtime: the garbage-collector setting, the watch over the long-running loops,
+the filter that holds back a chatty library's repeats."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import gc
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from batch_server.settings import BatchSettings
-from mesh.runtime import run, tune_gc
+from mesh.runtime import LoopEnded, RepeatFilter, run, tune_gc, until_stopped
 from mesh.settings import ServerSettings
 
 
@@ -48,3 +50,77 @@ def test_run_applies_the_setting_before_main_starts() -> None:
     server = dataclasses.replace(ServerSettings(), gc_threshold=4_321, uvloop=False)
     assert run(main, server) == 0
     assert seen == [(4_321, 10, 10)]
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_until_stopped_returns_once_stop_is_set_and_leaves_the_loops_running() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(_forever(), name="relay")
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await asyncio.wait_for(until_stopped(stop, [loop]), 5)
+    assert not loop.done()
+    loop.cancel()
+
+
+async def test_a_loop_that_fails_ends_the_wait_with_its_error() -> None:
+    async def failing() -> None:
+        await asyncio.sleep(0.05)
+        raise ConnectionResetError("gone")
+
+    loops = [
+        asyncio.create_task(_forever(), name="consumer"),
+        asyncio.create_task(failing(), name="relay"),
+    ]
+    with pytest.raises(LoopEnded, match="relay ended on its own") as raised:
+        await asyncio.wait_for(until_stopped(asyncio.Event(), loops), 5)
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
+    loops[0].cancel()
+
+
+@pytest.mark.parametrize("ending", ["returns", "is cancelled"])
+async def test_a_loop_that_ends_without_an_error_ends_the_wait_too(ending: str) -> None:
+    loop = asyncio.create_task(asyncio.sleep(0.05) if ending == "returns" else _forever())
+    if ending == "is cancelled":
+        asyncio.get_running_loop().call_later(0.05, loop.cancel)
+    with pytest.raises(LoopEnded) as raised:
+        await asyncio.wait_for(until_stopped(asyncio.Event(), [loop]), 5)
+    assert raised.value.__cause__ is None
+
+
+def test_run_exits_1_when_main_fails() -> None:
+    async def main(stop: asyncio.Event) -> None:
+        raise LoopEnded("relay ended on its own")
+
+    assert run(main, dataclasses.replace(ServerSettings(), uvloop=False)) == 1
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_repeats_of_a_chatty_library_are_held_back_and_counted() -> None:
+    now = [100.0]
+    repeats = RepeatFilter(("aiokafka",), window=10.0, clock=lambda: now[0])
+    template = "Unable connect to node with id %s: %s"
+    shown = [repeats.filter(_record("aiokafka", template, 1, "refused")) for _ in range(200)]
+    assert shown == [True] + [False] * 199
+    # another template, and the same template from another logger, have windows of their own
+    assert repeats.filter(_record("aiokafka", "Unable to update metadata from %s", [1]))
+    assert repeats.filter(_record("aiokafka.consumer.fetcher", template, 1, "refused"))
+    now[0] += 10.0
+    after = _record("aiokafka", template, 1, "refused")
+    assert repeats.filter(after)
+    assert after.getMessage() == (
+        "Unable connect to node with id 1: refused [199 more like this not shown since 10 s ago]"
+    )
+    assert not repeats.filter(_record("aiokafka", template, 1, "refused"))
+
+
+def test_other_loggers_pass_untouched() -> None:
+    repeats = RepeatFilter(("aiokafka",), clock=lambda: 0.0)
+    records = [_record("mesh.consumer", "transient failure at %s", n) for n in range(5)]
+    assert all(repeats.filter(r) for r in records)
+    assert [r.getMessage() for r in records] == [f"transient failure at {n}" for n in range(5)]

@@ -1,0 +1,62 @@
+"""A server whose long-running loop ends (a relay, a consumer) shuts down with an error."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import batch_server.app as batch_app
+import conductor_server.app as conductor_app
+from conductor_server.settings import ConductorSettings
+from mesh.memory_bus import MemoryBus
+from mesh.runtime import LoopEnded
+from mesh.settings import BackendSettings, ServerSettings
+from tests.support.batch import settings_for
+
+
+async def _broken() -> None:
+    await asyncio.sleep(0.3)
+    raise ConnectionResetError("the relay's connection went away")
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_the_conductor_stops_when_a_background_loop_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedded = conductor_app._embedded
+
+    async def with_a_broken_loop(*args: Any) -> conductor_app.Wiring:
+        wiring = await embedded(*args)
+        wiring.background.append(_broken)
+        return wiring
+
+    monkeypatch.setattr(conductor_app, "_embedded", with_a_broken_loop)
+    settings = ConductorSettings(
+        server=ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False),
+        backends=BackendSettings(),
+    )
+    with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
+        await asyncio.wait_for(conductor_app.serve(settings, asyncio.Event(), MemoryBus()), 30)
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
+
+
+async def test_the_batch_service_stops_when_a_background_loop_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedded = batch_app._embedded
+
+    def with_a_broken_loop(*args: Any) -> batch_app.Wiring:
+        wiring = embedded(*args)
+        wiring.background.append((_broken, _nothing))
+        return wiring
+
+    monkeypatch.setattr(batch_app, "_embedded", with_a_broken_loop)
+    settings = settings_for("127.0.0.1:1")
+    with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
+        await asyncio.wait_for(batch_app.serve(settings, asyncio.Event(), MemoryBus()), 30)
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
