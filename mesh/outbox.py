@@ -25,7 +25,7 @@ import asyncpg
 
 from mesh import envelope as codec
 from mesh.bus import OutgoingEvent, OutgoingRecord, RecordWriter
-from mesh.retry import DEFAULT_BACKOFF, Backoff
+from mesh.retry import Backoff
 from mesh.topics import EventKind, topic_name
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ SELECT id, topic_kind, message_key, payload, headers
  LIMIT $1
    FOR UPDATE SKIP LOCKED
 """
+
+# A failed pass waits at most 5 s before the next: while it waits the relay does not listen, so
+# after a long outage it is the wait, not a NOTIFY, that decides how soon events flow again.
+RELAY_BACKOFF = Backoff(initial=0.1, cap=5.0)
 
 _MARK = "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 
@@ -97,7 +101,7 @@ class OutboxRelay:
         namespace: str = "",
         batch_size: int = 200,
         poll_interval: float = 1.0,
-        backoff: Backoff = DEFAULT_BACKOFF,
+        backoff: Backoff = RELAY_BACKOFF,
     ) -> None:
         self._pool = pool
         self._writer = writer
