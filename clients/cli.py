@@ -8,6 +8,7 @@ output goes away (``| head``) it stops quietly with status 141, as a shell repor
     huleedu batch start BATCH_ID comprehensive
     huleedu batch watch BATCH_ID
     huleedu dlq list huleedu.essay.step.outcome.v1
+    huleedu dlq replay huleedu.essay.step.outcome.v1 --partition 2 --offset 0
 """
 
 from __future__ import annotations
@@ -106,7 +107,24 @@ async def _dlq(args: argparse.Namespace) -> None:
                 )
             )
         return
-    chosen = [r for r in letters if args.offset is None or r.offset == args.offset]
+    chosen = [
+        r
+        for r in letters
+        if (args.partition is None or r.partition == args.partition)
+        and (args.offset is None or r.offset == args.offset)
+    ]
+    where = " ".join(
+        f"{name} {value}"
+        for name, value in (("partition", args.partition), ("offset", args.offset))
+        if value is not None
+    )
+    if where and not chosen:
+        raise SystemExit(f"no dead letter of {args.topic} at {where}")
+    partitions = sorted({r.partition for r in chosen})
+    if args.offset is not None and len(partitions) > 1:
+        raise SystemExit(
+            f"offset {args.offset} is in DLQ partitions {partitions}: pass --partition too"
+        )
     if args.action == "show":
         for r in chosen:
             print(deadletter.show(r))
@@ -171,7 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("topic", help="the original topic, e.g. huleedu.essay.step.outcome.v1")
     dlq.add_argument(
-        "--offset", type=int, default=None, help="only the dead letter at this DLQ offset"
+        "--partition", type=int, default=None, help="only dead letters of this DLQ partition"
+    )
+    dlq.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        help="only the dead letter at this DLQ offset (with --partition when the DLQ has more "
+        "than one); list shows both",
     )
     dlq.add_argument(
         "--kafka", default="", help="bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)"
