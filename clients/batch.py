@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import grpc
+
 from clients.base import ClientBase
+from clients.errors import RpcError
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.batch.v1 import batch_pb2_grpc
+
+_RESUME_INITIAL, _RESUME_CAP = 0.1, 5.0  # seconds between attempts to resume a watch
 
 
 class BatchClient(ClientBase):
@@ -84,9 +92,49 @@ class BatchClient(ClientBase):
             if not token:
                 return
 
-    def watch_batch(
-        self, batch_id: str, run_id: str = "", timeout: float | None = None
+    async def watch_batch(
+        self,
+        batch_id: str,
+        run_id: str = "",
+        timeout: float | None = None,
+        *,
+        resume_for: float = 60.0,
     ) -> AsyncIterator[pb.WatchBatchResponse]:
-        """Progress updates of a run until it ends (``timeout`` bounds the whole stream)."""
-        request = pb.WatchBatchRequest(batch_id=batch_id, run_id=run_id)
-        return self._stream(self.stub.WatchBatch, request, timeout)
+        """Progress updates of a run until it ends (``timeout`` bounds the whole watch).
+
+        A stream cut with UNAVAILABLE (a server draining for a deploy, its database gone for a
+        moment) is opened again for the same run, with backoff, until ``resume_for`` seconds
+        pass without getting through (0: never resume). Every update carries the whole run, so
+        nothing is missed: an update equal to the last one delivered is skipped, ``sequence``
+        counts on across streams, and the first update after a resume that did see a change
+        has no ``changed_step``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delivered, last = 0, None
+        failing_since: float | None = None
+        delay = _RESUME_INITIAL
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            request = pb.WatchBatchRequest(batch_id=batch_id, run_id=run_id)
+            try:
+                async for update in self._stream(self.stub.WatchBatch, request, remaining):
+                    failing_since = None  # got through
+                    run_id = update.run.run_id  # a resume watches this run, not a newer one
+                    if update.run == last:
+                        continue  # a resumed stream opens with the state already delivered
+                    last, delay = update.run, _RESUME_INITIAL
+                    delivered += 1
+                    update.sequence = delivered
+                    yield update
+                return  # the run ended
+            except RpcError as exc:
+                if exc.code is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                pause = delay * (1 - random.random() / 5)
+                late = deadline is not None and now + pause >= deadline
+                if now - failing_since + pause > resume_for or late:
+                    raise
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, _RESUME_CAP)

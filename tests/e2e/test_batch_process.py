@@ -8,6 +8,7 @@ outcomes are delivered twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -195,6 +196,37 @@ async def test_a_200_essay_comprehensive_run_ends_as_the_ratios_say(
         )
     ]
     assert [c.run_id for c in completed] == [started.run.run_id]
+
+
+async def test_a_watch_lives_through_a_postgres_outage(
+    mesh: tuple[ServerProcess, ServerProcess, Workers], backends: Backends
+) -> None:
+    # The BatchService ends a watch with UNAVAILABLE when PostgreSQL goes away; the SDK opens it
+    # again for the same run, so the watcher sees the run through to its end, in order.
+    _, batch_process, _ = mesh
+    async with BatchClient(batch_process.address) as client:
+        batch = await client.create_batch([f"Essay {i}." for i in range(5)], flags=PROMPT)
+        started = await client.start_pipeline(batch.batch_id, "comprehensive")
+        updates: list[pb.WatchBatchResponse] = []
+
+        async def watch() -> None:
+            async for update in client.watch_batch(batch.batch_id, timeout=120):
+                updates.append(update)
+
+        watching = asyncio.create_task(watch())
+        while not updates:
+            assert not watching.done(), watching
+            await asyncio.sleep(0.01)
+        backends.stop("postgres")
+        try:
+            await asyncio.sleep(3)
+        finally:
+            backends.start("postgres")
+        await asyncio.wait_for(watching, 120)
+    assert updates[-1].run.status in TERMINAL
+    assert {u.run.run_id for u in updates} == {started.run.run_id}
+    assert [u.sequence for u in updates] == list(range(1, len(updates) + 1))
+    assert all(a.run != b.run for a, b in itertools.pairwise(updates))
 
 
 async def test_a_second_pipeline_prunes_satisfied_steps_and_publishes_phase_skipped(

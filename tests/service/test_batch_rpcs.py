@@ -579,7 +579,7 @@ async def test_open_watch_streams_end_unavailable_when_the_server_stops(
     async with BatchClient(f"127.0.0.1:{port}") as client:
         batch = await client.create_batch(["One."])
         await client.start_pipeline(batch.batch_id, "spellcheck")
-        stream = client.watch_batch(batch.batch_id, timeout=30)
+        stream = client.watch_batch(batch.batch_id, timeout=30, resume_for=0)  # no resuming
         first = await anext(stream)
         assert first.run.status == pb.RUN_STATUS_RUNNING
         stop.set()
