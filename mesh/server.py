@@ -21,6 +21,7 @@ from mesh.health import HealthMetrics, HealthReporter
 from mesh.http import HttpSidePort
 from mesh.interceptor import Registrar, RpcWrapper
 from mesh.metrics import RpcMetrics
+from mesh.runtime import StartupError
 from mesh.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,25 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (*self._service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        try:
+            self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        except RuntimeError:  # grpcio raises when the bind fails (older versions returned 0)
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port}")
+            raise StartupError(_cannot_listen("gRPC", s.host, s.grpc_port, "GRPC_PORT"))
         self._server = server
         await server.start()
         if s.metrics_port >= 0:
-            self._side_port = HttpSidePort(s.host, s.metrics_port, self._registry, self.health)
-            await self._side_port.__aenter__()
-            self.metrics_port = self._side_port.port
+            side_port = HttpSidePort(s.host, s.metrics_port, self._registry, self.health)
+            try:
+                await side_port.__aenter__()
+            except OSError as exc:
+                self._server = None
+                await server.stop(0)
+                message = _cannot_listen("metrics", s.host, s.metrics_port, "METRICS_PORT")
+                raise StartupError(f"{message}: {exc.strerror or exc}") from exc
+            self._side_port = side_port
+            self.metrics_port = side_port.port
         await self.health.start()
         log.info("serving %s on %s:%d", ", ".join(self._service_names), s.host, self.port)
         return self
@@ -100,3 +111,10 @@ class GrpcServer:
         if self._side_port is not None:
             await self._side_port.close()
         log.info("gRPC server stopped")
+
+
+def _cannot_listen(what: str, host: str, port: int, setting: str) -> str:
+    return (
+        f"cannot listen for {what} on {host}:{port} (in use by another process?); "
+        f"choose another port with {setting} or the server's prefixed form of it"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.errors import RpcError
 from mesh.errors import FieldViolation, InvalidArgument, StatusTable
 from mesh.health import HealthReporter
+from mesh.runtime import StartupError
 from mesh.server import GrpcServer
 from mesh.settings import ServerSettings
 from tests.support.polling import eventually
@@ -205,3 +207,28 @@ async def test_metrics_count_rpcs_by_code(server: GrpcServer, channel: grpc.aio.
     }
     assert handled == {"OK": 1.0, "INVALID_ARGUMENT": 1.0}
     assert "grpc_server_handling_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("taken", ["grpc", "metrics"])
+async def test_a_port_in_use_is_a_clear_startup_error(taken: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        settings = ServerSettings(
+            host="127.0.0.1",
+            grpc_port=port if taken == "grpc" else 0,
+            metrics_port=port if taken == "metrics" else 0,
+        )
+        server = GrpcServer(
+            settings,
+            [_register],
+            [SERVICE],
+            StatusTable("test", []),
+            CollectorRegistry(),
+            HealthReporter([SERVICE]),
+        )
+        what = "gRPC" if taken == "grpc" else "metrics"
+        with pytest.raises(StartupError, match=f"cannot listen for {what} on 127.0.0.1:{port}"):
+            await server.__aenter__()
+    await server.close()  # nothing left to stop: a failed start cleaned up after itself
