@@ -99,7 +99,7 @@ async def _real(
 
     b, o = settings.backends, settings.options
     pool = await backends.open_postgres(b.database_url, o.db_pool_size)
-    stack.push_async_callback(pool.close)
+    stack.push_async_callback(backends.close_pool, pool)
     await backends.start_within(
         "PostgreSQL migrations", lambda: apply_migrations(pool, MIGRATIONS), 60
     )

@@ -110,7 +110,7 @@ async def _real(
 
     b, o = settings.backends, settings.options
     pool = await backends.open_postgres(b.database_url, o.db_pool_size)
-    stack.push_async_callback(pool.close)
+    stack.push_async_callback(backends.close_pool, pool)
     await apply_migrations(pool, MIGRATIONS)
     redis = await backends.open_redis(b.redis_url)
     stack.push_async_callback(redis.aclose)

@@ -1,7 +1,8 @@
 """Opening the real backends at start-up: bounded waits, and a clear ``StartupError`` on failure.
 
 Each opener returns an object that owns its connections; the composition root pushes its
-``close`` onto its exit stack. Each also has a cheap ``probe`` for the health reporter.
+``close`` (for a PostgreSQL pool, ``close_pool``) onto its exit stack. Each also has a cheap
+``probe`` for the health reporter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mesh.topics import all_topics
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+POOL_CLOSE_TIMEOUT = 10.0
 
 
 async def open_postgres(dsn: str, size: int, within: float = CONNECT_TIMEOUT) -> Any:
@@ -39,6 +41,22 @@ async def open_postgres(dsn: str, size: int, within: float = CONNECT_TIMEOUT) ->
         raise StartupError(f"PostgreSQL unreachable at {_redact(dsn)}: {exc!r}") from exc
     log.info("connected to PostgreSQL at %s (pool %d)", _redact(dsn), size)
     return pool
+
+
+async def close_pool(pool: Any, within: float = POOL_CLOSE_TIMEOUT) -> None:
+    """Close ``pool``; terminate it if a connection is still checked out after ``within`` s.
+
+    asyncpg's ``Pool.close()`` waits for every acquired connection to come back, however long
+    that takes (its documentation advises a timeout): a connection some path failed to release
+    must not turn a SIGTERM into a hang.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), within)
+    except TimeoutError:
+        log.warning(
+            "PostgreSQL pool still had a connection in use after %.0f s; closing it anyway", within
+        )
+        pool.terminate()
 
 
 async def open_redis(url: str, within: float = CONNECT_TIMEOUT) -> aioredis.Redis:

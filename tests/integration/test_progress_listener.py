@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import pytest
 
 from batch_server.store.listener import ProgressListener
 from batch_server.store.postgres import PROGRESS_CHANNEL
 from mesh.retry import Backoff
+from tests.support.polling import eventually
 
-
-async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
+# while the pool finds out its old connections are gone, a NOTIFY fails: "not yet"
+RESTARTING = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def test_the_listener_listens_again_after_postgresql_restarts(
@@ -30,28 +23,25 @@ async def test_the_listener_listens_again_after_postgresql_restarts(
     runs: list[str] = []
 
     async def notified(payload: str) -> bool:
-        try:
-            await pool.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{payload}'")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False  # the pool is still finding out its old connections are gone
+        await pool.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{payload}'")
         await asyncio.sleep(0.1)
         return payload in runs
 
     try:
         backoff = Backoff(initial=0.05, cap=0.5)
         async with ProgressListener(pool, runs.append, backoff) as listener:
-            await until(lambda: notified("run-before"), 10, "the first wake-up")
+            await eventually(lambda: notified("run-before"), 10)
             backends.stop("postgres")
             try:
 
                 async def lost() -> bool:
                     return not listener.listening
 
-                await until(lost, 10, "the listener to notice the lost connection")
+                await eventually(lost, 10)
             finally:
                 backends.start("postgres")
             # before the fix the listener stayed deaf until the server restarted
-            await until(lambda: notified("run-after"), 30, "a wake-up after the restart")
+            await eventually(lambda: notified("run-after"), 30, ignoring=RESTARTING)
             assert listener.listening
     finally:
         await pool.close()
