@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = {"mesh": "mesh.sql", "batch": "batch_server.sql"}
 CONSUMED = [EventKind.BATCH_STEP_COMPLETED]
+LOOP_STOP_SECONDS = 10.0  # a background loop's graceful stop, before it is cancelled
 
 
 @dataclass
@@ -199,12 +200,19 @@ async def serve(
 
 
 async def _stop_task(halt: Callable[[], Awaitable[Any]], task: asyncio.Task[Any]) -> None:
-    """Ask a loop to finish what it is doing (``halt``), then wait for it.
+    """Ask a loop to finish what it is doing (``halt``), then wait for it; cancel it after
+    ``LOOP_STOP_SECONDS`` (a loop stuck on a dead connection must not turn SIGTERM into a hang).
 
     A loop that had already ended is not awaited: ``until_stopped`` raised its error.
     """
     if task.done():
         return
-    await halt()
+    try:
+        await asyncio.wait_for(halt(), LOOP_STOP_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "%s did not stop within %.0f s; cancelling it", task.get_name(), LOOP_STOP_SECONDS
+        )
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -60,3 +60,32 @@ async def test_the_batch_service_stops_when_a_background_loop_fails(
     with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
         await asyncio.wait_for(batch_app.serve(settings, asyncio.Event(), MemoryBus()), 30)
     assert isinstance(raised.value.__cause__, ConnectionResetError)
+
+
+async def test_a_loop_that_will_not_stop_is_cancelled_on_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    async def never() -> None:  # a halt that waits on something that will not come
+        await asyncio.Event().wait()
+
+    embedded = batch_app._embedded
+
+    def with_a_stubborn_loop(*args: Any) -> batch_app.Wiring:
+        wiring = embedded(*args)
+        wiring.background.append((stubborn, never))
+        return wiring
+
+    monkeypatch.setattr(batch_app, "_embedded", with_a_stubborn_loop)
+    monkeypatch.setattr(batch_app, "LOOP_STOP_SECONDS", 0.2)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    await asyncio.wait_for(batch_app.serve(settings_for("127.0.0.1:1"), stop, MemoryBus()), 30)
+    assert cancelled.is_set()
