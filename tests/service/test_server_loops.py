@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -45,17 +46,26 @@ async def test_the_conductor_stops_when_a_background_loop_fails(
     assert isinstance(raised.value.__cause__, ConnectionResetError)
 
 
+def _batch_service_with_loop(
+    monkeypatch: pytest.MonkeyPatch,
+    run: Callable[[], Coroutine[Any, Any, None]],
+    halt: Callable[[], Awaitable[None]],
+) -> None:
+    """The embedded BatchService's wiring, plus one background loop ``(run, halt)``."""
+    embedded = batch_app._embedded
+
+    def with_the_loop(*args: Any) -> batch_app.Wiring:
+        wiring = embedded(*args)
+        wiring.background.append((run, halt))
+        return wiring
+
+    monkeypatch.setattr(batch_app, "_embedded", with_the_loop)
+
+
 async def test_the_batch_service_stops_when_a_background_loop_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    embedded = batch_app._embedded
-
-    def with_a_broken_loop(*args: Any) -> batch_app.Wiring:
-        wiring = embedded(*args)
-        wiring.background.append((_broken, _nothing))
-        return wiring
-
-    monkeypatch.setattr(batch_app, "_embedded", with_a_broken_loop)
+    _batch_service_with_loop(monkeypatch, _broken, _nothing)
     settings = settings_for("127.0.0.1:1")
     with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
         await asyncio.wait_for(batch_app.serve(settings, asyncio.Event(), MemoryBus()), 30)
@@ -76,14 +86,7 @@ async def test_a_loop_that_will_not_stop_is_cancelled_on_shutdown(
     async def never() -> None:  # a halt that waits on something that will not come
         await asyncio.Event().wait()
 
-    embedded = batch_app._embedded
-
-    def with_a_stubborn_loop(*args: Any) -> batch_app.Wiring:
-        wiring = embedded(*args)
-        wiring.background.append((stubborn, never))
-        return wiring
-
-    monkeypatch.setattr(batch_app, "_embedded", with_a_stubborn_loop)
+    _batch_service_with_loop(monkeypatch, stubborn, never)
     monkeypatch.setattr(batch_app, "LOOP_STOP_SECONDS", 0.2)
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.5, stop.set)
