@@ -44,6 +44,7 @@ from mesh.consumer import Consumer, ConsumerConfig
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
 from mesh.memory_bus import MemoryBus
+from mesh.pg_listen import PgListener
 from mesh.runtime import until_stopped
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
@@ -95,8 +96,7 @@ async def _real(
     feed: ProgressFeed,
 ) -> Wiring:
     from batch_server.content.postgres import PostgresContentStore
-    from batch_server.store.listener import ProgressListener
-    from batch_server.store.postgres import PostgresBatchStore
+    from batch_server.store.postgres import PROGRESS_CHANNEL, PostgresBatchStore
 
     b, o = settings.backends, settings.options
     pool = await backends.open_postgres(b.database_url, o.db_pool_size)
@@ -105,8 +105,9 @@ async def _real(
         "PostgreSQL migrations", lambda: apply_migrations(pool, MIGRATIONS), 60
     )
     producer, relay = await backends.open_kafka(stack, pool, b, "batch-service")
-    listener = ProgressListener(pool, lambda run_id: feed.notify([run_id]))
-    await backends.start_within("PostgreSQL LISTEN", listener.__aenter__, 10)
+    # other replicas' run changes wake this one's watchers at once (they poll besides)
+    listener = PgListener(pool, PROGRESS_CHANNEL, lambda run_id: feed.notify([run_id]))
+    await backends.start_within("PostgreSQL LISTEN", listener.start, 10)
     stack.push_async_callback(listener.close)
 
     config = ConsumerConfig(

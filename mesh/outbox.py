@@ -8,7 +8,7 @@ its id), waits for every acknowledgement, marks the rows published and commits. 
 dies between publishing and marking publishes those rows again on its next pass: the same event
 id twice, never a lost event. It wakes on ``LISTEN``/``NOTIFY`` or after a short poll interval.
 A failure of either backend (PostgreSQL or Kafka gone) backs off and retries; the relay carries
-on once they are back, and listens again on a new connection.
+on once they are back, and its ``mesh.pg_listen.PgListener`` listens again on a new connection.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import asyncpg
-
 from mesh import envelope as codec
 from mesh.bus import OutgoingEvent, OutgoingRecord, RecordWriter
+from mesh.pg_listen import PgListener
 from mesh.retry import Backoff
 from mesh.topics import EventKind, topic_name
 
@@ -52,8 +51,8 @@ SELECT id, topic_kind, message_key, payload, headers
    FOR UPDATE SKIP LOCKED
 """
 
-# A failed pass waits at most 5 s before the next: while it waits the relay does not listen, so
-# after a long outage it is the wait, not a NOTIFY, that decides how soon events flow again.
+# A failed pass waits at most 5 s before the next (a NOTIFY, once the listener is back, ends
+# the wait sooner): after a long outage events flow again within seconds of PostgreSQL's return.
 RELAY_BACKOFF = Backoff(initial=0.1, cap=5.0)
 
 _MARK = "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
@@ -110,7 +109,6 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._backoff = backoff
         self._wake = asyncio.Event()
-        self._listener: Any = None
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
@@ -143,24 +141,24 @@ class OutboxRelay:
         self._running = True
         self._stopped.clear()
         failures = 0
+        listener = PgListener(self._pool, CHANNEL, self._notified)
+        listener.start_soon()  # PostgreSQL may be down: the relay polls until it listens
         try:
             while not self._stopping:
                 self._wake.clear()
                 try:
-                    await self._listen()
                     relayed = await self.relay_once()
                 except Exception as exc:
                     failures += 1
                     delay = self._backoff.ceiling(failures)
                     log.warning("outbox relay failed (%r); retrying in %.2fs", exc, delay)
-                    await self._unlisten()
                     await self._sleep(delay)
                     continue
                 failures = 0
                 if relayed < self._batch_size:
                     await self._sleep(self._poll_interval)
         finally:
-            await self._unlisten()
+            await listener.close()
             self._running = False
             self._stopped.set()
 
@@ -181,42 +179,5 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    def _listening(self) -> bool:
-        conn = self._listener
-        if conn is None:
-            return False
-        try:
-            return not conn.is_closed()
-        except asyncpg.InterfaceError:
-            # When its server goes away the pool takes the connection back, and its proxy
-            # refuses every call, ``is_closed`` included.
-            return False
-
-    async def _listen(self) -> None:
-        if self._listening():
-            return
-        await self._unlisten()
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            log.debug("outbox LISTEN unavailable (%r); polling", exc)
-            return
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-        except Exception as exc:
-            log.debug("outbox LISTEN failed (%r); polling", exc)
-            await self._pool.release(conn)
-            return
-        self._listener = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):  # the connection may be gone with the server
-            await conn.remove_listener(CHANNEL, self._notified)
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
-
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _payload: str) -> None:
         self._wake.set()

@@ -1,10 +1,10 @@
-"""Cross-replica wake-ups for watchers: ``LISTEN batch_run_progress`` on one pooled connection.
+"""``LISTEN`` on one pooled PostgreSQL connection that comes back by itself after a loss.
 
-The PostgreSQL store sends ``NOTIFY batch_run_progress, '<run_id>'`` with every committed run
-change; this listener forwards each to ``on_run``. It is an accelerator only: while its
-connection is down, watchers still see every change through their poll. When the connection is
-lost (PostgreSQL restarted, the network cut), the listener gives it back to the pool and listens
-again on a new one, with backoff, so the wake-ups return with the database.
+Used by the outbox relay (a NOTIFY wakes it) and the BatchService's run-progress feed (a NOTIFY
+wakes its watchers); for both a notification is an accelerator over a poll, so a lost
+connection costs latency, never correctness. When the connection is lost (PostgreSQL restarted,
+the network cut) the listener gives it back to the pool and listens again on a new one, with
+backoff, until it gets through or is closed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-from batch_server.store.postgres import PROGRESS_CHANNEL
 from mesh.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -24,14 +23,19 @@ log = logging.getLogger(__name__)
 RELISTEN_BACKOFF = Backoff(initial=0.1, cap=5.0)
 
 
-class ProgressListener:
-    """An async context manager holding the listening connection."""
+class PgListener:
+    """Calls ``on_payload`` with each notification's payload on ``channel``."""
 
     def __init__(
-        self, pool: Any, on_run: Callable[[str], None], backoff: Backoff = RELISTEN_BACKOFF
+        self,
+        pool: Any,
+        channel: str,
+        on_payload: Callable[[str], None],
+        backoff: Backoff = RELISTEN_BACKOFF,
     ) -> None:
         self._pool = pool
-        self._on_run = on_run
+        self._channel = channel
+        self._on_payload = on_payload
         self._backoff = backoff
         self._conn: Any = None
         self._relistening: asyncio.Task[None] | None = None
@@ -41,8 +45,16 @@ class ProgressListener:
     def listening(self) -> bool:
         return self._conn is not None
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Listen now; raise if PostgreSQL cannot be reached (start-up fails fast)."""
         await self._listen()
+
+    def start_soon(self) -> None:
+        """Listen in the background, retrying with backoff until it gets through."""
+        self._relisten_in_background(after_loss=False)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
         return self
 
     async def __aexit__(
@@ -63,7 +75,7 @@ class ProgressListener:
     async def _listen(self) -> None:
         conn = await self._pool.acquire()
         try:
-            await conn.add_listener(PROGRESS_CHANNEL, self._notified)
+            await conn.add_listener(self._channel, self._notified)
             conn.add_termination_listener(self._lost)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -78,19 +90,22 @@ class ProgressListener:
         with contextlib.suppress(Exception):  # the server may be gone, the proxy released
             conn.remove_termination_listener(self._lost)
         with contextlib.suppress(Exception):
-            await conn.remove_listener(PROGRESS_CHANNEL, self._notified)
+            await conn.remove_listener(self._channel, self._notified)
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
 
     def _lost(self, _conn: object) -> None:
+        log.warning("LISTEN %s lost its connection; listening again", self._channel)
+        self._relisten_in_background(after_loss=True)
+
+    def _relisten_in_background(self, after_loss: bool) -> None:
         if self._closed or (self._relistening is not None and not self._relistening.done()):
             return
-        log.warning(
-            "LISTEN %s lost its connection; watchers poll until it is back", PROGRESS_CHANNEL
+        self._relistening = asyncio.create_task(
+            self._relisten(after_loss), name=f"listen-{self._channel}"
         )
-        self._relistening = asyncio.create_task(self._relisten(), name="progress-relisten")
 
-    async def _relisten(self) -> None:
+    async def _relisten(self, after_loss: bool) -> None:
         await self._let_go()
         failures = 0
         while not self._closed:
@@ -99,11 +114,12 @@ class ProgressListener:
             except Exception as exc:
                 failures += 1
                 delay = self._backoff.ceiling(failures)
-                log.debug("LISTEN %s failed (%r); retrying in %.2fs", PROGRESS_CHANNEL, exc, delay)
+                log.debug("LISTEN %s failed (%r); retrying in %.2fs", self._channel, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            log.info("LISTEN %s again", PROGRESS_CHANNEL)
+            if after_loss:
+                log.info("LISTEN %s again", self._channel)
             return
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._on_run(payload)
+        self._on_payload(payload)

@@ -1,4 +1,5 @@
-"""The BatchService's LISTEN for run progress, against a real PostgreSQL that restarts."""
+"""``PgListener`` (the relay's and the run-progress feed's LISTEN), against a PostgreSQL that
+restarts."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from batch_server.store.listener import ProgressListener
 from batch_server.store.postgres import PROGRESS_CHANNEL
+from mesh.pg_listen import PgListener
 from mesh.retry import Backoff
 from tests.support.polling import eventually
 
@@ -29,7 +30,7 @@ async def test_the_listener_listens_again_after_postgresql_restarts(
 
     try:
         backoff = Backoff(initial=0.05, cap=0.5)
-        async with ProgressListener(pool, runs.append, backoff) as listener:
+        async with PgListener(pool, PROGRESS_CHANNEL, runs.append, backoff) as listener:
             await eventually(lambda: notified("run-before"), 10)
             backends.stop("postgres")
             try:
