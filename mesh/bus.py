@@ -17,6 +17,7 @@ from typing import Protocol
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh import envelope as codec
+from mesh._fastdecode import Message as Message
 from mesh.topics import EventKind, topic_name
 
 
@@ -67,17 +68,10 @@ class Record(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-# Not frozen: one is built per consumed record, and a frozen dataclass takes twice as long.
-@dataclass(slots=True, eq=False)
-class Message:
-    """A consumed record with its decoded, validated envelope (treat as read-only)."""
-
-    record: Record
-    envelope: events_pb2.EventEnvelope
-
-    @property
-    def event_id(self) -> str:
-        return self.envelope.event_id
+# ``Message(record, envelope)``: a consumed record with its decoded, validated envelope. Two
+# read-only attributes (``record``, ``envelope``) and ``event_id``; compared by identity. It is
+# defined in C beside the decoder that builds one per consumed record (mesh/_fastdecode.c), where
+# building it costs a tenth of a slotted dataclass.
 
 
 @dataclass(frozen=True, slots=True, eq=False)

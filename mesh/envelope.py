@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from generated.huleedu.events.v1 import events_pb2
+from mesh._fastdecode import Decoder
 from mesh.correlation import correlation_id as current_correlation_id
 
 EventEnvelope = events_pb2.EventEnvelope
@@ -141,6 +142,27 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
     ):
         return envelope
     _refuse(envelope, accept)
+
+
+def poll_decoder(accept: Collection[str] | None = None) -> Decoder:
+    """``decode`` for a whole poll, in C: ``decoder(polled.values()) -> (items, unsettled)``.
+
+    ``items`` holds, in poll order, a ``Message`` for every record whose envelope it parsed and
+    found valid, and the record itself for every other one (``unsettled`` of them): those go
+    through ``decode``, which accepts what the fast path could not settle or raises the
+    ``EnvelopeError`` that explains it. Same rules, same parser (upb); see mesh/_fastdecode.c.
+    """
+    fields = EventEnvelope.DESCRIPTOR.fields_by_name
+    unknown = sorted(set(accept or ()) - TYPE_BY_FIELD.keys())
+    if unknown:
+        raise ValueError(f"not EventEnvelope payload fields: {unknown}")
+    return Decoder(
+        _parse,
+        fields["event_id"].number,
+        fields["event_type"].number,
+        {fields[name].number: full.encode() for name, full in TYPE_BY_FIELD.items()},
+        None if accept is None else {fields[name].number for name in accept},
+    )
 
 
 def _refuse(envelope: events_pb2.EventEnvelope, accept: Collection[str] | None) -> NoReturn:
