@@ -6,16 +6,20 @@
  * dataclass per record another 0.2 us: together more than the whole budget the consumer
  * runner has over a bare aiokafka loop (bench/consumer.py, docs/benchmarks.md).
  *
- * Decoder(parse, id_field, type_field, payloads, accept) is called with one poll's record
- * lists. For each record it calls ``parse`` (upb, the one parser of record), then reads the
- * three facts the envelope contract needs from the same bytes' top-level wire format: the
- * last event_id is not empty, the last payload field of the oneof is an accepted one, and
- * the last event_type names that payload. A record that passes becomes a Message. Anything
- * else (a value that is not bytes, a parse error, a rule broken, or any wire shape this scan
- * does not settle, such as a known field with an unexpected wire type or a group) comes back
- * as the record itself, for mesh.envelope.decode to judge and explain. So this code can only
- * speed up an acceptance that Python would make too (the property tests hold it to that); it
- * never produces an error of its own.
+ * Decoder(parse, parse_framed, id_field, type_field, payloads, accept) is called with one
+ * poll's record lists. For each record it first reads, from the value's top-level wire format,
+ * the three facts the envelope contract needs: the last event_id is not empty, the last payload
+ * field of the oneof is an accepted one, and the last event_type names that payload (the last
+ * occurrence of each wins, as when protobuf parses them). The values that pass are framed as
+ * the elements of one repeated field and parsed by upb (``parse_framed``) in a single call into
+ * a single arena, which costs less than parsing each alone (one call and one arena a record);
+ * if that frame does not parse (one bad value spoils it), each value is parsed alone with
+ * ``parse``. A record that passes both becomes a Message. Anything else (a value that is not
+ * bytes, a rule broken, a parse error, or any wire shape this scan does not settle, such as a
+ * known field with an unexpected wire type or a group) comes back as the record itself, for
+ * mesh.envelope.decode to judge and explain. So this code can only speed up an acceptance that
+ * Python would make too (the property tests hold it to that); it never produces an error of its
+ * own. A Message's envelope keeps its poll's arena alive while it lives.
  *
  * Message(record, envelope) is the consumed record with its validated envelope, handed to
  * batch handlers: two read-only slots, identity equality, like the dataclass it replaces.
@@ -150,6 +154,7 @@ static PyType_Spec Message_spec = {
 typedef struct {
     PyObject_HEAD
     PyObject *parse;
+    PyObject *parse_framed;
     PyTypeObject *message_type;
     uint64_t id_field;
     uint64_t type_field;
@@ -239,39 +244,139 @@ scan(const DecoderObject *d, const uint8_t *p, const uint8_t *end)
     return payload;
 }
 
-/* A Message for ``record``, or a new reference to ``record`` itself when not settled here. */
+/* Every record of a poll, in order, as a new list. */
 static PyObject *
-decode_one(DecoderObject *d, PyObject *record, Py_ssize_t *unsettled)
+flatten(PyObject *batches)
 {
-    PyObject *value = PyObject_GetAttr(record, str_value);
-    if (value == NULL) {
+    PyObject *outer = PyObject_GetIter(batches);
+    if (outer == NULL) {
         return NULL;
     }
-    PyObject *result = NULL;
-    if (PyBytes_CheckExact(value) && PyBytes_GET_SIZE(value) > 0) {
-        PyObject *envelope = PyObject_CallOneArg(d->parse, value);
-        if (envelope == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                Py_DECREF(value);
-                return NULL;
+    PyObject *records = PyList_New(0);
+    PyObject *batch;
+    while (records != NULL && (batch = PyIter_Next(outer)) != NULL) {
+        PyObject *part = PySequence_Fast(batch, "a poll's records must be a sequence");
+        Py_DECREF(batch);
+        if (part == NULL) {
+            Py_CLEAR(records);
+            break;
+        }
+        if (PyList_SetSlice(records, PyList_GET_SIZE(records), PyList_GET_SIZE(records), part) < 0) {
+            Py_CLEAR(records);
+        }
+        Py_DECREF(part);
+    }
+    Py_DECREF(outer);
+    if (records != NULL && PyErr_Occurred()) {
+        Py_CLEAR(records);
+    }
+    return records;
+}
+
+static Py_ssize_t
+varint_size(Py_ssize_t n)
+{
+    Py_ssize_t size = 1;
+    for (size_t v = (size_t)n; v >= 0x80; v >>= 7) {
+        size++;
+    }
+    return size;
+}
+
+/*
+ * The values of ``n`` records framed as the elements of a repeated field 1 (``0x0A``, length,
+ * bytes, ...), parsed by ``parse_framed`` in one call into one upb arena: a list of ``settled``
+ * envelopes. NULL without an exception set: it did not parse (one bad value spoils the frame),
+ * and the caller parses the values one at a time.
+ */
+static PyObject *
+parse_framed(DecoderObject *d, PyObject **values, Py_ssize_t n, Py_ssize_t settled,
+             Py_ssize_t total)
+{
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, total);
+    if (frame == NULL) {
+        return NULL;
+    }
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(frame);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (values[i] == NULL) {
+            continue;
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(values[i]);
+        *p++ = 0x0A; /* field 1, length-delimited */
+        for (size_t v = (size_t)size; ; v >>= 7) {
+            if (v < 0x80) {
+                *p++ = (uint8_t)v;
+                break;
             }
-            PyErr_Clear(); /* decode() parses it again and says why */
+            *p++ = (uint8_t)(v | 0x80);
+        }
+        memcpy(p, PyBytes_AS_STRING(values[i]), size);
+        p += size;
+    }
+    PyObject *parsed = PyObject_CallOneArg(d->parse_framed, frame);
+    Py_DECREF(frame);
+    PyObject *envelopes = NULL;
+    if (parsed != NULL) {
+        envelopes = PySequence_List(parsed);
+        Py_DECREF(parsed);
+    }
+    if (envelopes == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyList_GET_SIZE(envelopes) != settled) { /* not expected; the slow path is exact */
+        Py_DECREF(envelopes);
+        return NULL;
+    }
+    return envelopes;
+}
+
+/* Fill ``out`` for the scanned records: a Message each, or the record when it does not parse. */
+static int
+settle(DecoderObject *d, PyObject *records, PyObject **values, PyObject *out, Py_ssize_t settled,
+       Py_ssize_t total, Py_ssize_t *unsettled)
+{
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject *envelopes = settled ? parse_framed(d, values, n, settled, total) : NULL;
+    if (envelopes == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t next = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (values[i] == NULL) {
+            continue;
+        }
+        PyObject *record = PyList_GET_ITEM(records, i);
+        PyObject *envelope;
+        if (envelopes != NULL) {
+            envelope = Py_NewRef(PyList_GET_ITEM(envelopes, next++));
         }
         else {
-            const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(value);
-            if (scan(d, data, data + PyBytes_GET_SIZE(value))) {
-                result = message_make(d->message_type, record, envelope);
-            }
-            Py_DECREF(envelope);
-            if (result != NULL || PyErr_Occurred()) {
-                Py_DECREF(value);
-                return result;
+            envelope = PyObject_CallOneArg(d->parse, values[i]);
+            if (envelope == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    return -1;
+                }
+                PyErr_Clear(); /* decode() parses it again and says why */
+                PyList_SET_ITEM(out, i, Py_NewRef(record));
+                ++*unsettled;
+                continue;
             }
         }
+        PyObject *message = message_make(d->message_type, record, envelope);
+        Py_DECREF(envelope);
+        if (message == NULL) {
+            Py_XDECREF(envelopes);
+            return -1;
+        }
+        PyList_SET_ITEM(out, i, message);
     }
-    Py_DECREF(value);
-    ++*unsettled;
-    return Py_NewRef(record);
+    Py_XDECREF(envelopes);
+    return 0;
 }
 
 static PyObject *
@@ -281,35 +386,51 @@ Decoder_call(DecoderObject *d, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTuple(args, "O:Decoder", &batches)) {
         return NULL;
     }
-    PyObject *outer = PyObject_GetIter(batches);
-    if (outer == NULL) {
+    PyObject *records = flatten(batches);
+    if (records == NULL) {
         return NULL;
     }
-    PyObject *out = PyList_New(0);
-    Py_ssize_t unsettled = 0;
-    PyObject *batch;
-    while (out != NULL && (batch = PyIter_Next(outer)) != NULL) {
-        PyObject *records = PySequence_Fast(batch, "a poll's records must be a sequence");
-        Py_DECREF(batch);
-        if (records == NULL) {
-            Py_CLEAR(out);
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject *out = PyList_New(n); /* items NULL until set; a list frees those fine */
+    PyObject **values = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    Py_ssize_t settled = 0, total = 0, unsettled = 0;
+    int failed = out == NULL || values == NULL;
+    if (values == NULL) {
+        PyErr_NoMemory();
+    }
+    /* The wire scan first: only what it settles is parsed here. */
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        PyObject *value = PyObject_GetAttr(record, str_value);
+        if (value == NULL) {
+            failed = 1;
             break;
         }
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(records);
-        PyObject **items = PySequence_Fast_ITEMS(records);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *item = decode_one(d, items[i], &unsettled);
-            if (item == NULL || PyList_Append(out, item) < 0) {
-                Py_XDECREF(item);
-                Py_CLEAR(out);
-                break;
+        if (PyBytes_CheckExact(value) && PyBytes_GET_SIZE(value) > 0) {
+            const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(value);
+            if (scan(d, data, data + PyBytes_GET_SIZE(value))) {
+                Py_ssize_t size = PyBytes_GET_SIZE(value);
+                values[i] = value;
+                settled++;
+                total += 1 + varint_size(size) + size;
+                continue;
             }
-            Py_DECREF(item);
         }
-        Py_DECREF(records);
+        Py_DECREF(value);
+        PyList_SET_ITEM(out, i, Py_NewRef(record));
+        unsettled++;
     }
-    Py_DECREF(outer);
-    if (out == NULL || PyErr_Occurred()) {
+    if (!failed && settle(d, records, values, out, settled, total, &unsettled) < 0) {
+        failed = 1;
+    }
+    if (values != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_XDECREF(values[i]);
+        }
+        PyMem_Free(values);
+    }
+    Py_DECREF(records);
+    if (failed) {
         Py_XDECREF(out);
         return NULL;
     }
@@ -334,14 +455,15 @@ field_number(PyObject *obj, uint64_t *out)
 static PyObject *
 Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"parse", "id_field", "type_field", "payloads", "accept", NULL};
-    PyObject *parse, *id_obj, *type_obj, *payloads, *accept;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!O:Decoder", kwlist, &parse, &id_obj,
-                                     &type_obj, &PyDict_Type, &payloads, &accept)) {
+    static char *kwlist[] = {"parse",    "parse_framed", "id_field", "type_field",
+                             "payloads", "accept",       NULL};
+    PyObject *parse, *framed, *id_obj, *type_obj, *payloads, *accept;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!O:Decoder", kwlist, &parse, &framed,
+                                     &id_obj, &type_obj, &PyDict_Type, &payloads, &accept)) {
         return NULL;
     }
-    if (!PyCallable_Check(parse)) {
-        PyErr_SetString(PyExc_TypeError, "parse must be callable");
+    if (!PyCallable_Check(parse) || !PyCallable_Check(framed)) {
+        PyErr_SetString(PyExc_TypeError, "parse and parse_framed must be callable");
         return NULL;
     }
     PyObject *module = PyType_GetModule(type);
@@ -353,6 +475,7 @@ Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     d->parse = Py_NewRef(parse);
+    d->parse_framed = Py_NewRef(framed);
     d->message_type = (PyTypeObject *)Py_NewRef(module_state(module)->message_type);
     if (!field_number(id_obj, &d->id_field) || !field_number(type_obj, &d->type_field)) {
         Py_DECREF(d);
@@ -392,6 +515,7 @@ Decoder_traverse(DecoderObject *d, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(d));
     Py_VISIT(d->parse);
+    Py_VISIT(d->parse_framed);
     Py_VISIT(d->message_type);
     return 0;
 }
@@ -400,6 +524,7 @@ static int
 Decoder_clear(DecoderObject *d)
 {
     Py_CLEAR(d->parse);
+    Py_CLEAR(d->parse_framed);
     Py_CLEAR(d->message_type);
     for (int i = 0; i < MAX_FIELD; i++) {
         Py_CLEAR(d->expected[i]);
@@ -419,7 +544,8 @@ Decoder_dealloc(DecoderObject *d)
 
 static PyType_Slot Decoder_slots[] = {
     {Py_tp_doc,
-     "Decoder(parse, id_field, type_field, payloads, accept)(batches) -> (items, unsettled)\n\n"
+     "Decoder(parse, parse_framed, id_field, type_field, payloads, accept)(batches)\n"
+     "    -> (items, unsettled)\n\n"
      "items holds, in order, a Message for each record settled as valid here and the record\n"
      "itself for every other one (unsettled of them), for mesh.envelope.decode to judge."},
     {Py_tp_new, Decoder_new},

@@ -23,6 +23,7 @@ class Decoder:
     def __init__(
         self,
         parse: Callable[[bytes], EventEnvelope],
+        parse_framed: Callable[[bytes], Sequence[EventEnvelope]],
         id_field: int,
         type_field: int,
         payloads: dict[int, bytes],

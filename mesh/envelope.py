@@ -14,10 +14,11 @@ Errors (all permanent: ``retriable = False``; a record that fails here goes to t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NoReturn
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
@@ -144,6 +145,45 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
     _refuse(envelope, accept)
 
 
+def _framed_envelopes_class() -> type[ProtoMessage]:
+    """A private message whose field 1 is ``repeated EventEnvelope``, built at import.
+
+    A poll's values, each framed as one element of that field, parse in one upb call into one
+    arena (``poll_decoder``); each element parses exactly as the value would alone. Not a
+    contract: it never leaves the process, so it is not in protos/.
+    """
+    pool = descriptor_pool.Default()
+    file_name = "mesh/_framed_envelopes.proto"
+    try:
+        pool.FindFileByName(file_name)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto(
+            name=file_name,
+            package="mesh.internal",
+            syntax="proto3",
+            dependency=[events_pb2.DESCRIPTOR.name],
+        )
+        proto.message_type.add(name="FramedEnvelopes").field.add(
+            name="envelopes",
+            number=1,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+            type_name=f".{EventEnvelope.DESCRIPTOR.full_name}",
+        )
+        pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("mesh.internal.FramedEnvelopes")
+    )
+
+
+_parse_framed_message = _framed_envelopes_class().FromString
+
+
+def _parse_framed(data: bytes) -> Sequence[events_pb2.EventEnvelope]:
+    envelopes: Sequence[events_pb2.EventEnvelope] = _parse_framed_message(data).envelopes  # type: ignore[attr-defined]
+    return envelopes
+
+
 def poll_decoder(accept: Collection[str] | None = None) -> Decoder:
     """``decode`` for a whole poll, in C: ``decoder(polled.values()) -> (items, unsettled)``.
 
@@ -158,6 +198,7 @@ def poll_decoder(accept: Collection[str] | None = None) -> Decoder:
         raise ValueError(f"not EventEnvelope payload fields: {unknown}")
     return Decoder(
         _parse,
+        _parse_framed,
         fields["event_id"].number,
         fields["event_type"].number,
         {fields[name].number: full.encode() for name, full in TYPE_BY_FIELD.items()},

@@ -231,10 +231,11 @@ def test_a_poll_keeps_partition_order_across_batches() -> None:
 # --- the parse callable, errors, construction -----------------------------------------------
 
 
-def decoder_with(parse: Any) -> Decoder:
+def decoder_with(parse: Any, parse_framed: Any = None) -> Decoder:
     names = codec.TYPE_BY_FIELD
     return Decoder(
         parse,
+        parse_framed or codec._parse_framed,
         NUMBER["event_id"],
         NUMBER["event_type"],
         {NUMBER[name]: full.encode() for name, full in names.items()},
@@ -242,20 +243,59 @@ def decoder_with(parse: Any) -> Decoder:
     )
 
 
-def test_a_parse_error_leaves_the_record_to_python() -> None:
-    def parse(data: bytes) -> codec.EventEnvelope:
-        raise ValueError("no")
+def refuse(data: bytes) -> Any:
+    raise ValueError("no")
 
+
+def test_when_the_frame_does_not_parse_each_value_is_parsed_alone() -> None:
+    records = [Rec(envelope_bytes(batch_id=f"b{n}")) for n in range(3)]
+
+    def nothing(data: bytes) -> list[codec.EventEnvelope]:
+        return []  # not one envelope per value
+
+    for framed in (refuse, nothing):
+        items, unsettled = decoder_with(codec.EventEnvelope.FromString, framed)([records])
+        assert unsettled == 0
+        batches = [m.envelope.essay_step_outcome.batch_id for m in items if isinstance(m, Message)]
+        assert batches == ["b0", "b1", "b2"]
+
+
+def test_a_value_that_passes_the_scan_but_not_the_parser_is_left_to_python() -> None:
+    # Invalid UTF-8 in a string field the scan does not read: upb refuses the whole frame.
+    bad = Rec(envelope_bytes() + raw_field(NUMBER["source_service"], 2, b"\xff\xfe"))
+    good = [Rec(envelope_bytes(batch_id=f"b{n}")) for n in range(2)]
+    items, unsettled = codec.poll_decoder(None)([[good[0], bad, good[1]]])
+    assert unsettled == 1
+    assert items[1] is bad
+    assert [items[0].record, items[2].record] == good  # type: ignore[union-attr]
+    with pytest.raises(codec.UndecodableEnvelope):
+        codec.decode(bad.value)
+
+
+def test_a_parse_error_alone_leaves_the_record_to_python() -> None:
     record = Rec(envelope_bytes())
-    assert decoder_with(parse)([[record]]) == ([record], 1)
+    assert decoder_with(refuse, refuse)([[record]]) == ([record], 1)
 
 
-def test_an_interrupt_in_parse_propagates() -> None:
-    def parse(data: bytes) -> codec.EventEnvelope:
+def test_an_interrupt_in_either_parse_propagates() -> None:
+    def interrupt(data: bytes) -> Any:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        decoder_with(parse)([[Rec(envelope_bytes())]])
+    for parse, framed in ((codec.EventEnvelope.FromString, interrupt), (interrupt, refuse)):
+        with pytest.raises(KeyboardInterrupt):
+            decoder_with(parse, framed)([[Rec(envelope_bytes())]])
+
+
+def test_an_envelope_outlives_the_rest_of_its_poll() -> None:
+    records = [Rec(envelope_bytes(batch_id=f"b{n}")) for n in range(50)]
+    items, _ = codec.poll_decoder(None)([records])
+    kept = items[37]
+    del items, records
+    gc.collect()
+    _ = [bytes(1000) for _ in range(1000)]  # reuse freed memory
+    assert isinstance(kept, Message)
+    assert kept.envelope.essay_step_outcome.batch_id == "b37"
+    assert kept.envelope == codec.decode(envelope_bytes(batch_id="b37"))
 
 
 def test_a_record_without_value_and_a_batch_that_is_not_a_sequence_raise() -> None:
@@ -271,12 +311,19 @@ def test_a_record_without_value_and_a_batch_that_is_not_a_sequence_raise() -> No
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        ((codec.EventEnvelope.FromString, 0, 2, {}, None), ValueError),
-        ((codec.EventEnvelope.FromString, 1, 64, {}, None), ValueError),
-        ((codec.EventEnvelope.FromString, 1, 2, {99: b"x"}, None), ValueError),
-        ((codec.EventEnvelope.FromString, 1, 2, {10: "not bytes"}, None), TypeError),
-        ((codec.EventEnvelope.FromString, 1, 2, [(10, b"x")], None), TypeError),
-        (("not callable", 1, 2, {}, None), TypeError),
+        ((codec.EventEnvelope.FromString, codec._parse_framed, 0, 2, {}, None), ValueError),
+        ((codec.EventEnvelope.FromString, codec._parse_framed, 1, 64, {}, None), ValueError),
+        ((codec.EventEnvelope.FromString, codec._parse_framed, 1, 2, {99: b"x"}, None), ValueError),
+        (
+            (codec.EventEnvelope.FromString, codec._parse_framed, 1, 2, {10: "not bytes"}, None),
+            TypeError,
+        ),
+        (
+            (codec.EventEnvelope.FromString, codec._parse_framed, 1, 2, [(10, b"x")], None),
+            TypeError,
+        ),
+        (("not callable", codec._parse_framed, 1, 2, {}, None), TypeError),
+        ((codec.EventEnvelope.FromString, "not callable", 1, 2, {}, None), TypeError),
     ],
 )
 def test_decoder_construction_checks_its_arguments(args: tuple[Any, ...], error: type) -> None:
@@ -330,11 +377,13 @@ def test_no_reference_is_leaked_or_lost_on_any_path() -> None:
         b"",
     ]
     records = [Rec(value) for value in values]
-    decoder = codec.poll_decoder({"essay_step_outcome"})
+    framed = codec.poll_decoder({"essay_step_outcome"})
+    alone = decoder_with(codec.EventEnvelope.FromString, refuse)  # the one-by-one path
     before = [(sys.getrefcount(r), sys.getrefcount(r.value)) for r in records]
-    for _ in range(100):
-        items, _ = decoder([records])
-        del items
+    for decoder in (framed, alone):
+        for _ in range(100):
+            items, _ = decoder([records])
+            del items
     assert [(sys.getrefcount(r), sys.getrefcount(r.value)) for r in records] == before
 
 
