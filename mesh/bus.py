@@ -70,8 +70,8 @@ class Record(Protocol):
 
 # ``Message(record, envelope)``: a consumed record with its decoded, validated envelope. Two
 # read-only attributes (``record``, ``envelope``) and ``event_id``; compared by identity. It is
-# defined in C beside the decoder that builds one per consumed record (mesh/_fastdecode.c), where
-# building it costs a tenth of a slotted dataclass.
+# defined in C beside the decoder that builds one per consumed record (mesh/_fastdecode.c)
+# without a call into Python (built from Python it takes 115 ns, a slotted dataclass 196).
 
 
 @dataclass(frozen=True, slots=True, eq=False)
