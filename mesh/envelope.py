@@ -180,7 +180,9 @@ _parse_framed_message = _framed_envelopes_class().FromString
 
 
 def _parse_framed(data: bytes) -> Sequence[events_pb2.EventEnvelope]:
-    envelopes: Sequence[events_pb2.EventEnvelope] = _parse_framed_message(data).envelopes  # type: ignore[attr-defined]
+    """The envelopes of a framed poll, parsed in one call."""
+    framed = _parse_framed_message(data)
+    envelopes: Sequence[events_pb2.EventEnvelope] = framed.envelopes  # type: ignore[attr-defined]
     return envelopes
 
 
