@@ -17,12 +17,10 @@ PostgreSQL close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -45,7 +43,7 @@ from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
 from mesh.memory_bus import MemoryBus
 from mesh.pg_listen import PgListener
-from mesh.runtime import until_stopped
+from mesh.runtime import Background, stop_loop, until_stopped
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
@@ -55,7 +53,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = {"mesh": "mesh.sql", "batch": "batch_server.sql"}
 CONSUMED = [EventKind.BATCH_STEP_COMPLETED]
-LOOP_STOP_SECONDS = 10.0  # a background loop's graceful stop, before it is cancelled
 
 
 @dataclass
@@ -66,10 +63,7 @@ class Wiring:
     content: ContentStore | None  # None: use the HTTP content service
     consumer: Callable[[CompletionHandler], EventConsumer]
     probes: dict[str, Probe] = field(default_factory=dict)
-    # loops to run beside the server: (run, stop) of each
-    background: list[
-        tuple[Callable[[], Coroutine[Any, Any, Any]], Callable[[], Awaitable[Any]]]
-    ] = field(default_factory=list)
+    background: list[Background] = field(default_factory=list)  # loops beside the server
 
 
 def _embedded(settings: BatchSettings, bus: MemoryBus | None) -> Wiring:
@@ -174,7 +168,7 @@ async def serve(
         loops = []
         for run, halt in wiring.background:  # stopped after the consumer (it feeds them)
             task = asyncio.create_task(run(), name=getattr(run, "__qualname__", "background"))
-            stack.push_async_callback(_stop_task, halt, task)
+            stack.push_async_callback(stop_loop, halt, task)
             loops.append(task)
         consumer = wiring.consumer(CompletionHandler(wiring.store, feed))
         if isinstance(consumer, Consumer):
@@ -198,22 +192,3 @@ async def serve(
         finally:
             log.info("shutting down")
     log.info("BatchService stopped")
-
-
-async def _stop_task(halt: Callable[[], Awaitable[Any]], task: asyncio.Task[Any]) -> None:
-    """Ask a loop to finish what it is doing (``halt``), then wait for it; cancel it after
-    ``LOOP_STOP_SECONDS`` (a loop stuck on a dead connection must not turn SIGTERM into a hang).
-
-    A loop that had already ended is not awaited: ``until_stopped`` raised its error.
-    """
-    if task.done():
-        return
-    try:
-        await asyncio.wait_for(halt(), LOOP_STOP_SECONDS)
-    except TimeoutError:
-        log.warning(
-            "%s did not stop within %.0f s; cancelling it", task.get_name(), LOOP_STOP_SECONDS
-        )
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

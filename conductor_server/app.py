@@ -9,9 +9,8 @@ batch and commits, then the relay, the producer (Kafka), Redis and PostgreSQL cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,7 +35,7 @@ from mesh.consumer_metrics import ConsumerMetrics
 from mesh.health import HealthReporter, Probe
 from mesh.memory_bus import MemoryBus
 from mesh.outbox import enqueue
-from mesh.runtime import StartupError, until_stopped
+from mesh.runtime import Background, StartupError, stop_loop, until_stopped
 from mesh.schema import apply_migrations
 from mesh.server import GrpcServer
 from mesh.settings import Mode
@@ -69,7 +68,7 @@ class Wiring:
     conductor: Conductor
     consumer: EventConsumer
     probes: dict[str, Probe] = field(default_factory=dict)
-    background: list[Callable[[], Any]] = field(default_factory=list)  # run() coroutines
+    background: list[Background] = field(default_factory=list)  # loops beside the server
 
 
 def load_rules(settings: ConductorSettings, metrics: ConductorMetrics) -> PipelineRules:
@@ -141,19 +140,7 @@ async def _real(
     )
     await backends.start_within("Kafka consumer", consumer.start, 30)
     probes = {"postgres": backends.postgres_probe(pool), "redis": backends.redis_probe(redis)}
-    return Wiring(conductor, consumer, probes, [relay.run])
-
-
-@contextlib.asynccontextmanager
-async def running_tasks(*runs: Callable[[], Any]) -> AsyncIterator[list[asyncio.Task[Any]]]:
-    """Start background loops (``until_stopped`` watches them); cancel them on the way out."""
-    tasks = [asyncio.create_task(run(), name=getattr(run, "__qualname__", "task")) for run in runs]
-    try:
-        yield tasks
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    return Wiring(conductor, consumer, probes, [(relay.run, relay.stop)])
 
 
 async def serve(
@@ -186,9 +173,13 @@ async def serve(
             registry,
             health,
         )
+        loops = []
+        for run, halt in wiring.background:  # stopped after the consumer (it feeds the relay)
+            task = asyncio.create_task(run(), name=getattr(run, "__qualname__", "background"))
+            stack.push_async_callback(stop_loop, halt, task)
+            loops.append(task)
         consumer_task = asyncio.create_task(wiring.consumer.run(), name="outcome-consumer")
         stack.push_async_callback(backends.stop_consumer, wiring.consumer, consumer_task)
-        loops = await stack.enter_async_context(running_tasks(*wiring.background))
         await stack.enter_async_context(server)
         if on_ready is not None:
             on_ready(server)

@@ -4,12 +4,13 @@ collector, signals, the server's long-running loops, exit codes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from mesh.correlation import CorrelationFilter
@@ -26,6 +27,33 @@ class StartupError(Exception):
 
 class LoopEnded(RuntimeError):
     """A loop meant to run until shutdown (a consumer, the outbox relay) ended on its own."""
+
+
+LOOP_STOP_SECONDS = 10.0  # a background loop's graceful stop, before it is cancelled
+
+# A loop run beside a server (the outbox relay): its ``run`` and the ``halt`` that ends it.
+Background = tuple[Callable[[], Coroutine[Any, Any, Any]], Callable[[], Awaitable[Any]]]
+
+
+async def stop_loop(halt: Callable[[], Awaitable[Any]], task: asyncio.Task[Any]) -> None:
+    """Ask a loop to finish what it is doing (``halt``), then wait for it; cancel it after
+    ``LOOP_STOP_SECONDS`` (a loop stuck on a dead connection must not turn SIGTERM into a hang).
+
+    Halting rather than cancelling lets the relay finish the batch it has published and mark
+    it sent, so a restart does not publish it again. A loop that had already ended is not
+    awaited: ``until_stopped`` raised its error.
+    """
+    if task.done():
+        return
+    try:
+        await asyncio.wait_for(halt(), LOOP_STOP_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "%s did not stop within %.0f s; cancelling it", task.get_name(), LOOP_STOP_SECONDS
+        )
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def until_stopped(stop: asyncio.Event, loops: Sequence[asyncio.Task[Any]]) -> None:
