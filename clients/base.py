@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from clients.channel import DEFAULT_TIMEOUT_SECONDS, open_channel
 from clients.errors import RpcError
 from mesh import correlation
+from mesh.resource import AsyncResource
 
 Response = TypeVar("Response")
 
 
-class ClientBase:
+class ClientBase(AsyncResource):
     """Owns one channel; an async context manager with an idempotent ``close()``."""
 
     SERVICE = ""
@@ -24,12 +25,6 @@ class ClientBase:
         self.timeout = timeout
         self._channel = open_channel(target, self.SERVICE)
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if not self._closed:

@@ -19,8 +19,7 @@ import random
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -30,6 +29,7 @@ from mesh.bus import BatchHandler, RecordWriter
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.deadletter import DeadLetterQueue
 from mesh.dispatcher import Dispatcher, Partition, Plan
+from mesh.resource import AsyncResource
 from mesh.retry import DEFAULT_BACKOFF, Backoff
 from mesh.topics import EventKind, topic_name
 
@@ -56,7 +56,7 @@ class ConsumerConfig:
     close_timeout: float = 30.0
 
 
-class Consumer:
+class Consumer(AsyncResource):
     """Consumes ``kinds`` with ``handler``; ``async with`` it, then ``await run()``."""
 
     def __init__(
@@ -105,18 +105,6 @@ class Consumer:
         self._kafka.subscribe(self.topics, listener=_Rebalance(self))
         await self._kafka.start()
         self._started = True
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def run(self) -> None:
         """Consume until ``stop()``; errors other than the handler's propagate."""

@@ -16,12 +16,11 @@ import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from mesh.bus import BatchHandler, OutgoingEvent, OutgoingRecord
 from mesh.deadletter import DeadLetterQueue
 from mesh.dispatcher import Dispatcher, Partition
+from mesh.resource import AsyncResource
 from mesh.retry import DEFAULT_BACKOFF, Backoff
 from mesh.topics import EventKind, topic_name
 
@@ -115,7 +114,7 @@ class MemoryBus:
             self._committed[(group, topic)] = max(offset, self.committed(group, topic))
 
 
-class MemoryConsumer:
+class MemoryConsumer(AsyncResource):
     """Runs a handler over memory topics with the Kafka consumer's semantics."""
 
     def __init__(
@@ -141,17 +140,6 @@ class MemoryConsumer:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._running = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def run(self) -> None:
         self._running = True

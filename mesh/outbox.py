@@ -18,12 +18,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from mesh import envelope as codec
 from mesh.bus import OutgoingEvent, OutgoingRecord, RecordWriter
 from mesh.pg_listen import PgListener
+from mesh.resource import AsyncResource
 from mesh.retry import Backoff
 from mesh.topics import EventKind, topic_name
 
@@ -89,7 +89,7 @@ def to_record(row: Any, namespace: str) -> OutgoingRecord:
     )
 
 
-class OutboxRelay:
+class OutboxRelay(AsyncResource):
     """Relays outbox rows to Kafka; ``async with`` it, then ``await run()`` until ``stop()``."""
 
     def __init__(
@@ -113,17 +113,6 @@ class OutboxRelay:
         self._running = False
         self._stopped = asyncio.Event()
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def relay_once(self) -> int:
         """Publish one batch of unpublished rows and mark them; return how many."""

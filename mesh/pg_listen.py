@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from mesh.resource import AsyncResource
 from mesh.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 RELISTEN_BACKOFF = Backoff(initial=0.1, cap=5.0)
 
 
-class PgListener:
+class PgListener(AsyncResource):
     """Calls ``on_payload`` with each notification's payload on ``channel``."""
 
     def __init__(
@@ -52,18 +52,6 @@ class PgListener:
     def start_soon(self) -> None:
         """Listen in the background, retrying with backoff until it gets through."""
         self._relisten_in_background(after_loss=False)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         self._closed = True

@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from mesh.bus import OutgoingEvent, OutgoingRecord
+from mesh.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
 
-class Producer:
+class Producer(AsyncResource):
     """An idempotent Kafka producer; use as ``async with Producer(...) as producer``."""
 
     def __init__(
@@ -57,18 +57,6 @@ class Producer:
         self._closed = True
         if self._started:
             await self._kafka.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def publish(self, event: OutgoingEvent) -> None:
         """Publish one event to its kind's topic and wait for the acknowledgement."""

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from batch_server.domain.errors import ContentNotFound
 from mesh.errors import BackendUnavailable
+from mesh.resource import AsyncResource
 
 BACKEND = "content-service"
 
 
-class HttpContentStore:
+class HttpContentStore(AsyncResource):
     """A ``ContentStore`` over HTTP; an async context manager owning its connection pool."""
 
     def __init__(
@@ -44,17 +44,6 @@ class HttpContentStore:
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._limit = asyncio.Semaphore(concurrency)
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if not self._closed:

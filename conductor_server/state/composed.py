@@ -21,14 +21,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from conductor_server.domain.model import BatchRegistration, OutcomeRecord
 from conductor_server.state.errors import StateBackendUnavailable, UnknownBatch
 from conductor_server.state.postgres_store import PostgresStateStore
 from conductor_server.state.protocol import BatchState, RecordResult
 from conductor_server.state.redis_store import RedisStateStore
+from mesh.resource import AsyncResource
 
 LOST = "nobatch"  # Redis has no such batch (flushed, restarted, expired): rebuild it
 MIRRORED = frozenset({"recorded", "duplicate"})  # Redis agrees with PostgreSQL
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 _REBUILD_ATTEMPTS = 5
 
 
-class ComposedStateStore:
+class ComposedStateStore(AsyncResource):
     """PostgreSQL then Redis. Takes ownership of both stores."""
 
     def __init__(self, durable: PostgresStateStore, hot: RedisStateStore) -> None:
@@ -106,14 +105,3 @@ class ComposedStateStore:
             await self._hot.close()
         finally:
             await self._durable.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -7,8 +7,6 @@ one ``BatchLedger`` per batch and is lost when the process ends.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 from conductor_server.domain.model import (
     BatchRegistration,
@@ -26,9 +24,10 @@ from conductor_server.state.errors import (
 from conductor_server.state.ledger import BatchLedger, Verdict, check_registration
 from conductor_server.state.protocol import BatchState, RecordResult
 from conductor_server.state.steps import StepTable
+from mesh.resource import AsyncResource
 
 
-class MemoryStateStore:
+class MemoryStateStore(AsyncResource):
     """Counts outcomes in process memory."""
 
     def __init__(self, steps: Mapping[str, StepDefinition]) -> None:
@@ -97,14 +96,3 @@ class MemoryStateStore:
 
     async def close(self) -> None:
         """Nothing to release; the state stays readable."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -17,8 +17,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
@@ -43,6 +42,7 @@ from conductor_server.state.protocol import BatchState, RecordResult
 from conductor_server.state.steps import StepCounts, StepTable, counted_state
 from generated.huleedu.events.v1 import events_pb2
 from mesh import envelope
+from mesh.resource import AsyncResource
 from mesh.schema import apply_migrations
 from mesh.topics import EventKind
 
@@ -137,7 +137,7 @@ class Registered:
     version: int
 
 
-class PostgresStateStore:
+class PostgresStateStore(AsyncResource):
     """Counts outcomes in PostgreSQL. Takes ownership of ``pool`` (closed by ``close``)."""
 
     def __init__(self, pool: asyncpg.Pool, steps: Mapping[str, StepDefinition]) -> None:
@@ -359,14 +359,3 @@ class PostgresStateStore:
         if not self._closed:
             self._closed = True
             await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

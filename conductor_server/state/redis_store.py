@@ -20,8 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -47,6 +46,7 @@ from conductor_server.state.ledger import BatchLedger, BatchSnapshot, check_regi
 from conductor_server.state.protocol import BatchState, RecordResult
 from conductor_server.state.script import RECORD_OUTCOMES, RECORD_OUTCOMES_SHA
 from conductor_server.state.steps import StepCounts, StepTable, counted_state
+from mesh.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def _now(pipe: Pipeline, *args: str | int) -> Any:
     return await cast("Awaitable[Any]", pipe.execute_command(*args))
 
 
-class RedisStateStore:
+class RedisStateStore(AsyncResource):
     """Counts outcomes in Redis. Takes ownership of ``client`` (closed by ``close``)."""
 
     def __init__(
@@ -428,17 +428,6 @@ class RedisStateStore:
         if not self._closed:
             self._closed = True
             await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _flatten(mapping: Mapping[str, str | int]) -> list[str | int]:

@@ -50,22 +50,6 @@ def _conductor_with_loop(
     monkeypatch.setattr(conductor_app, "_embedded", with_the_loop)
 
 
-async def test_the_conductor_stops_when_a_background_loop_fails(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    embedded = conductor_app._embedded
-
-    async def with_a_broken_loop(*args: Any) -> conductor_app.Wiring:
-        wiring = await embedded(*args)
-        wiring.background.append((_broken, _nothing))
-        return wiring
-
-    monkeypatch.setattr(conductor_app, "_embedded", with_a_broken_loop)
-    with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
-        await asyncio.wait_for(conductor_app.serve(CONDUCTOR, asyncio.Event(), MemoryBus()), 30)
-    assert isinstance(raised.value.__cause__, ConnectionResetError)
-
-
 def _batch_service_with_loop(
     monkeypatch: pytest.MonkeyPatch,
     run: Callable[[], Coroutine[Any, Any, None]],
@@ -80,16 +64,6 @@ def _batch_service_with_loop(
         return wiring
 
     monkeypatch.setattr(batch_app, "_embedded", with_the_loop)
-
-
-async def test_the_batch_service_stops_when_a_background_loop_fails(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _batch_service_with_loop(monkeypatch, _broken, _nothing)
-    settings = settings_for("127.0.0.1:1")
-    with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
-        await asyncio.wait_for(batch_app.serve(settings, asyncio.Event(), MemoryBus()), 30)
-    assert isinstance(raised.value.__cause__, ConnectionResetError)
 
 
 async def _serve_conductor(stop: asyncio.Event) -> None:
@@ -108,6 +82,17 @@ SERVERS: dict[str, tuple[WithLoop, Callable[[asyncio.Event], Awaitable[None]]]] 
     "conductor": (_conductor_with_loop, _serve_conductor),
     "batch": (_batch_service_with_loop, _serve_batch),
 }
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_a_server_stops_when_a_background_loop_fails(
+    monkeypatch: pytest.MonkeyPatch, server: str
+) -> None:
+    with_loop, serve = SERVERS[server]
+    with_loop(monkeypatch, _broken, _nothing)
+    with pytest.raises(LoopEnded, match="_broken ended on its own") as raised:
+        await asyncio.wait_for(serve(asyncio.Event()), 30)
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
