@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from generated.huleedu.events.v1 import events_pb2
 from mesh import deadletter
 from mesh import envelope as codec
-from mesh.bus import OutgoingEvent, OutgoingRecord
+from mesh.bus import Message, OutgoingEvent, OutgoingRecord, Rejection
 from mesh.consumer import Consumer
 from mesh.consumer_metrics import ConsumerMetrics
 from mesh.kafka_admin import create_topics, partitions_of, read_topic
@@ -301,6 +301,22 @@ async def test_a_broker_outage_pauses_consumption_and_sends_nothing_to_the_dlq(
     assert await deadletter.list_dead_letters(kafka_bootstrap, topic) == []
 
 
+class HeldAfterFirstBatch(PgRecorder):
+    """Holds every batch after the first until ``outage`` is set: the outage then always finds
+    work in hand (the consumer can otherwise handle all its records before PostgreSQL stops)."""
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.outage = asyncio.Event()
+        self._batches = 0
+
+    async def __call__(self, messages: Sequence[Message]) -> list[Rejection]:
+        self._batches += 1
+        if self._batches > 1:
+            await self.outage.wait()
+        return await super().__call__(messages)
+
+
 async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
     backends: Any, kafka_bootstrap: str, kafka_namespace: str, database_url: str
 ) -> None:
@@ -311,10 +327,11 @@ async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
     registry = CollectorRegistry()
     retries = {"group": group, "topic": topic}
     try:
-        recorder = PgRecorder(pool)
+        recorder = HeldAfterFirstBatch(pool)
         async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
             await until(lambda: count_handled_at_least(pool, 1), 60, "consumption under way")
             backends.stop("postgres")
+            recorder.outage.set()
             try:
 
                 async def retried_a_few_times() -> bool:
