@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml setup.py mesh/_fastdecode.c
+$(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -64,4 +64,4 @@ devstack-down: ## Stop them
 	scripts/devstack down
 
 clean: ## Remove build artefacts (keeps .venv and caches)
-	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mesh/_fastdecode*.so
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,7 @@
 
 Shared by the Kafka consumer and the in-memory bus; it knows nothing of either. For each poll:
 
-1. decode every record (``envelope.poll_decoder``, then ``envelope.decode`` for what it leaves);
-   one that does not decode is a failure (permanent);
+1. decode every record (``envelope.decode``); one that does not decode is a failure (permanent);
 2. hand the decoded messages to the handler at once; it returns the messages it rejects, or
    raises for the whole batch. A transient raise fails every message; a permanent raise on more
    than one message retries them one at a time, so a poison message cannot sink good ones;
@@ -73,7 +72,9 @@ class Dispatcher:
     ) -> None:
         self._handler = handler
         self._accept = frozenset(accept) if accept is not None else None
-        self._decode = codec.poll_decoder(self._accept)
+        unknown = sorted((self._accept or frozenset()) - codec.TYPE_BY_FIELD.keys())
+        if unknown:
+            raise ValueError(f"not EventEnvelope payload fields: {unknown}")
         self._backoff = backoff
         self._draw = draw
         self._attempts: dict[Partition, tuple[int, int]] = {}  # partition -> (offset, failures)
@@ -85,25 +86,23 @@ class Dispatcher:
 
     async def dispatch(self, polled: Mapping[Partition, Sequence[Record]]) -> Plan:
         failed: dict[int, BaseException] = {}  # id(record) -> error
-        items, unsettled = self._decode(polled.values())
-        messages = self._settle(items, failed) if unsettled else items
+        messages = self._decode(polled.values(), failed)
         if messages:
-            await self._handle(messages, failed)  # type: ignore[arg-type]  # all Messages
+            await self._handle(messages, failed)
         return self._plan(polled, failed)
 
-    def _settle(
-        self, items: list[Message | Record], failed: dict[int, BaseException]
+    def _decode(
+        self, polled: Iterable[Sequence[Record]], failed: dict[int, BaseException]
     ) -> list[Message]:
-        """The records the fast path left to ``decode``: accepted, or failed with its error."""
+        """A ``Message`` for every record that decodes; the others fail with their error."""
+        accept = self._accept
         messages: list[Message] = []
-        for item in items:
-            if isinstance(item, Message):
-                messages.append(item)
-                continue
-            try:
-                messages.append(Message(item, codec.decode(item.value, self._accept)))
-            except codec.EnvelopeError as exc:
-                failed[id(item)] = exc
+        for records in polled:
+            for record in records:
+                try:
+                    messages.append(Message(record, codec.decode(record.value, accept)))
+                except codec.EnvelopeError as exc:
+                    failed[id(record)] = exc
         return messages
 
     async def _handle(self, messages: list[Message], failed: dict[int, BaseException]) -> None:

@@ -14,16 +14,14 @@ Errors (all permanent: ``retriable = False``; a record that fails here goes to t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh._fastdecode import Decoder
 from mesh.correlation import correlation_id as current_correlation_id
 
 EventEnvelope = events_pb2.EventEnvelope
@@ -131,9 +129,9 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
         envelope = _parse(data)
     except DecodeError as exc:
         raise UndecodableEnvelope(str(exc)) from exc
-    # The hot path, once per consumed record: the payload named by event_type is the one set
-    # (a oneof holds one field, so HasField settles it without WhichOneof), the id is not
-    # empty, the payload is accepted. Anything else is sorted out by _refuse.
+    # The valid case in three checks: the payload named by event_type is the one set (a oneof
+    # holds one field, so HasField settles it), the id is not empty, the payload is accepted.
+    # Anything else is sorted out by _refuse, which names the fault.
     field = FIELD_BY_TYPE.get(envelope.event_type)
     if (
         field is not None
@@ -143,69 +141,6 @@ def decode(data: bytes | None, accept: Collection[str] | None = None) -> events_
     ):
         return envelope
     _refuse(envelope, accept)
-
-
-def _framed_envelopes_class() -> type[ProtoMessage]:
-    """A private message whose field 1 is ``repeated EventEnvelope``, built at import.
-
-    A poll's values, each framed as one element of that field, parse in one upb call into one
-    arena (``poll_decoder``); each element parses exactly as the value would alone. Not a
-    contract: it never leaves the process, so it is not in protos/.
-    """
-    pool = descriptor_pool.Default()
-    file_name = "mesh/_framed_envelopes.proto"
-    try:
-        pool.FindFileByName(file_name)
-    except KeyError:
-        proto = descriptor_pb2.FileDescriptorProto(
-            name=file_name,
-            package="mesh.internal",
-            syntax="proto3",
-            dependency=[events_pb2.DESCRIPTOR.name],
-        )
-        proto.message_type.add(name="FramedEnvelopes").field.add(
-            name="envelopes",
-            number=1,
-            label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-            type_name=f".{EventEnvelope.DESCRIPTOR.full_name}",
-        )
-        pool.Add(proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("mesh.internal.FramedEnvelopes")
-    )
-
-
-_parse_framed_message = _framed_envelopes_class().FromString
-
-
-def _parse_framed(data: bytes) -> Sequence[events_pb2.EventEnvelope]:
-    """The envelopes of a framed poll, parsed in one call."""
-    framed = _parse_framed_message(data)
-    envelopes: Sequence[events_pb2.EventEnvelope] = framed.envelopes  # type: ignore[attr-defined]
-    return envelopes
-
-
-def poll_decoder(accept: Collection[str] | None = None) -> Decoder:
-    """``decode`` for a whole poll, in C: ``decoder(polled.values()) -> (items, unsettled)``.
-
-    ``items`` holds, in poll order, a ``Message`` for every record whose envelope it parsed and
-    found valid, and the record itself for every other one (``unsettled`` of them): those go
-    through ``decode``, which accepts what the fast path could not settle or raises the
-    ``EnvelopeError`` that explains it. Same rules, same parser (upb); see mesh/_fastdecode.c.
-    """
-    fields = EventEnvelope.DESCRIPTOR.fields_by_name
-    unknown = sorted(set(accept or ()) - TYPE_BY_FIELD.keys())
-    if unknown:
-        raise ValueError(f"not EventEnvelope payload fields: {unknown}")
-    return Decoder(
-        _parse,
-        _parse_framed,
-        fields["event_id"].number,
-        fields["event_type"].number,
-        {fields[name].number: full.encode() for name, full in TYPE_BY_FIELD.items()},
-        None if accept is None else {fields[name].number for name in accept},
-    )
 
 
 def _refuse(envelope: events_pb2.EventEnvelope, accept: Collection[str] | None) -> NoReturn:
