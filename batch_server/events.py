@@ -1,6 +1,6 @@
 """The events the BatchService publishes, built from domain values.
 
-Topics come from the registry (``mesh.topics``): a step command goes to the topic of its
+Topics come from the registry (``mesh.events.topics``): a step command goes to the topic of its
 ``command`` (``COMMAND_KINDS``). Events a retry or redelivery could emit twice carry deterministic
 ids (``batch_server.domain.identity``). Every event of a run carries the run's correlation id
 (the one of the StartPipeline call), so one id traces a run from request to completion.
@@ -18,9 +18,9 @@ from batch_server.domain.errors import UnknownCommand
 from batch_server.domain.model import Batch, Dispatch, EssayRef, PipelineRun, RunStatus, RunSummary
 from batch_server.domain.run import RunChange
 from generated.huleedu.events.v1 import events_pb2 as ev
-from mesh import envelope
-from mesh.bus import OutgoingEvent
-from mesh.topics import COMMAND_KINDS, EventKind
+from mesh.events import envelope
+from mesh.events.bus import OutgoingEvent
+from mesh.events.topics import COMMAND_KINDS, EventKind
 
 SOURCE_SERVICE = "huleedu-batch-service"
 

@@ -23,7 +23,7 @@ from batch_server.domain.model import (
 )
 from batch_server.domain.paging import PageCursor
 from batch_server.domain.run import BatchProgress
-from mesh.bus import OutgoingEvent
+from mesh.events.bus import OutgoingEvent
 
 
 class ContentStore(Protocol):

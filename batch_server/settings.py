@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mesh.settings import BackendSettings, ServerSettings, describe, from_env, setting
-
-PREFIX = "BATCH_"
-SERVER_DEFAULTS = {"grpc_port": 5000, "metrics_port": 9000}
+from mesh.settings import ServiceSettings, setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,26 +20,9 @@ class BatchOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchSettings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    backends: BackendSettings = field(default_factory=BackendSettings)
+class BatchSettings(ServiceSettings):
     options: BatchOptions = field(default_factory=BatchOptions)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
-        return cls(
-            server=from_env(ServerSettings, environ, PREFIX, SERVER_DEFAULTS),
-            backends=from_env(BackendSettings, environ),
-            options=from_env(BatchOptions, environ, PREFIX),
-        )
-
-
-def help_text() -> str:
-    return (
-        "environment variables:\n"
-        + describe(ServerSettings, PREFIX, SERVER_DEFAULTS)
-        + "\n"
-        + describe(BackendSettings)
-        + "\n"
-        + describe(BatchOptions, PREFIX)
-    )
+    prefix = "BATCH_"
+    server_defaults = {"grpc_port": 5000, "metrics_port": 9000}
+    options_type = BatchOptions

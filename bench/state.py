@@ -1,15 +1,17 @@
-"""State store throughput: the composed store (PostgreSQL then Redis) in calls of 500 outcomes vs
-the reference implementation's per-outcome WATCH/MULTI/EXEC on the same Redis.
+"""State store throughput: the composed store (PostgreSQL, mirrored into Redis) in calls of 500
+outcomes vs the reference implementation's per-outcome WATCH/MULTI/EXEC on the same Redis.
 
-Ours: ``ComposedStateStore.record_outcomes`` with 500 outcomes per call: one PostgreSQL round
-trip (insert once, count, detect completion, outbox) and one Redis round trip (the Lua script
-per outcome), exact and idempotent. Baseline: for each outcome, GET the essay's JSON document,
-WATCH it, MULTI, SETEX the updated document + DEL the batch summary, EXEC, retried on a watch
-conflict with backoff, as the reference BCS does (it counts nothing; "complete" is computed
-later by SCAN). For context, the Redis store alone (no PostgreSQL: what the baseline also
-skips) runs the same calls. All run ``--writers`` concurrent writers, each on its own batch, in
-interleaved rounds; a rate is outcomes over wall time, "best" is the fastest round (other load
-only slows a run down), the JSON's ``ours``/``baseline``/``ratio`` use the best rounds.
+Ours: ``ComposedStateStore.record_outcomes`` with 500 outcomes per call: one PostgreSQL
+transaction (lock the batch, read its counts and the named essays' outcomes, count with the
+rule in Python, COPY the new outcomes, update the counts, write the completion events to the
+outbox), then one Redis script call merging the batch's counts; exact and idempotent.
+Baseline: for each outcome, GET the essay's JSON document, WATCH it, MULTI, SETEX the updated
+document + DEL the batch summary, EXEC, retried on a watch conflict with backoff, as the
+reference BCS does (it counts nothing; "complete" is computed later by SCAN). For context, the
+PostgreSQL store alone (no Redis mirror) runs the same calls. All run ``--writers`` concurrent
+writers, each on its own batch, in interleaved rounds; a rate is outcomes over wall time,
+"best" is the fastest round (other load only slows a run down), the JSON's
+``ours``/``baseline``/``ratio`` use the best rounds.
 
 Needs Redis and PostgreSQL: ``REDIS_URL`` and ``DATABASE_URL`` (``. .devstack/env``), else a
 private devstack is started and stopped. Usage: ``python -m bench.state [--quick]``; the last
@@ -38,8 +40,13 @@ import asyncpg
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from conductor_server.domain.counting import StepTable
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord, StepDefinition
-from conductor_server.state import ComposedStateStore, PostgresStateStore, RedisStateStore
+from conductor_server.ports import StateStore
+from conductor_server.store.composed import ComposedStateStore
+from conductor_server.store.postgres import MIGRATIONS, PostgresStateStore
+from conductor_server.store.redis_mirror import RedisMirror, redis_client
+from mesh.postgres.pool import postgres_pool
 
 STEPS = {
     "spellcheck": StepDefinition("spellcheck", "spellchecker", "spellcheck"),
@@ -47,7 +54,7 @@ STEPS = {
 }
 BATCH_SIZE = 500
 OURS = "composed store, calls of 500"
-REDIS_ONLY = "Redis store alone, calls of 500 (context)"
+POSTGRES_ONLY = "PostgreSQL store alone, calls of 500"
 BASELINE = "per-outcome WATCH/MULTI/EXEC (baseline)"
 WEEK = 7 * 24 * 3600
 
@@ -74,9 +81,7 @@ def outcomes_of(batch_id: str, essays: int) -> list[OutcomeRecord]:
     ]
 
 
-async def run_ours(
-    store: ComposedStateStore | RedisStateStore, run: str, writers: int, essays: int
-) -> Round:
+async def run_ours(store: StateStore, run: str, writers: int, essays: int) -> Round:
     batches = [f"{run}-ours-{w}" for w in range(writers)]
     for batch_id in batches:
         ids = tuple(f"essay-{i:05d}" for i in range(essays))
@@ -211,27 +216,30 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     essays = 1250 if args.quick else 5000  # ours: writers x 2 steps x essays outcomes a round
     reference_essays = essays // 4  # the baseline is slow; its rate does not depend on size
     run = f"bench{uuid.uuid4().hex[:8]}"
-    rounds: dict[str, list[Round]] = {OURS: [], REDIS_ONLY: [], BASELINE: []}
+    rounds: dict[str, list[Round]] = {OURS: [], POSTGRES_ONLY: [], BASELINE: []}
 
-    async with backends() as (redis_url, server_url), scratch_database(server_url) as database:
-        durable = await PostgresStateStore.connect(database, STEPS, max_size=args.writers)
-        await durable.migrate()
-        store = ComposedStateStore(durable, RedisStateStore.from_url(redis_url, STEPS))
-        redis_only = RedisStateStore.from_url(redis_url, STEPS)
+    async with (
+        backends() as (redis_url, server_url),
+        scratch_database(server_url) as database,
+        postgres_pool(database, args.writers, MIGRATIONS) as pool,
+        redis_client(redis_url) as mirror_client,
+    ):
+        durable = PostgresStateStore(pool, STEPS)
+        store = ComposedStateStore(durable, RedisMirror(mirror_client, StepTable(STEPS)))
         client = Redis.from_url(redis_url, decode_responses=True)
         try:
             for number in range(rounds_wanted):
                 tag = f"{run}r{number}"
                 rounds[OURS].append(await run_ours(store, tag, args.writers, essays))
-                rounds[REDIS_ONLY].append(
-                    await run_ours(redis_only, f"{tag}redis", args.writers, essays)
+                rounds[POSTGRES_ONLY].append(
+                    await run_ours(durable, f"{tag}pg", args.writers, essays)
                 )
                 rounds[BASELINE].append(
                     await run_baseline(client, tag, args.writers, reference_essays)
                 )
                 print(
                     f"round {number + 1}: ours {rounds[OURS][-1].rate:,.0f}/s, "
-                    f"redis alone {rounds[REDIS_ONLY][-1].rate:,.0f}/s, "
+                    f"postgresql alone {rounds[POSTGRES_ONLY][-1].rate:,.0f}/s, "
                     f"baseline {rounds[BASELINE][-1].rate:,.0f}/s",
                     file=sys.stderr,
                 )
@@ -241,8 +249,6 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             async for key in client.scan_iter(match=f"bench:{run}*", count=1000):
                 await client.delete(key)
             await client.aclose()
-            await redis_only.close()
-            await store.close()
 
     print(table(rounds))
     ours = max(r.rate for r in rounds[OURS])
@@ -256,7 +262,7 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "unit": "outcomes/s",
         "ratio": round(ours / baseline, 2),
         "ours_median": round(statistics.median(r.rate for r in rounds[OURS])),
-        "redis_only": round(max(r.rate for r in rounds[REDIS_ONLY])),
+        "postgres_only": round(max(r.rate for r in rounds[POSTGRES_ONLY])),
         "baseline_median": round(statistics.median(r.rate for r in rounds[BASELINE])),
         "batch_size": BATCH_SIZE,
         "writers": args.writers,

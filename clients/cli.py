@@ -85,8 +85,8 @@ async def _conductor(args: argparse.Namespace) -> None:
 
 
 async def _dlq(args: argparse.Namespace) -> None:
-    from mesh import deadletter
-    from mesh.producer import Producer
+    from mesh.events import deadletter
+    from mesh.events.producer import Producer
 
     bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
     if not bootstrap:

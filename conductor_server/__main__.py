@@ -1,30 +1,24 @@
-"""Entry point and composition root of the PipelineConductor: ``python -m conductor_server``."""
+"""Entry point of the PipelineConductor: ``python -m conductor_server``."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-from conductor_server.settings import ConductorSettings, help_text
-from mesh.runtime import configure_logging, run
+from conductor_server.app import serve
+from conductor_server.settings import ConductorSettings
+from mesh.runtime import run_service
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run_service(
+        argv,
         prog="python -m conductor_server",
         description="PipelineConductor: resolves batch pipelines and counts step outcomes "
         "(gRPC huleedu.conductor.v1.PipelineConductorService). Embedded mode (in-memory "
         "backends) unless REDIS_URL, DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS are set.",
-        epilog=help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        settings_type=ConductorSettings,
+        serve=serve,
     )
-    parser.parse_args(argv)
-    settings = ConductorSettings.from_env(os.environ)
-    configure_logging(settings.server.log_level)
-    from conductor_server.app import serve
-
-    return run(lambda stop: serve(settings, stop), settings.server)
 
 
 if __name__ == "__main__":

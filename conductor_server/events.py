@@ -1,8 +1,10 @@
-"""The events the conductor emits, built in one place.
+"""The events the conductor emits, built in one place for every mode.
 
-``BatchStepCompleted`` has a deterministic event id (uuid5 of batch and step): a step completes
-once per batch, so however many times the completion is announced (a replayed outcome, a crash
-between writes, the outbox relay retrying) consumers see one id and drop the repeats.
+``BatchStepCompleted`` has a deterministic event id (``completion_event_id``, a uuid5 of batch
+and step): a step completes once per batch, so however many times the completion is written
+(a replayed outcome, a crash between writes, the outbox relay retrying) consumers see one id and
+drop the repeats. The in-memory store publishes it on the bus; the PostgreSQL store writes it to
+the outbox in the transaction that counted the step's last outcome.
 """
 
 from __future__ import annotations
@@ -12,22 +14,24 @@ from collections.abc import Sequence
 
 from conductor_server.domain.model import StepState, StepStatus
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope
-from mesh.bus import OutgoingEvent
-from mesh.topics import EventKind
+from mesh.events import envelope
+from mesh.events.bus import OutgoingEvent
+from mesh.events.topics import EventKind
 
 SOURCE_SERVICE = "huleedu-pipeline-conductor"
 _COMPLETION_NAMESPACE = uuid.UUID("5b0c7f5e-8f52-4c55-9d7e-2f1d8f0c6a11")
 
 
 def completion_event_id(batch_id: str, step: str) -> str:
+    """The id of the one ``BatchStepCompleted`` event of ``step`` of ``batch_id``."""
     return str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{batch_id}\x00{step}\x00completed"))
 
 
 def step_completed(
     batch_id: str, state: StepState, succeeded_essays: Sequence[tuple[str, str]]
 ) -> OutgoingEvent:
-    """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)``."""
+    """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)`` in
+    batch order."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,

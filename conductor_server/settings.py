@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mesh.settings import BackendSettings, ServerSettings, describe, from_env, setting
-
-PREFIX = "CONDUCTOR_"
-SERVER_DEFAULTS = {"grpc_port": 5050, "metrics_port": 9050}
+from mesh.settings import ServiceSettings, setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +16,9 @@ class ConductorOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class ConductorSettings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    backends: BackendSettings = field(default_factory=BackendSettings)
+class ConductorSettings(ServiceSettings):
     options: ConductorOptions = field(default_factory=ConductorOptions)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ConductorSettings:
-        return cls(
-            server=from_env(ServerSettings, environ, PREFIX, SERVER_DEFAULTS),
-            backends=from_env(BackendSettings, environ),
-            options=from_env(ConductorOptions, environ, PREFIX),
-        )
-
-
-def help_text() -> str:
-    return (
-        "environment variables:\n"
-        + describe(ServerSettings, PREFIX, SERVER_DEFAULTS)
-        + "\n"
-        + describe(BackendSettings)
-        + "\n"
-        + describe(ConductorOptions, PREFIX)
-    )
+    prefix = "CONDUCTOR_"
+    server_defaults = {"grpc_port": 5050, "metrics_port": 9050}
+    options_type = ConductorOptions

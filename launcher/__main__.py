@@ -14,17 +14,16 @@ import dataclasses
 import logging
 import os
 import sys
-from contextlib import AsyncExitStack
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from batch_server.settings import BatchSettings
 from conductor_server.settings import ConductorSettings
 from launcher.workers import ACCEPTED, COMMANDS, DemoWorkers
-from mesh.bus import EventConsumer
-from mesh.memory_bus import MemoryBus
+from mesh.app import open_bus
+from mesh.grpc.server import GrpcServer
 from mesh.runtime import configure_logging, run, until_stopped
-from mesh.server import GrpcServer
-from mesh.settings import Mode
 
 log = logging.getLogger("launcher")
 
@@ -62,17 +61,13 @@ async def _started(
 async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from batch_server.app import serve as serve_batch
     from conductor_server.app import serve as serve_conductor
-    from mesh.consumer import Consumer, ConsumerConfig
-    from mesh.producer import Producer
 
     conductor_settings = ConductorSettings.from_env(os.environ)
     batch_settings = BatchSettings.from_env(os.environ)
-    embedded = conductor_settings.backends.mode is Mode.EMBEDDED
-    bus = MemoryBus(conductor_settings.backends.kafka_namespace) if embedded else None
-    extra: dict[str, Any] = {"bus": bus} if bus is not None else {}
-    async with AsyncExitStack() as stack:
+    backends = conductor_settings.backends
+    async with open_bus(backends, "launcher", CollectorRegistry()) as bus:
         conductor_task, conductor = await _started(
-            serve_conductor, conductor_settings, stop, **extra
+            serve_conductor, conductor_settings, stop, bus=bus
         )
         batch_settings = dataclasses.replace(
             batch_settings,
@@ -80,44 +75,22 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 batch_settings.options, conductor_address=f"127.0.0.1:{conductor.port}"
             ),
         )
-        batch_task, batch = await _started(serve_batch, batch_settings, stop, **extra)
-        workers: EventConsumer | None = None
+        batch_task, batch = await _started(serve_batch, batch_settings, stop, bus=bus)
+        loops = [conductor_task, batch_task]
+        workers = None
         if not args.no_workers:
-            handler_bus: Any = bus
-            if bus is not None:
-                workers = bus.consumer(
-                    "demo-workers",
-                    COMMANDS,
-                    DemoWorkers(bus, args.failure_rate, args.worker_delay),
-                    service="demo-workers",
-                    accept=ACCEPTED,
-                )
-            else:
-                b = conductor_settings.backends
-                producer = await stack.enter_async_context(
-                    Producer(
-                        b.kafka_bootstrap, namespace=b.kafka_namespace, client_id="demo-workers"
-                    )
-                )
-                handler_bus = producer
-                workers = await stack.enter_async_context(
-                    Consumer(
-                        ConsumerConfig(
-                            b.kafka_bootstrap,
-                            "demo-workers",
-                            "demo-workers",
-                            namespace=b.kafka_namespace,
-                        ),
-                        COMMANDS,
-                        DemoWorkers(handler_bus, args.failure_rate, args.worker_delay),
-                        dead_letters=producer,
-                        accept=ACCEPTED,
-                    )
-                )
-        worker_task = asyncio.create_task(workers.run()) if workers is not None else None
+            workers = bus.consumer(
+                "demo-workers",
+                COMMANDS,
+                DemoWorkers(bus, args.failure_rate, args.worker_delay),
+                service="demo-workers",
+                accept=ACCEPTED,
+            )
+            await workers.start()
+            loops.append(asyncio.create_task(workers.run(), name="demo-workers"))
         print(
             EXAMPLES.format(
-                mode="embedded" if embedded else "real",
+                mode=backends.mode.value,
                 batch=f"127.0.0.1:{batch.port}",
                 batch_metrics=batch.metrics_port,
                 conductor=f"127.0.0.1:{conductor.port}",
@@ -125,14 +98,14 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             ),
             flush=True,
         )
-        loops = [conductor_task, batch_task, *([worker_task] if worker_task is not None else [])]
         try:  # a server (or the workers) ending early stops the rest, and the process exits 1
             await until_stopped(stop, loops)
         finally:
             stop.set()
-            if workers is not None and worker_task is not None:
+            if workers is not None:
                 await workers.stop()
-                await asyncio.gather(worker_task, return_exceptions=True)
+                await asyncio.gather(loops[-1], return_exceptions=True)
+                await workers.close()
             ended = await asyncio.gather(batch_task, conductor_task, return_exceptions=True)
         for error in ended:  # a server that failed while shutting down
             if isinstance(error, BaseException):

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Sequence
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope
-from mesh.bus import EventPublisher, Message, OutgoingEvent
-from mesh.topics import COMMAND_KINDS, EventKind
+from mesh.events import envelope
+from mesh.events.bus import EventPublisher, Message, OutgoingEvent
+from mesh.events.topics import COMMAND_KINDS, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def fails(batch_id: str, step: str, essay_id: str, failure_rate: float) -> bool:
 
 
 class DemoWorkers:
-    """A ``mesh.bus.BatchHandler`` answering step commands with outcomes."""
+    """A ``mesh.events.bus.BatchHandler`` answering step commands with outcomes."""
 
     def __init__(
         self, publisher: EventPublisher, failure_rate: float = 0.0, delay: float = 0.0

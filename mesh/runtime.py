@@ -3,26 +3,39 @@ collector, signals, the server's long-running loops, exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from mesh.correlation import CorrelationFilter
-from mesh.settings import ServerSettings
+from mesh.settings import ServerSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s [cid=%(correlation_id)s] %(message)s"
 
 
 class StartupError(Exception):
     """Start-up cannot continue (backend unreachable, bad definitions): exit non-zero."""
+
+
+async def start_within(what: str, start: Callable[[], Awaitable[Any]], within: float) -> None:
+    """Run ``start`` (a connection, a migration, a consumer's join) or fail start-up naming
+    ``what``."""
+    try:
+        await asyncio.wait_for(start(), within)
+    except Exception as exc:
+        raise StartupError(f"{what} failed to start: {exc!r}") from exc
 
 
 class LoopEnded(RuntimeError):
@@ -173,3 +186,25 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], server: Serv
         log.critical("fatal error", exc_info=True)
         return 1
     return 0
+
+
+def run_service(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    settings_type: type[S],
+    serve: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]],
+) -> int:
+    """A server's command line: ``--help`` lists every variable; settings come from the
+    environment, once; then ``serve(settings, stop)`` runs until SIGTERM. Returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=settings_type.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    settings = settings_type.from_env(os.environ)
+    configure_logging(settings.server.log_level)
+    return run(lambda stop: serve(settings, stop), settings.server)

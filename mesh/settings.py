@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -125,3 +125,41 @@ def describe(cls: type[Any], prefix: str = "", defaults: Mapping[str, Any] | Non
         shown = f"{prefix}{variable} (or {variable})" if prefix else variable
         lines.append(f"  {shown:<44} {f.metadata['help']} [default: {default!r}]")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """A server's settings: how it listens, where its backends are, and (in each server's
+    subclass) its own ``options``, an instance of ``options_type``.
+
+    Server variables take the server's ``prefix`` (``CONDUCTOR_GRPC_PORT``) or none
+    (``GRPC_PORT``); backend variables are shared by both servers.
+    """
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    backends: BackendSettings = field(default_factory=BackendSettings)
+
+    prefix: ClassVar[str] = ""
+    server_defaults: ClassVar[Mapping[str, Any]] = {}
+    options_type: ClassVar[type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        values: dict[str, Any] = {
+            "server": from_env(ServerSettings, environ, cls.prefix, cls.server_defaults),
+            "backends": from_env(BackendSettings, environ),
+            "options": from_env(cls.options_type, environ, cls.prefix),
+        }
+        return cls(**values)
+
+    @classmethod
+    def help_text(cls) -> str:
+        """Every environment variable with its default, for ``--help``."""
+        return (
+            "environment variables:\n"
+            + describe(ServerSettings, cls.prefix, cls.server_defaults)
+            + "\n"
+            + describe(BackendSettings)
+            + "\n"
+            + describe(cls.options_type, cls.prefix)
+        )

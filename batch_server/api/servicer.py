@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from batch_server.api import convert
 from batch_server.service import BatchService
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.batch.v1 import batch_pb2_grpc
+from mesh.grpc.server import Registration
 
 SERVICE_NAME = "huleedu.batch.v1.BatchService"
 Context = Any  # grpc.aio.ServicerContext; unused by every method
@@ -64,10 +67,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             yield convert.update_to_proto(update, sequence)
 
 
-def register(servicer: BatchServicer) -> Any:
-    """A ``mesh.server.Registration`` adding ``servicer`` to a server."""
+def register(servicer: BatchServicer) -> Registration:
+    """Adds ``servicer`` to a server."""
 
-    def add(server: Any) -> None:
+    def add(server: grpc.aio.Server) -> None:
         batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
 
     return add

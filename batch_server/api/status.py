@@ -37,7 +37,7 @@ from batch_server.domain.errors import (
     RunConflict,
     UnknownCommand,
 )
-from mesh.errors import StatusRule, StatusTable
+from mesh.grpc.status import StatusRule, StatusTable
 
 DOMAIN = "batch.huleedu"
 

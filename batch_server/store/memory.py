@@ -23,7 +23,7 @@ from batch_server.domain.model import (
 from batch_server.domain.paging import PageCursor
 from batch_server.domain.run import BatchProgress
 from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
-from mesh.bus import EventPublisher, OutgoingEvent
+from mesh.events.bus import EventPublisher, OutgoingEvent
 
 
 class MemoryBatchStore:

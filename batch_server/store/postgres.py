@@ -1,7 +1,7 @@
 """The real mode's batch store: PostgreSQL, every change and its events in one transaction.
 
-Events go into ``event_outbox`` (``mesh.outbox.enqueue``) in the same transaction as the state
-change that causes them; the relay publishes them with their ids. Concurrency control:
+Events go into ``event_outbox`` (``mesh.postgres.outbox.enqueue``) in the same transaction as
+the state change that causes them; the relay publishes them with their ids. Concurrency control:
 
 - a unit of progress (``progress()``) locks the batch rows it loads (``FOR UPDATE``, in id order,
   so two units never deadlock), which serialises StartPipeline and completion handling per batch;
@@ -32,9 +32,10 @@ from batch_server.domain.run import BatchProgress
 from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
 from batch_server.store import rows
 from batch_server.store.errors import translated
-from mesh import outbox
-from mesh.bus import OutgoingEvent
+from mesh.events.bus import OutgoingEvent
+from mesh.postgres import outbox
 
+MIGRATIONS = {"mesh": "mesh.postgres.sql", "batch": "batch_server.store.sql"}
 PROGRESS_CHANNEL = "batch_run_progress"
 ACTIVE_RUN_INDEX = "pipeline_runs_one_active"
 

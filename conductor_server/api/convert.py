@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from conductor_server.domain.catalog import PipelineCatalog
 from conductor_server.domain.model import (
     BatchRegistration,
-    Outcome,
     OutcomeRecord,
     PipelineDefinition,
     StepDefinition,
@@ -19,13 +18,13 @@ from conductor_server.domain.model import (
     StepStatus,
 )
 from conductor_server.domain.resolution import Resolution
-from conductor_server.state.protocol import BatchState, RecordResult
+from conductor_server.ports import BatchState, RecordResult
+from conductor_server.records import parse_outcome
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
 from mesh.validation import MAX_NAME_LENGTH, Violations
 
 MAX_ESSAYS_PER_BATCH = 100_000
-MAX_STORAGE_ID = 1024
 
 STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
     StepStatus.WAITING: pb.STEP_STATUS_WAITING,
@@ -34,10 +33,6 @@ STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
     StepStatus.SATISFIED: pb.STEP_STATUS_SATISFIED,
     StepStatus.UNSATISFIED: pb.STEP_STATUS_UNSATISFIED,
     StepStatus.BLOCKED: pb.STEP_STATUS_BLOCKED,
-}
-OUTCOME_FROM_PROTO: Mapping[int, Outcome] = {
-    events_pb2.STEP_OUTCOME_SUCCEEDED: Outcome.SUCCEEDED,
-    events_pb2.STEP_OUTCOME_FAILED: Outcome.FAILED,
 }
 
 
@@ -75,46 +70,14 @@ def _named_request(
     return batch_id, name, overrides
 
 
-def _outcome(
-    v: Violations, batch_id: str, step: str, essay_id: str, outcome: int, storage: str, event: str
-) -> OutcomeRecord:
-    v.identifier("batch_id", batch_id)
-    v.identifier("step", step, MAX_NAME_LENGTH)
-    v.identifier("essay_id", essay_id)
-    parsed = OUTCOME_FROM_PROTO.get(outcome)
-    if parsed is None:
-        v.add("outcome", "must be STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED")
-    v.optional_identifier("output_storage_id", storage)
-    if len(storage) > MAX_STORAGE_ID:
-        v.add("output_storage_id", f"must be at most {MAX_STORAGE_ID} characters")
-    v.optional_identifier("event_id", event)
-    v.raise_if_any()
-    assert parsed is not None
-    return OutcomeRecord(batch_id, step, essay_id, parsed, storage, event)
-
-
 def outcome_from_proto(request: pb.RecordStepOutcomeRequest) -> OutcomeRecord:
-    return _outcome(
-        Violations(),
+    return parse_outcome(
         request.batch_id,
         request.step,
         request.essay_id,
         request.outcome,
         request.output_storage_id,
         request.event_id,
-    )
-
-
-def outcome_from_event(event: events_pb2.EssayStepOutcome, event_id: str) -> OutcomeRecord:
-    """The outcome an ``EssayStepOutcome`` event reports (the Kafka path of RecordStepOutcome)."""
-    return _outcome(
-        Violations(),
-        event.batch_id,
-        event.step,
-        event.essay_id,
-        event.outcome,
-        event.output_storage_id,
-        event_id,
     )
 
 
@@ -208,10 +171,9 @@ def record_result_to_proto(result: RecordResult) -> pb.RecordStepOutcomeResponse
 
 
 def batch_state_to_proto(state: BatchState) -> pb.GetBatchPipelineStateResponse:
-    registration = state.registration
     return pb.GetBatchPipelineStateResponse(
-        batch_id=registration.batch_id,
-        essay_count=len(registration.essay_ids),
-        flags=dict.fromkeys(sorted(registration.flags), True),
+        batch_id=state.batch_id,
+        essay_count=state.essay_count,
+        flags=dict.fromkeys(sorted(state.flags), True),
         steps=[step_state_to_proto(s) for s in state.steps],
     )

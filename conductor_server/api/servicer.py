@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
+
 from conductor_server.api import convert
 from conductor_server.service import Conductor
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
+from mesh.grpc.server import Registration
 
 Context = Any  # grpc.aio.ServicerContext; unused by the methods
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PipelineConductorService"].full_name
 
 
 class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
@@ -75,3 +79,12 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     ) -> pb.GetBatchPipelineStateResponse:
         state = await self._conductor.batch_state(convert.batch_id_from_proto(request.batch_id))
         return convert.batch_state_to_proto(state)
+
+
+def register(servicer: ConductorServicer) -> Registration:
+    """Adds ``servicer`` to a server."""
+
+    def add(server: grpc.aio.Server) -> None:
+        conductor_pb2_grpc.add_PipelineConductorServiceServicer_to_server(servicer, server)
+
+    return add

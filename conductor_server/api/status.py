@@ -4,8 +4,8 @@
 error                      code                 details
 =========================  ===================  ==========================================
 UnknownPipeline/Step/...   NOT_FOUND            ResourceInfo(pipeline / step / target)
-state.UnknownBatch         NOT_FOUND            ResourceInfo(batch)
-state.UnknownStep          NOT_FOUND            ResourceInfo(step)
+store.UnknownBatch         NOT_FOUND            ResourceInfo(batch)
+store.UnknownStep          NOT_FOUND            ResourceInfo(step)
 PreconditionFailed         FAILED_PRECONDITION  PreconditionFailure, one violation per unmet
                                                 flag (type FLAG) or dependency (type STEP)
 EssayNotExpected           FAILED_PRECONDITION  PreconditionFailure (type ESSAY)
@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2 as details
 
 from conductor_server.domain.errors import NotFound, PreconditionFailed
-from conductor_server.state import errors as state
-from mesh.errors import StatusRule, StatusTable
+from conductor_server.store import errors as state
+from mesh.grpc.status import StatusRule, StatusTable
 
 DOMAIN = "conductor.huleedu"
 

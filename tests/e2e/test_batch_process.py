@@ -20,12 +20,12 @@ from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2 as cpb
 from generated.huleedu.events.v1 import events_pb2
 from launcher.workers import fails
-from mesh import envelope
-from mesh.bus import Message, OutgoingEvent
-from mesh.consumer import Consumer, ConsumerConfig
-from mesh.kafka_admin import read_topic
-from mesh.producer import Producer
-from mesh.topics import COMMAND_KINDS, EventKind, topic_name
+from mesh.events import envelope
+from mesh.events.admin import read_topic
+from mesh.events.bus import Message, OutgoingEvent
+from mesh.events.consumer import Consumer, ConsumerConfig
+from mesh.events.producer import Producer
+from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
 from tests.conftest import Backends
 from tests.e2e.conftest import ServerProcess, backend_env
 

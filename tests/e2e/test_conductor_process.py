@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients import ConductorClient, RpcError
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope
-from mesh.bus import OutgoingEvent
-from mesh.producer import Producer
-from mesh.topics import EventKind
+from mesh.events import envelope
+from mesh.events.bus import OutgoingEvent
+from mesh.events.producer import Producer
+from mesh.events.topics import EventKind
 from tests.conftest import Backends
 from tests.e2e.conftest import ServerProcess, run_grpcurl
 from tests.support.polling import eventually

@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from mesh.bus import Message, Rejection
-from mesh.consumer import Consumer, ConsumerConfig
-from mesh.producer import Producer
-from mesh.retry import Backoff, PermanentError
-from mesh.topics import EventKind
+from mesh.events.bus import Message, Rejection
+from mesh.events.consumer import Consumer, ConsumerConfig
+from mesh.events.producer import Producer
+from mesh.events.retry import Backoff, PermanentError
+from mesh.events.topics import EventKind
 
 KIND = EventKind.ESSAY_STEP_OUTCOME
 SCHEMA = """

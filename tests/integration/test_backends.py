@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import NoScriptError
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh.backends import close_pool
+from mesh.postgres import pool as postgres
 from tests.conftest import Backends
 
 pytestmark = pytest.mark.integration
@@ -258,12 +258,14 @@ async def test_is_running_again_for_the_next_test(redis_url: str) -> None:
 
 
 async def test_closing_a_pool_with_a_connection_still_out_ends_within_its_bound(
-    database_url: str,
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    monkeypatch.setattr(postgres, "CLOSE_TIMEOUT", 0.5)
+    opened = postgres.postgres_pool(database_url, 2, {})
+    pool = await opened.__aenter__()
     leaked = await pool.acquire()  # a path that never gives its connection back
     began = time.monotonic()
-    await asyncio.wait_for(close_pool(pool, within=0.5), 10)  # pool.close() alone waits forever
+    await asyncio.wait_for(opened.__aexit__(None, None, None), 10)  # pool.close() waits forever
     assert time.monotonic() - began < 5
     assert pool.is_closing()
     with pytest.raises(asyncpg.InterfaceError):  # taken from the path that held on to it

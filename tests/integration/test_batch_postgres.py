@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from batch_server.completions import CompletionHandler, completion_from_proto
 from batch_server.conductor import Conductor
+from batch_server.consumer import CompletionHandler, completion_from_proto
 from batch_server.content.memory import MemoryContentStore
 from batch_server.content.postgres import PostgresContentStore
 from batch_server.domain.errors import BatchNotFound, ContentNotFound, RunConflict
@@ -31,16 +31,15 @@ from batch_server.domain.model import (
 )
 from batch_server.ports import ProgressWrite
 from batch_server.service import BatchService
-from batch_server.store.postgres import PostgresBatchStore
+from batch_server.store.postgres import MIGRATIONS, PostgresBatchStore
 from batch_server.watch import ProgressFeed
 from generated.huleedu.events.v1 import events_pb2 as ev
-from mesh import envelope
-from mesh.bus import Message
 from mesh.errors import BackendUnavailable
-from mesh.memory_bus import StoredRecord
-from mesh.schema import apply_migrations
+from mesh.events import envelope
+from mesh.events.bus import Message
+from mesh.events.memory import StoredRecord
+from mesh.postgres.schema import apply_migrations
 
-MIGRATIONS = {"mesh": "mesh.sql", "batch": "batch_server.sql"}
 PIPELINES = {
     "spellcheck": [StepPlan("spellcheck", "spellcheck")],
     "nlp": [StepPlan("spellcheck", "spellcheck"), StepPlan("nlp", "nlp", ("spellcheck",))],

@@ -21,14 +21,14 @@ from conductor_server.app import serve as serve_conductor
 from conductor_server.settings import ConductorSettings
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2 as ev
-from mesh import envelope
-from mesh.bus import OutgoingEvent, OutgoingRecord
-from mesh.kafka_admin import read_topic
-from mesh.producer import Producer
+from mesh.events import envelope
+from mesh.events.admin import read_topic
+from mesh.events.bus import OutgoingEvent, OutgoingRecord
+from mesh.events.producer import Producer
+from mesh.events.topics import EventKind, dlq_topic, topic_name
+from mesh.grpc.server import GrpcServer
 from mesh.runtime import StartupError
-from mesh.server import GrpcServer
 from mesh.settings import BackendSettings, ServerSettings
-from mesh.topics import EventKind, dlq_topic, topic_name
 
 SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False)
 

@@ -11,10 +11,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from clients import cli
-from mesh import deadletter
-from mesh.kafka_admin import create_topics, read_topic
-from mesh.retry import PermanentError
-from mesh.topics import EventKind, dlq_topic, topic_name
+from mesh.events import deadletter
+from mesh.events.admin import create_topics, read_topic
+from mesh.events.retry import PermanentError
+from mesh.events.topics import EventKind, dlq_topic, topic_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,14 +19,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import deadletter
-from mesh import envelope as codec
-from mesh.bus import Message, OutgoingEvent, OutgoingRecord, Rejection
-from mesh.consumer import Consumer
-from mesh.consumer_metrics import ConsumerMetrics
-from mesh.kafka_admin import create_topics, partitions_of, read_topic
-from mesh.producer import Producer
-from mesh.topics import dlq_topic, topic_name
+from mesh.events import deadletter
+from mesh.events import envelope as codec
+from mesh.events.admin import create_topics, partitions_of, read_topic
+from mesh.events.bus import Message, OutgoingEvent, OutgoingRecord, Rejection
+from mesh.events.consumer import Consumer
+from mesh.events.metrics import ConsumerMetrics
+from mesh.events.producer import Producer
+from mesh.events.topics import dlq_topic, topic_name
 from tests.integration.consumer_proc import KIND, PgRecorder, config, open_pool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,14 +11,14 @@ import asyncpg
 import pytest
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope as codec
-from mesh import outbox
-from mesh.bus import OutgoingEvent, OutgoingRecord
-from mesh.kafka_admin import create_topics, read_topic
-from mesh.producer import Producer
-from mesh.retry import Backoff
-from mesh.schema import apply_migrations
-from mesh.topics import EventKind, topic_name
+from mesh.events import envelope as codec
+from mesh.events.admin import create_topics, read_topic
+from mesh.events.bus import OutgoingEvent, OutgoingRecord
+from mesh.events.producer import Producer
+from mesh.events.retry import Backoff
+from mesh.events.topics import EventKind, topic_name
+from mesh.postgres import outbox
+from mesh.postgres.schema import apply_migrations
 
 KIND = EventKind.BATCH_STEP_COMPLETED
 
@@ -38,7 +38,7 @@ async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) 
 
 async def setup(database_url: str, bootstrap: str, namespace: str) -> tuple[Any, str]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    await apply_migrations(pool, {"mesh": "mesh.sql"})
+    await apply_migrations(pool, {"mesh": "mesh.postgres.sql"})
     topic = topic_name(KIND, namespace)
     await create_topics(bootstrap, [topic], partitions=1)
     return pool, topic

@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 
 from batch_server.store.postgres import PROGRESS_CHANNEL
-from mesh.pg_listen import PgListener
-from mesh.retry import Backoff
+from mesh.events.retry import Backoff
+from mesh.postgres.listen import PgListener
 from tests.support.polling import eventually
 
 # while the pool finds out its old connections are gone, a NOTIFY fails: "not yet"

@@ -1,4 +1,5 @@
-"""Counts are exact under concurrency, redelivery, a Redis flush and crashes between writes.
+"""Counts are exact under concurrency, redelivery, a Redis flush, crashes between writes and
+merges that arrive out of order.
 
 One batch of 2,500 essays runs spellcheck, then nlp and cj_assessment (which expect the 2,250
 essays that passed spellcheck): 7,000 distinct outcomes, delivered as 10,000 records (30%
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +21,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from conductor_server.domain.counting import StepTable
 from conductor_server.domain.model import (
     BatchRegistration,
     Outcome,
@@ -26,17 +29,15 @@ from conductor_server.domain.model import (
     StepDefinition,
     StepStatus,
 )
-from conductor_server.state import (
-    BatchState,
-    ComposedStateStore,
-    MemoryStateStore,
-    PostgresStateStore,
-    RecordResult,
-    RedisStateStore,
-    StateBackendUnavailable,
-    completion_event_id,
-)
-from mesh import envelope
+from conductor_server.events import completion_event_id
+from conductor_server.ports import BatchState, RecordResult
+from conductor_server.store.composed import ComposedStateStore
+from conductor_server.store.errors import StateBackendUnavailable
+from conductor_server.store.memory import MemoryStateStore
+from conductor_server.store.postgres import PostgresStateStore
+from conductor_server.store.redis_mirror import RedisMirror
+from mesh.events import envelope
+from tests.support.stores import pool_of
 
 S, F = Outcome.SUCCEEDED, Outcome.FAILED
 STEPS = {
@@ -53,6 +54,7 @@ STEPS = {
         ),
     )
 }
+TABLE = StepTable(STEPS)
 BATCH = "batch-exact"
 ESSAYS = tuple(f"essay-{i:05d}" for i in range(2500))
 WRITERS = 50
@@ -134,37 +136,41 @@ class Run:
 class Harness:
     """Two replicas of the composed store over the same servers, and direct access to both."""
 
-    def __init__(self, redis_url: str, database_url: str) -> None:
+    def __init__(self, redis_url: str, database_url: str, stack: AsyncExitStack) -> None:
         self.redis_url = redis_url
         self.database_url = database_url
+        self._stack = stack
         self.stores: list[ComposedStateStore] = []
         self.durable: PostgresStateStore | None = None
+        self.redis: Redis | None = None
 
-    async def replica(self, hot: RedisStateStore | None = None) -> ComposedStateStore:
-        durable = await PostgresStateStore.connect(self.database_url, STEPS, max_size=8)
-        store = ComposedStateStore(durable, hot or RedisStateStore.from_url(self.redis_url, STEPS))
+    async def replica(self, mirror: type[RedisMirror] = RedisMirror) -> ComposedStateStore:
+        """A composed store with connections of its own (a conductor process)."""
+        pool = await self._stack.enter_async_context(pool_of(self.database_url, size=8))
+        client = await self._stack.enter_async_context(Redis.from_url(self.redis_url))
+        store = ComposedStateStore(PostgresStateStore(pool, STEPS), mirror(client, TABLE))
         self.stores.append(store)
         return store
 
     async def start(self) -> list[ComposedStateStore]:
-        self.durable = await PostgresStateStore.connect(self.database_url, STEPS, max_size=2)
-        await self.durable.migrate()
+        pool = await self._stack.enter_async_context(pool_of(self.database_url, size=2))
+        self.durable = PostgresStateStore(pool, STEPS)
+        self.redis = await self._stack.enter_async_context(Redis.from_url(self.redis_url))
         replicas = [await self.replica(), await self.replica()]
         assert await replicas[0].register_batch(BatchRegistration(BATCH, ESSAYS))
         return replicas
 
-    async def close(self) -> None:
-        for store in self.stores:
-            await store.close()
-        if self.durable is not None:
-            await self.durable.close()
+    async def redis_view(self) -> BatchState:
+        assert self.redis is not None
+        state = await RedisMirror(self.redis, TABLE).read(BATCH)
+        assert state is not None
+        return state
 
     async def check_converged(self, expected: BatchState) -> None:
         """Every view of the batch is exact, and the outbox holds one event per step."""
         assert self.durable is not None
         assert await self.durable.batch_state(BATCH) == expected
-        async with RedisStateStore.from_url(self.redis_url, STEPS) as redis_only:
-            assert await redis_only.batch_state(BATCH) == expected
+        assert await self.redis_view() == expected
         for store in self.stores:
             assert await store.batch_state(BATCH) == expected
         conn = await asyncpg.connect(self.database_url)
@@ -192,11 +198,8 @@ class Harness:
 
 @pytest.fixture
 async def harness(redis_url: str, database_url: str) -> AsyncIterator[Harness]:
-    harness = Harness(redis_url, database_url)
-    try:
-        yield harness
-    finally:
-        await harness.close()
+    async with AsyncExitStack() as stack:
+        yield Harness(redis_url, database_url, stack)
 
 
 async def deliver(stores: Sequence[Writer], work: list[list[OutcomeRecord]], run: Run) -> None:
@@ -293,7 +296,7 @@ def completions(results: Sequence[RecordResult]) -> dict[str, int]:
 async def test_concurrent_writers_count_every_outcome_exactly_once(
     harness: Harness, redis_url: str, flush: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="conductor_server.state")
+    caplog.set_level(logging.INFO, logger="conductor_server.store")
     rng = random.Random(5)
     workload = Workload.make(rng)
     stores = await harness.start()
@@ -313,33 +316,28 @@ async def test_concurrent_writers_count_every_outcome_exactly_once(
     assert sum(result.newly_recorded for result in run.results) == len(workload.distinct) == 7000
     assert completions(run.results) == dict.fromkeys(STEPS, 1)
     await harness.check_converged(await workload.expected())
-    rebuilt = any("rebuilding it from postgresql" in r.getMessage() for r in caplog.records)
+    rebuilt = any("merged it from postgresql" in r.getMessage() for r in caplog.records)
     assert rebuilt == flush
 
 
-class CrashingRedis(RedisStateStore):
-    """Dies after PostgreSQL committed, before Redis is written, whenever ``crash()`` says so."""
+class CrashingMirror(RedisMirror):
+    """Dies after PostgreSQL committed, before Redis is written, three times in ten."""
 
-    def __init__(self, url: str, crash: Callable[[], bool]) -> None:
-        super().__init__(Redis.from_url(url, decode_responses=True), STEPS)
-        self._crash = crash
+    crash = random.Random(7)
 
-    async def replay(self, records: Sequence[OutcomeRecord]) -> list[str]:
-        if self._crash():
+    async def merge(self, states: Sequence[BatchState]) -> None:
+        if self.crash.random() < 0.3:
             raise SimulatedCrash
-        return await super().replay(records)
+        await super().merge(states)
 
 
 async def test_a_crash_between_the_postgres_and_the_redis_write_converges(
-    harness: Harness, redis_url: str
+    harness: Harness,
 ) -> None:
     rng = random.Random(7)
     workload = Workload.make(rng)
     await harness.start()
-    crashing = [
-        await harness.replica(CrashingRedis(redis_url, lambda: rng.random() < 0.3))
-        for _ in range(2)
-    ]
+    crashing = [await harness.replica(CrashingMirror) for _ in range(2)]
 
     run = await run_phases(crashing, [crashing[0]], workload, rng)
     assert run.crashed
@@ -347,8 +345,7 @@ async def test_a_crash_between_the_postgres_and_the_redis_write_converges(
     # Before redelivery, Redis may lag PostgreSQL but never exceeds it.
     assert harness.durable is not None
     durable = await harness.durable.batch_state(BATCH)
-    async with RedisStateStore.from_url(redis_url, STEPS) as redis_only:
-        hot = await redis_only.batch_state(BATCH)
+    hot = await harness.redis_view()
     for lagging, authority in zip(hot.steps, durable.steps, strict=True):
         assert lagging.succeeded <= authority.succeeded
         assert lagging.failed <= authority.failed
@@ -364,53 +361,27 @@ async def test_a_crash_between_the_postgres_and_the_redis_write_converges(
     await harness.check_converged(await workload.expected())
 
 
-class RedisFirst:
-    """The opposite order (Redis, then PostgreSQL), dying between the two writes at times."""
+class LateMirror(RedisMirror):
+    """Merges after a random delay, so merges of two replicas overtake one another."""
 
-    def __init__(
-        self, store: ComposedStateStore, hot: RedisStateStore, crash: Callable[[], bool]
-    ) -> None:
-        self._store = store
-        self._hot = hot
-        self._crash = crash
+    delays = random.Random(11)
 
-    async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]:
-        await self._hot.record_outcomes(records)
-        if self._crash():
-            raise SimulatedCrash
-        return await self._store.record_outcomes(records)
+    async def merge(self, states: Sequence[BatchState]) -> None:
+        await asyncio.sleep(self.delays.random() * 0.02)
+        await super().merge(states)
 
 
-async def test_a_crash_between_the_redis_and_the_postgres_write_converges(
-    harness: Harness, redis_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_merges_arriving_out_of_order_never_take_redis_back(harness: Harness) -> None:
     rng = random.Random(11)
     workload = Workload.make(rng)
-    [store, _] = await harness.start()
-    hot = RedisStateStore.from_url(redis_url, STEPS)
-    try:
-        # A write that reached only Redis, with an outcome that the redelivery contradicts.
-        contradicted = next(r for r in workload.distinct if r.outcome is S)
-        flipped = OutcomeRecord(BATCH, contradicted.step, contradicted.essay_id, F)
-        [only_redis] = await hot.record_outcomes([flipped])
-        assert only_redis.newly_recorded
+    await harness.start()
+    late = [await harness.replica(LateMirror), await harness.replica(LateMirror)]
 
-        restarted = [await harness.replica(), await harness.replica()]
-        redelivered = 0
+    class RedisReader:  # what a read of the mirror alone sees, while the writers run
+        async def batch_state(self, batch_id: str) -> BatchState:
+            return await harness.redis_view()
 
-        async def redeliver(run: Run) -> None:
-            # Workers only get the next step's commands once PostgreSQL saw this one complete,
-            # so the crashed chunks come back before the next phase.
-            nonlocal redelivered
-            redelivered += len(run.crashed)
-            crashed, run.crashed = run.crashed, []
-            await deliver(restarted, crashed, Run())
-
-        writer = RedisFirst(store, hot, lambda: rng.random() < 0.3)
-        # Redis may run ahead of PostgreSQL here and be rebuilt lower: no monotonic reads.
-        await run_phases([writer], [store], workload, rng, after_phase=redeliver, monotonic=False)
-    finally:
-        await hot.close()
-    assert redelivered
+    run = await run_phases(late, [RedisReader()], workload, rng, monotonic=True)
+    assert sum(result.newly_recorded for result in run.results) == len(workload.distinct)
+    assert completions(run.results) == dict.fromkeys(STEPS, 1)
     await harness.check_converged(await workload.expected())
-    assert any("disagrees with postgresql" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,5 @@
-"""PostgreSQL specifics: the outbox, the SQL protobuf encoder, migrations, outages."""
+"""PostgreSQL specifics: the outbox, batch order, odd values, migrations, a table that gained a
+step, concurrency, outages."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ import asyncpg
 import pytest
 
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord
-from conductor_server.state import (
-    PostgresStateStore,
-    StateBackendUnavailable,
-    completion_event_id,
-)
+from conductor_server.events import completion_event_id
+from conductor_server.store.errors import StateBackendUnavailable
+from conductor_server.store.postgres import PostgresStateStore
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope
-from mesh.topics import EventKind
+from mesh.events import envelope
+from mesh.events.topics import EventKind
+from mesh.postgres.pool import postgres_pool
+from mesh.runtime import StartupError
 from tests.conftest import Backends
-from tests.integration.test_state_redis import free_port
-from tests.unit.test_state_contract import ESSAYS, STEPS, rec
+from tests.support.net import free_port
+from tests.support.state_contract import ESSAYS, STEPS, rec
+from tests.support.stores import postgres_store
 
 F = Outcome.FAILED
 S = Outcome.SUCCEEDED
@@ -28,8 +30,7 @@ S = Outcome.SUCCEEDED
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[PostgresStateStore]:
-    async with await PostgresStateStore.connect(database_url, STEPS) as store:
-        await store.migrate()
+    async with postgres_store(database_url) as store:
         yield store
 
 
@@ -80,69 +81,6 @@ async def test_each_completed_step_writes_one_outbox_event(
         headers = json.loads(row["headers"])
         assert headers["event_id"] == event.event_id
         assert headers["event_type"] == "huleedu.events.v1.BatchStepCompleted"
-        # The SQL-appended payload is byte for byte what protobuf itself would write.
-        assert envelope.encode(event) == row["payload"]
-
-
-# Lengths on both sides of each varint size (1 byte below 128, 2 below 16,384, then 3).
-ESSAY_REFS = [
-    ("e1", "out-1"),
-    ("é-2", ""),
-    ("e3", "x" * 300),
-    ("e" * 127, "y" * 125),
-    ("é" * 64, "z" * 16_383),
-    ("e6", "w" * 20_000),
-]
-
-
-@pytest.mark.parametrize(
-    ("batch_id", "step", "counts"),
-    [
-        ("b", "s", (0, 0, 0)),
-        ("b", "s", (127, 1, 128)),
-        ("å/批次-é", "nlp", (300, 16_384, 16_684)),
-        ("x" * 200, "y" * 130, (2**31 - 2, 1, 2**31 - 1)),
-    ],
-)
-async def test_the_sql_payload_encoder_matches_protobuf(
-    store: PostgresStateStore,
-    database_url: str,
-    batch_id: str,
-    step: str,
-    counts: tuple[int, int, int],
-) -> None:
-    succeeded, failed, total = counts
-    conn = await asyncpg.connect(database_url)
-    try:
-        for satisfied in (False, True):
-            encoded = await conn.fetchval(
-                "SELECT conductor_batch_step_completed_pb($1, $2, $3, $4, $5, $6, "
-                "conductor_essay_refs_pb($7, $8))",
-                batch_id,
-                step,
-                succeeded,
-                failed,
-                total,
-                satisfied,
-                [e for e, _ in ESSAY_REFS] + ["did-not-succeed"],
-                [o for _, o in ESSAY_REFS] + [None],  # NULL: left out of the list
-            )
-            wanted = events_pb2.EventEnvelope(
-                batch_step_completed=events_pb2.BatchStepCompleted(
-                    batch_id=batch_id,
-                    step=step,
-                    succeeded=succeeded,
-                    failed=failed,
-                    total=total,
-                    satisfied=satisfied,
-                    succeeded_essays=[
-                        events_pb2.EssayRef(essay_id=e, text_storage_id=o) for e, o in ESSAY_REFS
-                    ],
-                )
-            )
-            assert encoded == wanted.SerializeToString()
-    finally:
-        await conn.close()
 
 
 async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their_output(
@@ -170,9 +108,7 @@ async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their
     ]
 
 
-async def test_values_holding_the_separator_are_stored_as_given(
-    store: PostgresStateStore, database_url: str
-) -> None:
+async def test_odd_values_are_stored_as_given(store: PostgresStateStore, database_url: str) -> None:
     # The store is a library: it takes any text, not only the ids the services validated.
     odd = ("e\x1fa", "e b", "", "e!")
     await store.register_batch(BatchRegistration("b\x1f3", odd))
@@ -197,13 +133,11 @@ async def test_values_holding_the_separator_are_stored_as_given(
 async def test_migrations_are_applied_once_and_recorded(
     store: PostgresStateStore, database_url: str
 ) -> None:
-    await store.migrate()
+    async with postgres_store(database_url):  # a second start-up applies nothing
+        pass
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
-        ("conductor", 2, "succeeded_essays_by_probe"),
-        ("conductor", 3, "essay_list_without_function_calls"),
-        ("conductor", 4, "record_outcomes_packed"),
         ("mesh", 1, "event_outbox"),
     ]
 
@@ -230,11 +164,34 @@ async def test_concurrent_registrations_create_the_batch_once(store: PostgresSta
     assert sorted(created) == [False] * 9 + [True]
 
 
-async def test_an_unreachable_postgres_is_a_transient_error() -> None:
-    with pytest.raises(StateBackendUnavailable) as caught:
-        await PostgresStateStore.connect(f"postgresql://postgres@127.0.0.1:{free_port()}/x", STEPS)
-    assert caught.value.retriable
-    assert caught.value.backend == "postgresql"
+async def test_an_unreachable_postgres_fails_start_up_naming_it() -> None:
+    with pytest.raises(StartupError, match="PostgreSQL unreachable at postgresql://u:\\*\\*\\*@"):
+        async with postgres_pool(f"postgresql://u:secret@127.0.0.1:{free_port()}/x", 2, {}):
+            pass
+
+
+async def test_a_step_the_table_gained_after_registration_is_counted_from_the_outcomes(
+    database_url: str,
+) -> None:
+    """A restart with a new pipeline file: batches registered before get the new step's row
+    from a replay of their outcomes, the first time a write touches them."""
+    older = {name: STEPS[name] for name in ("spellcheck", "triage")}
+    async with postgres_store(database_url, older) as before:
+        await before.register_batch(BatchRegistration("b1", ESSAYS))
+        await before.record_outcomes([rec("spellcheck", e) for e in ESSAYS[:3]])
+        await before.record_outcomes([rec("spellcheck", "e4", F)])
+    async with postgres_store(database_url) as after:
+        [result] = await after.record_outcomes([rec("triage", "e1")])
+        assert result.newly_recorded
+        state = await after.batch_state("b1")
+    assert [(s.step, s.status.value) for s in state.steps] == [
+        ("spellcheck", "unsatisfied"),
+        ("nlp", "blocked"),
+        ("cj_assessment", "blocked"),
+        ("ai_feedback", "blocked"),
+        ("triage", "in_progress"),
+        ("review", "waiting"),
+    ]
 
 
 async def test_a_killed_postgres_loses_nothing(

@@ -11,8 +11,8 @@ import pytest
 from clients import ConductorClient
 from conductor_server.app import serve
 from conductor_server.settings import ConductorSettings
-from mesh.memory_bus import MemoryBus
-from mesh.server import GrpcServer
+from mesh.events.memory import MemoryBus
+from mesh.grpc.server import GrpcServer
 from mesh.settings import BackendSettings, ServerSettings
 
 

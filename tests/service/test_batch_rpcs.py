@@ -8,7 +8,6 @@ BatchService advances its runs. Every error path is checked for its status code 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -22,10 +21,10 @@ from conductor_server.settings import ConductorSettings
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2 as ev
 from mesh import correlation
-from mesh.memory_bus import MemoryBus
-from mesh.server import GrpcServer
+from mesh.events.memory import MemoryBus
+from mesh.events.topics import EventKind
+from mesh.grpc.server import GrpcServer
 from mesh.settings import BackendSettings, ServerSettings
-from mesh.topics import EventKind
 from tests.service.conftest import RunningConductor
 from tests.support.batch import (
     RunningBatch,
@@ -35,6 +34,7 @@ from tests.support.batch import (
     settings_for,
     step_commands,
 )
+from tests.support.net import free_port
 from tests.support.polling import eventually
 
 PROMPT = {"prompt_attached": True}
@@ -44,12 +44,6 @@ PROMPT = {"prompt_attached": True}
 async def batches(conductor: RunningConductor) -> AsyncIterator[RunningBatch]:
     async with batch_service(settings_for(conductor.address), conductor.bus) as running:
         yield running
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _failure(call: object) -> RpcError:
@@ -118,7 +112,7 @@ async def test_content_service_down_is_unavailable_and_writes_nothing(
     conductor: RunningConductor,
 ) -> None:
     settings = settings_for(
-        conductor.address, content_service_url=f"http://127.0.0.1:{_closed_port()}/v1/content"
+        conductor.address, content_service_url=f"http://127.0.0.1:{free_port()}/v1/content"
     )
     async with batch_service(settings, conductor.bus) as batches:
         for call in (
@@ -212,7 +206,7 @@ async def test_create_batch_without_essays_is_invalid(batches: RunningBatch) -> 
 async def test_conductor_down_is_unavailable_and_stores_nothing(
     conductor: RunningConductor,
 ) -> None:
-    async with batch_service(settings_for(f"127.0.0.1:{_closed_port()}"), conductor.bus) as b:
+    async with batch_service(settings_for(f"127.0.0.1:{free_port()}"), conductor.bus) as b:
         error = await _failure(b.client.create_batch(["An essay."], timeout=20))
         assert error.code == grpc.StatusCode.UNAVAILABLE
         info = error.detail(details.ResourceInfo)

@@ -9,9 +9,9 @@ from google.rpc import error_details_pb2 as details
 from clients import RpcError
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope
-from mesh.bus import OutgoingEvent
-from mesh.topics import EventKind, dlq_topic, topic_name
+from mesh.events import envelope
+from mesh.events.bus import OutgoingEvent
+from mesh.events.topics import EventKind, dlq_topic, topic_name
 from tests.service.conftest import RunningConductor
 from tests.support.polling import eventually
 
@@ -240,7 +240,7 @@ async def test_outcome_events_are_counted_and_poison_goes_to_the_dead_letter_top
     duplicates = good[:3]
     unknown_batch = await _outcome_event("nobody", "e1")
     await conductor.bus.publish_many([*good[:5], *duplicates, unknown_batch, *good[5:]])
-    from mesh.bus import OutgoingRecord
+    from mesh.events.bus import OutgoingRecord
 
     topic = topic_name(EventKind.ESSAY_STEP_OUTCOME)
     await conductor.bus.write([OutgoingRecord(topic=topic, value=b"\x00garbage", key=b"b1")])

@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.errors import RpcError
-from mesh.errors import FieldViolation, InvalidArgument, StatusTable
-from mesh.health import HealthReporter
+from mesh.errors import FieldViolation, InvalidArgument
+from mesh.grpc.health import HealthReporter
+from mesh.grpc.server import GrpcServer
+from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
-from mesh.server import GrpcServer
 from mesh.settings import ServerSettings
 from tests.support.polling import eventually
 

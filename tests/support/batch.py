@@ -18,12 +18,12 @@ from batch_server.app import serve
 from batch_server.settings import BatchOptions, BatchSettings
 from clients import BatchClient
 from generated.huleedu.events.v1 import events_pb2 as ev
-from mesh import envelope
-from mesh.bus import OutgoingEvent
-from mesh.memory_bus import MemoryBus
-from mesh.server import GrpcServer
+from mesh.events import envelope
+from mesh.events.bus import OutgoingEvent
+from mesh.events.memory import MemoryBus
+from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
+from mesh.grpc.server import GrpcServer
 from mesh.settings import BackendSettings, ServerSettings
-from mesh.topics import COMMAND_KINDS, EventKind, topic_name
 
 Policy = Callable[[str, str], bool]  # (step, essay id) -> succeeded?
 

@@ -22,7 +22,7 @@ from conductor_server.domain.model import (
     counted_status,
     expected_essays,
 )
-from mesh.topics import COMMAND_KINDS
+from mesh.events.topics import COMMAND_KINDS
 
 COMMANDS = frozenset(COMMAND_KINDS)
 FLAGS = ("prompt_attached", "class_linked")

@@ -33,7 +33,7 @@ from batch_server.domain.paging import (
 )
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from mesh.errors import InvalidArgument
-from mesh.topics import EventKind
+from mesh.events.topics import EventKind
 
 ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 times = st.datetimes(

@@ -9,7 +9,7 @@ from conductor_server.domain.model import StepState, StepStatus
 from conductor_server.domain.resolution import Resolution, resolve
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
-from mesh.topics import COMMAND_KINDS
+from mesh.events.topics import COMMAND_KINDS
 from pipelines import default_definitions
 
 PROMPT = frozenset({"prompt_attached"})

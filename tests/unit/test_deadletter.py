@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import deadletter
-from mesh import envelope as codec
-from mesh.consumer_metrics import ConsumerMetrics
-from mesh.retry import PermanentError
+from mesh.events import deadletter
+from mesh.events import envelope as codec
+from mesh.events.metrics import ConsumerMetrics
+from mesh.events.retry import PermanentError
 
 FAILED_AT = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ def test_envelope_carries_every_fact_and_the_original_bytes() -> None:
     assert letter.timestamp.ToMilliseconds() == 1_700_000_000_123
     assert letter.schema_version == 1
     assert letter.payload == b"\x00garbage\xff"
-    assert letter.error_info.type == "mesh.retry.PermanentError"
+    assert letter.error_info.type == "mesh.events.retry.PermanentError"
     assert letter.error_info.message == "unknown batch batch-7"
     assert "Traceback" in letter.error_info.traceback
     assert (letter.consumer_group, letter.service, letter.attempts) == ("g", "conductor", 3)
@@ -70,7 +70,7 @@ def test_record_goes_to_the_dlq_topic_with_facts_as_headers() -> None:
     assert headers["dlq.original_partition"] == b"2"
     assert headers["dlq.original_offset"] == b"41"
     assert headers["dlq.original_timestamp"] == b"1700000000123"
-    assert headers["dlq.error_type"] == b"mesh.retry.PermanentError"
+    assert headers["dlq.error_type"] == b"mesh.events.retry.PermanentError"
     assert headers["dlq.error_message"] == b"unknown batch batch-7"
     assert headers["dlq.consumer_group"] == b"g"
     assert headers["dlq.service"] == b"s"
@@ -134,7 +134,7 @@ def test_metrics_count_a_batch() -> None:
             "mesh_consumer_dead_lettered_total",
             group="g",
             topic="t",
-            error_type="mesh.retry.PermanentError",
+            error_type="mesh.events.retry.PermanentError",
         )
         == 1
     )

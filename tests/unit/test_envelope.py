@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope as codec
 from mesh.correlation import bound
-from mesh.retry import is_retriable
+from mesh.events import envelope as codec
+from mesh.events.retry import is_retriable
 
 
 def outcome(batch_id: str = "b1") -> events_pb2.EssayStepOutcome:

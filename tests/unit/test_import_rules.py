@@ -83,7 +83,7 @@ def test_the_rule_catches_banned_and_outward_imports() -> None:
             "import grpc.aio",
             "from google.protobuf import message",
             "from redis.asyncio import Redis",
-            "from mesh.topics import COMMAND_KINDS",
+            "from mesh.events.topics import COMMAND_KINDS",
             "from ..adapters import store",
             "from . import model",
             "from conductor_server.domain.errors import ConductorError",
@@ -95,7 +95,7 @@ def test_the_rule_catches_banned_and_outward_imports() -> None:
         "grpc.aio",
         "google.protobuf",
         "redis.asyncio",
-        "mesh.topics",
+        "mesh.events.topics",
         "conductor_server.adapters",
     ]
 

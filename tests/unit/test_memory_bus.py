@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from generated.huleedu.events.v1 import events_pb2
-from mesh import envelope as codec
-from mesh.bus import (
+from mesh.events import envelope as codec
+from mesh.events.bus import (
     BatchHandler,
     EventConsumer,
     EventPublisher,
@@ -19,9 +19,9 @@ from mesh.bus import (
     RecordWriter,
     Rejection,
 )
-from mesh.memory_bus import MemoryBus, MemoryConsumer
-from mesh.retry import Backoff, PermanentError, TransientError
-from mesh.topics import EventKind, dlq_topic, topic_name
+from mesh.events.memory import MemoryBus, MemoryConsumer
+from mesh.events.retry import Backoff, PermanentError, TransientError
+from mesh.events.topics import EventKind, dlq_topic, topic_name
 
 KIND = EventKind.ESSAY_STEP_OUTCOME
 TOPIC = topic_name(KIND, "t")

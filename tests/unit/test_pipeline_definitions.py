@@ -11,7 +11,7 @@ import pytest
 from conductor_server.domain.catalog import PipelineCatalog
 from conductor_server.domain.errors import DefinitionError, DefinitionIssue, IssueKind
 from conductor_server.domain.loader import parse_catalog
-from mesh.topics import COMMAND_KINDS
+from mesh.events.topics import COMMAND_KINDS
 from pipelines import default_definitions
 
 COMMANDS = frozenset(COMMAND_KINDS)

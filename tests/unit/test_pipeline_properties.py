@@ -1,10 +1,9 @@
-"""Properties of loading, ordering, pruning and run progression over random graphs."""
+"""Properties of loading, ordering and pruning over random graphs."""
 
 from __future__ import annotations
 
 import graphlib
 import itertools
-import random
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -20,11 +19,9 @@ from conductor_server.domain.errors import (
     ViolationKind,
 )
 from conductor_server.domain.model import StepDefinition, StepState, StepStatus
-from conductor_server.domain.progression import RunOutcome, advance
 from conductor_server.domain.resolution import Resolution, resolve
 from tests.support.pipeline_strategies import (
     FLAGS,
-    ModelBatch,
     catalog_of,
     dags,
     graphs,
@@ -142,40 +139,3 @@ def test_pruning_removes_exactly_the_satisfied_steps_and_keeps_the_order(
     assert kept == [name for name in full if name not in satisfied]
     assert pruned == [name for name in full if name in satisfied]
     assert outcome.version == catalog.subgraph(target).version
-
-
-@given(dags(max_steps=8), st.integers(1, 6), st.randoms(use_true_random=False))
-def test_a_run_dispatches_only_ready_steps_and_always_ends(
-    steps: list[StepDefinition], essay_count: int, rnd: random.Random
-) -> None:
-    catalog = catalog_of(steps)
-    run = resolve(catalog, "everything", {}, set(FLAGS)).steps
-    batch = ModelBatch(run, [f"e{n}" for n in range(essay_count)])
-    dispatched: set[str] = set()
-    for _ in range(len(run) * (essay_count + 1) + 2):
-        states = batch.states()
-        progress = advance(run, states, dispatched)
-        for step in progress.dispatch:
-            assert step.name not in dispatched
-            assert all(states[dep].status is StepStatus.SATISFIED for dep in step.depends_on)
-        if progress.outcome is not None:
-            break
-        dispatched |= {step.name for step in progress.dispatch}
-        running = [
-            step for step in run if step.name in dispatched and not states[step.name].complete
-        ]
-        running = [step for step in running if batch.expected(step, states)]
-        assert running or progress.dispatch, "a run that is not finished must be able to move"
-        if running:
-            batch.work(rnd.choice(running), rnd)
-    else:
-        pytest.fail("the run never reached a terminal state")
-    final = batch.states()
-    ran = [final[step.name] for step in run if step.name in dispatched]
-    failed = len(ran) < len(run) or any(s.status is not StepStatus.SATISFIED for s in ran)
-    if failed:
-        assert progress.outcome is RunOutcome.FAILED
-    elif any(s.failed for s in ran):
-        assert progress.outcome is RunOutcome.COMPLETED_WITH_FAILURES
-    else:
-        assert progress.outcome is RunOutcome.COMPLETED

@@ -20,7 +20,7 @@ from conductor_server.domain.errors import (
 from conductor_server.domain.loader import parse_catalog
 from conductor_server.domain.model import StepDefinition, StepState, StepStatus
 from conductor_server.domain.resolution import PruneReason, check_prerequisites, resolve
-from mesh.topics import COMMAND_KINDS
+from mesh.events.topics import COMMAND_KINDS
 from pipelines import default_definitions
 
 PROMPT = frozenset({"prompt_attached"})
@@ -228,7 +228,7 @@ def test_prerequisites_of_a_pipeline_name_are_not_found(catalog: PipelineCatalog
 _ORDER_SCRIPT = """
 import json, random
 from conductor_server.domain.loader import parse_catalog
-from mesh.topics import COMMAND_KINDS
+from mesh.events.topics import COMMAND_KINDS
 rnd = random.Random(7)
 steps = []
 for n in range(60):

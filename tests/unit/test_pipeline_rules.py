@@ -15,7 +15,7 @@ from conductor_server.domain.errors import (
 )
 from conductor_server.domain.model import StepState, StepStatus
 from conductor_server.metrics import ConductorMetrics
-from conductor_server.pipeline_rules import PipelineRules, definitions_at, load_catalog
+from conductor_server.rules import PipelineRules, definitions_at, load_catalog
 from pipelines import default_definitions
 
 PROMPT = frozenset({"prompt_attached"})

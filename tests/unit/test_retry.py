@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.envelope import InvalidEnvelope, UndecodableEnvelope
-from mesh.retry import Backoff, DeadLetter, PermanentError, Retry, TransientError, decide
+from mesh.events.envelope import InvalidEnvelope, UndecodableEnvelope
+from mesh.events.retry import Backoff, DeadLetter, PermanentError, Retry, TransientError, decide
 
 
 class UnknownBatch(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mesh.metrics import LATENCY_BUCKETS, RpcMetrics
+from mesh.grpc.metrics import LATENCY_BUCKETS, RpcMetrics
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -121,6 +121,6 @@ def test_repeats_of_a_chatty_library_are_held_back_and_counted() -> None:
 
 def test_other_loggers_pass_untouched() -> None:
     repeats = RepeatFilter(("aiokafka",), clock=lambda: 0.0)
-    records = [_record("mesh.consumer", "transient failure at %s", n) for n in range(5)]
+    records = [_record("mesh.events.consumer", "transient failure at %s", n) for n in range(5)]
     assert all(repeats.filter(r) for r in records)
     assert [r.getMessage() for r in records] == [f"transient failure at {n}" for n in range(5)]

@@ -1,1 +1,0 @@
-"""Numbered SQL migrations of the BatchService (applied by ``mesh.schema.apply_migrations``)."""

@@ -1,0 +1,1 @@
+"""The BatchService's SQL schema (applied by ``mesh.postgres.schema``)."""

@@ -1,0 +1,96 @@
+"""The state store seam: what the conductor needs from wherever step outcomes are counted.
+
+Implementations (``conductor_server.store``): ``MemoryStateStore`` (embedded mode) and
+``ComposedStateStore`` (real mode: PostgreSQL, the authority, mirrored into Redis for reads),
+over ``PostgresStateStore``. All of them count with ``conductor_server.domain.counting``, and one
+contract suite (``tests/support/state_contract.py``) runs against each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from conductor_server.domain.model import BatchRegistration, OutcomeRecord, StepState
+from conductor_server.store.errors import PermanentStateError
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What recording one outcome did.
+
+    ``newly_recorded``: this call counted the outcome (False for a repeat of the same outcome).
+    ``completed_step``: counting it made the step complete; exactly one record ever does.
+    ``state``: the step just after this record.
+    ``cascaded``: dependants that completed with it because they expect no essays at all.
+    ``error``: why the record was refused; then every other field is empty.
+    """
+
+    record: OutcomeRecord
+    newly_recorded: bool = False
+    completed_step: bool = False
+    state: StepState | None = None
+    cascaded: tuple[StepState, ...] = ()
+    error: PermanentStateError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """What the conductor knows of a batch: its size, its flags and the state of every step of
+    the step table (dependencies first). ``version`` counts registrations that changed flags."""
+
+    batch_id: str
+    essay_count: int
+    flags: frozenset[str]
+    steps: tuple[StepState, ...]
+    version: int = 1
+
+    def step(self, name: str) -> StepState:
+        for state in self.steps:
+            if state.step == name:
+                return state
+        raise KeyError(name)
+
+
+class StateStore(Protocol):
+    """Registers batches and counts per-essay step outcomes exactly once."""
+
+    async def register_batch(self, registration: BatchRegistration) -> bool:
+        """Register a batch; True if it is new.
+
+        Idempotent: the same essay set again is a no-op apart from replacing the flags.
+        Raises ``RegistrationConflict`` for a different essay set, ``InvalidRegistration``.
+        """
+        ...
+
+    async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]:
+        """Count each record exactly once; one result per record, in order.
+
+        Permanent problems come back per record (an unknown step is reported before an unknown
+        batch). A step's last outcome commits with its ``BatchStepCompleted`` event.
+        ``StateBackendUnavailable`` fails the call; nothing of it is counted then.
+        """
+        ...
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        """The batch's size, flags and step states. Raises ``UnknownBatch``."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's connections; idempotent."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,41 @@
+"""Outcome reports, from an RPC or an event, parsed into ``OutcomeRecord`` values.
+
+``RecordStepOutcome`` requests and ``EssayStepOutcome`` events carry the same fields and obey
+the same rules; ``parse_outcome`` is the one place those rules are checked (raising
+``mesh.errors.InvalidArgument`` naming every bad field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from conductor_server.domain.model import Outcome, OutcomeRecord
+from generated.huleedu.events.v1 import events_pb2
+from mesh.validation import MAX_NAME_LENGTH, Violations
+
+MAX_STORAGE_ID = 1024
+
+OUTCOME_FROM_PROTO: Mapping[int, Outcome] = {
+    events_pb2.STEP_OUTCOME_SUCCEEDED: Outcome.SUCCEEDED,
+    events_pb2.STEP_OUTCOME_FAILED: Outcome.FAILED,
+}
+
+
+def parse_outcome(
+    batch_id: str, step: str, essay_id: str, outcome: int, storage_id: str, event_id: str
+) -> OutcomeRecord:
+    """The record these fields report; ``InvalidArgument`` with every bad field."""
+    v = Violations()
+    v.identifier("batch_id", batch_id)
+    v.identifier("step", step, MAX_NAME_LENGTH)
+    v.identifier("essay_id", essay_id)
+    parsed = OUTCOME_FROM_PROTO.get(outcome)
+    if parsed is None:
+        v.add("outcome", "must be STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED")
+    v.optional_identifier("output_storage_id", storage_id)
+    if len(storage_id) > MAX_STORAGE_ID:
+        v.add("output_storage_id", f"must be at most {MAX_STORAGE_ID} characters")
+    v.optional_identifier("event_id", event_id)
+    v.raise_if_any()
+    assert parsed is not None
+    return OutcomeRecord(batch_id, step, essay_id, parsed, storage_id, event_id)

@@ -1,0 +1,1 @@
+"""The PipelineConductor's SQL schema (applied by ``mesh.postgres.schema``)."""

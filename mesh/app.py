@@ -1,0 +1,134 @@
+"""The server skeleton both services run on: a gRPC server with its consumers and loops.
+
+A composition root opens its backends, builds its use cases and describes the server as an
+``App``; ``run_app`` does the rest, the same way for both services:
+
+1. background loops start (the outbox relay), then the consumers join their groups and run;
+2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) and turns
+   SERVING once the backend probes pass; ``on_ready`` is called with it;
+3. it serves until ``stop`` is set or a loop ends on its own (``LoopEnded``: the process exits 1
+   for its supervisor to restart it);
+4. shutdown runs in reverse: the ``on_shutdown`` callbacks (watch streams end), the server
+   drains (NOT_SERVING, in-flight RPCs finish), the consumers finish their batch, commit and
+   leave, the loops finish what they are doing. The caller's exit stack then closes the
+   backends.
+
+``open_bus`` is the one place that picks the event bus by mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from mesh.events.bus import Bus, EventConsumer
+from mesh.events.kafka import KafkaBus, KafkaConfig
+from mesh.events.memory import MemoryBus
+from mesh.grpc.health import HealthReporter, Probe
+from mesh.grpc.server import GrpcServer, Registration
+from mesh.grpc.status import StatusTable
+from mesh.runtime import Background, start_within, stop_loop, until_stopped
+from mesh.settings import BackendSettings, Mode, ServerSettings
+
+log = logging.getLogger(__name__)
+
+CONSUMER_START_TIMEOUT = 30.0
+BUS_START_TIMEOUT = 30.0
+
+
+@dataclass
+class App:
+    """What one service contributes to the skeleton."""
+
+    name: str  # for logs: "PipelineConductor", "BatchService"
+    services: Sequence[str]  # full gRPC service names, for health and reflection
+    registrations: Sequence[Registration]
+    table: StatusTable
+    probes: Mapping[str, Probe] = field(default_factory=dict)
+    consumers: Sequence[EventConsumer] = ()
+    loops: Sequence[Background] = ()
+    on_shutdown: Sequence[Callable[[], None]] = ()  # first on the way out
+
+
+def open_bus(
+    backends: BackendSettings, client_id: str, registry: CollectorRegistry
+) -> AbstractAsyncContextManager[Bus]:
+    """The event bus of the configured mode: Kafka in real mode, else a new in-memory bus."""
+    if backends.mode is Mode.EMBEDDED:
+        return MemoryBus(backends.kafka_namespace)
+    config = KafkaConfig(
+        bootstrap_servers=backends.kafka_bootstrap,
+        namespace=backends.kafka_namespace,
+        client_id=client_id,
+        partitions=backends.kafka_partitions,
+        commit_interval_ms=backends.kafka_commit_interval_ms,
+    )
+    return _started(KafkaBus(config, registry), "Kafka")
+
+
+@contextlib.asynccontextmanager
+async def _started(bus: KafkaBus, what: str):  # type: ignore[no-untyped-def]
+    try:
+        await start_within(what, bus.start, BUS_START_TIMEOUT)
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def run_app(
+    app: App,
+    settings: ServerSettings,
+    registry: CollectorRegistry,
+    stop: asyncio.Event,
+    on_ready: Callable[[GrpcServer], None] | None = None,
+) -> None:
+    """Serve ``app`` until ``stop`` is set (see the module docstring)."""
+    log.info("starting %s", app.name)
+    async with AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
+        for run, halt in app.loops:  # stopped after the consumers (which feed them)
+            task = asyncio.create_task(run(), name=getattr(run, "__qualname__", "background"))
+            stack.push_async_callback(stop_loop, halt, task)
+            tasks.append(task)
+        for consumer in app.consumers:
+            await start_within("event consumer", consumer.start, CONSUMER_START_TIMEOUT)
+            task = asyncio.create_task(consumer.run(), name=f"{type(consumer).__name__}.run")
+            stack.push_async_callback(_stop_consumer, consumer, task)
+            tasks.append(task)
+        server = GrpcServer(
+            settings,
+            app.registrations,
+            app.services,
+            app.table,
+            registry,
+            HealthReporter(app.services, app.probes),
+        )
+        await stack.enter_async_context(server)
+        for callback in app.on_shutdown:
+            stack.callback(callback)
+        if on_ready is not None:
+            on_ready(server)
+        try:  # a loop that ends early shuts the server down and the process exits 1
+            await until_stopped(stop, tasks)
+        finally:
+            log.info("shutting down %s", app.name)
+    log.info("%s stopped", app.name)
+
+
+async def _stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
+    """Finish the batch in flight, commit it, leave the group.
+
+    A ``task`` that had already ended is not awaited: ``until_stopped`` raised its error.
+    """
+    ended = task.done()
+    await consumer.stop()
+    if not ended:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await consumer.close()

@@ -1,0 +1,304 @@
+"""The Kafka consumer runner: at-least-once batches with a DLQ and paused retries.
+
+Loop: ``getmany`` a batch → ``Dispatcher`` (decode, handler, plan) → write dead letters and wait
+for their acks → hand ``{partition: next offset}`` to the background committer (one commit per
+``commit_interval_ms`` at most) → for a partition that hit a transient error, seek back to the
+failed record and pause it for the backoff delay.
+
+Offsets are committed only for records that are done (handled, or acknowledged in the DLQ),
+never past a failed one. A revocation waits for the batch in flight and commits what it finished
+before the partitions go. ``stop()`` finishes the current batch, commits and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import CollectorRegistry
+
+from mesh.events.bus import BatchHandler, RecordWriter
+from mesh.events.deadletter import DeadLetterQueue
+from mesh.events.dispatcher import Dispatcher, Partition, Plan
+from mesh.events.metrics import ConsumerMetrics
+from mesh.events.retry import DEFAULT_BACKOFF, Backoff
+from mesh.events.topics import EventKind, topic_name
+from mesh.resource import AsyncResource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """Connection and tuning of one consumer (built by the entry point from its settings)."""
+
+    bootstrap_servers: str
+    group_id: str
+    service: str  # named in dead letters
+    namespace: str = ""
+    client_id: str = "huleedu-mesh"
+    max_records: int = 1000
+    poll_timeout_ms: int = 200
+    commit_interval_ms: int = 1000  # at most one offset commit per interval (stop/revoke: now)
+    backoff: Backoff = DEFAULT_BACKOFF
+    auto_offset_reset: str = "earliest"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    close_timeout: float = 30.0
+
+
+class Consumer(AsyncResource):
+    """Consumes ``kinds`` with ``handler``; ``async with`` it, then ``await run()``."""
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        kinds: Sequence[EventKind],
+        handler: BatchHandler,
+        dead_letters: RecordWriter,
+        *,
+        accept: Collection[str] | None = None,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self._config = config
+        self.topics = [topic_name(kind, config.namespace) for kind in kinds]
+        self._dispatcher = Dispatcher(handler, accept=accept, backoff=config.backoff)
+        self._dlq = DeadLetterQueue(
+            dead_letters, consumer_group=config.group_id, service=config.service
+        )
+        self._metrics = metrics or ConsumerMetrics(CollectorRegistry())
+        self._kafka: Any = AIOKafkaConsumer(
+            bootstrap_servers=config.bootstrap_servers,
+            group_id=config.group_id,
+            client_id=config.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=config.auto_offset_reset,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+        )
+        self._lock = asyncio.Lock()  # held while a batch is processed and committed
+        self._pending: dict[Partition, int] = {}  # done but not yet committed
+        self._committing: asyncio.Task[None] | None = None
+        self._commit_now = asyncio.Event()  # set by stop and revocation: no more waiting
+        self._next_commit_at = 0.0  # time.monotonic() before which no commit starts
+        self._paused_until: dict[Partition, float] = {}
+        self._dlq_failures = 0
+        self._started = False
+        self._closed = False
+        self._stopping = False
+        self._running: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._kafka.subscribe(self.topics, listener=_Rebalance(self))
+        await self._kafka.start()
+        self._started = True
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; errors other than the handler's propagate."""
+        if not self._started or self._closed:
+            raise RuntimeError("consumer is not started")
+        self._running = asyncio.current_task()
+        self._stopped.clear()
+        try:
+            while not self._stopping:
+                self._resume_due()
+                polled = await self._kafka.getmany(
+                    timeout_ms=self._poll_timeout_ms(), max_records=self._config.max_records
+                )
+                if polled:
+                    async with self._lock:
+                        await self._process(polled)
+            await self._flush_commits()
+        finally:
+            self._running = None
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit it, and return (the loop of ``run`` ends)."""
+        self._stopping = True
+        task = self._running
+        if task is None or task is asyncio.current_task():
+            return
+        try:
+            await asyncio.wait_for(self._stopped.wait(), self._config.close_timeout)
+        except TimeoutError:
+            log.warning("consumer %s did not stop in time; cancelling", self._config.group_id)
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def close(self) -> None:
+        """Stop, commit, and leave the group; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop()
+        if self._committing is not None and not self._committing.done():
+            self._committing.cancel()
+            await asyncio.wait({self._committing})
+        if self._started:
+            await self._kafka.stop()
+
+    # --- one batch ------------------------------------------------------------------------
+
+    async def _process(self, polled: dict[Any, list[Any]]) -> None:
+        started = time.perf_counter()
+        plan = await self._dispatcher.dispatch(polled)
+        if plan.dead:
+            plan = await self._dead_letter(plan)
+        self._pending.update(plan.commit)
+        self._schedule_commit()
+        assigned = self._kafka.assignment() if plan.resume else set()
+        for part, resume in plan.resume.items():
+            tp = TopicPartition(*part)
+            if tp not in assigned:
+                continue
+            self._kafka.seek(tp, resume.offset)
+            self._kafka.pause(tp)
+            self._paused_until[part] = time.monotonic() + resume.delay
+            log.warning(
+                "transient failure at %s[%d]@%d (attempt %d): %r; retrying in %.2fs",
+                part[0],
+                part[1],
+                resume.offset,
+                resume.attempt,
+                resume.error,
+                resume.delay,
+            )
+        consumed = {tp.topic: 0 for tp in polled}
+        for tp, recs in polled.items():
+            consumed[tp.topic] += len(recs)
+        self._metrics.observe(
+            self._config.group_id,
+            consumed,
+            plan.handled,
+            plan.dead,
+            [part[0] for part in plan.resume],
+            time.perf_counter() - started,
+        )
+
+    async def _dead_letter(self, plan: Plan) -> Plan:
+        try:
+            await self._dlq.put(plan.dead)
+        except Exception as exc:
+            # A record is done only once its dead letter is acknowledged: stop at the first.
+            self._dlq_failures += 1
+            delay = self._config.backoff.ceiling(self._dlq_failures) * (1 - random.random() / 5)
+            log.warning("dead-letter write failed (%r); retrying in %.2fs", exc, delay)
+            return plan.without_dead_letters(exc, delay)
+        self._dlq_failures = 0
+        for failure in plan.dead:
+            log.error(
+                "dead-lettered %s[%d]@%d after %d attempt(s): %s",
+                failure.record.topic,
+                failure.record.partition,
+                failure.record.offset,
+                failure.attempts,
+                failure.error,
+            )
+        return plan
+
+    # --- commits ---------------------------------------------------------------------------
+    # One commit task at a time, in the background, at most one commit per interval: offsets of
+    # the batches finished meanwhile coalesce into the next commit, so neither the round trip
+    # nor its cost stalls consumption (committing after every batch cost 5-13% of a no-op
+    # consumer's throughput, measured). Only offsets of finished work ever enter ``_pending``;
+    # revocation and stop commit at once and wait for it. A crash redelivers at most one
+    # interval of records, which the handlers are idempotent against.
+
+    def _schedule_commit(self) -> None:
+        if self._pending and (self._committing is None or self._committing.done()):
+            self._committing = asyncio.create_task(self._commit_while_pending())
+
+    async def _commit_while_pending(self) -> None:
+        interval = self._config.commit_interval_ms / 1000
+        while self._pending:
+            delay = self._next_commit_at - time.monotonic()
+            if delay > 0 and not self._commit_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._commit_now.wait(), delay)
+            if not await self._commit_pending():
+                return  # retried after the next batch
+            self._next_commit_at = time.monotonic() + interval
+
+    async def _flush_commits(self) -> None:
+        self._commit_now.set()
+        try:
+            if self._committing is not None:
+                await self._committing
+            await self._commit_pending()
+        finally:
+            self._commit_now.clear()
+
+    async def _commit_pending(self) -> bool:
+        """Commit every pending offset of an assigned partition; False if it must be retried."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return True
+        assigned = self._kafka.assignment()
+        offsets = {TopicPartition(*part): off for part, off in pending.items()}
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if not offsets:
+            return True
+        try:
+            await self._kafka.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on; the new owner starts from the last commit and redelivers.
+            log.warning("commit of %d partition(s) failed after a rebalance: %s", len(offsets), exc)
+        except Exception as exc:
+            log.warning("commit failed (%r); retrying after the next batch", exc)
+            for part, off in pending.items():
+                self._pending.setdefault(part, off)
+            return False
+        return True
+
+    # --- pause / resume and rebalancing --------------------------------------------------
+
+    def _poll_timeout_ms(self) -> int:
+        timeout = self._config.poll_timeout_ms
+        if self._paused_until:
+            due = min(self._paused_until.values()) - time.monotonic()
+            timeout = max(0, min(timeout, int(due * 1000) + 1))
+        return timeout
+
+    def _resume_due(self) -> None:
+        if not self._paused_until:
+            return
+        now = time.monotonic()
+        due = [part for part, at in self._paused_until.items() if at <= now]
+        assigned = self._kafka.assignment()
+        for part in due:
+            del self._paused_until[part]
+            tp = TopicPartition(*part)
+            if tp in assigned:
+                self._kafka.resume(tp)
+
+    async def _on_revoked(self, revoked: Collection[Any]) -> None:
+        async with self._lock:  # let the batch in flight finish and commit
+            await self._flush_commits()
+            self._dispatcher.forget(revoked)
+            for tp in revoked:
+                self._paused_until.pop((tp.topic, tp.partition), None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
+        await self._consumer._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))

@@ -1,0 +1,170 @@
+"""The one wrapper around every RPC: correlation id, deadlines, metrics, logging, error mapping.
+
+Methods are wrapped once, when they are registered (``Registrar``), not intercepted per call:
+grpc.aio runs a ``ServerInterceptor`` as an extra coroutine on every RPC, which cost about 15% of
+the throughput of a trivial RPC here. For every RPC the wrapper sets the correlation id (from
+``x-correlation-id`` metadata, generated when absent, echoed back in the trailing metadata),
+refuses work whose deadline has already passed, counts and times the call,
+and turns any exception into a ``google.rpc.Status`` through the server's ``StatusTable``: the one
+place errors become status codes. Unmapped errors are INTERNAL and logged once with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from mesh import correlation
+from mesh.grpc.metrics import RpcMetrics
+from mesh.grpc.status import StatusTable
+
+log = logging.getLogger(__name__)
+
+_OK = grpc.StatusCode.OK.name
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+class RpcWrapper:
+    """Wraps method handlers with the behaviour above; one per server."""
+
+    def __init__(self, table: StatusTable, metrics: RpcMetrics) -> None:
+        self._table = table
+        self._metrics = metrics
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise TypeError(f"{full_method}: client-streaming RPCs are not supported")
+
+    def _enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        incoming = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == correlation.METADATA_KEY:
+                incoming = value if isinstance(value, str) else value.decode()
+                break
+        cid = incoming[:128] or correlation.new()
+        correlation.correlation_id.set(cid)
+        context.set_trailing_metadata(((correlation.METADATA_KEY, cid),))
+        return cid
+
+    async def _fail(
+        self, exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> str:
+        status = self._table.to_status(exc)
+        code = _CODE_NAMES.get(status.code, "UNKNOWN")
+        if self._table.rule_for(exc) is None:
+            log.exception("unhandled error in %s", method)
+        else:
+            log.info("%s failed: %s %s", method, code, status.message)
+        converted = rpc_status.to_status(status)
+        trailing = (*converted.trailing_metadata, *(context.trailing_metadata() or ()))
+        context.set_trailing_metadata(trailing)
+        context.set_code(converted.code)
+        context.set_details(converted.details)
+        return code
+
+    def _unary(self, behavior: Any, service: str, method: str) -> Any:
+        stats = self._metrics.method(service, method)
+        clock = time.perf_counter
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            self._enter(context)
+            stats.started += 1
+            start = clock()
+            code = _OK
+            try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED.name
+                    context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+                    context.set_details("deadline exceeded before the call started")
+                    return None
+                return await behavior(request, context)
+            except Exception as exc:
+                code = await self._fail(exc, context, method)
+                return None
+            finally:
+                stats.finish(code, clock() - start)
+
+        return wrapper
+
+    def _stream(self, behavior: Any, service: str, method: str) -> Any:
+        stats = self._metrics.method(service, method)
+
+        async def wrapper(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            self._enter(context)
+            stats.started += 1
+            start = time.perf_counter()
+            code = _OK
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as exc:
+                code = await self._fail(exc, context, method)
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED.name
+                raise
+            finally:
+                stats.finish(code, time.perf_counter() - start)
+
+        return wrapper
+
+
+class Registrar:
+    """Stands in for the server while generated ``add_*Servicer_to_server`` functions run.
+
+    Generated code passes each service's method handlers twice: as a generic handler, then by
+    name (``add_registered_method_handlers``). The named call is wrapped and both forms are
+    registered wrapped; a generic handler without a named twin is refused at start-up rather
+    than served unwrapped (it would escape the error table and the metrics).
+    """
+
+    def __init__(self, server: grpc.aio.Server, wrapper: RpcWrapper) -> None:
+        self._server = server
+        self._wrapper = wrapper
+        self._generic: dict[str, grpc.GenericRpcHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        for handler in handlers:
+            service_name = getattr(handler, "service_name", None)
+            if service_name is None:
+                raise TypeError(f"cannot wrap generic handler {handler!r}: register by name")
+            self._generic[service_name()] = handler
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._generic.pop(service, None)
+        wrapped = {
+            name: self._wrapper.wrap(handler, f"/{service}/{name}")
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
+        )
+        self._server.add_registered_method_handlers(service, wrapped)
+
+    def close(self) -> None:
+        """Call after every registration: fails on a service that was not wrapped."""
+        if self._generic:
+            raise TypeError(f"services registered without method names: {sorted(self._generic)}")

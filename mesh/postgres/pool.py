@@ -1,0 +1,79 @@
+"""A server's PostgreSQL connection pool: opened at start-up, probed, closed in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from mesh.postgres.schema import apply_migrations
+from mesh.runtime import StartupError, start_within
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0
+MIGRATION_TIMEOUT = 60.0
+
+# Client failures that mean "PostgreSQL is unavailable now", as opposed to a bad statement.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes TimeoutError and refused connections
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+)
+
+
+@asynccontextmanager
+async def postgres_pool(
+    dsn: str, size: int, migrations: dict[str, str], within: float = CONNECT_TIMEOUT
+) -> AsyncIterator[Any]:
+    """An asyncpg pool with ``migrations`` applied (source name -> package).
+
+    ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds. On exit the pool
+    closes; a connection still checked out after ``CLOSE_TIMEOUT`` is terminated (asyncpg's
+    ``close`` would wait for it however long that takes).
+    """
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30), within
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise StartupError(f"PostgreSQL unreachable at {redact(dsn)}: {exc!r}") from exc
+    log.info("connected to PostgreSQL at %s (pool %d)", redact(dsn), size)
+    try:
+        await start_within(
+            "PostgreSQL migrations", lambda: apply_migrations(pool, migrations), MIGRATION_TIMEOUT
+        )
+        yield pool
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("PostgreSQL pool still had a connection in use after %.0f s", CLOSE_TIMEOUT)
+            pool.terminate()
+
+
+def probe(pool: Any) -> Callable[[], Awaitable[object]]:
+    """A health probe: one ``SELECT 1`` on a pooled connection."""
+
+    async def check() -> object:
+        async with pool.acquire(timeout=2) as conn:
+            return await conn.fetchval("SELECT 1")
+
+    return check
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url
