@@ -7,17 +7,19 @@ implement ``close()`` (idempotent: it may run again from an exit stack); those w
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Self
 
 
-class AsyncResource:
+class AsyncResource(ABC):
     __slots__ = ()
 
     async def start(self) -> None:
         """Acquire what the resource needs before use; nothing by default."""
 
+    @abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Release what the resource holds; idempotent."""
 
     async def __aenter__(self) -> Self:
         await self.start()

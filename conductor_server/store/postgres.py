@@ -48,17 +48,20 @@ _COUNTS = """
 SELECT batch_id, step, succeeded, failed, total, eligible FROM processing_pipeline_state
  WHERE batch_id = ANY($1::text[])
 """
-# The named essays that are in their batch, with every outcome each already has, as the
-# outcome's first letter followed by the step. LATERAL keeps every lookup a primary-key probe.
+# The named essays of one batch that are in it, with every outcome each already has, as the
+# outcome's first letter followed by the step. OFFSET 0 keeps the lateral subquery from being
+# flattened into a join, so both lookups stay primary-key probes per named essay whatever the
+# table statistics say (on young tables the planner otherwise scans every essay of the batch).
 _ESSAYS = """
-SELECT t.batch_id, t.essay_id, e.position, e.done
-  FROM unnest($1::text[], $2::text[]) AS t(batch_id, essay_id)
+SELECT t.essay_id, m.position, m.done
+  FROM unnest($2::text[]) AS t(essay_id)
  CROSS JOIN LATERAL (
-       SELECT m.position,
+       SELECT e.position,
               ARRAY(SELECT left(o.outcome, 1) || o.step FROM essay_step_outcomes o
-                     WHERE o.batch_id = m.batch_id AND o.essay_id = m.essay_id) AS done
-         FROM conductor_batch_essays m
-        WHERE m.batch_id = t.batch_id AND m.essay_id = t.essay_id) AS e
+                     WHERE o.batch_id = e.batch_id AND o.essay_id = e.essay_id) AS done
+         FROM conductor_batch_essays e
+        WHERE e.batch_id = $1 AND e.essay_id = t.essay_id
+       OFFSET 0) AS m
 """
 _OUTCOME_COLUMNS = (
     "batch_id",
@@ -235,14 +238,17 @@ class PostgresStateStore(AsyncResource):
             counts[row["batch_id"]][row["step"]] = StepCount(
                 row["succeeded"], row["failed"], row["total"], row["eligible"]
             )
-        named = {(r.batch_id, r.essay_id) for r in records if r.batch_id in counts}
-        found = await conn.fetch(_ESSAYS, [b for b, _ in named], [e for _, e in named])
+        named: dict[str, set[str]] = {batch_id: set() for batch_id in ids}
+        for record in records:
+            if record.batch_id in named:
+                named[record.batch_id].add(record.essay_id)
         outcomes: dict[str, dict[str, dict[str, Outcome]]] = {batch_id: {} for batch_id in ids}
         positions: dict[str, dict[str, int]] = {batch_id: {} for batch_id in ids}
-        for row in found:
-            batch_id, essay_id = row["batch_id"], row["essay_id"]
-            positions[batch_id][essay_id] = row["position"]
-            outcomes[batch_id][essay_id] = {d[1:]: _OUTCOME_LETTER[d[0]] for d in row["done"]}
+        for batch_id, essays in named.items():
+            for row in await conn.fetch(_ESSAYS, batch_id, list(essays)):
+                essay_id = row["essay_id"]
+                positions[batch_id][essay_id] = row["position"]
+                outcomes[batch_id][essay_id] = {d[1:]: _OUTCOME_LETTER[d[0]] for d in row["done"]}
         locked: dict[str, _Locked] = {}
         for row in rows:
             batch_id = row["batch_id"]
