@@ -19,7 +19,7 @@ are medians, garbage collector off while timing:
 - cold: a 64 MiB buffer is rewritten before each single call, so every size starts from cold
   caches, as a resolution does on a server that did other work in between.
 
-Goal (issue 4): at most 1.5x graphlib at 10,000 steps; linear growth (10x the steps, at most
+Goal: at most 1.5x graphlib at 10,000 steps; linear growth (10x the steps, at most
 12x the time). The last line printed is one JSON object (DESIGN §9); its headline figures
 ("ours", "baseline", "ratio") are the warm ones.
 

@@ -14,7 +14,7 @@ from typing import Self
 class AsyncResource(ABC):
     __slots__ = ()
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027  (optional hook: most resources need none)
         """Acquire what the resource needs before use; nothing by default."""
 
     @abstractmethod

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import Backends
 from tests.support.net import free_port
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL_VERSION = "v1.9.3"
@@ -70,22 +71,19 @@ class ServerProcess:
             return int(response.status)
 
     async def wait_serving(self, within: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
+        async def serving() -> bool:
             assert self.process is not None
-            if self.process.returncode is not None:
-                raise AssertionError(
-                    f"{self.module} exited {self.process.returncode}:\n{self.logs()}"
-                )
-            try:
-                if await self.health() == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if loop.time() > deadline:
-                raise AssertionError(f"{self.module} not SERVING after {within}s:\n{self.logs()}")
-            await asyncio.sleep(0.1)
+            assert self.process.returncode is None, (
+                f"{self.module} exited {self.process.returncode}"
+            )
+            return await self.health() == health_pb2.HealthCheckResponse.SERVING
+
+        try:
+            await eventually(
+                serving, within, (grpc.aio.AioRpcError,), what=f"{self.module} to be SERVING"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{self.logs()}") from exc
 
     async def terminate(self, within: float = 30.0) -> int:
         """SIGTERM and wait; the exit code."""

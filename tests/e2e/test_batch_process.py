@@ -28,6 +28,7 @@ from mesh.events.producer import Producer
 from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
 from tests.conftest import Backends
 from tests.e2e.conftest import ServerProcess, backend_env
+from tests.support.polling import eventually
 
 FAILURE_RATE = 0.02
 RATIOS = {"spellcheck": 0.9, "nlp": 0.9, "cj_assessment": 0.9, "ai_feedback": 0.8}
@@ -214,11 +215,15 @@ async def test_a_watch_lives_through_a_postgres_outage(
                 updates.append(update)
 
         watching = asyncio.create_task(watch())
-        while not updates:
+
+        def watched() -> bool:
             assert not watching.done(), watching
-            await asyncio.sleep(0.01)
+            return bool(updates)
+
+        await eventually(watched, 30, what="the first update")
         backends.stop("postgres")
         try:
+            # the scenario: a 3 s outage, longer than the watch's 1 s re-read, so the watch meets it
             await asyncio.sleep(3)
         finally:
             backends.start("postgres")
@@ -261,15 +266,14 @@ async def test_trigger_spellcheck_publishes_the_seed_event(
         response = await client.trigger_spellcheck("Teh essay text.")
     topic = topic_name(EventKind.ESSAY_SPELLCHECK_REQUESTED, kafka_namespace)
 
-    async def published() -> list[events_pb2.EventEnvelope]:
+    async def events() -> list[events_pb2.EventEnvelope]:
         return [envelope.decode(r.value) for r in await read_topic(backends.kafka_bootstrap, topic)]
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while not (events := await published()):
-        assert loop.time() < deadline
-        await asyncio.sleep(0.2)
-    [event] = events
+    async def published() -> bool:
+        return bool(await events())
+
+    await eventually(published, 30, what="the seed event to be published")
+    [event] = await events()
     payload = event.essay_spellcheck_requested
     assert payload.entity_ref.entity_id == response.essay_id
     assert payload.entity_ref.entity_type == "essay"

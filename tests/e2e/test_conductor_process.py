@@ -70,7 +70,7 @@ async def test_health_is_not_serving_while_redis_is_down(
     async def not_serving() -> bool:
         return await conductor_process.health() == health_pb2.HealthCheckResponse.NOT_SERVING
 
-    await eventually(not_serving, 30.0, (RpcError,))
+    await eventually(not_serving, 30.0, (grpc.aio.AioRpcError,), what="NOT_SERVING")
     assert run_grpcurl(grpcurl, conductor_process.address, "grpc.health.v1.Health/Check") == {
         "status": "NOT_SERVING"
     }
@@ -79,7 +79,7 @@ async def test_health_is_not_serving_while_redis_is_down(
     async def serving() -> bool:
         return await conductor_process.health() == health_pb2.HealthCheckResponse.SERVING
 
-    await eventually(serving, 30.0, (RpcError,))
+    await eventually(serving, 30.0, (grpc.aio.AioRpcError,), what="SERVING again")
 
 
 async def test_kafka_outcomes_change_state_exactly_and_metrics_show_the_scenario(
@@ -112,7 +112,7 @@ async def test_kafka_outcomes_change_state_exactly_and_metrics_show_the_scenario
             spell = next(s for s in state.steps if s.step == "spellcheck")
             return spell.status == pb.STEP_STATUS_SATISFIED
 
-        await eventually(counted, 30.0, (RpcError,))
+        await eventually(counted, 30.0, (RpcError,), what="spellcheck to be satisfied")
         state = await client.get_batch_pipeline_state("b-kafka")
         by_step = {s.step: s for s in state.steps}
         spell = by_step["spellcheck"]
@@ -150,7 +150,7 @@ async def test_sigterm_under_load_finishes_in_flight_rpcs_and_exits_zero(
                         return
 
         callers = [asyncio.create_task(caller()) for _ in range(8)]
-        await eventually(lambda: asyncio.sleep(0, len(results) > 200), 30.0)
+        await eventually(lambda: len(results) > 200, 30.0, what="200 calls under load")
         code = await conductor_process.terminate()
         await asyncio.wait_for(asyncio.gather(*callers), 30)
     assert code == 0

@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError
 from generated.huleedu.events.v1 import events_pb2
 from mesh.postgres import pool as postgres
 from tests.conftest import Backends
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +81,13 @@ def group_consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
 async def consume(consumer: AIOKafkaConsumer, count: int) -> list[ConsumerRecord]:
     """Exactly ``count`` records, polling until the deadline."""
     records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + DEADLINE_S
-    while len(records) < count:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"got {len(records)} of {count} records in {DEADLINE_S} s"
-        batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
-        for batch in batches.values():
+
+    async def got_all() -> bool:
+        for batch in (await consumer.getmany(timeout_ms=1000)).values():
             records.extend(batch)
+        return len(records) >= count
+
+    await eventually(got_all, DEADLINE_S, what=f"{count} records")
     assert len(records) == count, [r.value for r in records]
     return records
 

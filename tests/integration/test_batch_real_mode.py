@@ -7,7 +7,7 @@ plays the conductor's Kafka side by publishing BatchStepCompleted itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -29,6 +29,7 @@ from mesh.events.topics import EventKind, dlq_topic, topic_name
 from mesh.grpc.server import GrpcServer
 from mesh.runtime import StartupError
 from mesh.settings import BackendSettings, ServerSettings
+from tests.support.polling import eventually
 
 SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False)
 
@@ -83,13 +84,6 @@ def real_settings(
     )
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
 async def _events(bootstrap: str, namespace: str, kind: EventKind) -> list[ev.EventEnvelope]:
     records = await read_topic(bootstrap, topic_name(kind, namespace))
     return [envelope.decode(r.value) for r in records]
@@ -117,7 +111,7 @@ async def test_real_mode_end_to_end_over_postgres_and_kafka(
                     triggered.essay_id
                 ]
 
-            await _until(requested)
+            await eventually(requested, 60, what="the spellcheck request to be published")
 
             batch = await client.create_batch(["One.", "Two."], request_id="r1")
             assert (await client.create_batch(["One.", "Two."], request_id="r1")) == batch
@@ -127,7 +121,7 @@ async def test_real_mode_end_to_end_over_postgres_and_kafka(
             async def dispatched() -> bool:
                 return len(await _events(kafka_bootstrap, ns, topic)) == 1
 
-            await _until(dispatched)
+            await eventually(dispatched, 60, what="the spellcheck command to be published")
             [command] = await _events(kafka_bootstrap, ns, topic)
             assert command.step_command.run_id == started.run.run_id
 
@@ -153,7 +147,7 @@ async def test_real_mode_end_to_end_over_postgres_and_kafka(
                 status = await client.get_batch_status(batch.batch_id)
                 return status.runs[0].status == pb.RUN_STATUS_COMPLETED
 
-            await _until(run_ended)
+            await eventually(run_ended, 60, what="the run to complete")
             status = await client.get_batch_status(batch.batch_id)
             assert [e.current_storage_id for e in status.batch.essays] == [
                 f"fixed-{e.essay_id}" for e in batch.essays
@@ -163,13 +157,13 @@ async def test_real_mode_end_to_end_over_postgres_and_kafka(
                 found = await _events(kafka_bootstrap, ns, EventKind.PIPELINE_RUN_COMPLETED)
                 return len(found) == 1
 
-            await _until(announced)
+            await eventually(announced, 60, what="the run's end to be announced")
 
             async def dead_lettered() -> bool:
                 topic = dlq_topic(topic_name(EventKind.BATCH_STEP_COMPLETED, ns))
                 return len(await read_topic(kafka_bootstrap, topic)) == 1
 
-            await _until(dead_lettered)
+            await eventually(dead_lettered, 60, what="the garbage record to be dead-lettered")
             assert len(await _events(kafka_bootstrap, ns, EventKind.SPELLCHECK_COMMAND)) == 1
     finally:
         stop.set()

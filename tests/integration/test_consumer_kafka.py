@@ -7,8 +7,7 @@ import dataclasses
 import os
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mesh.events.metrics import ConsumerMetrics
 from mesh.events.producer import Producer
 from mesh.events.topics import dlq_topic, topic_name
 from tests.integration.consumer_proc import KIND, PgRecorder, config, open_pool
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -53,17 +53,6 @@ def poison(n: int, namespace: str) -> OutgoingRecord:
         return OutgoingRecord(topic, codec.encode(wrong), key=b"batch-y")
     unknown = events_pb2.EssayStepOutcome(batch_id=f"unknown-{n}", step="nlp", essay_id="e")
     return OutgoingEvent(KIND, codec.build(unknown, source_service="test")).to_record(namespace)
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.1
-) -> None:
-    """Poll ``check`` until true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(every)
 
 
 async def setup_topics(bootstrap: str, namespace: str) -> str:
@@ -162,7 +151,7 @@ async def test_good_events_pass_poison_goes_to_the_dlq_without_stalling(
                     kafka_bootstrap, topic
                 )
 
-            await until(all_done, 120, "every record committed")
+            await eventually(all_done, 120, what="every record committed")
         rows = await handled_rows(pool)
     finally:
         await pool.close()
@@ -237,7 +226,7 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_after_restart(
     try:
         first = await spawn(kafka_bootstrap, database_url, kafka_namespace, group)
         try:
-            await until(lambda: count_handled_at_least(pool, 3_000), 120, "3000 handled")
+            await eventually(lambda: count_handled_at_least(pool, 3_000), 120, what="3000 handled")
         finally:
             first.send_signal(signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
@@ -245,9 +234,11 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_after_restart(
 
         second = await spawn(kafka_bootstrap, database_url, kafka_namespace, group)
         try:
-            await until(lambda: count_handled_at_least(pool, total), 180, "all handled")
-            await until(
-                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            await eventually(lambda: count_handled_at_least(pool, total), 180, what="all handled")
+            await eventually(
+                lambda: committed_to_end(kafka_bootstrap, group, topic),
+                60,
+                what="commit to the end",
             )
         finally:
             second.send_signal(signal.SIGTERM)
@@ -277,21 +268,23 @@ async def test_a_broker_outage_pauses_consumption_and_sends_nothing_to_the_dlq(
     try:
         recorder = PgRecorder(pool)
         async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
-            await until(lambda: count_handled_at_least(pool, 1), 60, "consumption under way")
+            await eventually(
+                lambda: count_handled_at_least(pool, 1), 60, what="consumption under way"
+            )
             backends.stop("kafka")
-            outage_ends = time.monotonic() + 10  # the scenario: a ten-second outage
-            while time.monotonic() < outage_ends:
-                assert not task.done(), "the consumer gave up during the outage"
-                await asyncio.sleep(0.5)
+            await asyncio.sleep(10)  # the scenario: a ten-second outage
+            assert not task.done(), "the consumer gave up during the outage"
             backends.start("kafka")
             await produce(
                 kafka_bootstrap,
                 kafka_namespace,
                 [good(n).to_record(kafka_namespace) for n in range(8_000, 10_000)],
             )
-            await until(lambda: count_handled_at_least(pool, 10_000), 180, "all handled")
-            await until(
-                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            await eventually(lambda: count_handled_at_least(pool, 10_000), 180, what="all handled")
+            await eventually(
+                lambda: committed_to_end(kafka_bootstrap, group, topic),
+                60,
+                what="commit to the end",
             )
             assert not task.done()
         rows = await handled_rows(pool)
@@ -329,7 +322,9 @@ async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
     try:
         recorder = HeldAfterFirstBatch(pool)
         async with consuming(kafka_bootstrap, kafka_namespace, group, recorder, registry) as task:
-            await until(lambda: count_handled_at_least(pool, 1), 60, "consumption under way")
+            await eventually(
+                lambda: count_handled_at_least(pool, 1), 60, what="consumption under way"
+            )
             backends.stop("postgres")
             recorder.outage.set()
             try:
@@ -348,14 +343,16 @@ async def test_a_postgres_outage_is_retried_without_dlq_or_commit_past_it(
                     count = registry.get_sample_value("mesh_consumer_retries_total", retries)
                     return (count or 0) >= 3
 
-                await until(retried_a_few_times, 60, "transient retries", every=0.3)
+                await eventually(retried_a_few_times, 60, what="transient retries")
                 assert len(recorder.durable) < total
                 assert not task.done()
             finally:
                 backends.start("postgres")
-            await until(lambda: count_handled_at_least(pool, total), 120, "all handled")
-            await until(
-                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            await eventually(lambda: count_handled_at_least(pool, total), 120, what="all handled")
+            await eventually(
+                lambda: committed_to_end(kafka_bootstrap, group, topic),
+                60,
+                what="commit to the end",
             )
         rows = await handled_rows(pool)
     finally:
@@ -376,15 +373,17 @@ async def test_graceful_stop_commits_what_was_handled_and_a_restart_goes_on(
         async with consuming(
             kafka_bootstrap, kafka_namespace, group, recorder, CollectorRegistry()
         ):
-            await until(lambda: count_handled_at_least(pool, 2_000), 60, "2000 handled")
+            await eventually(lambda: count_handled_at_least(pool, 2_000), 60, what="2000 handled")
         after_stop = await count_handled(pool)
         assert sum((await committed(kafka_bootstrap, group, topic)).values()) == after_stop
         async with consuming(
             kafka_bootstrap, kafka_namespace, group, recorder, CollectorRegistry()
         ):
-            await until(lambda: count_handled_at_least(pool, total), 120, "all handled")
-            await until(
-                lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to the end"
+            await eventually(lambda: count_handled_at_least(pool, total), 120, what="all handled")
+            await eventually(
+                lambda: committed_to_end(kafka_bootstrap, group, topic),
+                60,
+                what="commit to the end",
             )
         rows = await handled_rows(pool)
     finally:
@@ -408,23 +407,31 @@ async def test_a_second_member_takes_over_partitions_without_losing_any(
     try:
         first, second = PgRecorder(pool), PgRecorder(pool)
         async with consuming(kafka_bootstrap, kafka_namespace, group, first, CollectorRegistry()):
-            await until(lambda: count_handled_at_least(pool, 1_000), 60, "1000 handled")
+            await eventually(lambda: count_handled_at_least(pool, 1_000), 60, what="1000 handled")
             async with consuming(
                 kafka_bootstrap, kafka_namespace, group, second, CollectorRegistry()
             ):
-                # keep producing until the rebalance hands the second member a partition
-                deadline = time.monotonic() + 60
-                while not second.durable:
-                    assert time.monotonic() < deadline, "the second member got no partition"
+
+                async def second_handles_some() -> bool:
+                    # keep producing until the rebalance hands the second member a partition
+                    nonlocal produced
+                    if second.durable:
+                        return True
                     chunk = [
                         good(n).to_record(kafka_namespace) for n in range(produced, produced + 300)
                     ]
                     await produce(kafka_bootstrap, kafka_namespace, chunk)
                     produced += 300
-                    await asyncio.sleep(0.2)
-                await until(lambda: count_handled_at_least(pool, produced), 120, "all handled")
-                await until(
-                    lambda: committed_to_end(kafka_bootstrap, group, topic), 60, "commit to end"
+                    return False
+
+                await eventually(second_handles_some, 60, what="the second member's partition")
+                await eventually(
+                    lambda: count_handled_at_least(pool, produced), 120, what="all handled"
+                )
+                await eventually(
+                    lambda: committed_to_end(kafka_bootstrap, group, topic),
+                    60,
+                    what="commit to end",
                 )
         rows = await handled_rows(pool)
     finally:
@@ -455,11 +462,7 @@ async def test_commits_wait_for_the_interval_and_stop_commits_the_rest(
         Consumer(settings, [KIND], slow_handler, dead_letters) as consumer,
     ):
         task = asyncio.create_task(consumer.run())
-
-        async def all_handled() -> bool:
-            return handled >= total
-
-        await until(all_handled, 60, "every record handled")
+        await eventually(lambda: handled >= total, 60, what="every record handled")
         # the first batch was committed at once; the rest waits for the (long) interval
         running = sum((await committed(kafka_bootstrap, group, topic)).values())
         assert 0 < running < total

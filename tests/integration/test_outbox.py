@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -19,21 +19,16 @@ from mesh.events.retry import Backoff
 from mesh.events.topics import EventKind, topic_name
 from mesh.postgres import outbox
 from mesh.postgres.schema import apply_migrations
+from tests.support.polling import eventually
 
 KIND = EventKind.BATCH_STEP_COMPLETED
+# while the pool finds out its old connections are gone, a query fails: "not yet"
+RESTARTING = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def completed(n: int) -> OutgoingEvent:
     payload = events_pb2.BatchStepCompleted(batch_id=f"batch-{n}", step="nlp", total=1)
     return OutgoingEvent(KIND, codec.build(payload, source_service="test", event_id=f"done-{n}"))
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def setup(database_url: str, bootstrap: str, namespace: str) -> tuple[Any, str]:
@@ -46,6 +41,28 @@ async def setup(database_url: str, bootstrap: str, namespace: str) -> tuple[Any,
 
 async def unpublished(pool: Any) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM event_outbox WHERE published_at IS NULL"))
+
+
+async def unpublished_is(pool: Any, n: int) -> bool:
+    return await unpublished(pool) == n
+
+
+async def listening(pool: Any) -> bool:
+    """Whether a connection to the test's (fresh) database is listening: the relay's listener."""
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+    )
+
+
+def failed_passes(caplog: pytest.LogCaptureFixture) -> int:
+    """How many passes of the relay have failed so far (each logs one warning)."""
+    return sum(
+        r.name == outbox.log.name and r.getMessage().startswith("outbox relay failed")
+        for r in caplog.records
+    )
 
 
 class CrashAfterPublish:
@@ -110,12 +127,12 @@ async def test_relay_publishes_stored_bytes_and_wakes_on_notify(
             ) as relay,
         ):
             task = asyncio.create_task(relay.run())
-            await until(lambda: asyncio.sleep(0.3, True), 5, "the relay to LISTEN")
+            await eventually(lambda: listening(pool), 5, what="the relay to LISTEN")
             events = [completed(n) for n in range(250)]
             async with pool.acquire() as conn, conn.transaction():
                 await outbox.enqueue(conn, events)
             # the poll interval is two minutes: only NOTIFY can wake the relay in time
-            await until(lambda: unpublished_is(pool, 0), 30, "every row published")
+            await eventually(lambda: unpublished_is(pool, 0), 30, what="every row to be published")
             await relay.stop()
             await task
         records = await read_topic(kafka_bootstrap, topic)
@@ -127,10 +144,6 @@ async def test_relay_publishes_stored_bytes_and_wakes_on_notify(
     ]
     assert records[0].key == b"batch-0"
     assert dict(records[0].headers)["content-type"] == b"application/x-protobuf"
-
-
-async def unpublished_is(pool: Any, n: int) -> bool:
-    return await unpublished(pool) == n
 
 
 @pytest.mark.parametrize("crash", [CrashAfterPublish, HangAfterPublish])
@@ -150,7 +163,7 @@ async def test_a_relay_dying_between_publish_and_mark_publishes_again_with_the_s
                     await relay.relay_once()
             else:
                 attempt = asyncio.create_task(relay.relay_once())
-                await until(lambda: asyncio.sleep(0, dying.published == 1), 30, "the publish")
+                await eventually(lambda: dying.published == 1, 30, what="the publish")
                 attempt.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await attempt
@@ -199,10 +212,15 @@ async def test_two_relays_share_the_rows_without_publishing_one_twice(
 
 
 async def test_the_relay_carries_on_after_postgresql_restarts(
-    backends: Any, database_url: str, kafka_bootstrap: str, kafka_namespace: str
+    backends: Any,
+    database_url: str,
+    kafka_bootstrap: str,
+    kafka_namespace: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # When PostgreSQL goes away the pool takes the LISTEN connection back; the relay used to die
     # there (its next check of that connection raised), leaving every later row unpublished.
+    caplog.set_level(logging.WARNING, logger=outbox.log.name)
     pool, topic = await setup(database_url, kafka_bootstrap, kafka_namespace)
     event = completed(1)
     try:
@@ -217,24 +235,32 @@ async def test_the_relay_carries_on_after_postgresql_restarts(
             ) as relay,
         ):
             task = asyncio.create_task(relay.run())
-            await until(lambda: asyncio.sleep(0.3, True), 5, "the relay to LISTEN")
+            await eventually(lambda: listening(pool), 5, what="the relay to LISTEN")
             backends.stop("postgres")
             try:
-                await asyncio.sleep(2)  # several passes of the relay meet the outage
+
+                async def several_passes_failed() -> bool:
+                    assert not task.done(), task
+                    return failed_passes(caplog) >= 3
+
+                await eventually(several_passes_failed, 30, what="3 relay passes to fail")
                 assert not task.done(), task
             finally:
                 backends.start("postgres")
 
             async def enqueued() -> bool:
-                try:
-                    async with pool.acquire() as conn, conn.transaction():
-                        await outbox.enqueue(conn, [event])
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    return False  # the pool is still finding out its old connections are gone
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.enqueue(conn, [event])
                 return True
 
-            await until(enqueued, 30, "the row enqueued after the restart")
-            await until(lambda: unpublished_is(pool, 0), 30, "the row published after the restart")
+            await eventually(
+                enqueued, 30, RESTARTING, what="the row to be enqueued after the restart"
+            )
+            await eventually(
+                lambda: unpublished_is(pool, 0),
+                30,
+                what="the row to be published after the restart",
+            )
             assert not task.done()
             await relay.stop()
             await task

@@ -3,7 +3,6 @@ restarts."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -24,25 +23,26 @@ async def test_the_listener_listens_again_after_postgresql_restarts(
     runs: list[str] = []
 
     async def notified(payload: str) -> bool:
+        # a NOTIFY on every check (one sent while the listener is deaf is lost); it arrives in
+        # the background, so a later check sees it
         await pool.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{payload}'")
-        await asyncio.sleep(0.1)
         return payload in runs
 
     try:
         backoff = Backoff(initial=0.05, cap=0.5)
         async with PgListener(pool, PROGRESS_CHANNEL, runs.append, backoff) as listener:
-            await eventually(lambda: notified("run-before"), 10)
+            await eventually(lambda: notified("run-before"), 10, what="a NOTIFY before the outage")
             backends.stop("postgres")
             try:
-
-                async def lost() -> bool:
-                    return not listener.listening
-
-                await eventually(lost, 10)
+                await eventually(
+                    lambda: not listener.listening, 10, what="the listener to notice the loss"
+                )
             finally:
                 backends.start("postgres")
             # before the fix the listener stayed deaf until the server restarted
-            await eventually(lambda: notified("run-after"), 30, ignoring=RESTARTING)
+            await eventually(
+                lambda: notified("run-after"), 30, RESTARTING, what="a NOTIFY after the restart"
+            )
             assert listener.listening
     finally:
         await pool.close()

@@ -221,7 +221,7 @@ async def deliver(stores: Sequence[Writer], work: list[list[OutcomeRecord]], run
                     run.crashed.append(chunk)
                     break
                 except StateBackendUnavailable:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # back off before the retry, as the consumer does
             else:
                 raise AssertionError("a chunk kept failing")
             run.delivered += len(chunk)
@@ -248,7 +248,7 @@ async def watch(stores: Sequence[Reader], stop: asyncio.Event, monotonic: bool) 
                 assert counted >= seen.get(step.step, 0), (step, seen)
                 seen[step.step] = counted
         reads += 1
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let the writers run between two reads
     return reads
 
 
@@ -367,7 +367,7 @@ class LateMirror(RedisMirror):
     delays = random.Random(11)
 
     async def merge(self, states: Sequence[BatchState]) -> None:
-        await asyncio.sleep(self.delays.random() * 0.02)
+        await asyncio.sleep(self.delays.random() * 0.02)  # the random delay of this merge
         await super().merge(states)
 
 

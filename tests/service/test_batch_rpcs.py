@@ -504,9 +504,13 @@ async def test_watch_streams_every_transition_in_order_until_the_run_ends(
             updates.append(update)
 
     watcher = asyncio.create_task(watch())
-    await eventually(lambda: _true(bool(updates)))
+    await eventually(lambda: bool(updates), what="the first update")
     worker = Worker(batches.bus)
-    await worker.until(lambda: _true(watcher.done()))
+
+    async def watch_ended() -> bool:
+        return watcher.done()
+
+    await worker.until(watch_ended)
     await watcher
     assert [u.sequence for u in updates] == list(range(1, len(updates) + 1))
     assert updates[0].changed_step == ""
@@ -556,10 +560,6 @@ async def test_watch_error_paths(batches: RunningBatch) -> None:
         async for _ in batches.client.watch_batch("", timeout=10):
             pass
     assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_open_watch_streams_end_unavailable_when_the_server_stops(

@@ -70,7 +70,7 @@ async def _nothing() -> None:
 
 async def test_a_server_stops_when_a_background_loop_fails() -> None:
     async def broken() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # runs a while (the server is up), then fails
         raise ConnectionResetError("the relay's connection went away")
 
     with pytest.raises(LoopEnded, match="broken ended on its own") as raised:

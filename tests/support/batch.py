@@ -24,6 +24,7 @@ from mesh.events.memory import MemoryBus
 from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
 from mesh.grpc.server import GrpcServer
 from mesh.settings import BackendSettings, ServerSettings
+from tests.support.polling import eventually
 
 Policy = Callable[[str, str], bool]  # (step, essay id) -> succeeded?
 
@@ -127,8 +128,11 @@ class Worker:
 
     async def until(self, done: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
         """Keep answering commands until ``done()``."""
-        deadline = asyncio.get_running_loop().time() + within
-        while not await done():
+
+        async def answered_until_done() -> bool:
+            if await done():
+                return True
             await self.work()
-            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.02)
+            return False
+
+        await eventually(answered_until_done, within, what="the workers' goal")

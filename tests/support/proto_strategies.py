@@ -1,7 +1,7 @@
 """Hypothesis strategies for any protobuf message, built from its descriptor.
 
-Used to round-trip every contract message and to fuzz RPCs with random, empty, huge and
-non-ASCII values. Well-known types get values valid for their JSON mapping.
+Used to fuzz RPCs with random, empty, huge and non-ASCII values. Well-known types get values
+valid for their JSON mapping.
 """
 
 from __future__ import annotations

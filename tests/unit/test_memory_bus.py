@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from generated.huleedu.events.v1 import events_pb2
@@ -22,6 +21,7 @@ from mesh.events.bus import (
 from mesh.events.memory import MemoryBus, MemoryConsumer
 from mesh.events.retry import Backoff, PermanentError, TransientError
 from mesh.events.topics import EventKind, dlq_topic, topic_name
+from tests.support.polling import eventually
 
 KIND = EventKind.ESSAY_STEP_OUTCOME
 TOPIC = topic_name(KIND, "t")
@@ -37,13 +37,6 @@ def event(n: int, batch: str = "b") -> OutgoingEvent:
         batch_id=batch, step="nlp", essay_id=f"e{n}", outcome=events_pb2.STEP_OUTCOME_SUCCEEDED
     )
     return OutgoingEvent(KIND, codec.build(payload, source_service="test", event_id=f"ev-{n}"))
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
 
 
 class Recorder:
@@ -96,9 +89,9 @@ async def test_every_event_is_handled_once_and_committed() -> None:
     bus, handler = MemoryBus("t"), Recorder()
     await bus.publish_many([event(n) for n in range(1200)])
     async with running(consumer(bus, handler, max_records=500)):
-        await until(lambda: len(handler.effects) == 1200)
+        await eventually(lambda: len(handler.effects) == 1200, 5)
         await bus.publish(event(5000))
-        await until(lambda: bus.committed("g", TOPIC) == 1201)
+        await eventually(lambda: bus.committed("g", TOPIC) == 1201, 5)
     assert set(handler.effects.values()) == {1}
     assert max(handler.batches) == 500  # batches, not one call per message
     record = bus.records(TOPIC)[0]
@@ -118,7 +111,7 @@ async def test_poison_goes_to_the_dlq_and_good_events_pass() -> None:
     await bus.write(poison)
     await bus.publish_many([event(n) for n in range(10, 20)])
     async with running(consumer(bus, handler, accept={"essay_step_outcome"})):
-        await until(lambda: bus.committed("g", TOPIC) == 23)
+        await eventually(lambda: bus.committed("g", TOPIC) == 23, 5)
     assert sorted(handler.effects) == sorted(f"ev-{n}" for n in range(20))
     dead = bus.records(dlq_topic(TOPIC))
     assert [d.key for d in dead] == [b"k1", b"k2", b"unknown"]
@@ -145,7 +138,7 @@ async def test_a_permanent_raise_for_the_batch_is_isolated_to_the_bad_message() 
 
     await bus.publish_many([event(0), event(1), event(2, "unknown"), event(3)])
     async with running(consumer(bus, strict)):
-        await until(lambda: bus.committed("g", TOPIC) == 4)
+        await eventually(lambda: bus.committed("g", TOPIC) == 4, 5)
     assert seen == ["ev-0", "ev-1", "ev-3"]
     [dead] = bus.records(dlq_topic(TOPIC))
     assert codec.decode(codec.decode(dead.value).dead_letter.payload).event_id == "ev-2"
@@ -166,7 +159,7 @@ async def test_transient_failures_retry_without_dlq_or_commit_past_them() -> Non
 
     await bus.publish_many([event(n) for n in range(5)])
     async with running(consumer(bus, flaky)):
-        await until(lambda: bus.committed("g", TOPIC) == 5)
+        await eventually(lambda: bus.committed("g", TOPIC) == 5, 5)
     assert committed_while_failing == [0, 0, 0]
     assert set(inner.effects.values()) == {1}
     assert len(inner.effects) == 5
@@ -186,7 +179,7 @@ async def test_an_unknown_exception_is_retried_not_dead_lettered() -> None:
 
     await bus.publish(event(1))
     async with running(consumer(bus, buggy_once)):
-        await until(lambda: bus.committed("g", TOPIC) == 1)
+        await eventually(lambda: bus.committed("g", TOPIC) == 1, 5)
     assert inner.effects == {"ev-1": 1}
     assert bus.records(dlq_topic(TOPIC)) == []
 
@@ -200,7 +193,7 @@ async def test_groups_have_their_own_offsets_and_members_share_one() -> None:
         running(consumer(bus, a2, "a", max_records=7)),
         running(consumer(bus, b, "b")),
     ):
-        await until(lambda: bus.committed("a", TOPIC) == bus.committed("b", TOPIC) == 300)
+        await eventually(lambda: bus.committed("a", TOPIC) == bus.committed("b", TOPIC) == 300, 5)
     assert len(b.effects) == 300
     assert not set(a1.effects) & set(a2.effects)
     assert len(a1.effects) + len(a2.effects) == 300
@@ -210,8 +203,8 @@ async def test_a_restarted_consumer_continues_from_the_commit() -> None:
     bus, first, second = MemoryBus("t"), Recorder(), Recorder()
     await bus.publish_many([event(n) for n in range(10)])
     async with running(consumer(bus, first)):
-        await until(lambda: bus.committed("g", TOPIC) == 10)
+        await eventually(lambda: bus.committed("g", TOPIC) == 10, 5)
     await bus.publish_many([event(n) for n in range(10, 15)])
     async with running(consumer(bus, second)):
-        await until(lambda: bus.committed("g", TOPIC) == 15)
+        await eventually(lambda: bus.committed("g", TOPIC) == 15, 5)
     assert sorted(second.effects) == sorted(f"ev-{n}" for n in range(10, 15))

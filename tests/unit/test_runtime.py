@@ -67,7 +67,7 @@ async def test_until_stopped_returns_once_stop_is_set_and_leaves_the_loops_runni
 
 async def test_a_loop_that_fails_ends_the_wait_with_its_error() -> None:
     async def failing() -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # runs a while (the wait is under way), then fails
         raise ConnectionResetError("gone")
 
     loops = [
@@ -82,6 +82,7 @@ async def test_a_loop_that_fails_ends_the_wait_with_its_error() -> None:
 
 @pytest.mark.parametrize("ending", ["returns", "is cancelled"])
 async def test_a_loop_that_ends_without_an_error_ends_the_wait_too(ending: str) -> None:
+    # "returns": a loop that runs a while (the wait is under way), then returns
     loop = asyncio.create_task(asyncio.sleep(0.05) if ending == "returns" else _forever())
     if ending == "is cancelled":
         asyncio.get_running_loop().call_later(0.05, loop.cancel)
