@@ -17,15 +17,18 @@ from conductor_server.domain.model import BatchRegistration, OutcomeRecord, Step
 from conductor_server.store.errors import PermanentStateError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordResult:
     """What recording one outcome did.
 
     ``newly_recorded``: this call counted the outcome (False for a repeat of the same outcome).
     ``completed_step``: counting it made the step complete; exactly one record ever does.
-    ``state``: the step just after this record.
+    ``state``: the step's state once the call that carried the record was counted.
     ``cascaded``: dependants that completed with it because they expect no essays at all.
     ``error``: why the record was refused; then every other field is empty.
+
+    One is built per outcome on the consumer's hot path, so it is not frozen (a frozen
+    dataclass costs four times as much to build); nothing changes one once a store returns it.
     """
 
     record: OutcomeRecord

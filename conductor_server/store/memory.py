@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from conductor_server import events
-from conductor_server.domain.counting import BatchTally, StepTable, Verdict
+from conductor_server.domain.counting import BatchTally, StepTable
 from conductor_server.domain.model import (
     BatchRegistration,
     Outcome,
@@ -63,27 +63,22 @@ class MemoryStateStore(AsyncResource):
         return False
 
     async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]:
-        answers = [self._record(record) for record in records]
+        tallies = {batch_id: batch.tally for batch_id, batch in self._batches.items()}
+        answers = results.count(records, self._table, tallies)
+        for answer in answers:
+            record = answer.record
+            if answer.newly_recorded and record.output_storage_id:
+                key = (record.batch_id, record.step, record.essay_id)
+                self._outputs[key] = record.output_storage_id
         completions = [
-            self._completion(result.record.batch_id, state)
-            for result in answers
-            if result.completed_step and result.state is not None
-            for state in (result.state, *result.cascaded)
+            self._completion(answer.record.batch_id, state)
+            for answer in answers
+            if answer.completed_step and answer.state is not None
+            for state in (answer.state, *answer.cascaded)
         ]
         if completions and self._events is not None:
             await self._events.publish_many(completions)
         return answers
-
-    def _record(self, record: OutcomeRecord) -> RecordResult:
-        if record.step not in self._table:
-            return results.unknown_step(record)
-        batch = self._batches.get(record.batch_id)
-        if batch is None:
-            return results.unknown_batch(record)
-        entry = batch.tally.record(record.step, record.essay_id, record.outcome)
-        if entry.verdict is Verdict.RECORDED and record.output_storage_id:
-            self._outputs[record.batch_id, record.step, record.essay_id] = record.output_storage_id
-        return results.result(record, entry, batch.tally)
 
     def _completion(self, batch_id: str, state: StepState) -> OutgoingEvent:
         batch = self._batches[batch_id]

@@ -219,11 +219,12 @@ class PostgresStateStore(AsyncResource):
         """``record_outcomes``, also answering the state after it of every batch it touched."""
         known = [r for r in records if r.step in self._table]
         if not known:
-            return Recorded([results.unknown_step(r) for r in records], [])
+            return Recorded(results.count(records, self._table, {}), [])
         with _unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
                 locked = await self._load(conn, known)
-                answers = [self._apply(locked, record) for record in records]
+                tallies = {batch_id: batch.tally for batch_id, batch in locked.items()}
+                answers = results.count(records, self._table, tallies)
                 await self._save(conn, locked, answers)
         return Recorded(answers, [batch.state() for batch in locked.values()])
 
@@ -281,15 +282,6 @@ class PostgresStateStore(AsyncResource):
         missing = {step: replayed[step] for step in self._table if step not in counts}
         await self._insert_states(conn, batch_id, missing)
         return {**counts, **missing}
-
-    def _apply(self, locked: Mapping[str, _Locked], record: OutcomeRecord) -> RecordResult:
-        if record.step not in self._table:
-            return results.unknown_step(record)
-        batch = locked.get(record.batch_id)
-        if batch is None:
-            return results.unknown_batch(record)
-        entry = batch.tally.record(record.step, record.essay_id, record.outcome)
-        return results.result(record, entry, batch.tally)
 
     async def _save(
         self, conn: Any, locked: Mapping[str, _Locked], answers: Sequence[RecordResult]
