@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from batch_server.settings import BatchSettings
 from conductor_server.settings import ConductorSettings
-from launcher.workers import ACCEPTED, COMMANDS, DemoWorkers
+from launcher.workers import ACCEPTED, COMMANDS, GROUP, DemoWorkers
 from mesh.app import open_bus
 from mesh.grpc.server import GrpcServer
 from mesh.runtime import configure_logging, run, until_stopped
@@ -80,10 +80,10 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         workers = None
         if not args.no_workers:
             workers = bus.consumer(
-                "demo-workers",
+                GROUP,
                 COMMANDS,
-                DemoWorkers(bus, args.failure_rate, args.worker_delay),
-                service="demo-workers",
+                DemoWorkers(bus, args.failure_rate, args.worker_delay, backends.kafka_namespace),
+                service=GROUP,
                 accept=ACCEPTED,
             )
             await workers.start()

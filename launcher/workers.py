@@ -2,31 +2,48 @@
 
 They take every ``StepCommand`` and report an ``EssayStepOutcome`` per essay, failing a fixed
 share of essays. Which essays fail is a hash of (batch, step, essay), so a rerun fails the same
-ones; event ids are deterministic too, so a redelivered command reports the same outcomes.
+ones; an outcome's event id is its command's followed by the essay id, so a redelivered command
+reports the same outcomes.
+
+They are also the load generator of ``bench/pipeline.py``, so they must cost far less than the
+servers they feed: each command's outcomes are built from one serialized template (only the
+essay, its event id and, for a failure, the outcome change) and written as raw records, one
+Kafka batch per partition. ``python -m launcher.workers`` runs them on their own, against the
+backends of the environment, as a member of the ``demo-workers`` consumer group.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import logging
-import uuid
+import os
+import sys
 from collections.abc import Sequence
 
+from prometheus_client import CollectorRegistry
+
 from generated.huleedu.events.v1 import events_pb2
+from mesh.app import open_bus
 from mesh.events import envelope
-from mesh.events.bus import EventPublisher, Message, OutgoingEvent
-from mesh.events.topics import COMMAND_KINDS, EventKind
+from mesh.events.bus import Message, OutgoingRecord, RecordWriter
+from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
+from mesh.runtime import configure_logging, run
+from mesh.settings import BackendSettings, ServerSettings, from_env
 
 log = logging.getLogger(__name__)
 
+GROUP = "demo-workers"
 COMMANDS = list(dict.fromkeys(COMMAND_KINDS.values()))
 ACCEPTED = frozenset({"step_command"})  # payload field names
-_OUTCOME_NAMESPACE = uuid.UUID("0b3c52c4-6d0a-4c8e-9a57-3f1f0f4b7e21")
+_FAILURE = events_pb2.ErrorDetail(code="DEMO_FAILURE", message="demo worker failed it")
 
 
 def fails(batch_id: str, step: str, essay_id: str, failure_rate: float) -> bool:
     """Whether the demo fails this essay in this step (stable across runs)."""
+    if failure_rate <= 0:
+        return False
     digest = hashlib.sha256(f"{batch_id}\x00{step}\x00{essay_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < failure_rate
 
@@ -35,18 +52,22 @@ class DemoWorkers:
     """A ``mesh.events.bus.BatchHandler`` answering step commands with outcomes."""
 
     def __init__(
-        self, publisher: EventPublisher, failure_rate: float = 0.0, delay: float = 0.0
+        self,
+        writer: RecordWriter,
+        failure_rate: float = 0.0,
+        delay: float = 0.0,
+        namespace: str = "",
     ) -> None:
-        self._publisher = publisher
+        self._writer = writer
         self._failure_rate = failure_rate
         self._delay = delay
+        self._topic = topic_name(EventKind.ESSAY_STEP_OUTCOME, namespace)
 
     async def __call__(self, messages: Sequence[Message]) -> None:
-        outcomes: list[OutgoingEvent] = []
+        records: list[OutgoingRecord] = []
         for message in messages:
             command = message.envelope.step_command
-            for essay in command.essays:
-                outcomes.append(self._outcome(command, essay))
+            records += self._outcomes(command, message.envelope)
             log.info(
                 "demo %s worker: %d essays of batch %s",
                 command.step,
@@ -55,26 +76,77 @@ class DemoWorkers:
             )
         if self._delay:
             await asyncio.sleep(self._delay)  # lets a watcher see each step in progress
-        await self._publisher.publish_many(outcomes)
+        await self._writer.write(records)
 
-    def _outcome(
-        self, command: events_pb2.StepCommand, essay: events_pb2.EssayRef
-    ) -> OutgoingEvent:
-        failed = fails(command.batch_id, command.step, essay.essay_id, self._failure_rate)
-        payload = events_pb2.EssayStepOutcome(
-            batch_id=command.batch_id,
-            step=command.step,
-            essay_id=essay.essay_id,
-            run_id=command.run_id,
-            outcome=events_pb2.STEP_OUTCOME_FAILED if failed else events_pb2.STEP_OUTCOME_SUCCEEDED,
-            error=events_pb2.ErrorDetail(code="DEMO_FAILURE", message="demo worker failed it")
-            if failed
-            else None,
+    def _outcomes(
+        self, command: events_pb2.StepCommand, received: events_pb2.EventEnvelope
+    ) -> list[OutgoingRecord]:
+        template = envelope.build(
+            events_pb2.EssayStepOutcome(
+                batch_id=command.batch_id,
+                step=command.step,
+                run_id=command.run_id,
+                outcome=events_pb2.STEP_OUTCOME_SUCCEEDED,
+            ),
+            source_service=f"demo-{command.step}-worker",
+            event_id="template",
+            correlation_id=received.correlation_id or None,
         )
-        event_id = uuid.uuid5(
-            _OUTCOME_NAMESPACE, f"{command.batch_id}\x00{command.step}\x00{essay.essay_id}"
+        key = command.batch_id.encode()
+        event = events_pb2.EventEnvelope()
+        records = []
+        for essay in command.essays:
+            event.CopyFrom(template)
+            event.event_id = f"{received.event_id}:{essay.essay_id}"
+            outcome = event.essay_step_outcome
+            outcome.essay_id = essay.essay_id
+            if fails(command.batch_id, command.step, essay.essay_id, self._failure_rate):
+                outcome.outcome = events_pb2.STEP_OUTCOME_FAILED
+                outcome.error.CopyFrom(_FAILURE)
+            records.append(
+                OutgoingRecord(
+                    self._topic,
+                    envelope.encode(event),
+                    key,
+                    tuple(envelope.headers(event)),
+                )
+            )
+        return records
+
+
+async def _serve(args: argparse.Namespace, backends: BackendSettings, stop: asyncio.Event) -> None:
+    async with open_bus(backends, GROUP, CollectorRegistry()) as bus:
+        workers = bus.consumer(
+            GROUP,
+            COMMANDS,
+            DemoWorkers(bus, args.failure_rate, args.delay, backends.kafka_namespace),
+            service=GROUP,
+            accept=ACCEPTED,
         )
-        wrapped = envelope.build(
-            payload, source_service=f"demo-{command.step}-worker", event_id=str(event_id)
-        )
-        return OutgoingEvent(EventKind.ESSAY_STEP_OUTCOME, wrapped, key=command.batch_id)
+        await workers.start()
+        task = asyncio.create_task(workers.run(), name=GROUP)
+        try:
+            await stop.wait()
+        finally:
+            await workers.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            await workers.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m launcher.workers",
+        description="Demo workers on their own: answer every StepCommand on the Kafka of "
+        "KAFKA_BOOTSTRAP_SERVERS (with REDIS_URL and DATABASE_URL set, as for the servers).",
+    )
+    parser.add_argument("--failure-rate", type=float, default=0.0, help="share of essays failed")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds a command takes")
+    args = parser.parse_args(argv)
+    backends = from_env(BackendSettings, os.environ)
+    server = from_env(ServerSettings, os.environ)
+    configure_logging(server.log_level)
+    return run(lambda stop: _serve(args, backends, stop), server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

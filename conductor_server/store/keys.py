@@ -1,37 +1,33 @@
-"""Redis key names of the conductor's mirror: the only place they are spelled.
+"""Redis key and field names of the conductor's mirror: the only place they are spelled.
 
-Every key of a batch starts with ``batch:{<batch_id>}:``. The braces are a Redis Cluster hash
-tag, so one batch lives in one slot and the merge script may touch all of its keys.
+One hash per batch, ``batch:{<batch_id>}:pipeline_state`` (the braces are a Redis Cluster hash
+tag). Its fields:
 
-===========================  =====  ==========================================================
-key                          type   content
-===========================  =====  ==========================================================
-``batch:{B}:meta``           hash   ``essays`` (how many), ``flags`` (JSON list, sorted),
-                                    ``version`` (of the registration). The batch *marker*:
-                                    the counts are only read when it is there.
-``batch:{B}:pipeline_state`` hash   ``<step>`` -> succeeded, ``<step>:failed`` -> failed,
-                                    ``<step>:total`` -> expected essays, once known
-===========================  =====  ==========================================================
+=====================  ===================================================================
+field                  value
+=====================  ===================================================================
+``{version}``          the registration's version; the batch *marker*: without it, Redis
+                       does not have the batch
+``{essays}``           how many essays the batch has
+``{flags}``            its flags, a JSON list, sorted
+``<step>``             the step's succeeded count
+``<step>{failed}``     its failed count
+``<step>{total}``      its expected essays, once known
+=====================  ===================================================================
+
+Braces never occur in a step name (identifiers exclude them), so no step's fields can collide
+with another's or with the registration's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+VERSION = "{version}"
+ESSAYS = "{essays}"
+FLAGS = "{flags}"
+FAILED = "{failed}"
+TOTAL = "{total}"
 
-FAILED_SUFFIX = ":failed"
-TOTAL_SUFFIX = ":total"
 
-
-@dataclass(frozen=True, slots=True)
-class BatchKeys:
-    """The keys of one batch."""
-
-    batch_id: str
-
-    @property
-    def meta(self) -> str:
-        return f"batch:{{{self.batch_id}}}:meta"
-
-    @property
-    def state(self) -> str:
-        return f"batch:{{{self.batch_id}}}:pipeline_state"
+def batch_key(batch_id: str) -> str:
+    """The hash of one batch."""
+    return f"batch:{{{batch_id}}}:pipeline_state"

@@ -1,13 +1,13 @@
-"""Redis as a mirror of PostgreSQL's counts: the conductor's reads, one round trip each.
+"""Redis as a mirror of PostgreSQL's counts: the conductor's reads, one command each.
 
-Redis holds, per batch, what ``BatchState`` needs (``keys.py``): the registration (essay count,
-flags, version) and every step's succeeded, failed and total. It never decides anything: after
-each PostgreSQL write the composed store *merges* the batch's resulting counts into it with one
-script call. Every value only ever grows in PostgreSQL (counts, a total once known, the
+Redis holds, per batch, one hash with what ``BatchState`` needs (``keys.py``): the registration
+(essay count, flags, version) and every step's succeeded, failed and total. It never decides
+anything: after each PostgreSQL write the composed store *merges* the batch's resulting counts
+into it with one script call. Every value only ever grows in PostgreSQL (counts, a total once known, the
 registration's version), so keeping the larger of the stored and the incoming value makes a
 merge idempotent and commutative: merges that arrive late or twice, from any replica, leave the
 latest committed counts. A batch missing from Redis (flushed, expired, never mirrored) is
-merged from a PostgreSQL read. Every key of a batch expires ``ttl`` after its last merge.
+merged from a PostgreSQL read. A batch's hash expires ``ttl`` after its last merge.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, cast
@@ -26,8 +26,8 @@ from redis.asyncio import Redis
 from conductor_server.domain.counting import StepCount, StepTable
 from conductor_server.domain.model import StepStatus
 from conductor_server.ports import BatchState
+from conductor_server.store import keys
 from conductor_server.store.errors import StateBackendUnavailable
-from conductor_server.store.keys import FAILED_SUFFIX, TOTAL_SUFFIX, BatchKeys
 from mesh.postgres.pool import redact
 from mesh.resource import AsyncResource
 from mesh.runtime import StartupError
@@ -47,22 +47,23 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-# KEYS: meta, state. ARGV: ttl, version, essay count, flags (JSON), then (field, value) pairs.
-MERGE = """
-local meta, state, ttl = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local version = tonumber(ARGV[2])
-if version > tonumber(redis.call('HGET', meta, 'version') or '0') then
-  redis.call('HSET', meta, 'version', ARGV[2], 'essays', ARGV[3], 'flags', ARGV[4])
+# KEYS: the batch's hash. ARGV: ttl, version, essay count, flags (JSON), then the counts as
+# (field, value) pairs. The registration is replaced by a newer version; a count by a larger one.
+MERGE = f"""
+local key, ttl, version = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local stored = redis.call('HGETALL', key)
+local current = {{}}
+for i = 1, #stored, 2 do current[stored[i]] = stored[i + 1] end
+if version > tonumber(current['{keys.VERSION}'] or '0') then
+  redis.call('HSET', key, '{keys.VERSION}', ARGV[2], '{keys.ESSAYS}', ARGV[3],
+             '{keys.FLAGS}', ARGV[4])
 end
-local stored = redis.call('HGETALL', state)
-local current = {}
-for i = 1, #stored, 2 do current[stored[i]] = tonumber(stored[i + 1]) end
 for i = 5, #ARGV, 2 do
-  local value = tonumber(ARGV[i + 1])
-  if value > (current[ARGV[i]] or -1) then redis.call('HSET', state, ARGV[i], value) end
+  if tonumber(ARGV[i + 1]) > tonumber(current[ARGV[i]] or '-1') then
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  end
 end
-redis.call('EXPIRE', meta, ttl)
-redis.call('EXPIRE', state, ttl)
+redis.call('EXPIRE', key, ttl)
 return 1
 """
 
@@ -103,6 +104,7 @@ class RedisMirror(AsyncResource):
         self._table = table
         self._ttl = max(1, int(ttl.total_seconds()))
         self._merge = client.register_script(MERGE)
+        self._hgetall: Callable[[str], Awaitable[dict[Any, Any]]] = client.hgetall  # type: ignore[assignment]
 
     async def close(self) -> None:
         """The client belongs to the caller: nothing to release."""
@@ -116,10 +118,7 @@ class RedisMirror(AsyncResource):
         with _unavailable():
             await asyncio.gather(
                 *(
-                    self._merge(
-                        keys=[BatchKeys(s.batch_id).meta, BatchKeys(s.batch_id).state],
-                        args=self._arguments(s),
-                    )
+                    self._merge(keys=[keys.batch_key(s.batch_id)], args=self._arguments(s))
                     for s in states
                 )
             )
@@ -132,36 +131,32 @@ class RedisMirror(AsyncResource):
             json.dumps(sorted(state.flags)),
         ]
         for step in state.steps:
-            args += [step.step, step.succeeded, step.step + FAILED_SUFFIX, step.failed]
+            args += [step.step, step.succeeded, step.step + keys.FAILED, step.failed]
             if step.status not in _UNKNOWN_TOTAL:
-                args += [step.step + TOTAL_SUFFIX, step.total]
+                args += [step.step + keys.TOTAL, step.total]
         return args
 
     async def read(self, batch_id: str) -> BatchState | None:
-        """The mirrored state of the batch; None when Redis does not have it."""
-        keys = BatchKeys(batch_id)
+        """The mirrored state of the batch (one HGETALL); None when Redis does not have it."""
         with _unavailable():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(keys.meta)
-                pipe.hgetall(keys.state)
-                meta, raw = await pipe.execute()
-        if not meta:
+            raw = await self._hgetall(keys.batch_key(batch_id))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if keys.VERSION not in fields:
             return None
-        fields = {_text(k): int(v) for k, v in raw.items()}
-        counts = {
-            name: StepCount(
-                fields.get(name, 0),
-                fields.get(name + FAILED_SUFFIX, 0),
-                fields.get(name + TOTAL_SUFFIX),
+        counts = {}
+        for name in self._table:
+            total = fields.get(name + keys.TOTAL)
+            counts[name] = StepCount(
+                int(fields.get(name, 0)),
+                int(fields.get(name + keys.FAILED, 0)),
+                None if total is None else int(total),
             )
-            for name in self._table
-        }
         return BatchState(
             batch_id,
-            int(meta[b"essays"]),
-            frozenset(json.loads(meta[b"flags"])),
+            int(fields[keys.ESSAYS]),
+            frozenset(json.loads(fields[keys.FLAGS])),
             self._table.derive(counts),
-            int(meta[b"version"]),
+            int(fields[keys.VERSION]),
         )
 
 

@@ -56,17 +56,12 @@ async def test_a_late_or_repeated_merge_never_goes_back(mirror: RedisMirror) -> 
     assert await mirror.read("b1") == latest
 
 
-async def test_every_key_of_a_batch_shares_its_hash_tag_and_expires(
+async def test_a_batch_is_one_hash_under_its_hash_tag_that_expires(
     mirror: RedisMirror, admin: Redis
 ) -> None:
     await mirror.merge([state(4, 1), BatchState("b2", 1, frozenset(), TABLE.derive({}), 1)])
     keys = sorted(k.decode() for k in await admin.keys("*"))
-    assert keys == [
-        "batch:{b1}:meta",
-        "batch:{b1}:pipeline_state",
-        "batch:{b2}:meta",
-        "batch:{b2}:pipeline_state",
-    ]
+    assert keys == ["batch:{b1}:pipeline_state", "batch:{b2}:pipeline_state"]
     for key in keys:
         assert 0 < await admin.ttl(key) <= TTL.total_seconds(), key
 
