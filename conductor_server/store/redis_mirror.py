@@ -3,11 +3,11 @@
 Redis holds, per batch, one hash with what ``BatchState`` needs (``keys.py``): the registration
 (essay count, flags, version) and every step's succeeded, failed and total. It never decides
 anything: after each PostgreSQL write the composed store *merges* the batch's resulting counts
-into it with one script call. Every value only ever grows in PostgreSQL (counts, a total once known, the
-registration's version), so keeping the larger of the stored and the incoming value makes a
-merge idempotent and commutative: merges that arrive late or twice, from any replica, leave the
-latest committed counts. A batch missing from Redis (flushed, expired, never mirrored) is
-merged from a PostgreSQL read. A batch's hash expires ``ttl`` after its last merge.
+into it with one script call. Every value only ever grows in PostgreSQL (counts, a total once
+known, the registration's version), so keeping the larger of the stored and the incoming value
+makes a merge idempotent and commutative: merges that arrive late or twice, from any replica,
+leave the latest committed counts. A batch missing from Redis (flushed, expired, never mirrored)
+is merged from a PostgreSQL read. A batch's hash expires ``ttl`` after its last merge.
 """
 
 from __future__ import annotations
