@@ -8,16 +8,23 @@ Both servers run as their own process on uvloop with the servers' garbage-collec
   (no interceptor, no health, no work): the cost of gRPC itself on this machine.
 - **ours**: the real PipelineConductor (``conductor_server.app.serve``, embedded mode: the
   in-memory store; the production interceptor, health, reflection and metrics all on) resolving
-  ``comprehensive`` for a registered batch with ``dry_run`` (nothing is published).
+  ``comprehensive`` for a registered batch with ``dry_run`` (nothing is published);
+- **real mode**: the same server on real PostgreSQL, Redis and Kafka, so every resolution reads
+  the batch's state from the Redis mirror (one HGETALL). Its goal: at least 0.8x the embedded
+  server in the same run (``real_vs_embedded``, best rounds).
 
-Rounds alternate baseline/ours; the figure per contender is its best round (other load only
-slows a run down). Usage: ``python -m bench.conductor [--quick]``; the last line is JSON.
+Real mode uses ``REDIS_URL``, ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` from the
+environment (a fresh database on that server and a private Kafka namespace), else a private
+devstack. Rounds alternate the contenders; the figure per contender is its best round (other
+load only slows a run down). Usage: ``python -m bench.conductor [--quick]``; the last line is
+JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,15 +33,23 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from bench.backends import backends, create_database, drop_database
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 
 ESSAYS = [f"essay-{i}" for i in range(200)]
+NAMES = {
+    "empty": "empty grpc.aio handler (baseline)",
+    "conductor": "PipelineConductor (ours)",
+    "real": "PipelineConductor, real backends",
+}
 SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 REQUEST = pb.ResolvePipelineRequest(batch_id="bench", target="comprehensive", dry_run=True)
 
@@ -81,18 +96,34 @@ async def _serve_empty(port: int) -> None:
     await server.stop(1)
 
 
-async def _serve_conductor(port: int) -> None:
+async def _serve_conductor(port: int, real: bool) -> None:
     from conductor_server.app import serve
     from conductor_server.settings import ConductorSettings
-    from mesh.settings import BackendSettings, ServerSettings
+    from mesh.settings import BackendSettings, ServerSettings, from_env
 
     settings = ConductorSettings(
         server=ServerSettings(host="127.0.0.1", grpc_port=port, metrics_port=-1),
-        backends=BackendSettings(),
+        backends=from_env(BackendSettings, os.environ) if real else BackendSettings(),
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await serve(settings, stop)
+
+
+@contextlib.contextmanager
+def real_backends() -> Iterator[dict[str, str]]:
+    """The environment of the real-mode server: the backends, a fresh database, a namespace."""
+    with backends() as stack:
+        database = asyncio.run(create_database(stack.database_url))
+        try:
+            yield {
+                "REDIS_URL": stack.redis_url,
+                "DATABASE_URL": database,
+                "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+                "KAFKA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}",
+            }
+        finally:
+            asyncio.run(drop_database(stack.database_url, database))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -157,11 +188,15 @@ async def _load(address: str, server_pid: int, concurrency: int, seconds: float)
         )
 
 
-def _round(kind: str, concurrency: int, seconds: float) -> Round:
+def _round(kind: str, concurrency: int, seconds: float, real_env: dict[str, str]) -> Round:
     port = _free_port()
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    for name in ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        env.pop(name, None)  # embedded unless this is the real-mode contender
+    if kind == "real":
+        env.update(real_env)
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.conductor", "--serve", kind, "--port", str(port)],
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
+        [sys.executable, "-m", "bench.conductor", "--serve", kind, "--port", str(port)], env=env
     )
     try:
         import uvloop
@@ -178,7 +213,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--serve", choices=["empty", "conductor"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=list(NAMES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -189,21 +224,23 @@ def main() -> None:
 
         tune_gc(ServerSettings().gc_threshold)  # as the entry points do, for both servers
         uvloop.run(
-            _serve_empty(args.port) if args.serve == "empty" else _serve_conductor(args.port)
+            _serve_empty(args.port)
+            if args.serve == "empty"
+            else _serve_conductor(args.port, real=args.serve == "real")
         )
         return
     rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
-    results: dict[str, list[Round]] = {"empty": [], "conductor": []}
-    for _ in range(rounds):
-        for kind in results:
-            results[kind].append(_round(kind, args.concurrency, seconds))
+    results: dict[str, list[Round]] = {kind: [] for kind in NAMES}
+    with real_backends() as real_env:
+        for _ in range(rounds):
+            for kind in results:
+                results[kind].append(_round(kind, args.concurrency, seconds, real_env))
     best = {kind: max(rs, key=lambda r: r.rate) for kind, rs in results.items()}
     print(f"ResolvePipeline at concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s")
     print(
         f"{'server':<34} {'best req/s':>10} {'median':>8} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'server CPU us/call':>18} {'client CPU us/call':>18}"
     )
-    names = {"empty": "empty grpc.aio handler (baseline)", "conductor": "PipelineConductor (ours)"}
     for kind, rs in results.items():
         b = best[kind]
         median = statistics.median(r.rate for r in rs)
@@ -211,10 +248,10 @@ def main() -> None:
         cpu = statistics.median(r.cpu_us_per_call for r in rs)
         client = statistics.median(r.client_cpu_us_per_call for r in rs)
         print(
-            f"{names[kind]:<34} {b.rate:>10,.0f} {median:>8,.0f} {p50:>7.2f} {p99:>7.2f}"
+            f"{NAMES[kind]:<34} {b.rate:>10,.0f} {median:>8,.0f} {p50:>7.2f} {p99:>7.2f}"
             f" {cpu:>18.0f} {client:>18.0f}"
         )
-    ours, base = best["conductor"], best["empty"]
+    ours, base, real = best["conductor"], best["empty"], best["real"]
     print(
         json.dumps(
             {
@@ -235,6 +272,14 @@ def main() -> None:
                 "baseline_server_cpu_us_per_call": round(
                     statistics.median(r.cpu_us_per_call for r in results["empty"])
                 ),
+                "real": round(real.rate),
+                "real_median": round(statistics.median(r.rate for r in results["real"])),
+                "real_p50_ms": round(real.percentile(0.5), 3),
+                "real_p99_ms": round(real.percentile(0.99), 3),
+                "real_server_cpu_us_per_call": round(
+                    statistics.median(r.cpu_us_per_call for r in results["real"])
+                ),
+                "real_vs_embedded": round(real.rate / ours.rate, 3),
                 "concurrency": args.concurrency,
                 "rounds": rounds,
                 "seconds": seconds,

@@ -23,23 +23,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from bench.backends import Backends, backends, scratch_database
 from conductor_server.domain.counting import StepTable
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord, StepDefinition
 from conductor_server.ports import StateStore
@@ -153,37 +149,6 @@ async def run_baseline(client: Redis, run: str, writers: int, essays: int) -> Ro
     return Round(writers * essays * len(STEPS), seconds, latencies)
 
 
-@asynccontextmanager
-async def backends() -> AsyncIterator[tuple[str, str]]:
-    """(redis url, database url): from the environment, else a private devstack."""
-    redis_url, database_url = os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")
-    if redis_url and database_url:
-        yield redis_url, database_url
-        return
-    from scripts.devstack import DEFAULT_STATE_DIR, Devstack
-
-    stack = Devstack(DEFAULT_STATE_DIR / f"bench-state-{os.getpid()}")
-    await asyncio.to_thread(stack.up)
-    try:
-        yield stack.redis_url, stack.database_url
-    finally:
-        await asyncio.to_thread(stack.down)
-        shutil.rmtree(stack.state_dir, ignore_errors=True)
-
-
-@asynccontextmanager
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh database on the server of ``server_url``, dropped afterwards."""
-    name = f"bench_state_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -206,7 +171,7 @@ def table(rounds: dict[str, list[Round]]) -> str:
     return "\n".join(lines)
 
 
-async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+async def measure(stack: Backends, argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about 20 s)")
     parser.add_argument("--writers", type=int, default=8)
@@ -219,14 +184,13 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rounds: dict[str, list[Round]] = {OURS: [], POSTGRES_ONLY: [], BASELINE: []}
 
     async with (
-        backends() as (redis_url, server_url),
-        scratch_database(server_url) as database,
+        scratch_database(stack.database_url) as database,
         postgres_pool(database, args.writers, MIGRATIONS) as pool,
-        redis_client(redis_url) as mirror_client,
+        redis_client(stack.redis_url) as mirror_client,
     ):
         durable = PostgresStateStore(pool, STEPS)
         store = ComposedStateStore(durable, RedisMirror(mirror_client, StepTable(STEPS)))
-        client = Redis.from_url(redis_url, decode_responses=True)
+        client = Redis.from_url(stack.redis_url, decode_responses=True)
         try:
             for number in range(rounds_wanted):
                 tag = f"{run}r{number}"
@@ -278,5 +242,10 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    with backends() as stack:
+        return asyncio.run(measure(stack, argv))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
