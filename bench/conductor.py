@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,8 @@ from typing import Any
 
 import grpc
 
-from bench.backends import backends, create_database, drop_database
+from bench.harness.backends import backends, create_database, drop_database
+from bench.harness.processes import cpu_seconds, free_port
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 
@@ -52,12 +52,6 @@ NAMES = {
 }
 SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 REQUEST = pb.ResolvePipelineRequest(batch_id="bench", target="comprehensive", dry_run=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _empty_register(request: Any, context: Any) -> pb.RegisterBatchResponse:
@@ -126,13 +120,6 @@ def real_backends() -> Iterator[dict[str, str]]:
             asyncio.run(drop_database(stack.database_url, database))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Round:
     calls: int
@@ -178,18 +165,18 @@ async def _load(address: str, server_pid: int, concurrency: int, seconds: float)
                 await call(REQUEST, timeout=10)
                 latencies.append(time.perf_counter() - started)
 
-        cpu_before, client_before = _cpu_seconds(server_pid), time.process_time()
+        cpu_before, client_before = cpu_seconds(server_pid), time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-        server_cpu = _cpu_seconds(server_pid) - cpu_before
+        server_cpu = cpu_seconds(server_pid) - cpu_before
         return Round(
             len(latencies), elapsed, latencies, server_cpu, time.process_time() - client_before
         )
 
 
 def _round(kind: str, concurrency: int, seconds: float, real_env: dict[str, str]) -> Round:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     for name in ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(name, None)  # embedded unless this is the real-mode contender

@@ -35,7 +35,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bench.backends import Backends, backends, scratch_database
+from bench.harness.backends import Backends, backends, scratch_database
 from conductor_server.domain.counting import StepTable
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord, StepDefinition
 from conductor_server.ports import StateStore
