@@ -279,7 +279,7 @@ class _PostgresUnit:
             if write.new_run:
                 await self._insert_run(write.run)
             else:
-                await self._update_run(write.run)
+                await self._update_run(write.run, {t.step for t in write.transitions})
         if write.transitions:
             await conn.executemany(
                 _INSERT_TRANSITION,
@@ -360,7 +360,7 @@ class _PostgresUnit:
             raise RunConflict(run.batch_id, holder) from exc
         await self._upsert_steps(run)
 
-    async def _update_run(self, run: PipelineRun) -> None:
+    async def _update_run(self, run: PipelineRun, changed: set[str]) -> None:
         await self._conn.execute(
             _UPDATE_RUN,
             run.run_id,
@@ -369,9 +369,10 @@ class _PostgresUnit:
             list(run.completed_steps),
             run.finished_at,
         )
-        await self._upsert_steps(run)
+        await self._upsert_steps(run, changed)
 
-    async def _upsert_steps(self, run: PipelineRun) -> None:
+    async def _upsert_steps(self, run: PipelineRun, only: set[str] | None = None) -> None:
+        """Write the run's steps (``only`` those named: the ones a change touched)."""
         await self._conn.executemany(
             _UPSERT_STEP,
             [
@@ -388,6 +389,7 @@ class _PostgresUnit:
                     list(s.essays),
                 )
                 for position, s in enumerate(run.steps)
+                if only is None or s.name in only
             ],
         )
 

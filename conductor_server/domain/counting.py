@@ -26,6 +26,8 @@ BLOCKED when a dependency is UNSATISFIED or BLOCKED, else WAITING.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Collection, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -215,9 +217,15 @@ class BatchTally:
         )
 
 
+_IS_SUCCEEDED = functools.partial(operator.is_, Outcome.SUCCEEDED)
+
+
 def _succeeded_in_all(known: Mapping[str, Outcome], steps: tuple[str, ...]) -> bool:
-    """Whether the essay whose outcomes are ``known`` succeeded in every one of ``steps``."""
-    return all(known.get(name) is Outcome.SUCCEEDED for name in steps)
+    """Whether the essay whose outcomes are ``known`` succeeded in every one of ``steps``.
+
+    Written with ``map`` so that the loop runs in C: it runs for every counted outcome.
+    """
+    return all(map(_IS_SUCCEEDED, map(known.get, steps)))
 
 
 def replay(
