@@ -75,7 +75,9 @@ async def serve(
             events_out = bus
         else:
             pool = await stack.enter_async_context(
-                postgres.postgres_pool(b.database_url, o.db_pool_size, MIGRATIONS)
+                postgres.postgres_pool(
+                    b.database_url, o.db_pool_size, MIGRATIONS, b.kafka_namespace
+                )
             )
             redis = await stack.enter_async_context(redis_client(b.redis_url))
             table = StepTable(rules.catalog.steps)

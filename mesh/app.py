@@ -3,9 +3,11 @@
 A composition root opens its backends, builds its use cases and describes the server as an
 ``App``; ``run_app`` does the rest, the same way for both services:
 
-1. background loops start (the outbox relay), then the consumers join their groups and run;
+1. background loops start (the outbox relay), and the consumers start joining their groups
+   (in the background: ``mesh_consumer_assigned_partitions`` shows when they are in);
 2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) and turns
-   SERVING once the backend probes pass; ``on_ready`` is called with it;
+   SERVING once the backend probes pass, without waiting for the consumers; ``on_ready`` is
+   called with it;
 3. it serves until ``stop`` is set or a loop ends on its own (``LoopEnded``: the process exits 1
    for its supervisor to restart it);
 4. shutdown runs in reverse: the ``on_shutdown`` callbacks (watch streams end), the server
@@ -96,9 +98,8 @@ async def run_app(
             task = asyncio.create_task(run(), name=getattr(run, "__qualname__", "background"))
             stack.push_async_callback(stop_loop, halt, task)
             tasks.append(task)
-        for consumer in app.consumers:
-            await start_within("event consumer", consumer.start, CONSUMER_START_TIMEOUT)
-            task = asyncio.create_task(consumer.run(), name=f"{type(consumer).__name__}.run")
+        for consumer in app.consumers:  # they join their groups while the server already serves
+            task = asyncio.create_task(_consume(consumer), name=f"{type(consumer).__name__}.run")
             stack.push_async_callback(_stop_consumer, consumer, task)
             tasks.append(task)
         server = GrpcServer(
@@ -119,6 +120,11 @@ async def run_app(
         finally:
             log.info("shutting down %s", app.name)
     log.info("%s stopped", app.name)
+
+
+async def _consume(consumer: EventConsumer) -> None:
+    await start_within("event consumer", consumer.start, CONSUMER_START_TIMEOUT)
+    await consumer.run()
 
 
 async def _stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:

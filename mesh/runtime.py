@@ -126,10 +126,42 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class SelfResolvingFilter(logging.Filter):
+    """Kafka client errors that resolve themselves are logged as INFO, not ERROR.
+
+    While a cluster is starting, or right after topics are created, aiokafka logs ERROR for
+    conditions it retries on its own (no group coordinator yet, a partition leader not elected
+    yet). An operator cannot act on them; a persistent outage still shows as stalled consumers,
+    backend metrics and the repeated warnings of the consumers and the relay.
+    """
+
+    MARKERS = (
+        "GroupCoordinatorNotAvailableError",
+        "NotCoordinatorForGroupError",
+        "NotLeaderForPartitionError",
+        "LeaderNotAvailableError",
+        "CoordinatorLoadInProgressError",
+    )
+
+    def __init__(self, threshold: Callable[[], int]) -> None:
+        super().__init__()
+        self._threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.name.startswith("aiokafka"):
+            return True
+        message = record.getMessage()
+        if not any(marker in message for marker in self.MARKERS):
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return self._threshold() <= logging.INFO
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(CorrelationFilter())
+    handler.addFilter(SelfResolvingFilter(logging.getLogger().getEffectiveLevel))
     handler.addFilter(RepeatFilter(("aiokafka",)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

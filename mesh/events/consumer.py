@@ -285,6 +285,9 @@ class Consumer(AsyncResource):
             if tp in assigned:
                 self._kafka.resume(tp)
 
+    def _assigned(self, partitions: int) -> None:
+        self._metrics.assigned.labels(self._config.group_id).set(partitions)
+
     async def _on_revoked(self, revoked: Collection[Any]) -> None:
         async with self._lock:  # let the batch in flight finish and commit
             await self._flush_commits()
@@ -302,3 +305,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self._consumer._assigned(len(assigned))

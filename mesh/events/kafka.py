@@ -18,7 +18,7 @@ from mesh.events.consumer import Consumer, ConsumerConfig
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.producer import Producer
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
-from mesh.events.topics import EventKind, all_topics
+from mesh.events.topics import EventKind, all_topics, topic_name_prefix
 from mesh.resource import AsyncResource
 
 
@@ -72,11 +72,13 @@ class KafkaBus(AsyncResource):
         accept: Collection[str] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> Consumer:
-        """A consumer of ``kinds`` in ``group``; its dead letters go through this bus."""
+        """A consumer of ``kinds`` in ``group`` (prefixed with the namespace, as the topics are:
+        deployments sharing a cluster never share a group); its dead letters go through this
+        bus."""
         c = self.config
         config = ConsumerConfig(
             bootstrap_servers=c.bootstrap_servers,
-            group_id=group,
+            group_id=topic_name_prefix(c.namespace) + group,
             service=service,
             namespace=c.namespace,
             client_id=c.client_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mesh.events.deadletter import Failure, error_type
 
@@ -44,6 +44,12 @@ class ConsumerMetrics:
             "Records per handled batch.",
             ["group"],
             buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.assigned = Gauge(
+            "mesh_consumer_assigned_partitions",
+            "Partitions assigned to the consumer (0 until it has joined its group).",
+            ["group"],
             registry=registry,
         )
         self.batch_seconds = Histogram(

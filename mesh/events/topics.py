@@ -2,7 +2,8 @@
 
 Every event kind maps to one topic. A deployment (or a test run) isolates its topics with a
 namespace prefix: ``topic_name(EventKind.BATCH_CREATED, namespace="ci42")`` is
-``"ci42.huleedu.batch.created.v1"``. Dead letters of a topic go to ``<topic>.dlq``.
+``"ci42.huleedu.batch.created.v1"``; the Kafka bus prefixes consumer groups the same way.
+Dead letters of a topic go to ``<topic>.dlq``.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ COMMAND_KINDS: dict[str, EventKind] = {
 }
 
 
+def topic_name_prefix(namespace: str) -> str:
+    """What a namespace puts before each of its topic (and consumer group) names."""
+    return f"{namespace}." if namespace else ""
+
+
 def topic_name(kind: EventKind, namespace: str = "") -> str:
     """The topic of ``kind``, prefixed with ``namespace`` when one is set."""
-    return f"{namespace}.{kind.value}" if namespace else kind.value
+    return topic_name_prefix(namespace) + kind.value
 
 
 def dlq_topic(topic: str) -> str:

@@ -29,15 +29,28 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_CLAIM = """
+INSERT INTO mesh_deployment (namespace) VALUES ($1) ON CONFLICT (singleton) DO NOTHING;
+"""
+_OWNER = "SELECT namespace FROM mesh_deployment"
+
+
 @asynccontextmanager
 async def postgres_pool(
-    dsn: str, size: int, migrations: dict[str, str], within: float = CONNECT_TIMEOUT
+    dsn: str,
+    size: int,
+    migrations: dict[str, str],
+    namespace: str | None = None,
+    within: float = CONNECT_TIMEOUT,
 ) -> AsyncIterator[Any]:
-    """An asyncpg pool with ``migrations`` applied (source name -> package).
+    """An asyncpg pool with ``migrations`` applied (source name -> package); with a
+    ``namespace`` (the mesh's migrations among them), on a database that belongs to it
+    (claimed by the first server to start on it).
 
-    ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds. On exit the pool
-    closes; a connection still checked out after ``CLOSE_TIMEOUT`` is terminated (asyncpg's
-    ``close`` would wait for it however long that takes).
+    ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds, or when the database
+    belongs to another namespace. On exit the pool closes; a connection still checked out after
+    ``CLOSE_TIMEOUT`` is terminated (asyncpg's ``close`` would wait for it however long that
+    takes).
     """
     try:
         pool = await asyncio.wait_for(
@@ -50,6 +63,8 @@ async def postgres_pool(
         await start_within(
             "PostgreSQL migrations", lambda: apply_migrations(pool, migrations), MIGRATION_TIMEOUT
         )
+        if namespace is not None:
+            await _claim(pool, namespace)
         yield pool
     finally:
         try:
@@ -57,6 +72,17 @@ async def postgres_pool(
         except TimeoutError:
             log.warning("PostgreSQL pool still had a connection in use after %.0f s", CLOSE_TIMEOUT)
             pool.terminate()
+
+
+async def _claim(pool: Any, namespace: str) -> None:
+    """Claim the database for ``namespace``, or fail start-up if another one has it."""
+    await pool.execute(_CLAIM, namespace)
+    owner = await pool.fetchval(_OWNER)
+    if owner != namespace:
+        raise StartupError(
+            f"this database belongs to the deployment with KAFKA_NAMESPACE={owner!r}, not "
+            f"{namespace!r}: give each namespace a database of its own"
+        )
 
 
 def probe(pool: Any) -> Callable[[], Awaitable[object]]:

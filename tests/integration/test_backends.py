@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh.postgres import pool as postgres
+from mesh.runtime import StartupError
 from tests.conftest import Backends
 from tests.support.polling import eventually
 
@@ -271,3 +272,16 @@ async def test_closing_a_pool_with_a_connection_still_out_ends_within_its_bound(
     assert pool.is_closing()
     with pytest.raises(asyncpg.InterfaceError):  # taken from the path that held on to it
         await leaked.fetchval("SELECT 1")
+
+
+async def test_a_database_belongs_to_the_first_namespace_that_starts_on_it(
+    database_url: str,
+) -> None:
+    migrations = {"mesh": "mesh.postgres.sql"}
+    async with postgres.postgres_pool(database_url, 2, migrations, "blue"):
+        pass
+    async with postgres.postgres_pool(database_url, 2, migrations, "blue"):  # again: fine
+        pass
+    with pytest.raises(StartupError, match="KAFKA_NAMESPACE='blue', not 'green'"):
+        async with postgres.postgres_pool(database_url, 2, migrations, "green"):
+            pass

@@ -138,7 +138,7 @@ async def test_migrations_are_applied_once_and_recorded(
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
-        ("mesh", 1, "event_outbox"),
+        ("mesh", 1, "outbox_and_namespace"),
     ]
 
 

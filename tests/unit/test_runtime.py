@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from batch_server.settings import BatchSettings
-from mesh.runtime import LoopEnded, RepeatFilter, run, tune_gc, until_stopped
+from mesh.runtime import LoopEnded, RepeatFilter, SelfResolvingFilter, run, tune_gc, until_stopped
 from mesh.settings import ServerSettings
 
 
@@ -125,3 +125,27 @@ def test_other_loggers_pass_untouched() -> None:
     records = [_record("mesh.events.consumer", "transient failure at %s", n) for n in range(5)]
     assert all(repeats.filter(r) for r in records)
     assert [r.getMessage() for r in records] == [f"transient failure at {n}" for n in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "shown_as"),
+    [
+        (
+            "aiokafka.consumer.group_coordinator",
+            "[Error 15] GroupCoordinatorNotAvailableError",
+            "INFO",
+        ),
+        ("aiokafka.consumer.fetcher", "Failed fetch offsets: NotLeaderForPartitionError", "INFO"),
+        ("aiokafka.consumer.fetcher", "Unexpected error: KafkaConnectionError", "ERROR"),
+        ("conductor_server.app", "NotLeaderForPartitionError", "ERROR"),
+    ],
+)
+def test_kafka_errors_that_resolve_themselves_are_info(
+    name: str, message: str, shown_as: str
+) -> None:
+    record = logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, None)
+    keep = SelfResolvingFilter(lambda: logging.INFO).filter(record)
+    assert keep
+    assert record.levelname == shown_as
+    quiet = logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, None)
+    assert SelfResolvingFilter(lambda: logging.WARNING).filter(quiet) == (shown_as == "ERROR")

@@ -11,3 +11,12 @@ CREATE TABLE event_outbox (
     published_at TIMESTAMPTZ
 );
 CREATE INDEX event_outbox_unpublished ON event_outbox (id) WHERE published_at IS NULL;
+
+-- The namespace (KAFKA_NAMESPACE) of the deployment this database belongs to, claimed by the
+-- first server that starts on it: a server of another namespace refuses to start here, so two
+-- deployments never relay each other's outbox rows into their own topics.
+CREATE TABLE mesh_deployment (
+    singleton  BOOLEAN     PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    namespace  TEXT        NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
