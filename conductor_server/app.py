@@ -82,7 +82,9 @@ async def serve(
             redis = await stack.enter_async_context(redis_client(b.redis_url))
             table = StepTable(rules.catalog.steps)
             mirror = RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
-            store = ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
+            store = await stack.enter_async_context(
+                ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
+            )
             events_out = OutboxPublisher(pool)
             relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
             loops.append((relay.run, relay.stop))
@@ -95,6 +97,7 @@ async def serve(
                 registrations=[register(ConductorServicer(conductor))],
                 table=TABLE,
                 probes=probes,
+                optional=["redis"],  # PostgreSQL answers in its place
                 consumers=[
                     bus.consumer(
                         o.consumer_group,

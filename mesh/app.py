@@ -10,10 +10,10 @@ A composition root opens its backends, builds its use cases and describes the se
    called with it;
 3. it serves until ``stop`` is set or a loop ends on its own (``LoopEnded``: the process exits 1
    for its supervisor to restart it);
-4. shutdown runs in reverse: the ``on_shutdown`` callbacks (watch streams end), the server
-   drains (NOT_SERVING, in-flight RPCs finish), the consumers finish their batch, commit and
-   leave, the loops finish what they are doing. The caller's exit stack then closes the
-   backends.
+4. shutdown runs in reverse: the server drains (NOT_SERVING for ``DRAIN_SECONDS``, then the
+   ``on_shutdown`` callbacks end open streams, new calls are refused, in-flight ones finish
+   or end UNAVAILABLE), the consumers finish their batch, commit and leave, the loops finish
+   what they are doing. The caller's exit stack then closes the backends.
 
 ``open_bus`` is the one place that picks the event bus by mode.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -53,9 +53,10 @@ class App:
     registrations: Sequence[Registration]
     table: StatusTable
     probes: Mapping[str, Probe] = field(default_factory=dict)
+    optional: Collection[str] = ()  # probes whose backend the server can do without
     consumers: Sequence[EventConsumer] = ()
     loops: Sequence[Background] = ()
-    on_shutdown: Sequence[Callable[[], None]] = ()  # first on the way out
+    on_shutdown: Sequence[Callable[[], None]] = ()  # when the drain stops accepting calls
 
 
 def open_bus(
@@ -108,11 +109,10 @@ async def run_app(
             app.services,
             app.table,
             registry,
-            HealthReporter(app.services, app.probes),
+            HealthReporter(app.services, app.probes, optional=app.optional),
+            on_drain=app.on_shutdown,
         )
         await stack.enter_async_context(server)
-        for callback in app.on_shutdown:
-            stack.callback(callback)
         if on_ready is not None:
             on_ready(server)
         try:  # a loop that ends early shuts the server down and the process exits 1

@@ -73,7 +73,15 @@ class ServerSettings:
         1000, "MAX_CONCURRENT_RPCS", "in-flight RPC limit (0 = none)"
     )
     max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
-    shutdown_grace_seconds: float = setting(10.0, "SHUTDOWN_GRACE_SECONDS", "drain time on SIGTERM")
+    drain_seconds: float = setting(
+        0.0,
+        "DRAIN_SECONDS",
+        "on SIGTERM, NOT_SERVING but still serving this long (behind a load balancer: its "
+        "health-check interval and more)",
+    )
+    shutdown_grace_seconds: float = setting(
+        10.0, "SHUTDOWN_GRACE_SECONDS", "then how long in-flight calls have to finish"
+    )
     log_level: str = setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR")
     uvloop: bool = setting(True, "USE_UVLOOP", "run on uvloop when installed")
     gc_threshold: int = setting(

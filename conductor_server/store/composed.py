@@ -5,24 +5,30 @@
   touched is then merged into Redis (``RedisMirror``), even when nothing changed, so a repeated
   write (a redelivery after a crash between the two) brings Redis up to date.
 - **Reads** come from Redis; a batch Redis does not have is read from PostgreSQL and merged.
-- **Redis down** does not stop the product: a failed merge is logged and the batch is marked
-  stale in this process, so its reads go to PostgreSQL until a later merge of it succeeds; every
-  read falls back to PostgreSQL while Redis fails.
+- **Redis down** does not stop the product: writes still count in PostgreSQL and every read
+  falls back to it. A batch whose merge failed is stale: its reads go to PostgreSQL in this
+  process, and it is written to PostgreSQL's mirror backlog (``conductor_mirror_backlog``), from
+  which it is merged again once Redis answers (seen by a merge that succeeds, or at start-up),
+  whichever conductor replica sees Redis back first, even after a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
 from conductor_server.domain.model import BatchRegistration, OutcomeRecord
 from conductor_server.ports import BatchState, RecordResult
-from conductor_server.store.errors import StateBackendUnavailable
+from conductor_server.store.errors import StateBackendUnavailable, UnknownBatch
 from conductor_server.store.postgres import PostgresStateStore
 from conductor_server.store.redis_mirror import RedisMirror
 from mesh.resource import AsyncResource
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_CHUNK = 100  # backlog batches merged per round trip
 
 
 class ComposedStateStore(AsyncResource):
@@ -31,8 +37,20 @@ class ComposedStateStore(AsyncResource):
     def __init__(self, durable: PostgresStateStore, mirror: RedisMirror) -> None:
         self._durable = durable
         self._mirror = mirror
-        self._stale: set[str] = set()  # batches whose latest merge failed
+        self._stale: set[str] = set()  # batches whose latest merge failed, in this process
         self._redis_down = False
+        self._catching_up: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Merge whatever the backlog holds (a previous process may have left some)."""
+        self._catch_up_soon()
+
+    async def close(self) -> None:
+        """Stop catching up; both stores belong to the caller."""
+        if self._catching_up is not None:
+            self._catching_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catching_up
 
     async def register_batch(self, registration: BatchRegistration) -> bool:
         created, state = await self._durable.register(registration)
@@ -61,22 +79,47 @@ class ComposedStateStore(AsyncResource):
         return state
 
     async def _merge(self, states: Sequence[BatchState]) -> None:
-        ids = {state.batch_id for state in states}
+        ids = [state.batch_id for state in states]
         try:
             await self._mirror.merge(states)
         except StateBackendUnavailable as exc:
-            self._stale |= ids
+            self._stale.update(ids)
             self._redis_failed(exc)
+            try:
+                await self._durable.remember_stale(ids)
+            except StateBackendUnavailable:
+                log.warning("could not note %d batch(es) for a later merge", len(ids))
             return
-        self._stale -= ids
+        self._stale.difference_update(ids)
         if self._redis_down:
             self._redis_down = False
-            log.info("redis is back; %d batch(es) still read from postgresql", len(self._stale))
+            log.info("redis is back; merging the batches it missed")
+            self._catch_up_soon()
 
     def _redis_failed(self, exc: StateBackendUnavailable) -> None:
         if not self._redis_down:
             self._redis_down = True
-            log.warning("redis unavailable (%s); reading and counting with postgresql alone", exc)
+            log.warning("redis unavailable (%s); counting and reading with postgresql", exc)
 
-    async def close(self) -> None:
-        """Both stores belong to the caller: nothing to release."""
+    def _catch_up_soon(self) -> None:
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._catch_up(), name="mirror-catch-up")
+
+    async def _catch_up(self) -> None:
+        """Merge every batch of the backlog from PostgreSQL, then forget it there."""
+        merged = 0
+        try:
+            while batch_ids := await self._durable.stale(CATCH_UP_CHUNK):
+                states = []
+                for batch_id in batch_ids:
+                    with contextlib.suppress(UnknownBatch):  # nothing left to mirror
+                        states.append(await self._durable.batch_state(batch_id))
+                await self._mirror.merge(states)
+                await self._durable.forget_stale(batch_ids)
+                self._stale.difference_update(batch_ids)
+                merged += len(batch_ids)
+        except StateBackendUnavailable as exc:
+            log.info("catching redis up stopped (%s); it resumes when redis is back", exc)
+            return
+        if merged:
+            log.info("caught redis up: merged %d batch(es) from postgresql", merged)

@@ -107,6 +107,11 @@ SELECT b.essay_count, b.flags, b.version, s.step, s.succeeded, s.failed, s.total
   FROM conductor_batches b LEFT JOIN processing_pipeline_state s USING (batch_id)
  WHERE b.batch_id = $1
 """
+_REMEMBER_STALE = """
+INSERT INTO conductor_mirror_backlog (batch_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING
+"""
+_STALE = "SELECT batch_id FROM conductor_mirror_backlog ORDER BY since LIMIT $1"
+_FORGET_STALE = "DELETE FROM conductor_mirror_backlog WHERE batch_id = ANY($1::text[])"
 _BATCH_ESSAYS = "SELECT essay_id FROM conductor_batch_essays WHERE batch_id = $1 ORDER BY position"
 _BATCH_OUTCOMES = "SELECT essay_id, step, outcome FROM essay_step_outcomes WHERE batch_id = $1"
 
@@ -343,6 +348,22 @@ class PostgresStateStore(AsyncResource):
                 ):
                     column.append(value)
         await conn.execute(_UPDATE_COUNTS, *columns)
+
+    # -- the mirror's backlog ---------------------------------------------------------------
+
+    async def remember_stale(self, batch_ids: Sequence[str]) -> None:
+        """Note batches whose counts the mirror missed (their merge failed)."""
+        with _unavailable():
+            await self._pool.execute(_REMEMBER_STALE, list(batch_ids))
+
+    async def stale(self, limit: int) -> list[str]:
+        """Up to ``limit`` batches the mirror missed, oldest first."""
+        with _unavailable():
+            return [row["batch_id"] for row in await self._pool.fetch(_STALE, limit)]
+
+    async def forget_stale(self, batch_ids: Sequence[str]) -> None:
+        with _unavailable():
+            await self._pool.execute(_FORGET_STALE, list(batch_ids))
 
     # -- reading ----------------------------------------------------------------------------
 

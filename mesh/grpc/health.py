@@ -1,9 +1,12 @@
 """Serving status of a server: the gRPC health service and ``/healthz`` report the same thing.
 
-A server is SERVING only when it has finished starting, is not draining, and every backend probe
-passed on its latest run. Probes run periodically (each with a timeout) so a backend that goes
-down flips the status to NOT_SERVING and back once it returns. ``HealthMetrics`` exports the same
-state to ``/metrics`` (``mesh_serving``, ``mesh_backend_up{backend}``), for alerting.
+A server is SERVING only when it has finished starting, is not draining, and every required
+backend's probe passed on its latest run. Probes run periodically (each with a timeout) so a
+backend that goes down flips the status to NOT_SERVING and back once it returns. A backend the
+server can do without (the conductor's Redis: PostgreSQL answers in its place) is *optional*:
+while it is down the server stays SERVING and reports itself ``degraded``. ``HealthMetrics``
+exports the same state to ``/metrics`` (``mesh_serving``, ``mesh_backend_up{backend}``), for
+alerting.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry
@@ -34,10 +37,12 @@ class HealthReporter:
         probes: Mapping[str, Probe] | None = None,
         interval: float = 1.0,
         probe_timeout: float = 2.0,
+        optional: Collection[str] = (),
     ) -> None:
         self.servicer = health.aio.HealthServicer()
         self._services = ("", *services)
         self._probes = dict(probes or {})
+        self._optional = frozenset(optional)
         self._interval = interval
         self._timeout = probe_timeout
         self._started = False
@@ -47,7 +52,13 @@ class HealthReporter:
 
     @property
     def serving(self) -> bool:
-        return self._started and not self._draining and all(self.backends.values())
+        required = (up for name, up in self.backends.items() if name not in self._optional)
+        return self._started and not self._draining and all(required)
+
+    @property
+    def degraded(self) -> bool:
+        """Serving, with an optional backend down."""
+        return self.serving and not all(self.backends.values())
 
     async def start(self) -> None:
         """Mark start-up done and begin probing backends."""

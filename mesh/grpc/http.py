@@ -75,6 +75,7 @@ class HttpSidePort:
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/healthz":
             serving = self._health.serving
-            body = {"status": "ok" if serving else "unavailable", "backends": self._health.backends}
+            status = "degraded" if self._health.degraded else "ok" if serving else "unavailable"
+            body = {"status": status, "backends": self._health.backends}
             return (200 if serving else 503), "application/json", json.dumps(body).encode()
         return 404, "text/plain", b"not found\n"

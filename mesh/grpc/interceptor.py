@@ -7,10 +7,13 @@ the throughput of a trivial RPC here. For every RPC the wrapper sets the correla
 refuses work whose deadline has already passed, counts and times the call,
 and turns any exception into a ``google.rpc.Status`` through the server's ``StatusTable``: the one
 place errors become status codes. Unmapped errors are INTERNAL and logged once with a traceback.
+While the server drains (``mesh.grpc.drain``) it refuses new calls, and a call the drain ends
+finishes UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +23,7 @@ import grpc
 from grpc_status import rpc_status
 
 from mesh import correlation
+from mesh.grpc.drain import SHUTTING_DOWN, Drain
 from mesh.grpc.metrics import RpcMetrics
 from mesh.grpc.status import StatusTable
 
@@ -32,9 +36,10 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 class RpcWrapper:
     """Wraps method handlers with the behaviour above; one per server."""
 
-    def __init__(self, table: StatusTable, metrics: RpcMetrics) -> None:
+    def __init__(self, table: StatusTable, metrics: RpcMetrics, drain: Drain) -> None:
         self._table = table
         self._metrics = metrics
+        self._drain = drain
 
     def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
@@ -85,11 +90,16 @@ class RpcWrapper:
         stats = self._metrics.method(service, method)
         clock = time.perf_counter
 
+        drain = self._drain
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self._enter(context)
             stats.started += 1
             start = clock()
             code = _OK
+            if not drain.begin():
+                stats.finish(_shutting_down(context), clock() - start)
+                return None
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
@@ -101,13 +111,22 @@ class RpcWrapper:
             except Exception as exc:
                 code = await self._fail(exc, context, method)
                 return None
+            except asyncio.CancelledError:
+                if not drain.cancelling:
+                    code = grpc.StatusCode.CANCELLED.name
+                    raise
+                code = _shutting_down(context)
+                return None
             finally:
+                drain.end()
                 stats.finish(code, clock() - start)
 
         return wrapper
 
     def _stream(self, behavior: Any, service: str, method: str) -> Any:
         stats = self._metrics.method(service, method)
+
+        drain = self._drain
 
         async def wrapper(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -116,18 +135,33 @@ class RpcWrapper:
             stats.started += 1
             start = time.perf_counter()
             code = _OK
+            if not drain.begin():
+                stats.finish(_shutting_down(context), time.perf_counter() - start)
+                return
             try:
                 async for response in behavior(request, context):
                     yield response
             except Exception as exc:
                 code = await self._fail(exc, context, method)
+            except asyncio.CancelledError:
+                if not drain.cancelling:
+                    code = grpc.StatusCode.CANCELLED.name
+                    raise
+                code = _shutting_down(context)
             except BaseException:
                 code = grpc.StatusCode.CANCELLED.name
                 raise
             finally:
+                drain.end()
                 stats.finish(code, time.perf_counter() - start)
 
         return wrapper
+
+
+def _shutting_down(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    context.set_code(grpc.StatusCode.UNAVAILABLE)
+    context.set_details(SHUTTING_DOWN)
+    return grpc.StatusCode.UNAVAILABLE.name
 
 
 class Registrar:

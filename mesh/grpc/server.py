@@ -2,12 +2,15 @@
 
 ``GrpcServer`` is an async context manager. Entering it registers the servicers, the standard
 health service and server reflection, binds, starts, opens the HTTP side port and marks the
-services SERVING once the backend probes pass. Leaving it drains: health NOT_SERVING first (so
-load balancers stop routing), then ``stop(grace)`` refuses new RPCs and lets in-flight ones finish.
+services SERVING once the backend probes pass. Leaving it drains (``mesh.grpc.drain``): health
+NOT_SERVING while it still serves for ``drain_seconds`` (load balancers stop routing to it), then
+the ``on_drain`` callbacks run (open streams end) and new calls are refused with UNAVAILABLE,
+in-flight ones get ``shutdown_grace_seconds`` to finish, and the rest end UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -16,6 +19,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from mesh.grpc.drain import Drain
 from mesh.grpc.health import HealthMetrics, HealthReporter
 from mesh.grpc.http import HttpSidePort
 from mesh.grpc.interceptor import Registrar, RpcWrapper
@@ -40,6 +44,7 @@ class GrpcServer:
         table: StatusTable,
         registry: CollectorRegistry,
         health: HealthReporter,
+        on_drain: Sequence[Callable[[], None]] = (),
     ) -> None:
         self._settings = settings
         self._registrations = registrations
@@ -47,6 +52,8 @@ class GrpcServer:
         self._table = table
         self._registry = registry
         self.health = health
+        self._on_drain = tuple(on_drain)
+        self._drain = Drain()
         self._server: grpc.aio.Server | None = None
         self._side_port: HttpSidePort | None = None
         self.port = 0
@@ -62,7 +69,8 @@ class GrpcServer:
             ],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
-        registrar = Registrar(server, RpcWrapper(self._table, RpcMetrics(self._registry)))
+        wrapper = RpcWrapper(self._table, RpcMetrics(self._registry), self._drain)
+        registrar = Registrar(server, wrapper)
         HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
@@ -102,12 +110,16 @@ class GrpcServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        s = self._settings
         await self.health.drain()
-        log.info(
-            "draining: finishing in-flight RPCs (grace %.1fs)",
-            self._settings.shutdown_grace_seconds,
-        )
-        await server.stop(self._settings.shutdown_grace_seconds)
+        if s.drain_seconds > 0:
+            log.info("draining: NOT_SERVING, still serving for %.1f s", s.drain_seconds)
+            await asyncio.sleep(s.drain_seconds)
+        for callback in self._on_drain:
+            callback()
+        log.info("refusing new calls; in-flight ones have %.1f s", s.shutdown_grace_seconds)
+        await self._drain.close(s.shutdown_grace_seconds)
+        await server.stop(1.0)
         if self._side_port is not None:
             await self._side_port.close()
         log.info("gRPC server stopped")

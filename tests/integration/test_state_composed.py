@@ -16,6 +16,7 @@ from conductor_server.store.postgres import PostgresStateStore
 from conductor_server.store.redis_mirror import RedisMirror
 from tests.conftest import Backends
 from tests.support.net import free_port
+from tests.support.polling import eventually
 from tests.support.state_contract import ESSAYS, STEPS, rec
 from tests.support.stores import composed_store, pool_of
 
@@ -118,3 +119,33 @@ async def test_with_postgres_down_nothing_is_written_and_reads_stay_hot(
     assert caught.value.backend == "postgresql"
     assert await redis_view(redis_url) == before
     assert await store.batch_state("b1") == before
+
+
+async def test_what_redis_missed_while_down_is_merged_once_a_conductor_sees_it_back(
+    database_url: str, redis_url: str
+) -> None:
+    async with composed_store(database_url, redis_url) as healthy:
+        await healthy.register_batch(BatchRegistration("b1", ESSAYS))
+        await healthy.register_batch(BatchRegistration("b2", ESSAYS))
+    nowhere = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    async with pool_of(database_url) as pool, nowhere:
+        degraded = ComposedStateStore(
+            PostgresStateStore(pool, STEPS), RedisMirror(nowhere, StepTable(STEPS))
+        )
+        await degraded.record_outcomes(
+            [rec("spellcheck", "e1"), rec("spellcheck", "e2", batch="b2")]
+        )
+    for batch_id in ("b1", "b2"):  # Redis kept its old image of both batches
+        stale = await redis_view(redis_url, batch_id)
+        assert stale is not None
+        assert stale.step("spellcheck").succeeded == 0
+    # A conductor starting with Redis up merges them, without a read or a write of either batch.
+    async with composed_store(database_url, redis_url):
+
+        async def caught_up() -> bool:
+            views = [await redis_view(redis_url, b) for b in ("b1", "b2")]
+            return all(v is not None and v.step("spellcheck").succeeded == 1 for v in views)
+
+        await eventually(caught_up, within=10, what="the backlog merged into Redis")
+    async with pool_of(database_url) as pool:
+        assert await PostgresStateStore(pool, STEPS).stale(10) == []

@@ -36,4 +36,5 @@ async def composed_store(
 ) -> AsyncIterator[ComposedStateStore]:
     async with pool_of(database_url) as pool, redis_client(redis_url) as redis:
         mirror = RedisMirror(redis, StepTable(steps))
-        yield ComposedStateStore(PostgresStateStore(pool, steps), mirror)
+        async with ComposedStateStore(PostgresStateStore(pool, steps), mirror) as store:
+            yield store

@@ -63,3 +63,10 @@ CREATE TABLE essay_step_outcomes (
     recorded_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (batch_id, essay_id, step)
 );
+
+-- Batches whose latest counts Redis may have missed (a merge failed while Redis was down): merged
+-- again from PostgreSQL once Redis answers, by whichever conductor sees it back first.
+CREATE TABLE conductor_mirror_backlog (
+    batch_id TEXT        COLLATE "C" PRIMARY KEY,
+    since    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
