@@ -6,8 +6,8 @@ import asyncio
 import urllib.request
 
 import grpc
+import httpx
 import pytest
-from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import ConductorClient, RpcError
@@ -62,24 +62,36 @@ async def test_grpcurl_lists_describes_and_calls_through_reflection(
     assert health == {"status": "SERVING"}
 
 
-async def test_health_is_not_serving_while_redis_is_down(
+async def test_with_redis_down_the_conductor_is_degraded_not_down(
     conductor_process: ServerProcess, backends: Backends, grpcurl: str
 ) -> None:
-    backends.stop("redis")
+    async with ConductorClient(conductor_process.address) as client:
+        await client.register_batch("b-redis", ESSAYS, {"prompt_attached": True})
+        backends.stop("redis")
+        async with httpx.AsyncClient() as http:
 
-    async def not_serving() -> bool:
-        return await conductor_process.health() == health_pb2.HealthCheckResponse.NOT_SERVING
+            async def degraded() -> bool:
+                body = (
+                    await http.get(f"http://127.0.0.1:{conductor_process.metrics_port}/healthz")
+                ).json()
+                return bool(body["status"] == "degraded" and body["backends"]["redis"] is False)
 
-    await eventually(not_serving, 30.0, (grpc.aio.AioRpcError,), what="NOT_SERVING")
-    assert run_grpcurl(grpcurl, conductor_process.address, "grpc.health.v1.Health/Check") == {
-        "status": "NOT_SERVING"
-    }
-    backends.start("redis")
+            await eventually(degraded, 30.0, what="/healthz degraded")
+        assert run_grpcurl(grpcurl, conductor_process.address, "grpc.health.v1.Health/Check") == {
+            "status": "SERVING"
+        }
+        # Every RPC still answers, from PostgreSQL: a registration, an outcome, a read.
+        await client.register_batch("b-during", ESSAYS)
+        recorded = await client.record_step_outcome("b-redis", "spellcheck", ESSAYS[0], True)
+        assert recorded.newly_recorded
+        state = await client.get_batch_pipeline_state("b-redis")
+        assert state.steps[0].succeeded == 1
+        backends.start("redis")
 
-    async def serving() -> bool:
-        return await conductor_process.health() == health_pb2.HealthCheckResponse.SERVING
+        async def caught_up() -> bool:
+            return (await client.get_batch_pipeline_state("b-redis")).steps[0].succeeded == 1
 
-    await eventually(serving, 30.0, (grpc.aio.AioRpcError,), what="SERVING again")
+        await eventually(caught_up, 30.0, (RpcError,), what="reads from Redis again")
 
 
 async def test_kafka_outcomes_change_state_exactly_and_metrics_show_the_scenario(
