@@ -35,11 +35,13 @@ from batch_server.watch import ProgressFeed
 from clients.conductor import ConductorClient
 from mesh import app
 from mesh.events.bus import Bus
+from mesh.events.deadletter import PayloadVault
 from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
 from mesh.postgres.listen import PgListener
 from mesh.postgres.outbox import OutboxRelay
+from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, start_within
 from mesh.settings import Mode
 
@@ -66,6 +68,7 @@ async def serve(
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "batch-service", registry))
         probes: dict[str, Probe] = {}
+        vault: PayloadVault | None = None
         loops: list[Background] = []
         store: BatchStore
         content: ContentStore
@@ -85,6 +88,7 @@ async def serve(
             await start_within("PostgreSQL LISTEN", listener.start, LISTEN_TIMEOUT)
             stack.push_async_callback(listener.close)
             probes["postgres"] = postgres.probe(pool)
+            vault = PostgresPayloadVault(pool)
         if o.content_service_url:
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
@@ -106,6 +110,7 @@ async def serve(
                         consumer.CompletionHandler(store, feed),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
+                        vault=vault,
                     )
                 ],
                 loops=loops,

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -28,6 +29,7 @@ from clients.batch import BatchClient
 from clients.conductor import ConductorClient
 from clients.errors import RpcError
 from generated.huleedu.batch.v1 import batch_pb2
+from generated.huleedu.events.v1 import events_pb2
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 
@@ -125,13 +127,42 @@ async def _dlq(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"offset {args.offset} is in DLQ partitions {partitions}: pass --partition too"
         )
-    if args.action == "show":
-        for r in chosen:
-            print(deadletter.show(r))
-    elif args.action == "replay":
-        async with Producer(bootstrap) as producer:
-            count = await deadletter.replay(producer, chosen)
-        print(json.dumps({"replayed": count}))
+    async with _vault(args, chosen) as vault:
+        if args.action == "show":
+            for r in chosen:
+                kept = r.letter.payload_storage != events_pb2.PAYLOAD_STORAGE_UNSPECIFIED
+                try:
+                    original = await deadletter.original_value(r, vault) if kept else None
+                except deadletter.OriginalNotKept as exc:
+                    print(f"note: {exc}", file=sys.stderr)
+                    original = None
+                print(deadletter.show(r, original))
+        elif args.action == "replay":
+            async with Producer(bootstrap) as producer:
+                try:
+                    count = await deadletter.replay(producer, chosen, vault)
+                except deadletter.OriginalNotKept as exc:
+                    raise SystemExit(str(exc)) from exc
+            print(json.dumps({"replayed": count}))
+
+
+@contextlib.asynccontextmanager
+async def _vault(args: argparse.Namespace, letters: Sequence[Any]) -> AsyncIterator[Any]:
+    """The PostgreSQL vault of oversized dead letters, when one of ``letters`` needs it."""
+    from mesh.postgres.vault import PostgresPayloadVault
+
+    needed = any(r.letter.payload_storage == events_pb2.PAYLOAD_STORAGE_POSTGRESQL for r in letters)
+    dsn = args.database or os.environ.get("DATABASE_URL", "")
+    if not needed or not dsn:
+        yield None
+        return
+    import asyncpg
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        yield PostgresPayloadVault(pool)
+    finally:
+        await pool.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq.add_argument(
         "--kafka", default="", help="bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    dlq.add_argument(
+        "--database",
+        default="",
+        help="PostgreSQL DSN of the service that dead-lettered, where an oversized letter's "
+        "original value is kept (default $DATABASE_URL)",
     )
     dlq.set_defaults(handler=_dlq)
     return parser

@@ -34,10 +34,12 @@ from conductor_server.store.postgres import MIGRATIONS, PostgresStateStore
 from conductor_server.store.redis_mirror import RedisMirror, redis_client
 from mesh import app
 from mesh.events.bus import Bus, EventPublisher
+from mesh.events.deadletter import PayloadVault
 from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
 from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
+from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError
 from mesh.settings import Mode
 
@@ -67,6 +69,7 @@ async def serve(
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "conductor", registry))
         probes: dict[str, Probe] = {}
+        vault: PayloadVault | None = None
         loops: list[Background] = []
         store: StateStore
         events_out: EventPublisher
@@ -89,6 +92,7 @@ async def serve(
             relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
             loops.append((relay.run, relay.stop))
             probes = {"postgres": postgres.probe(pool), "redis": mirror.probe}
+            vault = PostgresPayloadVault(pool)
         conductor = Conductor(rules, store, events_out)
         await app.run_app(
             app.App(
@@ -105,6 +109,7 @@ async def serve(
                         consumer.OutcomeIntake(conductor),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
+                        vault=vault,
                     )
                 ],
                 loops=loops,

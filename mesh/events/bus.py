@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope as codec
 from mesh.events.topics import EventKind, topic_name
+
+if TYPE_CHECKING:
+    from mesh.events.deadletter import PayloadVault
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,4 +138,5 @@ class Bus(EventPublisher, RecordWriter, Protocol):
         *,
         service: str,
         accept: Collection[str] | None = None,
+        vault: PayloadVault | None = None,
     ) -> EventConsumer: ...

@@ -21,12 +21,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition, errors
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import CollectorRegistry
 
 from mesh.events.bus import BatchHandler, RecordWriter
-from mesh.events.deadletter import DeadLetterQueue
+from mesh.events.deadletter import DeadLetterQueue, PayloadVault
 from mesh.events.dispatcher import Dispatcher, Partition, Plan
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
@@ -34,6 +34,20 @@ from mesh.events.topics import EventKind, topic_name
 from mesh.resource import AsyncResource
 
 log = logging.getLogger(__name__)
+
+# Failures of a dead-letter write that waiting will not cure: an operator must act (grant the
+# group the topic, create it, raise its size limit). Their partition still waits (moving past
+# the record would lose it), but loudly: an ERROR at every retry and the failures metric. A
+# letter too large for its topic never gets here: it is written without its original bytes.
+PERMANENT_WRITE_ERRORS: tuple[type[Exception], ...] = (
+    errors.TopicAuthorizationFailedError,
+    errors.ClusterAuthorizationFailedError,
+    errors.InvalidTopicError,
+    errors.PolicyViolationError,
+    errors.MessageSizeTooLargeError,
+    errors.RecordTooLargeError,
+    errors.RecordListTooLargeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +82,13 @@ class Consumer(AsyncResource):
         *,
         accept: Collection[str] | None = None,
         metrics: ConsumerMetrics | None = None,
+        vault: PayloadVault | None = None,
     ) -> None:
         self._config = config
         self.topics = [topic_name(kind, config.namespace) for kind in kinds]
         self._dispatcher = Dispatcher(handler, accept=accept, backoff=config.backoff)
         self._dlq = DeadLetterQueue(
-            dead_letters, consumer_group=config.group_id, service=config.service
+            dead_letters, consumer_group=config.group_id, service=config.service, vault=vault
         )
         self._metrics = metrics or ConsumerMetrics(CollectorRegistry())
         self._kafka: Any = AIOKafkaConsumer(
@@ -196,7 +211,18 @@ class Consumer(AsyncResource):
             # A record is done only once its dead letter is acknowledged: stop at the first.
             self._dlq_failures += 1
             delay = self._config.backoff.ceiling(self._dlq_failures) * (1 - random.random() / 5)
-            log.warning("dead-letter write failed (%r); retrying in %.2fs", exc, delay)
+            self._metrics.dead_letter_failures.labels(
+                self._config.group_id, type(exc).__name__
+            ).inc()
+            if isinstance(exc, PERMANENT_WRITE_ERRORS):
+                log.error(
+                    "cannot write dead letters (%r): the partition waits here until an operator "
+                    "fixes the dead-letter topic; retrying in %.2fs",
+                    exc,
+                    delay,
+                )
+            else:
+                log.warning("dead-letter write failed (%r); retrying in %.2fs", exc, delay)
             return plan.without_dead_letters(exc, delay)
         self._dlq_failures = 0
         for failure in plan.dead:

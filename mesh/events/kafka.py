@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from mesh.events.admin import create_topics
 from mesh.events.bus import BatchHandler, OutgoingEvent, OutgoingRecord
 from mesh.events.consumer import Consumer, ConsumerConfig
+from mesh.events.deadletter import PayloadVault
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.producer import Producer
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
@@ -71,10 +72,11 @@ class KafkaBus(AsyncResource):
         service: str,
         accept: Collection[str] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
+        vault: PayloadVault | None = None,
     ) -> Consumer:
         """A consumer of ``kinds`` in ``group`` (prefixed with the namespace, as the topics are:
         deployments sharing a cluster never share a group); its dead letters go through this
-        bus."""
+        bus, and the original of one too large for its topic goes to ``vault``."""
         c = self.config
         config = ConsumerConfig(
             bootstrap_servers=c.bootstrap_servers,
@@ -85,4 +87,6 @@ class KafkaBus(AsyncResource):
             commit_interval_ms=c.commit_interval_ms,
             backoff=backoff,
         )
-        return Consumer(config, kinds, handler, self, accept=accept, metrics=self._metrics)
+        return Consumer(
+            config, kinds, handler, self, accept=accept, metrics=self._metrics, vault=vault
+        )

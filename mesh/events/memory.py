@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from mesh.events.bus import BatchHandler, OutgoingEvent, OutgoingRecord
-from mesh.events.deadletter import DeadLetterQueue
+from mesh.events.deadletter import DeadLetterQueue, PayloadVault
 from mesh.events.dispatcher import Dispatcher, Partition
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
 from mesh.events.topics import EventKind, topic_name
@@ -85,8 +85,10 @@ class MemoryBus(AsyncResource):
         accept: Collection[str] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         max_records: int = 500,
+        vault: PayloadVault | None = None,
     ) -> MemoryConsumer:
-        """A consumer of ``kinds`` in ``group`` (an ``EventConsumer``)."""
+        """A consumer of ``kinds`` in ``group`` (an ``EventConsumer``). Memory topics have no
+        size limit, so no dead letter needs the ``vault``."""
         return MemoryConsumer(
             self,
             group,
@@ -136,7 +138,7 @@ class MemoryConsumer(AsyncResource):
         self.group = group
         self.topics = list(topics)
         self._dispatcher = Dispatcher(handler, accept=accept, backoff=backoff)
-        self._dlq = DeadLetterQueue(bus, consumer_group=group, service=service)
+        self._dlq = DeadLetterQueue(bus, consumer_group=group, service=service, max_bytes=None)
         self._max_records = max_records
         self._paused_until: dict[str, float] = {}
         self._wake = asyncio.Event()

@@ -46,6 +46,12 @@ class ConsumerMetrics:
             buckets=_SIZE_BUCKETS,
             registry=registry,
         )
+        self.dead_letter_failures = Counter(
+            "mesh_consumer_dead_letter_write_failures_total",
+            "Dead-letter writes that failed (the partition waits and retries).",
+            ["group", "error_type"],
+            registry=registry,
+        )
         self.assigned = Gauge(
             "mesh_consumer_assigned_partitions",
             "Partitions assigned to the consumer (0 until it has joined its group).",

@@ -138,7 +138,7 @@ async def test_migrations_are_applied_once_and_recorded(
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
-        ("mesh", 1, "outbox_and_namespace"),
+        ("mesh", 1, "outbox_namespace_and_dead_letters"),
     ]
 
 

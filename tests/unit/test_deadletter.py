@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh.events import deadletter
 from mesh.events import envelope as codec
+from mesh.events.bus import OutgoingRecord
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.retry import PermanentError
 
@@ -82,6 +86,10 @@ def test_record_goes_to_the_dlq_topic_with_facts_as_headers() -> None:
 
 def read_back(failure_: deadletter.Failure) -> deadletter.DeadLetterRecord:
     out = deadletter.to_record(failure_, consumer_group="g", service="s", failed_at=FAILED_AT)
+    return read_back_record(out)
+
+
+def read_back_record(out: OutgoingRecord) -> deadletter.DeadLetterRecord:
     return deadletter.DeadLetterRecord(
         topic=out.topic,
         partition=0,
@@ -108,8 +116,10 @@ def test_show_is_json_with_base64_payload_and_decodes_an_envelope_payload() -> N
     assert shown["payload_decoded"]["eventId"] == original.event_id
 
 
-def test_replay_restores_the_original_record_marked_as_a_replay() -> None:
-    record = deadletter.replay_record(read_back(failure()), replayed_at=FAILED_AT)
+async def test_replay_restores_the_original_record_marked_as_a_replay() -> None:
+    letter = read_back(failure())
+    original = await deadletter.original_value(letter, None)
+    record = deadletter.replay_record(letter, original, replayed_at=FAILED_AT)
     assert record.topic == "ns.huleedu.essay.step.outcome.v1"
     assert (record.key, record.value) == (b"batch-7", b"\x00garbage\xff")
     headers = dict(record.headers)
@@ -141,3 +151,57 @@ def test_metrics_count_a_batch() -> None:
     assert value("mesh_consumer_retries_total", group="g", topic="t") == 1
     assert value("mesh_consumer_batch_records_sum", group="g") == 10
     assert value("mesh_consumer_batch_duration_seconds_count", group="g") == 1
+
+
+class Vault:
+    storage = events_pb2.PAYLOAD_STORAGE_POSTGRESQL
+
+    def __init__(self) -> None:
+        self.kept: dict[str, bytes] = {}
+
+    async def keep(self, sha256: str, payload: bytes, f: deadletter.Failure, group: str) -> None:
+        self.kept[sha256] = payload
+
+    async def fetch(self, sha256: str) -> bytes | None:
+        return self.kept.get(sha256)
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.records: list[OutgoingRecord] = []
+
+    async def write(self, records: Sequence[OutgoingRecord]) -> None:
+        self.records += records
+
+
+@pytest.mark.parametrize("vault", [Vault(), None], ids=["with a vault", "without"])
+async def test_a_letter_too_large_for_its_topic_goes_without_the_original_bytes(
+    vault: Vault | None,
+) -> None:
+    writer = Writer()
+    dlq = deadletter.DeadLetterQueue(
+        writer, consumer_group="g", service="s", max_bytes=10_000, vault=vault
+    )
+    big = b"\x01" * 20_000
+    await dlq.put([failure(value=big), failure(offset=42)])
+    oversized, small = writer.records
+    assert deadletter.size(oversized) <= 10_000
+    letter = codec.decode(oversized.value, accept={"dead_letter"}).dead_letter
+    assert (letter.payload, letter.payload_size) == (b"", 20_000)
+    assert letter.payload_sha256 == hashlib.sha256(big).hexdigest()
+    assert letter.error_info.message == "unknown batch batch-7"  # the facts are all there
+    assert not any(name.startswith("original.") for name, _ in oversized.headers)
+    read = read_back_record(oversized)
+    if vault is None:
+        assert letter.payload_storage == events_pb2.PAYLOAD_STORAGE_DISCARDED
+        with pytest.raises(deadletter.OriginalNotKept, match="20000 bytes"):
+            await deadletter.original_value(read, vault)
+    else:
+        assert letter.payload_storage == events_pb2.PAYLOAD_STORAGE_POSTGRESQL
+        assert await deadletter.original_value(read, vault) == big
+        replayed = Writer()
+        assert await deadletter.replay(replayed, [read], vault) == 1
+        assert replayed.records[0].value == big
+    fits = codec.decode(small.value, accept={"dead_letter"}).dead_letter
+    assert fits.payload == b"\x00garbage\xff"  # a letter that fits keeps them
+    assert fits.payload_storage == events_pb2.PAYLOAD_STORAGE_UNSPECIFIED

@@ -121,6 +121,38 @@ RUN_OUTCOME_CANCELLED: RunOutcome.ValueType  # 4
 """The run was cancelled."""
 Global___RunOutcome: _TypeAlias = RunOutcome  # noqa: Y015
 
+class _PayloadStorage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PayloadStorageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayloadStorage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYLOAD_STORAGE_UNSPECIFIED: _PayloadStorage.ValueType  # 0
+    """In the dead letter itself (DeadLetter.payload)."""
+    PAYLOAD_STORAGE_POSTGRESQL: _PayloadStorage.ValueType  # 1
+    """Too large for the dead-letter topic: in the dead_letter_payloads table of the PostgreSQL
+    database of the service that dead-lettered it, under payload_sha256.
+    """
+    PAYLOAD_STORAGE_DISCARDED: _PayloadStorage.ValueType  # 2
+    """Too large for the dead-letter topic, and the service had nowhere else to keep it: only its
+    size and digest remain.
+    """
+
+class PayloadStorage(_PayloadStorage, metaclass=_PayloadStorageEnumTypeWrapper):
+    """Where a dead letter's original value is kept."""
+
+PAYLOAD_STORAGE_UNSPECIFIED: PayloadStorage.ValueType  # 0
+"""In the dead letter itself (DeadLetter.payload)."""
+PAYLOAD_STORAGE_POSTGRESQL: PayloadStorage.ValueType  # 1
+"""Too large for the dead-letter topic: in the dead_letter_payloads table of the PostgreSQL
+database of the service that dead-lettered it, under payload_sha256.
+"""
+PAYLOAD_STORAGE_DISCARDED: PayloadStorage.ValueType  # 2
+"""Too large for the dead-letter topic, and the service had nowhere else to keep it: only its
+size and digest remain.
+"""
+Global___PayloadStorage: _TypeAlias = PayloadStorage  # noqa: Y015
+
 @_typing.final
 class EventEnvelope(_message.Message):
     """The one envelope that wraps every event."""
@@ -754,6 +786,9 @@ class DeadLetter(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FAILED_AT_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SIZE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    PAYLOAD_STORAGE_FIELD_NUMBER: _builtins.int
     original_topic: _builtins.str
     """Topic the record was consumed from."""
     partition: _builtins.int
@@ -765,13 +800,23 @@ class DeadLetter(_message.Message):
     schema_version: _builtins.int
     """Schema version the consumer expected."""
     payload: _builtins.bytes
-    """Value of the original record, byte for byte."""
+    """Value of the original record, byte for byte; empty when it did not fit in a dead letter
+    (see payload_storage).
+    """
     consumer_group: _builtins.str
     """Consumer group that gave up on it."""
     service: _builtins.str
     """Service that gave up on it."""
     attempts: _builtins.int
     """Attempts made before giving up."""
+    payload_size: _builtins.int
+    """Size in bytes of the original record's value."""
+    payload_sha256: _builtins.str
+    """SHA-256 of the original record's value, hex: the key under which it is kept when it is not
+    in payload.
+    """
+    payload_storage: Global___PayloadStorage.ValueType
+    """Where the original value is, when payload is empty but payload_size is not."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """Timestamp of the original record."""
@@ -799,10 +844,13 @@ class DeadLetter(_message.Message):
         service: _builtins.str = ...,
         attempts: _builtins.int = ...,
         failed_at: _timestamp_pb2.Timestamp | None = ...,
+        payload_size: _builtins.int = ...,
+        payload_sha256: _builtins.str = ...,
+        payload_storage: Global___PayloadStorage.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error_info", b"error_info", "failed_at", b"failed_at", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "consumer_group", b"consumer_group", "error_info", b"error_info", "failed_at", b"failed_at", "key", b"key", "offset", b"offset", "original_topic", b"original_topic", "partition", b"partition", "payload", b"payload", "schema_version", b"schema_version", "service", b"service", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "consumer_group", b"consumer_group", "error_info", b"error_info", "failed_at", b"failed_at", "key", b"key", "offset", b"offset", "original_topic", b"original_topic", "partition", b"partition", "payload", b"payload", "payload_sha256", b"payload_sha256", "payload_size", b"payload_size", "payload_storage", b"payload_storage", "schema_version", b"schema_version", "service", b"service", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,3 +20,15 @@ CREATE TABLE mesh_deployment (
     namespace  TEXT        NOT NULL,
     claimed_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- The original value of a record whose dead letter would not fit in the dead-letter topic: the
+-- dead letter carries its size and SHA-256, and `huleedu dlq show` / `replay` read it here.
+CREATE TABLE dead_letter_payloads (
+    sha256          TEXT        PRIMARY KEY,
+    payload         BYTEA       NOT NULL,
+    original_topic  TEXT        NOT NULL,
+    original_offset BIGINT      NOT NULL,
+    partition       INTEGER     NOT NULL,
+    consumer_group  TEXT        NOT NULL,
+    kept_at         TIMESTAMPTZ NOT NULL DEFAULT now()
+);
