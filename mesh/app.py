@@ -71,6 +71,7 @@ def open_bus(
         client_id=client_id,
         partitions=backends.kafka_partitions,
         commit_interval_ms=backends.kafka_commit_interval_ms,
+        group_instance_id=backends.kafka_group_instance_id,
     )
     return _started(KafkaBus(config, registry), "Kafka")
 
@@ -100,8 +101,11 @@ async def run_app(
             stack.push_async_callback(stop_loop, halt, task)
             tasks.append(task)
         for consumer in app.consumers:  # they join their groups while the server already serves
-            task = asyncio.create_task(_consume(consumer), name=f"{type(consumer).__name__}.run")
-            stack.push_async_callback(_stop_consumer, consumer, task)
+            started = asyncio.Event()
+            task = asyncio.create_task(
+                _consume(consumer, started), name=f"{type(consumer).__name__}.run"
+            )
+            stack.push_async_callback(_stop_consumer, consumer, task, started)
             tasks.append(task)
         server = GrpcServer(
             settings,
@@ -122,17 +126,23 @@ async def run_app(
     log.info("%s stopped", app.name)
 
 
-async def _consume(consumer: EventConsumer) -> None:
+async def _consume(consumer: EventConsumer, started: asyncio.Event) -> None:
     await start_within("event consumer", consumer.start, CONSUMER_START_TIMEOUT)
+    started.set()
     await consumer.run()
 
 
-async def _stop_consumer(consumer: EventConsumer, task: asyncio.Task[None]) -> None:
-    """Finish the batch in flight, commit it, leave the group.
+async def _stop_consumer(
+    consumer: EventConsumer, task: asyncio.Task[None], started: asyncio.Event
+) -> None:
+    """Finish the batch in flight, commit it, leave the group; a consumer still joining its
+    group (it may wait out a dead member's session) stops joining at once.
 
     A ``task`` that had already ended is not awaited: ``until_stopped`` raised its error.
     """
     ended = task.done()
+    if not ended and not started.is_set():
+        task.cancel()
     await consumer.stop()
     if not ended:
         with contextlib.suppress(asyncio.CancelledError):

@@ -48,6 +48,12 @@ class BackendSettings:
     kafka_commit_interval_ms: int = setting(
         1000, "KAFKA_COMMIT_INTERVAL_MS", "most frequent consumer offset commit (stop: at once)"
     )
+    kafka_group_instance_id: str = setting(
+        "",
+        "KAFKA_GROUP_INSTANCE_ID",
+        "static group membership: a name stable across restarts and unique among the replicas "
+        "(a restarted replica then gets its partitions back at once)",
+    )
 
     @property
     def mode(self) -> Mode:

@@ -68,6 +68,8 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     close_timeout: float = 30.0
+    group_instance_id: str = ""  # static membership when set
+    leave_timeout: float = 5.0  # leaving the group on close, at most (it may still be joining)
 
 
 class Consumer(AsyncResource):
@@ -100,6 +102,7 @@ class Consumer(AsyncResource):
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
+            group_instance_id=config.group_instance_id or None,
         )
         self._lock = asyncio.Lock()  # held while a batch is processed and committed
         self._pending: dict[Partition, int] = {}  # done but not yet committed
@@ -112,14 +115,15 @@ class Consumer(AsyncResource):
         self._closed = False
         self._stopping = False
         self._running: asyncio.Task[None] | None = None
+        self._polling = False  # waiting on getmany, with nothing in hand
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         if self._started:
             return
         self._kafka.subscribe(self.topics, listener=_Rebalance(self))
+        self._started = True  # from here on ``close`` stops the client, even mid-start
         await self._kafka.start()
-        self._started = True
 
     async def run(self) -> None:
         """Consume until ``stop()``; errors other than the handler's propagate."""
@@ -130,9 +134,18 @@ class Consumer(AsyncResource):
         try:
             while not self._stopping:
                 self._resume_due()
-                polled = await self._kafka.getmany(
-                    timeout_ms=self._poll_timeout_ms(), max_records=self._config.max_records
-                )
+                self._polling = True
+                try:
+                    polled = await self._kafka.getmany(
+                        timeout_ms=self._poll_timeout_ms(), max_records=self._config.max_records
+                    )
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                    self._running.uncancel()  # ``stop`` interrupted a poll: nothing in hand
+                    break
+                finally:
+                    self._polling = False
                 if polled:
                     async with self._lock:
                         await self._process(polled)
@@ -142,11 +155,17 @@ class Consumer(AsyncResource):
             self._stopped.set()
 
     async def stop(self) -> None:
-        """Finish the batch in flight, commit it, and return (the loop of ``run`` ends)."""
+        """Finish the batch in flight, commit it, and return (the loop of ``run`` ends).
+
+        A consumer waiting on a poll holds nothing: the wait is interrupted (a poll can wait for
+        a rebalance, such as one that waits out a dead member's session).
+        """
         self._stopping = True
         task = self._running
         if task is None or task is asyncio.current_task():
             return
+        if self._polling:
+            task.cancel()
         try:
             await asyncio.wait_for(self._stopped.wait(), self._config.close_timeout)
         except TimeoutError:
@@ -164,7 +183,10 @@ class Consumer(AsyncResource):
             self._committing.cancel()
             await asyncio.wait({self._committing})
         if self._started:
-            await self._kafka.stop()
+            try:
+                await asyncio.wait_for(self._kafka.stop(), self._config.leave_timeout)
+            except TimeoutError:  # a join in progress waits out a dead member's session
+                log.warning("consumer %s left without waiting for its group", self._config.group_id)
 
     # --- one batch ------------------------------------------------------------------------
 

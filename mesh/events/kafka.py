@@ -32,6 +32,7 @@ class KafkaConfig:
     client_id: str = "huleedu-mesh"
     partitions: int = 3  # of each topic this bus creates
     commit_interval_ms: int = 1000
+    group_instance_id: str = ""  # static membership when set
 
 
 class KafkaBus(AsyncResource):
@@ -85,6 +86,7 @@ class KafkaBus(AsyncResource):
             namespace=c.namespace,
             client_id=c.client_id,
             commit_interval_ms=c.commit_interval_ms,
+            group_instance_id=c.group_instance_id,
             backoff=backoff,
         )
         return Consumer(
