@@ -2,8 +2,10 @@
 
 ``ServerProcess`` starts ``python -m <module>`` on free ports with the test's isolated backends
 (a fresh database, a unique Kafka namespace), waits until gRPC health says SERVING, and on exit
-sends SIGTERM and checks the process exits 0. ``grpcurl`` is installed with ``go install`` into
-the repository's cache the first time it is needed.
+sends SIGTERM and checks the process exits 0. ``sdk_mesh`` runs both servers and the demo
+workers (``python -m launcher.workers``) as processes, for the SDKs of other languages.
+``grpcurl`` is installed with ``go install`` into the repository's cache the first time it is
+needed; Go keeps its modules and builds under ``.cache/go`` as the Makefile has it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ from tests.support.polling import eventually
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL_VERSION = "v1.9.3"
 GOBIN = ROOT / ".cache" / "bin"
+GO = shutil.which("go") or "/usr/local/go/bin/go"
+
+
+def go_env() -> dict[str, str]:
+    """The environment for ``go``: module and build caches under .cache, as the Makefile sets."""
+    cache = ROOT / ".cache" / "go"
+    return {
+        **os.environ,
+        "GOMODCACHE": os.environ.get("GOMODCACHE", str(cache / "mod")),
+        "GOCACHE": os.environ.get("GOCACHE", str(cache / "build")),
+        "GOFLAGS": os.environ.get("GOFLAGS", "-modcacherw -buildvcs=false"),
+    }
 
 
 class ServerProcess:
@@ -138,6 +152,50 @@ async def conductor_process(
         await server.kill()
 
 
+@pytest.fixture
+async def sdk_mesh(
+    backends: Backends, database_url: str, kafka_namespace: str, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """Both servers and the demo workers as processes on real backends; their addresses as the
+    environment the SDK tests read (HULEEDU_BATCH_ADDRESS, HULEEDU_CONDUCTOR_ADDRESS)."""
+    env = backend_env(backends, database_url, kafka_namespace)
+    conductor = ServerProcess("conductor_server", env, "CONDUCTOR_", tmp_path / "conductor.log")
+    batch = ServerProcess(
+        "batch_server",
+        {**env, "BATCH_CONDUCTOR_ADDRESS": conductor.address},
+        "BATCH_",
+        tmp_path / "batch.log",
+    )
+    workers_log = (tmp_path / "workers.log").open("ab")
+    workers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "launcher.workers",
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=workers_log,
+        stderr=workers_log,
+    )
+    workers_log.close()
+    try:
+        await conductor.start()
+        await batch.start()
+        yield {
+            "HULEEDU_BATCH_ADDRESS": batch.address,
+            "HULEEDU_CONDUCTOR_ADDRESS": conductor.address,
+        }
+        workers.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(workers.wait(), 30) == 0, "demo workers failed"
+        assert await batch.terminate() == 0, batch.logs()
+        assert await conductor.terminate() == 0, conductor.logs()
+    finally:
+        if workers.returncode is None:
+            workers.kill()
+            await workers.wait()
+        await batch.kill()
+        await conductor.kill()
+
+
 @pytest.fixture(scope="session")
 def grpcurl() -> str:
     """The grpcurl binary, installed with ``go install`` on first use."""
@@ -146,10 +204,9 @@ def grpcurl() -> str:
     )
     if found:
         return found
-    go = shutil.which("go") or "/usr/local/go/bin/go"
     subprocess.run(
-        [go, "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
-        env={**os.environ, "GOBIN": str(GOBIN)},
+        [GO, "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
+        env={**go_env(), "GOBIN": str(GOBIN)},
         check=True,
         timeout=900,
     )
