@@ -170,9 +170,10 @@ func (RunStepStatus) EnumDescriptor() ([]byte, []int) {
 // Request of TriggerSpellcheck.
 type TriggerSpellcheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The essay's text; must not be empty.
+	// The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	// Language of the text (BCP 47); "en" when empty.
+	// Language of the text, a BCP 47 tag such as "en" or "sv-SE" (at most 35 characters);
+	// "en" when empty.
 	Language      string `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -289,9 +290,9 @@ func (x *TriggerSpellcheckResponse) GetTextStorageId() string {
 // One essay to add to a new batch.
 type EssayInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The essay's text; must not be empty.
+	// The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	// The caller's own reference for the essay (e.g. a file name), echoed back.
+	// The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes.
 	ClientRef     string `protobuf:"bytes,2,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -344,15 +345,16 @@ func (x *EssayInput) GetClientRef() string {
 // Descriptive data and gating flags of a batch.
 type BatchMetadata struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Display name.
+	// Display name; at most 256 bytes.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Course code, e.g. "ENG5".
+	// Course code, e.g. "ENG5"; at most 64 bytes.
 	CourseCode string `protobuf:"bytes,2,opt,name=course_code,json=courseCode,proto3" json:"course_code,omitempty"`
-	// Language of the essays (BCP 47); "en" when empty.
+	// Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty.
 	Language string `protobuf:"bytes,3,opt,name=language,proto3" json:"language,omitempty"`
-	// Gating flags, e.g. {"prompt_attached": true}.
+	// Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
+	// true. Each name is at most 128 characters without whitespace, control characters or braces.
 	Flags map[string]bool `protobuf:"bytes,4,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Free-form labels.
+	// Free-form labels: keys as flag names, values at most 256 bytes.
 	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -572,11 +574,13 @@ func (x *Batch) GetCreatedAt() *timestamppb.Timestamp {
 // Request of CreateBatch.
 type CreateBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Client-chosen idempotency key; a retry with the same key returns the original batch.
+	// Client-chosen idempotency key (an id: 1-255 characters, no whitespace, control characters or
+	// braces); a retry with the same key returns the original batch. Empty: no idempotency.
+	// Reusing a key for a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// The essays; at least one.
+	// The essays, 1 to 10,000, in order.
 	Essays []*EssayInput `protobuf:"bytes,2,rep,name=essays,proto3" json:"essays,omitempty"`
-	// Metadata and flags.
+	// Metadata and gating flags.
 	Metadata      *BatchMetadata `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -873,11 +877,14 @@ func (x *PipelineRun) GetFinishedAt() *timestamppb.Timestamp {
 // Request of StartPipeline.
 type StartPipelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch.
+	// The batch (an id). Unknown: NOT_FOUND.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A pipeline or step name.
+	// A pipeline name (e.g. "comprehensive") or a step name (e.g. "nlp"), at most 128
+	// characters. Unknown: NOT_FOUND.
 	Pipeline string `protobuf:"bytes,2,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
-	// Client-chosen idempotency key; a retry with the same key returns the original run.
+	// Client-chosen idempotency key (an id); a retry with the same key returns the original run.
+	// Empty: no idempotency. Reusing a key for another pipeline is INVALID_ARGUMENT
+	// (REQUEST_ID_REUSED).
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1010,7 +1017,7 @@ func (x *StartPipelineResponse) GetPrunedReasons() []v1.SkipReason {
 // Request of GetBatchStatus.
 type GetBatchStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch.
+	// The batch (an id). Unknown: NOT_FOUND.
 	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1111,9 +1118,10 @@ func (x *GetBatchStatusResponse) GetRuns() []*PipelineRun {
 // Request of ListBatches.
 type ListBatchesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Maximum batches to return, 1-500; 50 when 0.
+	// Maximum batches to return, 1-500; 50 when 0. Outside 0-500: INVALID_ARGUMENT.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// Token from a previous response; empty for the first page.
+	// next_page_token of a previous response; empty for the first page. A token this service did
+	// not issue: INVALID_ARGUMENT.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1303,9 +1311,9 @@ func (x *ListBatchesResponse) GetNextPageToken() string {
 // Request of WatchBatch.
 type WatchBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch.
+	// The batch (an id). Unknown, or without any run: NOT_FOUND.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The run to watch; the newest run when empty.
+	// The run to watch (an id); the newest run when empty. Not a run of the batch: NOT_FOUND.
 	RunId         string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

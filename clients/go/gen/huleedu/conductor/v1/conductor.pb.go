@@ -347,7 +347,7 @@ func (x *ListPipelinesResponse) GetPipelines() []*Pipeline {
 // Request of GetPipeline.
 type GetPipelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Pipeline name.
+	// Pipeline name, at most 128 characters. Unknown: NOT_FOUND.
 	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -439,11 +439,13 @@ func (x *GetPipelineResponse) GetPipeline() *Pipeline {
 // Request of RegisterBatch.
 type RegisterBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch id (1-255 printable characters).
+	// The batch id: 1-255 characters without whitespace, control characters or braces.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// Every essay of the batch; what "complete" is measured against. Unique, non-empty.
+	// Every essay of the batch, 1 to 100,000 unique ids; what "complete" is measured against.
+	// Registering the batch again with a different set: ALREADY_EXISTS.
 	EssayIds []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
-	// Gating flags, e.g. {"prompt_attached": true}.
+	// Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
+	// most 128 characters.
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -567,13 +569,13 @@ func (x *RegisterBatchResponse) GetCreated() bool {
 // Request of ResolvePipeline.
 type ResolvePipelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch.
+	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A pipeline name or a step name.
+	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
 	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	// Flags for this resolution, merged over the batch's registered flags.
 	Flags map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// When true, nothing is emitted (no PhaseSkipped events).
+	// When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -777,9 +779,9 @@ func (x *ResolvePipelineResponse) GetDefinitionVersion() string {
 // Request of ValidatePrerequisites.
 type ValidatePrerequisitesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch.
+	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A step name.
+	// A step name, at most 128 characters. Unknown: NOT_FOUND.
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// Flags merged over the batch's registered flags.
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
@@ -896,17 +898,18 @@ func (x *ValidatePrerequisitesResponse) GetStep() string {
 // Request of RecordStepOutcome.
 type RecordStepOutcomeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch.
+	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The step.
+	// A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	// The essay.
+	// An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED).
 	EssayId string `protobuf:"bytes,3,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
-	// Succeeded or failed.
+	// STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset: INVALID_ARGUMENT.
 	Outcome v1.StepOutcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=huleedu.events.v1.StepOutcome" json:"outcome,omitempty"`
-	// Id of the event or request reporting it (for tracing; idempotency is per essay).
+	// Id of the event or request reporting it (an id, optional; for tracing: idempotency is per
+	// essay).
 	EventId string `protobuf:"bytes,5,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	// Content-store id of the step's output, if any.
+	// Content-store id of the step's output, if any (an id).
 	OutputStorageId string `protobuf:"bytes,6,opt,name=output_storage_id,json=outputStorageId,proto3" json:"output_storage_id,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1133,7 +1136,7 @@ func (x *RecordStepOutcomeResponse) GetCompletedStep() bool {
 // Request of GetBatchPipelineState.
 type GetBatchPipelineStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch.
+	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
 	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

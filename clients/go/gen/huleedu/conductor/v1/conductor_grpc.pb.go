@@ -39,25 +39,60 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Pipeline resolution and step-outcome counting for batches of essays.
+//
+// Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+// "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+// where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+// once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+// UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+// PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+// requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+//
+// Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+// whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+// such characters.
 type PipelineConductorServiceClient interface {
-	// Lists every loaded pipeline definition.
+	// Lists every loaded pipeline definition. Never fails but for the codes every call may return.
 	ListPipelines(ctx context.Context, in *ListPipelinesRequest, opts ...grpc.CallOption) (*ListPipelinesResponse, error)
-	// Returns one pipeline definition. NOT_FOUND for an unknown name.
+	// Returns one pipeline definition.
+	// NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+	// INVALID_ARGUMENT: a malformed name.
 	GetPipeline(ctx context.Context, in *GetPipelineRequest, opts ...grpc.CallOption) (*GetPipelineResponse, error)
 	// Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-	// OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+	// OK (created false; flags are replaced).
+	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+	// with a different essay set.
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+	// malformed or duplicate essay id, a malformed flag name.
 	RegisterBatch(ctx context.Context, in *RegisterBatchRequest, opts ...grpc.CallOption) (*RegisterBatchResponse, error)
-	// Resolves a pipeline or step name into the ordered steps still to run for a batch.
-	// A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-	// needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-	// a PreconditionFailure detail (violation type FLAG or STEP).
+	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+	// A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+	// NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+	// (UNKNOWN_TARGET).
+	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+	// that is not true (violation type FLAG, subject the flag), or needs a step the batch
+	// completed unsatisfied, which cannot run again (type STEP, subject the step).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
 	ResolvePipeline(ctx context.Context, in *ResolvePipelineRequest, opts ...grpc.CallOption) (*ResolvePipelineResponse, error)
-	// OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag.
+	// OK when a step may run now for a batch: every flag it requires is true and every step it
+	// depends on is satisfied.
+	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+	// flag (type FLAG) and per dependency not satisfied yet (type STEP).
+	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
 	ValidatePrerequisites(ctx context.Context, in *ValidatePrerequisitesRequest, opts ...grpc.CallOption) (*ValidatePrerequisitesResponse, error)
 	// Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-	// (batch, step, essay).
+	// (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+	// ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+	// the other outcome for this step.
+	// FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+	// not one the step expects (not in the batch, or it did not succeed in every dependency).
+	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+	// INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
 	RecordStepOutcome(ctx context.Context, in *RecordStepOutcomeRequest, opts ...grpc.CallOption) (*RecordStepOutcomeResponse, error)
 	// Per-step counts and status of a batch.
+	// NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
 	GetBatchPipelineState(ctx context.Context, in *GetBatchPipelineStateRequest, opts ...grpc.CallOption) (*GetBatchPipelineStateResponse, error)
 }
 
@@ -144,25 +179,60 @@ func (c *pipelineConductorServiceClient) GetBatchPipelineState(ctx context.Conte
 // for forward compatibility.
 //
 // Pipeline resolution and step-outcome counting for batches of essays.
+//
+// Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+// "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+// where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+// once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+// UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+// PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+// requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+//
+// Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+// whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+// such characters.
 type PipelineConductorServiceServer interface {
-	// Lists every loaded pipeline definition.
+	// Lists every loaded pipeline definition. Never fails but for the codes every call may return.
 	ListPipelines(context.Context, *ListPipelinesRequest) (*ListPipelinesResponse, error)
-	// Returns one pipeline definition. NOT_FOUND for an unknown name.
+	// Returns one pipeline definition.
+	// NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+	// INVALID_ARGUMENT: a malformed name.
 	GetPipeline(context.Context, *GetPipelineRequest) (*GetPipelineResponse, error)
 	// Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-	// OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+	// OK (created false; flags are replaced).
+	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+	// with a different essay set.
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+	// malformed or duplicate essay id, a malformed flag name.
 	RegisterBatch(context.Context, *RegisterBatchRequest) (*RegisterBatchResponse, error)
-	// Resolves a pipeline or step name into the ordered steps still to run for a batch.
-	// A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-	// needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-	// a PreconditionFailure detail (violation type FLAG or STEP).
+	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+	// A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+	// NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+	// (UNKNOWN_TARGET).
+	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+	// that is not true (violation type FLAG, subject the flag), or needs a step the batch
+	// completed unsatisfied, which cannot run again (type STEP, subject the step).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
 	ResolvePipeline(context.Context, *ResolvePipelineRequest) (*ResolvePipelineResponse, error)
-	// OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag.
+	// OK when a step may run now for a batch: every flag it requires is true and every step it
+	// depends on is satisfied.
+	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+	// flag (type FLAG) and per dependency not satisfied yet (type STEP).
+	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
 	ValidatePrerequisites(context.Context, *ValidatePrerequisitesRequest) (*ValidatePrerequisitesResponse, error)
 	// Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-	// (batch, step, essay).
+	// (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+	// ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+	// the other outcome for this step.
+	// FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+	// not one the step expects (not in the batch, or it did not succeed in every dependency).
+	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+	// INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
 	RecordStepOutcome(context.Context, *RecordStepOutcomeRequest) (*RecordStepOutcomeResponse, error)
 	// Per-step counts and status of a batch.
+	// NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
 	GetBatchPipelineState(context.Context, *GetBatchPipelineStateRequest) (*GetBatchPipelineStateResponse, error)
 	mustEmbedUnimplementedPipelineConductorServiceServer()
 }

@@ -29,14 +29,15 @@ export const file_huleedu_batch_v1_batch: GenFile = /*@__PURE__*/
  */
 export type TriggerSpellcheckRequest = Message<"huleedu.batch.v1.TriggerSpellcheckRequest"> & {
   /**
-   * The essay's text; must not be empty.
+   * The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
    *
    * @generated from field: string text = 1;
    */
   text: string;
 
   /**
-   * Language of the text (BCP 47); "en" when empty.
+   * Language of the text, a BCP 47 tag such as "en" or "sv-SE" (at most 35 characters);
+   * "en" when empty.
    *
    * @generated from field: string language = 2;
    */
@@ -92,14 +93,14 @@ export const TriggerSpellcheckResponseSchema: GenMessage<TriggerSpellcheckRespon
  */
 export type EssayInput = Message<"huleedu.batch.v1.EssayInput"> & {
   /**
-   * The essay's text; must not be empty.
+   * The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
    *
    * @generated from field: string text = 1;
    */
   text: string;
 
   /**
-   * The caller's own reference for the essay (e.g. a file name), echoed back.
+   * The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes.
    *
    * @generated from field: string client_ref = 2;
    */
@@ -120,35 +121,36 @@ export const EssayInputSchema: GenMessage<EssayInput> = /*@__PURE__*/
  */
 export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
   /**
-   * Display name.
+   * Display name; at most 256 bytes.
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * Course code, e.g. "ENG5".
+   * Course code, e.g. "ENG5"; at most 64 bytes.
    *
    * @generated from field: string course_code = 2;
    */
   courseCode: string;
 
   /**
-   * Language of the essays (BCP 47); "en" when empty.
+   * Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty.
    *
    * @generated from field: string language = 3;
    */
   language: string;
 
   /**
-   * Gating flags, e.g. {"prompt_attached": true}.
+   * Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
+   * true. Each name is at most 128 characters without whitespace, control characters or braces.
    *
    * @generated from field: map<string, bool> flags = 4;
    */
   flags: { [key: string]: boolean };
 
   /**
-   * Free-form labels.
+   * Free-form labels: keys as flag names, values at most 256 bytes.
    *
    * @generated from field: map<string, string> labels = 5;
    */
@@ -253,21 +255,23 @@ export const BatchSchema: GenMessage<Batch> = /*@__PURE__*/
  */
 export type CreateBatchRequest = Message<"huleedu.batch.v1.CreateBatchRequest"> & {
   /**
-   * Client-chosen idempotency key; a retry with the same key returns the original batch.
+   * Client-chosen idempotency key (an id: 1-255 characters, no whitespace, control characters or
+   * braces); a retry with the same key returns the original batch. Empty: no idempotency.
+   * Reusing a key for a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The essays; at least one.
+   * The essays, 1 to 10,000, in order.
    *
    * @generated from field: repeated huleedu.batch.v1.EssayInput essays = 2;
    */
   essays: EssayInput[];
 
   /**
-   * Metadata and flags.
+   * Metadata and gating flags.
    *
    * @generated from field: huleedu.batch.v1.BatchMetadata metadata = 3;
    */
@@ -428,21 +432,24 @@ export const PipelineRunSchema: GenMessage<PipelineRun> = /*@__PURE__*/
  */
 export type StartPipelineRequest = Message<"huleedu.batch.v1.StartPipelineRequest"> & {
   /**
-   * The batch.
+   * The batch (an id). Unknown: NOT_FOUND.
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A pipeline or step name.
+   * A pipeline name (e.g. "comprehensive") or a step name (e.g. "nlp"), at most 128
+   * characters. Unknown: NOT_FOUND.
    *
    * @generated from field: string pipeline = 2;
    */
   pipeline: string;
 
   /**
-   * Client-chosen idempotency key; a retry with the same key returns the original run.
+   * Client-chosen idempotency key (an id); a retry with the same key returns the original run.
+   * Empty: no idempotency. Reusing a key for another pipeline is INVALID_ARGUMENT
+   * (REQUEST_ID_REUSED).
    *
    * @generated from field: string request_id = 3;
    */
@@ -505,7 +512,7 @@ export const StartPipelineResponseSchema: GenMessage<StartPipelineResponse> = /*
  */
 export type GetBatchStatusRequest = Message<"huleedu.batch.v1.GetBatchStatusRequest"> & {
   /**
-   * The batch.
+   * The batch (an id). Unknown: NOT_FOUND.
    *
    * @generated from field: string batch_id = 1;
    */
@@ -554,14 +561,15 @@ export const GetBatchStatusResponseSchema: GenMessage<GetBatchStatusResponse> = 
  */
 export type ListBatchesRequest = Message<"huleedu.batch.v1.ListBatchesRequest"> & {
   /**
-   * Maximum batches to return, 1-500; 50 when 0.
+   * Maximum batches to return, 1-500; 50 when 0. Outside 0-500: INVALID_ARGUMENT.
    *
    * @generated from field: int32 page_size = 1;
    */
   pageSize: number;
 
   /**
-   * Token from a previous response; empty for the first page.
+   * next_page_token of a previous response; empty for the first page. A token this service did
+   * not issue: INVALID_ARGUMENT.
    *
    * @generated from field: string page_token = 2;
    */
@@ -659,14 +667,14 @@ export const ListBatchesResponseSchema: GenMessage<ListBatchesResponse> = /*@__P
  */
 export type WatchBatchRequest = Message<"huleedu.batch.v1.WatchBatchRequest"> & {
   /**
-   * The batch.
+   * The batch (an id). Unknown, or without any run: NOT_FOUND.
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * The run to watch; the newest run when empty.
+   * The run to watch (an id); the newest run when empty. Not a run of the batch: NOT_FOUND.
    *
    * @generated from field: string run_id = 2;
    */
@@ -842,11 +850,26 @@ export const RunStepStatusSchema: GenEnum<RunStepStatus> = /*@__PURE__*/
 /**
  * Batches of essays and the pipeline runs over them.
  *
+ * Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+ * "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+ * applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+ * PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+ * Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+ * store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+ * the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+ *
+ * Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+ * characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+ * characters.
+ *
  * @generated from service huleedu.batch.v1.BatchService
  */
 export const BatchService: GenService<{
   /**
-   * Stores one essay's text and publishes EssaySpellcheckRequested. Empty text: INVALID_ARGUMENT.
+   * Stores one essay's text and publishes an EssaySpellcheckRequested event.
+   * Not idempotent: a repeat stores the text again under a new essay id.
+   * INVALID_ARGUMENT (BadRequest): text empty or over 1 MiB, language not a BCP 47 tag.
+   * UNAVAILABLE: the content store or PostgreSQL is down.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.TriggerSpellcheck
    */
@@ -856,7 +879,13 @@ export const BatchService: GenService<{
     output: typeof TriggerSpellcheckResponseSchema;
   },
   /**
-   * Creates a batch with generated essay ids. A repeated request_id returns the original batch.
+   * Creates a batch with generated essay ids, stores each text and registers the batch (its
+   * essays and flags) with the conductor. Idempotent with request_id: a repeat returns the
+   * original batch.
+   * INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
+   * 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
+   * request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
+   * already used for another request.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.CreateBatch
    */
@@ -866,8 +895,18 @@ export const BatchService: GenService<{
     output: typeof CreateBatchResponseSchema;
   },
   /**
-   * Starts a pipeline run. A repeated request_id returns the original run; while another run of
-   * the batch is active the call fails with ABORTED naming that run.
+   * Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
+   * batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
+   * request_id: a repeat returns the original run.
+   * NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+   * ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
+   * batch is pending or running; one run per batch at a time.
+   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
+   * batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
+   * step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
+   * a step's command has no topic.
+   * INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
+   * INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.StartPipeline
    */
@@ -877,7 +916,8 @@ export const BatchService: GenService<{
     output: typeof StartPipelineResponseSchema;
   },
   /**
-   * A batch and its runs.
+   * A batch and its runs, newest run first.
+   * NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.GetBatchStatus
    */
@@ -888,6 +928,7 @@ export const BatchService: GenService<{
   },
   /**
    * Batches, newest first, one page at a time.
+   * INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.ListBatches
    */
@@ -897,7 +938,11 @@ export const BatchService: GenService<{
     output: typeof ListBatchesResponseSchema;
   },
   /**
-   * Streams a run's progress: the current state at once, then every change, until the run ends.
+   * Streams a run's progress: the current state at once, then one update per change, and ends
+   * (status OK) when the run reaches a terminal status. A client may re-open it after
+   * UNAVAILABLE: each update carries the whole run.
+   * NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+   * UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
    *
    * @generated from rpc huleedu.batch.v1.BatchService.WatchBatch
    */

@@ -161,7 +161,7 @@ export const ListPipelinesResponseSchema: GenMessage<ListPipelinesResponse> = /*
  */
 export type GetPipelineRequest = Message<"huleedu.conductor.v1.GetPipelineRequest"> & {
   /**
-   * Pipeline name.
+   * Pipeline name, at most 128 characters. Unknown: NOT_FOUND.
    *
    * @generated from field: string name = 1;
    */
@@ -203,21 +203,23 @@ export const GetPipelineResponseSchema: GenMessage<GetPipelineResponse> = /*@__P
  */
 export type RegisterBatchRequest = Message<"huleedu.conductor.v1.RegisterBatchRequest"> & {
   /**
-   * The batch id (1-255 printable characters).
+   * The batch id: 1-255 characters without whitespace, control characters or braces.
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * Every essay of the batch; what "complete" is measured against. Unique, non-empty.
+   * Every essay of the batch, 1 to 100,000 unique ids; what "complete" is measured against.
+   * Registering the batch again with a different set: ALREADY_EXISTS.
    *
    * @generated from field: repeated string essay_ids = 2;
    */
   essayIds: string[];
 
   /**
-   * Gating flags, e.g. {"prompt_attached": true}.
+   * Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
+   * most 128 characters.
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -273,14 +275,14 @@ export const RegisterBatchResponseSchema: GenMessage<RegisterBatchResponse> = /*
  */
 export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipelineRequest"> & {
   /**
-   * A registered batch.
+   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A pipeline name or a step name.
+   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
    *
    * @generated from field: string target = 2;
    */
@@ -294,7 +296,7 @@ export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipeli
   flags: { [key: string]: boolean };
 
   /**
-   * When true, nothing is emitted (no PhaseSkipped events).
+   * When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat.
    *
    * @generated from field: bool dry_run = 4;
    */
@@ -392,14 +394,14 @@ export const ResolvePipelineResponseSchema: GenMessage<ResolvePipelineResponse> 
  */
 export type ValidatePrerequisitesRequest = Message<"huleedu.conductor.v1.ValidatePrerequisitesRequest"> & {
   /**
-   * A registered batch.
+   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name.
+   * A step name, at most 128 characters. Unknown: NOT_FOUND.
    *
    * @generated from field: string step = 2;
    */
@@ -455,42 +457,43 @@ export const ValidatePrerequisitesResponseSchema: GenMessage<ValidatePrerequisit
  */
 export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepOutcomeRequest"> & {
   /**
-   * The batch.
+   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * The step.
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
    *
    * @generated from field: string step = 2;
    */
   step: string;
 
   /**
-   * The essay.
+   * An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED).
    *
    * @generated from field: string essay_id = 3;
    */
   essayId: string;
 
   /**
-   * Succeeded or failed.
+   * STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset: INVALID_ARGUMENT.
    *
    * @generated from field: huleedu.events.v1.StepOutcome outcome = 4;
    */
   outcome: StepOutcome;
 
   /**
-   * Id of the event or request reporting it (for tracing; idempotency is per essay).
+   * Id of the event or request reporting it (an id, optional; for tracing: idempotency is per
+   * essay).
    *
    * @generated from field: string event_id = 5;
    */
   eventId: string;
 
   /**
-   * Content-store id of the step's output, if any.
+   * Content-store id of the step's output, if any (an id).
    *
    * @generated from field: string output_storage_id = 6;
    */
@@ -595,7 +598,7 @@ export const RecordStepOutcomeResponseSchema: GenMessage<RecordStepOutcomeRespon
  */
 export type GetBatchPipelineStateRequest = Message<"huleedu.conductor.v1.GetBatchPipelineStateRequest"> & {
   /**
-   * The batch.
+   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
    *
    * @generated from field: string batch_id = 1;
    */
@@ -716,11 +719,23 @@ export const StepStatusSchema: GenEnum<StepStatus> = /*@__PURE__*/
 /**
  * Pipeline resolution and step-outcome counting for batches of essays.
  *
+ * Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+ * "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+ * where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+ * once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+ * UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+ * PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+ * requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+ *
+ * Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+ * whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+ * such characters.
+ *
  * @generated from service huleedu.conductor.v1.PipelineConductorService
  */
 export const PipelineConductorService: GenService<{
   /**
-   * Lists every loaded pipeline definition.
+   * Lists every loaded pipeline definition. Never fails but for the codes every call may return.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ListPipelines
    */
@@ -730,7 +745,9 @@ export const PipelineConductorService: GenService<{
     output: typeof ListPipelinesResponseSchema;
   },
   /**
-   * Returns one pipeline definition. NOT_FOUND for an unknown name.
+   * Returns one pipeline definition.
+   * NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+   * INVALID_ARGUMENT: a malformed name.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.GetPipeline
    */
@@ -741,7 +758,11 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-   * OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+   * OK (created false; flags are replaced).
+   * ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+   * with a different essay set.
+   * INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+   * malformed or duplicate essay id, a malformed flag name.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RegisterBatch
    */
@@ -751,10 +772,15 @@ export const PipelineConductorService: GenService<{
     output: typeof RegisterBatchResponseSchema;
   },
   /**
-   * Resolves a pipeline or step name into the ordered steps still to run for a batch.
-   * A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-   * needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-   * a PreconditionFailure detail (violation type FLAG or STEP).
+   * Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+   * batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+   * A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+   * NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+   * (UNKNOWN_TARGET).
+   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+   * that is not true (violation type FLAG, subject the flag), or needs a step the batch
+   * completed unsatisfied, which cannot run again (type STEP, subject the step).
+   * INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ResolvePipeline
    */
@@ -764,7 +790,12 @@ export const PipelineConductorService: GenService<{
     output: typeof ResolvePipelineResponseSchema;
   },
   /**
-   * OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag.
+   * OK when a step may run now for a batch: every flag it requires is true and every step it
+   * depends on is satisfied.
+   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+   * flag (type FLAG) and per dependency not satisfied yet (type STEP).
+   * NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+   * INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites
    */
@@ -775,7 +806,13 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-   * (batch, step, essay).
+   * (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+   * ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+   * the other outcome for this step.
+   * FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+   * not one the step expects (not in the batch, or it did not succeed in every dependency).
+   * NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+   * INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome
    */
@@ -786,6 +823,7 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Per-step counts and status of a batch.
+   * NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState
    */
