@@ -104,6 +104,7 @@ def test_the_readme_python_example_runs(launched: dict[str, str]) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1]  # "<sequence> <run status> [(step, status)...]"
-    terminal = {"3", "4", "5"}  # RUN_STATUS_COMPLETED, _COMPLETED_WITH_FAILURES, _FAILED
-    assert last.split()[1] in terminal, result.stdout
+    last = result.stdout.strip().splitlines()[-1]  # "<sequence> <run status> <step>=<status>..."
+    _sequence, status, *steps = last.split()
+    assert status in {"COMPLETED", "COMPLETED_WITH_FAILURES", "FAILED"}, result.stdout
+    assert steps == ["spellcheck=SATISFIED", "nlp=SATISFIED"], result.stdout
