@@ -2,7 +2,8 @@
 
 ``ServerProcess`` starts ``python -m <module>`` on free ports with the test's isolated backends
 (a fresh database, a unique Kafka namespace), waits until gRPC health says SERVING, and on exit
-sends SIGTERM and checks the process exits 0. ``sdk_mesh`` runs both servers and the demo
+sends SIGTERM and checks the process exits 0. ``launched`` is ``make run`` (embedded mode, demo
+workers) on free ports, for the documents' examples. ``sdk_mesh`` runs both servers and the demo
 workers (``python -m launcher.workers``) as processes, for the SDKs of other languages.
 ``grpcurl`` is installed with ``go install`` into the repository's cache the first time it is
 needed; Go keeps its modules and builds under ``.cache/go`` as the Makefile has it.
@@ -17,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRPCURL_VERSION = "v1.9.3"
 GOBIN = ROOT / ".cache" / "bin"
 GO = shutil.which("go") or "/usr/local/go/bin/go"
+BACKEND_VARIABLES = ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
 
 def go_env() -> dict[str, str]:
@@ -132,6 +134,48 @@ def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[s
         "USE_UVLOOP": "true",
         "LOG_LEVEL": "INFO",
     }
+
+
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+    ports = {name: str(free_port()) for name in ("batch", "conductor", "bm", "cm")}
+    env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    env |= {
+        "BATCH_GRPC_PORT": ports["batch"],
+        "BATCH_METRICS_PORT": ports["bm"],
+        "CONDUCTOR_GRPC_PORT": ports["conductor"],
+        "CONDUCTOR_METRICS_PORT": ports["cm"],
+        "HOST": "127.0.0.1",
+    }
+    log = (tmp_path / "launcher.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "--worker-delay", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def serving() -> bool:
+        if "Press Ctrl-C to stop." in Path(log.name).read_text():
+            return True
+        assert process.poll() is None, Path(log.name).read_text()
+        return False
+
+    try:
+        # a synchronous fixture: the suite's one polling loop runs on an event loop of its own
+        asyncio.run(eventually(serving, 10, what="make run to be serving"))
+        yield {
+            "BATCH_ADDRESS": f"127.0.0.1:{ports['batch']}",
+            "CONDUCTOR_ADDRESS": f"127.0.0.1:{ports['conductor']}",
+            "log": log.name,
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, Path(log.name).read_text()
+        log.close()
 
 
 @pytest.fixture

@@ -1,5 +1,3 @@
-// Quickstart: create a batch, run the comprehensive pipeline on it and follow it to the end.
-//   npm run example        (BATCH_ADDRESS defaults to 127.0.0.1:5000, what `make run` serves)
 import { Code, MeshError, batch, createBatchClient } from "@huleedu/pipeline-mesh-client";
 
 const address = process.env["BATCH_ADDRESS"] ?? "127.0.0.1:5000";
@@ -14,14 +12,13 @@ const started = await batches.startPipeline({ batchId, pipeline: "comprehensive"
 for await (const update of batches.watchBatch({ batchId, runId: started.run?.runId ?? "" })) {
   const run = update.run;
   const steps = run?.steps.map((s) => `${s.step}=${batch.RunStepStatus[s.status]}`) ?? [];
-  console.log(update.sequence, batch.RunStatus[run?.status ?? 0], steps.join(" "));
+  console.log(String(update.sequence), batch.RunStatus[run?.status ?? 0], ...steps);
 }
 
-// Failures are MeshErrors with the server's details decoded.
 try {
   await batches.getBatchStatus({ batchId: "no-such-batch" });
 } catch (e) {
   if (e instanceof MeshError && e.code === Code.NotFound) {
-    console.log("not found:", e.resourceInfo?.resourceType, e.resourceInfo?.resourceName);
+    console.log("not found:", Code[e.code], e.reason);
   }
 }

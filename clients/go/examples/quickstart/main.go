@@ -1,6 +1,3 @@
-// Quickstart: create a batch, run the comprehensive pipeline on it and follow it to the end.
-//
-//	go run ./examples/quickstart            # BATCH_ADDRESS defaults to 127.0.0.1:5000 (make run)
 package main
 
 import (
@@ -51,10 +48,9 @@ func main() {
 		log.Fatal(err)
 	}
 
-	// Failures are *huleedu.Error with the server's details decoded.
 	_, err = client.GetBatchStatus(ctx, &batchv1.GetBatchStatusRequest{BatchId: "no-such-batch"})
 	var e *huleedu.Error
 	if errors.As(err, &e) && errors.Is(err, huleedu.ErrNotFound) {
-		fmt.Println("not found:", e.ResourceInfo.GetResourceType(), e.ResourceInfo.GetResourceName())
+		fmt.Println("not found:", e.Code, e.Reason())
 	}
 }
