@@ -914,17 +914,22 @@ func (x *StepCommand) GetParameters() map[string]string {
 }
 
 // A worker finished one step for one essay.
+//
+// The conductor checks it as it checks RecordStepOutcome: ids are 1-255 characters without
+// whitespace, control characters or braces, the step name at most 128. An outcome that fails
+// those checks, or names an unknown batch or step, or an essay the step does not expect, goes to
+// the dead-letter topic at once; a repeat of a recorded outcome is counted once.
 type EssayStepOutcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch the essay belongs to.
+	// The batch the essay belongs to (an id).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The step, e.g. "spellcheck".
+	// The step, e.g. "spellcheck" (at most 128 characters).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	// The essay.
+	// The essay (an id).
 	EssayId string `protobuf:"bytes,3,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
-	// Succeeded or failed.
+	// STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset is rejected (dead-lettered).
 	Outcome StepOutcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=huleedu.events.v1.StepOutcome" json:"outcome,omitempty"`
-	// Content-store id of the step's output (e.g. the corrected text), empty when none.
+	// Content-store id of the step's output (e.g. the corrected text), empty when none (an id).
 	OutputStorageId string `protobuf:"bytes,5,opt,name=output_storage_id,json=outputStorageId,proto3" json:"output_storage_id,omitempty"`
 	// Why it failed; empty on success.
 	Error *ErrorDetail `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`

@@ -395,39 +395,44 @@ export const StepCommandSchema: GenMessage<StepCommand> = /*@__PURE__*/
 /**
  * A worker finished one step for one essay.
  *
+ * The conductor checks it as it checks RecordStepOutcome: ids are 1-255 characters without
+ * whitespace, control characters or braces, the step name at most 128. An outcome that fails
+ * those checks, or names an unknown batch or step, or an essay the step does not expect, goes to
+ * the dead-letter topic at once; a repeat of a recorded outcome is counted once.
+ *
  * @generated from message huleedu.events.v1.EssayStepOutcome
  */
 export type EssayStepOutcome = Message<"huleedu.events.v1.EssayStepOutcome"> & {
   /**
-   * The batch the essay belongs to.
+   * The batch the essay belongs to (an id).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * The step, e.g. "spellcheck".
+   * The step, e.g. "spellcheck" (at most 128 characters).
    *
    * @generated from field: string step = 2;
    */
   step: string;
 
   /**
-   * The essay.
+   * The essay (an id).
    *
    * @generated from field: string essay_id = 3;
    */
   essayId: string;
 
   /**
-   * Succeeded or failed.
+   * STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset is rejected (dead-lettered).
    *
    * @generated from field: huleedu.events.v1.StepOutcome outcome = 4;
    */
   outcome: StepOutcome;
 
   /**
-   * Content-store id of the step's output (e.g. the corrected text), empty when none.
+   * Content-store id of the step's output (e.g. the corrected text), empty when none (an id).
    *
    * @generated from field: string output_storage_id = 5;
    */
