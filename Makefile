@@ -60,7 +60,7 @@ test: $(STAMP) sdk-deps ## Install everything, start the throwaway backends, run
 	scripts/devstack down >&2; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
 
-test-fast: $(STAMP) ## Unit and service tests only (no backends)
+test-fast: $(STAMP) sdk-tools ## Unit and service tests only (no backends)
 	$(PY) -m pytest tests/unit tests/service $(PYTEST_ARGS)
 
 lint: $(STAMP)
