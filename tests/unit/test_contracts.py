@@ -3,10 +3,14 @@ contract gate (lint, format, no breaking change) and generated code that matches
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import clients
 from generated.huleedu.batch.v1 import batch_pb2
 from generated.huleedu.conductor.v1 import conductor_pb2
 from generated.huleedu.events.v1 import events_pb2
@@ -52,3 +56,22 @@ def test_the_generated_code_of_every_language_is_up_to_date() -> None:
     command = [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_sdks_and_the_contract_share_one_version() -> None:
+    newest = max(
+        (ROOT / "protos" / "released").glob("v*.binpb"),
+        key=lambda p: tuple(int(n) for n in p.stem.removeprefix("v").split(".")),
+    )
+    version = newest.stem.removeprefix("v")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    go_sdk = (ROOT / "clients" / "go" / "huleedu" / "doc.go").read_text()
+    ts_sdk = json.loads((ROOT / "clients" / "ts" / "package.json").read_text())
+    ts_index = (ROOT / "clients" / "ts" / "src" / "index.ts").read_text()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert pyproject["project"]["version"] == version
+    assert clients.__version__ == version
+    assert f'const Version = "{version}"' in go_sdk
+    assert ts_sdk["version"] == version
+    assert f'export const VERSION = "{version}";' in ts_index
+    assert re.search(r"^## \[(.+?)\]", changelog, re.MULTILINE)[1] == version  # type: ignore[index]
