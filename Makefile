@@ -34,9 +34,11 @@ venv: $(STAMP) ## Create .venv and install the project with its dev extras
 
 .cache/bin/protoc-gen-go: Makefile
 	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO)
+	@touch $@
 
 .cache/bin/protoc-gen-go-grpc: Makefile
 	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+	@touch $@
 
 $(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
 	cd clients/ts && $(NPM) ci --no-audit --no-fund --loglevel=error
