@@ -5,8 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+NPM ?= npm
+# Go and npm keep their downloads and builds in the repository's cache (git-ignored, CI can keep it).
+CACHE := $(CURDIR)/.cache
+export GOMODCACHE := $(CACHE)/go/mod
+export GOCACHE := $(CACHE)/go/build
+export GOFLAGS := -modcacherw -buildvcs=false
+export npm_config_cache := $(CACHE)/npm
+# The pinned protoc plugins of buf.gen.yaml (protoc-gen-es is pinned in clients/ts/package-lock.json).
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+GO_PLUGINS := .cache/bin/protoc-gen-go .cache/bin/protoc-gen-go-grpc
+TS_STAMP := clients/ts/node_modules/.installed
 
-.PHONY: help venv protos run test test-fast check lint typecheck buflint protos-check wheel-check bench clean devstack-up devstack-down
+.PHONY: help venv protos run test test-fast check lint typecheck contracts protos-check wheel-check bench clean devstack-up devstack-down sdk-tools sdk-deps
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,20 +32,37 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install the project with its dev extras
 
-protos: $(STAMP) ## Regenerate generated/ from protos/
+.cache/bin/protoc-gen-go: Makefile
+	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO)
+	@touch $@
+
+.cache/bin/protoc-gen-go-grpc: Makefile
+	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+	@touch $@
+
+$(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
+	cd clients/ts && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $(TS_STAMP)
+
+sdk-tools: $(GO_PLUGINS) $(TS_STAMP) ## Install the pinned protoc plugins (Go into .cache/bin) and the TypeScript SDK's packages
+
+sdk-deps: sdk-tools ## Also fetch the Go SDK's modules (what the SDK tests need)
+	cd clients/go && $(GO) mod download
+
+protos: $(STAMP) sdk-tools ## Regenerate generated/, clients/go/gen/ and clients/ts/src/gen/ from protos/
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP) ## Start both servers (embedded backends unless REDIS_URL/DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set)
 	$(PY) -m launcher
 
-test: $(STAMP) ## Install everything, start the throwaway backends, run every test tier, stop the backends
+test: $(STAMP) sdk-deps ## Install everything, start the throwaway backends, run every test tier, stop the backends
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; \
 	source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	scripts/devstack down >&2; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
 
-test-fast: $(STAMP) ## Unit and service tests only (no backends)
+test-fast: $(STAMP) sdk-tools ## Unit and service tests only (no backends)
 	$(PY) -m pytest tests/unit tests/service $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -42,16 +72,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy .
 
-buflint: $(STAMP)
-	$(VENV)/bin/buf lint
+contracts: $(STAMP) ## buf lint, buf format and buf breaking against the last released contract
+	scripts/check_contracts.sh
 
-protos-check: $(STAMP)
+protos-check: $(STAMP) sdk-tools
 	$(PY) scripts/gen_protos.py --check
 
 wheel-check: $(STAMP) ## Build the wheel, install it in a clean venv, import the generated stubs from it
 	scripts/check_wheel.sh
 
-check: lint typecheck buflint protos-check wheel-check test ## Everything CI cares about, plus lint and types
+check: lint typecheck contracts protos-check wheel-check test ## Everything CI cares about, plus lint and types
 
 bench: $(STAMP) ## Run every benchmark and refresh docs/benchmarks.md
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \

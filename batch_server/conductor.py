@@ -79,10 +79,7 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
     if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
         detail = exc.detail(error_details_pb2.PreconditionFailure)
         violations = (
-            [
-                Precondition(v.type, v.subject, v.description)
-                for v in detail.violations  # type: ignore[attr-defined]
-            ]
+            [Precondition(v.type, v.subject, v.description) for v in detail.violations]
             if detail is not None
             else []
         )
@@ -92,7 +89,7 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
         fields = (
             [
                 FieldViolation("pipeline" if v.field == "target" else v.field, v.description)
-                for v in bad.field_violations  # type: ignore[attr-defined]
+                for v in bad.field_violations
             ]
             if bad is not None
             else []

@@ -1,10 +1,27 @@
 """Python async client SDK for the PipelineConductor and the BatchService.
 
->>> from clients import BatchClient, ConductorClient, RpcError
+>>> from clients import BatchClient, ConductorClient, RpcError, RunStatus
+
+Methods return the contract's messages (typed by the generated stubs); the enums of
+``clients.enums`` turn their enum fields into names (``RunStatus(run.status)`` prints
+``COMPLETED``). Every failed call raises ``RpcError`` with its decoded ``google.rpc`` details.
 """
 
 from clients.batch import BatchClient
 from clients.conductor import ConductorClient
+from clients.enums import RunStatus, RunStepStatus, SkipReason, StepOutcome, StepStatus
 from clients.errors import RpcError
 
-__all__ = ["BatchClient", "ConductorClient", "RpcError"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchClient",
+    "ConductorClient",
+    "RpcError",
+    "RunStatus",
+    "RunStepStatus",
+    "SkipReason",
+    "StepOutcome",
+    "StepStatus",
+    "__version__",
+]

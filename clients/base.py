@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from clients.channel import DEFAULT_TIMEOUT_SECONDS, open_channel
 from clients.errors import RpcError
 from mesh import correlation
 from mesh.resource import AsyncResource
 
-Response = TypeVar("Response")
+Request = TypeVar("Request", bound=Message)
+Response = TypeVar("Response", bound=Message)
 
 
 class ClientBase(AsyncResource):
@@ -37,8 +39,8 @@ class ClientBase(AsyncResource):
 
     async def _unary(
         self,
-        method: Callable[..., Awaitable[Response]],
-        request: Any,
+        method: grpc.aio.UnaryUnaryMultiCallable[Request, Response],
+        request: Request,
         timeout: float | None,
     ) -> Response:
         try:
@@ -47,8 +49,11 @@ class ClientBase(AsyncResource):
             raise RpcError.from_aio(exc) from exc
 
     async def _stream(
-        self, method: Callable[..., Any], request: Any, timeout: float | None
-    ) -> AsyncIterator[Any]:
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable[Request, Response],
+        request: Request,
+        timeout: float | None,
+    ) -> AsyncIterator[Response]:
         call = method(request, timeout=timeout, metadata=self._metadata())
         try:
             async for item in call:

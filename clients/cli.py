@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 
 from clients.batch import BatchClient
 from clients.conductor import ConductorClient
+from clients.enums import RunStatus, RunStepStatus
 from clients.errors import RpcError
-from generated.huleedu.batch.v1 import batch_pb2
 from generated.huleedu.events.v1 import events_pb2
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
@@ -65,11 +65,10 @@ async def _batch(args: argparse.Namespace) -> None:
             async for update in client.watch_batch(args.batch_id, args.run_id):
                 run = update.run
                 steps = ", ".join(
-                    f"{s.step}={s.succeeded}+{s.failed}/{s.total} "
-                    f"{batch_pb2.RunStepStatus.Name(s.status).removeprefix('RUN_STEP_STATUS_')}"
+                    f"{s.step}={s.succeeded}+{s.failed}/{s.total} {RunStepStatus(s.status)}"
                     for s in run.steps
                 )
-                status = batch_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
+                status = RunStatus(run.status)
                 print(f"#{update.sequence} run {run.run_id} {status}: {steps}", flush=True)
         elif args.action == "spellcheck":
             _print(await client.trigger_spellcheck(args.text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -16,6 +17,7 @@ _DETAIL_TYPES: tuple[type[Message], ...] = (
     error_details_pb2.ResourceInfo,
     error_details_pb2.RetryInfo,
 )
+Detail = TypeVar("Detail", bound=Message)
 
 
 @dataclass
@@ -37,7 +39,8 @@ class RpcError(Exception):
             (d.reason for d in self.details if isinstance(d, error_details_pb2.ErrorInfo)), ""
         )
 
-    def detail(self, kind: type[Message]) -> Message | None:
+    def detail(self, kind: type[Detail]) -> Detail | None:
+        """The first detail of type ``kind`` (e.g. ``error_details_pb2.BadRequest``), or None."""
         return next((d for d in self.details if isinstance(d, kind)), None)
 
     @classmethod

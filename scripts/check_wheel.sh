@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the wheel, check it is pure Python (py3-none-any), install it into a clean virtualenv
-# outside the source tree, and import the generated stubs and every package from it.
+# outside the source tree, and import the generated stubs and every package from it (and read the
+# descriptor set reflection serves).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -25,5 +26,7 @@ from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope
 valid = envelope.build(events_pb2.BatchCreated(batch_id="b"), source_service="wheel-check")
 assert envelope.decode(envelope.encode(valid)) == valid
+from mesh.grpc.reflection import load_index
+assert load_index(["huleedu.batch.v1.BatchService"]).file_of_symbol("huleedu.batch.v1.Batch")
 print("wheel OK: pure Python, and every package imports from the installed wheel")
 PY

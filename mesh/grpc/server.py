@@ -1,11 +1,12 @@
 """A production gRPC server: grpc.aio with health, reflection, the interceptor and a side port.
 
 ``GrpcServer`` is an async context manager. Entering it registers the servicers, the standard
-health service and server reflection, binds, starts, opens the HTTP side port and marks the
-services SERVING once the backend probes pass. Leaving it drains (``mesh.grpc.drain``): health
-NOT_SERVING while it still serves for ``drain_seconds`` (load balancers stop routing to it), then
-the ``on_drain`` callbacks run (open streams end) and new calls are refused with UNAVAILABLE,
-in-flight ones get ``shutdown_grace_seconds`` to finish, and the rest end UNAVAILABLE.
+health service and server reflection (v1 and v1alpha, with the protos' comments), binds,
+starts, opens the HTTP side port and marks the services SERVING once the backend probes pass.
+Leaving it drains (``mesh.grpc.drain``): health NOT_SERVING while it still serves for
+``drain_seconds`` (load balancers stop routing to it), then the ``on_drain`` callbacks run (open
+streams end) and new calls are refused with UNAVAILABLE, in-flight ones get
+``shutdown_grace_seconds`` to finish, and the rest end UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from mesh.grpc.drain import Drain
@@ -24,6 +24,7 @@ from mesh.grpc.health import HealthMetrics, HealthReporter
 from mesh.grpc.http import HttpSidePort
 from mesh.grpc.interceptor import Registrar, RpcWrapper
 from mesh.grpc.metrics import RpcMetrics
+from mesh.grpc.reflection import add_reflection
 from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
 from mesh.settings import ServerSettings
@@ -76,9 +77,7 @@ class GrpcServer:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
         registrar.close()
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection(
-            (*self._service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
-        )
+        add_reflection(server, (*self._service_names, "grpc.health.v1.Health"))
         try:
             self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
         except RuntimeError:  # grpcio raises when the bind fails (older versions returned 0)

@@ -2,8 +2,11 @@
 
 ``ServerProcess`` starts ``python -m <module>`` on free ports with the test's isolated backends
 (a fresh database, a unique Kafka namespace), waits until gRPC health says SERVING, and on exit
-sends SIGTERM and checks the process exits 0. ``grpcurl`` is installed with ``go install`` into
-the repository's cache the first time it is needed.
+sends SIGTERM and checks the process exits 0. ``launched`` is ``make run`` (embedded mode, demo
+workers) on free ports, for the documents' examples. ``sdk_mesh`` runs both servers and the demo
+workers (``python -m launcher.workers``) as processes, for the SDKs of other languages.
+``grpcurl`` is installed with ``go install`` into the repository's cache the first time it is
+needed; Go keeps its modules and builds under ``.cache/go`` as the Makefile has it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,19 @@ from tests.support.polling import eventually
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL_VERSION = "v1.9.3"
 GOBIN = ROOT / ".cache" / "bin"
+GO = shutil.which("go") or "/usr/local/go/bin/go"
+BACKEND_VARIABLES = ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def go_env() -> dict[str, str]:
+    """The environment for ``go``: module and build caches under .cache, as the Makefile sets."""
+    cache = ROOT / ".cache" / "go"
+    return {
+        **os.environ,
+        "GOMODCACHE": os.environ.get("GOMODCACHE", str(cache / "mod")),
+        "GOCACHE": os.environ.get("GOCACHE", str(cache / "build")),
+        "GOFLAGS": os.environ.get("GOFLAGS", "-modcacherw -buildvcs=false"),
+    }
 
 
 class ServerProcess:
@@ -121,6 +137,48 @@ def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[s
 
 
 @pytest.fixture
+def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+    ports = {name: str(free_port()) for name in ("batch", "conductor", "bm", "cm")}
+    env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    env |= {
+        "BATCH_GRPC_PORT": ports["batch"],
+        "BATCH_METRICS_PORT": ports["bm"],
+        "CONDUCTOR_GRPC_PORT": ports["conductor"],
+        "CONDUCTOR_METRICS_PORT": ports["cm"],
+        "HOST": "127.0.0.1",
+    }
+    log = (tmp_path / "launcher.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "--worker-delay", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def serving() -> bool:
+        if "Press Ctrl-C to stop." in Path(log.name).read_text():
+            return True
+        assert process.poll() is None, Path(log.name).read_text()
+        return False
+
+    try:
+        # a synchronous fixture: the suite's one polling loop runs on an event loop of its own
+        asyncio.run(eventually(serving, 10, what="make run to be serving"))
+        yield {
+            "BATCH_ADDRESS": f"127.0.0.1:{ports['batch']}",
+            "CONDUCTOR_ADDRESS": f"127.0.0.1:{ports['conductor']}",
+            "log": log.name,
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, Path(log.name).read_text()
+        log.close()
+
+
+@pytest.fixture
 async def conductor_process(
     backends: Backends, database_url: str, kafka_namespace: str, tmp_path: Path
 ) -> AsyncIterator[ServerProcess]:
@@ -138,6 +196,50 @@ async def conductor_process(
         await server.kill()
 
 
+@pytest.fixture
+async def sdk_mesh(
+    backends: Backends, database_url: str, kafka_namespace: str, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """Both servers and the demo workers as processes on real backends; their addresses as the
+    environment the SDK tests read (HULEEDU_BATCH_ADDRESS, HULEEDU_CONDUCTOR_ADDRESS)."""
+    env = backend_env(backends, database_url, kafka_namespace)
+    conductor = ServerProcess("conductor_server", env, "CONDUCTOR_", tmp_path / "conductor.log")
+    batch = ServerProcess(
+        "batch_server",
+        {**env, "BATCH_CONDUCTOR_ADDRESS": conductor.address},
+        "BATCH_",
+        tmp_path / "batch.log",
+    )
+    workers_log = (tmp_path / "workers.log").open("ab")
+    workers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "launcher.workers",
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=workers_log,
+        stderr=workers_log,
+    )
+    workers_log.close()
+    try:
+        await conductor.start()
+        await batch.start()
+        yield {
+            "HULEEDU_BATCH_ADDRESS": batch.address,
+            "HULEEDU_CONDUCTOR_ADDRESS": conductor.address,
+        }
+        workers.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(workers.wait(), 30) == 0, "demo workers failed"
+        assert await batch.terminate() == 0, batch.logs()
+        assert await conductor.terminate() == 0, conductor.logs()
+    finally:
+        if workers.returncode is None:
+            workers.kill()
+            await workers.wait()
+        await batch.kill()
+        await conductor.kill()
+
+
 @pytest.fixture(scope="session")
 def grpcurl() -> str:
     """The grpcurl binary, installed with ``go install`` on first use."""
@@ -146,10 +248,9 @@ def grpcurl() -> str:
     )
     if found:
         return found
-    go = shutil.which("go") or "/usr/local/go/bin/go"
     subprocess.run(
-        [go, "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
-        env={**os.environ, "GOBIN": str(GOBIN)},
+        [GO, "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
+        env={**go_env(), "GOBIN": str(GOBIN)},
         check=True,
         timeout=900,
     )

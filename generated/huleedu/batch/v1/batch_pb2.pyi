@@ -115,9 +115,11 @@ class TriggerSpellcheckRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text; must not be empty."""
+    """The essay's text: required, not only whitespace, at most 1 MiB (UTF-8)."""
     language: _builtins.str
-    """Language of the text (BCP 47); "en" when empty."""
+    """Language of the text, a BCP 47 tag such as "en" or "sv-SE" (at most 35 characters);
+    "en" when empty.
+    """
     def __init__(
         self,
         *,
@@ -171,9 +173,9 @@ class EssayInput(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CLIENT_REF_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text; must not be empty."""
+    """The essay's text: required, not only whitespace, at most 1 MiB (UTF-8)."""
     client_ref: _builtins.str
-    """The caller's own reference for the essay (e.g. a file name), echoed back."""
+    """The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes."""
     def __init__(
         self,
         *,
@@ -240,18 +242,20 @@ class BatchMetadata(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Display name."""
+    """Display name; at most 256 bytes."""
     course_code: _builtins.str
-    """Course code, e.g. "ENG5"."""
+    """Course code, e.g. "ENG5"; at most 64 bytes."""
     language: _builtins.str
-    """Language of the essays (BCP 47); "en" when empty."""
+    """Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Gating flags, e.g. {"prompt_attached": true}."""
+        """Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
+        true. Each name is at most 128 characters without whitespace, control characters or braces.
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form labels."""
+        """Free-form labels: keys as flag names, values at most 256 bytes."""
 
     def __init__(
         self,
@@ -354,14 +358,17 @@ class CreateBatchRequest(_message.Message):
     ESSAYS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Client-chosen idempotency key; a retry with the same key returns the original batch."""
+    """Client-chosen idempotency key (an id: 1-255 characters, no whitespace, control characters or
+    braces); a retry with the same key returns the original batch. Empty: no idempotency.
+    Reusing a key for a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+    """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayInput]:
-        """The essays; at least one."""
+        """The essays, 1 to 10,000, in order."""
 
     @_builtins.property
     def metadata(self) -> Global___BatchMetadata:
-        """Metadata and flags."""
+        """Metadata and gating flags."""
 
     def __init__(
         self,
@@ -506,11 +513,16 @@ class StartPipelineRequest(_message.Message):
     PIPELINE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch."""
+    """The batch (an id). Unknown: NOT_FOUND."""
     pipeline: _builtins.str
-    """A pipeline or step name."""
+    """A pipeline name (e.g. "comprehensive") or a step name (e.g. "nlp"), at most 128
+    characters. Unknown: NOT_FOUND.
+    """
     request_id: _builtins.str
-    """Client-chosen idempotency key; a retry with the same key returns the original run."""
+    """Client-chosen idempotency key (an id); a retry with the same key returns the original run.
+    Empty: no idempotency. Reusing a key for another pipeline is INVALID_ARGUMENT
+    (REQUEST_ID_REUSED).
+    """
     def __init__(
         self,
         *,
@@ -576,7 +588,7 @@ class GetBatchStatusRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch."""
+    """The batch (an id). Unknown: NOT_FOUND."""
     def __init__(
         self,
         *,
@@ -629,9 +641,11 @@ class ListBatchesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum batches to return, 1-500; 50 when 0."""
+    """Maximum batches to return, 1-500; 50 when 0. Outside 0-500: INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """Token from a previous response; empty for the first page."""
+    """next_page_token of a previous response; empty for the first page. A token this service did
+    not issue: INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -723,9 +737,9 @@ class WatchBatchRequest(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch."""
+    """The batch (an id). Unknown, or without any run: NOT_FOUND."""
     run_id: _builtins.str
-    """The run to watch; the newest run when empty."""
+    """The run to watch (an id); the newest run when empty. Not a run of the batch: NOT_FOUND."""
     def __init__(
         self,
         *,

@@ -27,6 +27,18 @@ if _version_not_supported:
 
 class BatchServiceStub:
     """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
     """
 
     def __init__(self, channel):
@@ -69,32 +81,64 @@ class BatchServiceStub:
 
 class BatchServiceServicer:
     """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
     """
 
     def TriggerSpellcheck(self, request, context):
-        """Stores one essay's text and publishes EssaySpellcheckRequested. Empty text: INVALID_ARGUMENT.
+        """Stores one essay's text and publishes an EssaySpellcheckRequested event.
+        Not idempotent: a repeat stores the text again under a new essay id.
+        INVALID_ARGUMENT (BadRequest): text empty or over 1 MiB, language not a BCP 47 tag.
+        UNAVAILABLE: the content store or PostgreSQL is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateBatch(self, request, context):
-        """Creates a batch with generated essay ids. A repeated request_id returns the original batch.
+        """Creates a batch with generated essay ids, stores each text and registers the batch (its
+        essays and flags) with the conductor. Idempotent with request_id: a repeat returns the
+        original batch.
+        INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
+        1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
+        request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
+        already used for another request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartPipeline(self, request, context):
-        """Starts a pipeline run. A repeated request_id returns the original run; while another run of
-        the batch is active the call fails with ABORTED naming that run.
+        """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
+        batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
+        request_id: a repeat returns the original run.
+        NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+        ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
+        batch is pending or running; one run per batch at a time.
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
+        batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
+        step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
+        a step's command has no topic.
+        INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
+        INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetBatchStatus(self, request, context):
-        """A batch and its runs.
+        """A batch and its runs, newest run first.
+        NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,13 +146,18 @@ class BatchServiceServicer:
 
     def ListBatches(self, request, context):
         """Batches, newest first, one page at a time.
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchBatch(self, request, context):
-        """Streams a run's progress: the current state at once, then every change, until the run ends.
+        """Streams a run's progress: the current state at once, then one update per change, and ends
+        (status OK) when the run reaches a terminal status. A client may re-open it after
+        UNAVAILABLE: each update carries the whole run.
+        NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+        UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +206,18 @@ def add_BatchServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BatchService:
     """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
     """
 
     @staticmethod

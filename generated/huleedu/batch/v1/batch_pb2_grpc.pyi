@@ -32,49 +32,148 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class BatchServiceStub:
-    """Batches of essays and the pipeline runs over them."""
+    """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BatchServiceAsyncStub: ...
     TriggerSpellcheck: _grpc.UnaryUnaryMultiCallable[_batch_pb2.TriggerSpellcheckRequest, _batch_pb2.TriggerSpellcheckResponse]
-    """Stores one essay's text and publishes EssaySpellcheckRequested. Empty text: INVALID_ARGUMENT."""
+    """Stores one essay's text and publishes an EssaySpellcheckRequested event.
+    Not idempotent: a repeat stores the text again under a new essay id.
+    INVALID_ARGUMENT (BadRequest): text empty or over 1 MiB, language not a BCP 47 tag.
+    UNAVAILABLE: the content store or PostgreSQL is down.
+    """
     CreateBatch: _grpc.UnaryUnaryMultiCallable[_batch_pb2.CreateBatchRequest, _batch_pb2.CreateBatchResponse]
-    """Creates a batch with generated essay ids. A repeated request_id returns the original batch."""
+    """Creates a batch with generated essay ids, stores each text and registers the batch (its
+    essays and flags) with the conductor. Idempotent with request_id: a repeat returns the
+    original batch.
+    INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
+    1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
+    request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
+    already used for another request.
+    """
     StartPipeline: _grpc.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]
-    """Starts a pipeline run. A repeated request_id returns the original run; while another run of
-    the batch is active the call fails with ABORTED naming that run.
+    """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
+    batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
+    request_id: a repeat returns the original run.
+    NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+    ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
+    batch is pending or running; one run per batch at a time.
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
+    batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
+    step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
+    a step's command has no topic.
+    INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
+    INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
     """
     GetBatchStatus: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetBatchStatusRequest, _batch_pb2.GetBatchStatusResponse]
-    """A batch and its runs."""
+    """A batch and its runs, newest run first.
+    NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+    """
     ListBatches: _grpc.UnaryUnaryMultiCallable[_batch_pb2.ListBatchesRequest, _batch_pb2.ListBatchesResponse]
-    """Batches, newest first, one page at a time."""
+    """Batches, newest first, one page at a time.
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+    """
     WatchBatch: _grpc.UnaryStreamMultiCallable[_batch_pb2.WatchBatchRequest, _batch_pb2.WatchBatchResponse]
-    """Streams a run's progress: the current state at once, then every change, until the run ends."""
+    """Streams a run's progress: the current state at once, then one update per change, and ends
+    (status OK) when the run reaches a terminal status. A client may re-open it after
+    UNAVAILABLE: each update carries the whole run.
+    NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+    UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+    """
 
 @_typing.type_check_only
 class BatchServiceAsyncStub(BatchServiceStub):
-    """Batches of essays and the pipeline runs over them."""
+    """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     TriggerSpellcheck: _aio.UnaryUnaryMultiCallable[_batch_pb2.TriggerSpellcheckRequest, _batch_pb2.TriggerSpellcheckResponse]  # type: ignore[assignment]
-    """Stores one essay's text and publishes EssaySpellcheckRequested. Empty text: INVALID_ARGUMENT."""
+    """Stores one essay's text and publishes an EssaySpellcheckRequested event.
+    Not idempotent: a repeat stores the text again under a new essay id.
+    INVALID_ARGUMENT (BadRequest): text empty or over 1 MiB, language not a BCP 47 tag.
+    UNAVAILABLE: the content store or PostgreSQL is down.
+    """
     CreateBatch: _aio.UnaryUnaryMultiCallable[_batch_pb2.CreateBatchRequest, _batch_pb2.CreateBatchResponse]  # type: ignore[assignment]
-    """Creates a batch with generated essay ids. A repeated request_id returns the original batch."""
+    """Creates a batch with generated essay ids, stores each text and registers the batch (its
+    essays and flags) with the conductor. Idempotent with request_id: a repeat returns the
+    original batch.
+    INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
+    1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
+    request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
+    already used for another request.
+    """
     StartPipeline: _aio.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]  # type: ignore[assignment]
-    """Starts a pipeline run. A repeated request_id returns the original run; while another run of
-    the batch is active the call fails with ABORTED naming that run.
+    """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
+    batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
+    request_id: a repeat returns the original run.
+    NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+    ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
+    batch is pending or running; one run per batch at a time.
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
+    batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
+    step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
+    a step's command has no topic.
+    INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
+    INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
     """
     GetBatchStatus: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetBatchStatusRequest, _batch_pb2.GetBatchStatusResponse]  # type: ignore[assignment]
-    """A batch and its runs."""
+    """A batch and its runs, newest run first.
+    NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+    """
     ListBatches: _aio.UnaryUnaryMultiCallable[_batch_pb2.ListBatchesRequest, _batch_pb2.ListBatchesResponse]  # type: ignore[assignment]
-    """Batches, newest first, one page at a time."""
+    """Batches, newest first, one page at a time.
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+    """
     WatchBatch: _aio.UnaryStreamMultiCallable[_batch_pb2.WatchBatchRequest, _batch_pb2.WatchBatchResponse]  # type: ignore[assignment]
-    """Streams a run's progress: the current state at once, then every change, until the run ends."""
+    """Streams a run's progress: the current state at once, then one update per change, and ends
+    (status OK) when the run reaches a terminal status. A client may re-open it after
+    UNAVAILABLE: each update carries the whole run.
+    NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+    UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+    """
 
 class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Batches of essays and the pipeline runs over them."""
+    """Batches of essays and the pipeline runs over them.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
+    PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
+    Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
+    store or the conductor is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where
+    the server requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, run_id, request_id) are 1-255 characters without whitespace, control
+    characters or braces; names (pipelines, steps, flags, label keys) are at most 128 such
+    characters.
+    """
 
     @_abc_1.abstractmethod
     def TriggerSpellcheck(
@@ -82,7 +181,11 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.TriggerSpellcheckRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.TriggerSpellcheckResponse, _abc.Awaitable[_batch_pb2.TriggerSpellcheckResponse]]:
-        """Stores one essay's text and publishes EssaySpellcheckRequested. Empty text: INVALID_ARGUMENT."""
+        """Stores one essay's text and publishes an EssaySpellcheckRequested event.
+        Not idempotent: a repeat stores the text again under a new essay id.
+        INVALID_ARGUMENT (BadRequest): text empty or over 1 MiB, language not a BCP 47 tag.
+        UNAVAILABLE: the content store or PostgreSQL is down.
+        """
 
     @_abc_1.abstractmethod
     def CreateBatch(
@@ -90,7 +193,14 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.CreateBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.CreateBatchResponse, _abc.Awaitable[_batch_pb2.CreateBatchResponse]]:
-        """Creates a batch with generated essay ids. A repeated request_id returns the original batch."""
+        """Creates a batch with generated essay ids, stores each text and registers the batch (its
+        essays and flags) with the conductor. Idempotent with request_id: a repeat returns the
+        original batch.
+        INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
+        1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
+        request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
+        already used for another request.
+        """
 
     @_abc_1.abstractmethod
     def StartPipeline(
@@ -98,8 +208,18 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.StartPipelineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.StartPipelineResponse, _abc.Awaitable[_batch_pb2.StartPipelineResponse]]:
-        """Starts a pipeline run. A repeated request_id returns the original run; while another run of
-        the batch is active the call fails with ABORTED naming that run.
+        """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
+        batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
+        request_id: a repeat returns the original run.
+        NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+        ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
+        batch is pending or running; one run per batch at a time.
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
+        batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
+        step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
+        a step's command has no topic.
+        INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
+        INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
         """
 
     @_abc_1.abstractmethod
@@ -108,7 +228,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.GetBatchStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.GetBatchStatusResponse, _abc.Awaitable[_batch_pb2.GetBatchStatusResponse]]:
-        """A batch and its runs."""
+        """A batch and its runs, newest run first.
+        NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+        """
 
     @_abc_1.abstractmethod
     def ListBatches(
@@ -116,7 +238,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.ListBatchesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.ListBatchesResponse, _abc.Awaitable[_batch_pb2.ListBatchesResponse]]:
-        """Batches, newest first, one page at a time."""
+        """Batches, newest first, one page at a time.
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+        """
 
     @_abc_1.abstractmethod
     def WatchBatch(
@@ -124,6 +248,11 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.WatchBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_batch_pb2.WatchBatchResponse], _abc.AsyncIterator[_batch_pb2.WatchBatchResponse]]:
-        """Streams a run's progress: the current state at once, then every change, until the run ends."""
+        """Streams a run's progress: the current state at once, then one update per change, and ends
+        (status OK) when the run reaches a terminal status. A client may re-open it after
+        UNAVAILABLE: each update carries the whole run.
+        NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+        UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+        """
 
 def add_BatchServiceServicer_to_server(servicer: BatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -196,7 +196,7 @@ class GetPipelineRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Pipeline name."""
+    """Pipeline name, at most 128 characters. Unknown: NOT_FOUND."""
     def __init__(
         self,
         *,
@@ -264,14 +264,18 @@ class RegisterBatchRequest(_message.Message):
     ESSAY_IDS_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch id (1-255 printable characters)."""
+    """The batch id: 1-255 characters without whitespace, control characters or braces."""
     @_builtins.property
     def essay_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Every essay of the batch; what "complete" is measured against. Unique, non-empty."""
+        """Every essay of the batch, 1 to 100,000 unique ids; what "complete" is measured against.
+        Registering the batch again with a different set: ALREADY_EXISTS.
+        """
 
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Gating flags, e.g. {"prompt_attached": true}."""
+        """Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
+        most 128 characters.
+        """
 
     def __init__(
         self,
@@ -349,11 +353,11 @@ class ResolvePipelineRequest(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch."""
+    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
     target: _builtins.str
-    """A pipeline name or a step name."""
+    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET)."""
     dry_run: _builtins.bool
-    """When true, nothing is emitted (no PhaseSkipped events)."""
+    """When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Flags for this resolution, merged over the batch's registered flags."""
@@ -472,9 +476,9 @@ class ValidatePrerequisitesRequest(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch."""
+    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
     step: _builtins.str
-    """A step name."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Flags merged over the batch's registered flags."""
@@ -533,17 +537,19 @@ class RecordStepOutcomeRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_STORAGE_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
     step: _builtins.str
-    """The step."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP)."""
     essay_id: _builtins.str
-    """The essay."""
+    """An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED)."""
     outcome: _events_pb2.StepOutcome.ValueType
-    """Succeeded or failed."""
+    """STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset: INVALID_ARGUMENT."""
     event_id: _builtins.str
-    """Id of the event or request reporting it (for tracing; idempotency is per essay)."""
+    """Id of the event or request reporting it (an id, optional; for tracing: idempotency is per
+    essay).
+    """
     output_storage_id: _builtins.str
-    """Content-store id of the step's output, if any."""
+    """Content-store id of the step's output, if any (an id)."""
     def __init__(
         self,
         *,
@@ -640,7 +646,7 @@ class GetBatchPipelineStateRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
     def __init__(
         self,
         *,

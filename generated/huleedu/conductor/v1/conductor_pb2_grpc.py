@@ -27,6 +27,18 @@ if _version_not_supported:
 
 class PipelineConductorServiceStub:
     """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
     """
 
     def __init__(self, channel):
@@ -74,17 +86,31 @@ class PipelineConductorServiceStub:
 
 class PipelineConductorServiceServicer:
     """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
     """
 
     def ListPipelines(self, request, context):
-        """Lists every loaded pipeline definition.
+        """Lists every loaded pipeline definition. Never fails but for the codes every call may return.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPipeline(self, request, context):
-        """Returns one pipeline definition. NOT_FOUND for an unknown name.
+        """Returns one pipeline definition.
+        NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+        INVALID_ARGUMENT: a malformed name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,24 +118,38 @@ class PipelineConductorServiceServicer:
 
     def RegisterBatch(self, request, context):
         """Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-        OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+        OK (created false; flags are replaced).
+        ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+        with a different essay set.
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+        malformed or duplicate essay id, a malformed flag name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolvePipeline(self, request, context):
-        """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-        needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-        a PreconditionFailure detail (violation type FLAG or STEP).
+        """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+        batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+        A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+        NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+        (UNKNOWN_TARGET).
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+        that is not true (violation type FLAG, subject the flag), or needs a step the batch
+        completed unsatisfied, which cannot run again (type STEP, subject the step).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ValidatePrerequisites(self, request, context):
-        """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag.
+        """OK when a step may run now for a batch: every flag it requires is true and every step it
+        depends on is satisfied.
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+        flag (type FLAG) and per dependency not satisfied yet (type STEP).
+        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,7 +157,13 @@ class PipelineConductorServiceServicer:
 
     def RecordStepOutcome(self, request, context):
         """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-        (batch, step, essay).
+        (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+        ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+        the other outcome for this step.
+        FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+        not one the step expects (not in the batch, or it did not succeed in every dependency).
+        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+        INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +171,7 @@ class PipelineConductorServiceServicer:
 
     def GetBatchPipelineState(self, request, context):
         """Per-step counts and status of a batch.
+        NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +225,18 @@ def add_PipelineConductorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PipelineConductorService:
     """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
     """
 
     @staticmethod

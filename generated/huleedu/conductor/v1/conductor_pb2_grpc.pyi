@@ -32,65 +32,156 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PipelineConductorServiceStub:
-    """Pipeline resolution and step-outcome counting for batches of essays."""
+    """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PipelineConductorServiceAsyncStub: ...
     ListPipelines: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ListPipelinesRequest, _conductor_pb2.ListPipelinesResponse]
-    """Lists every loaded pipeline definition."""
+    """Lists every loaded pipeline definition. Never fails but for the codes every call may return."""
     GetPipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.GetPipelineRequest, _conductor_pb2.GetPipelineResponse]
-    """Returns one pipeline definition. NOT_FOUND for an unknown name."""
+    """Returns one pipeline definition.
+    NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+    INVALID_ARGUMENT: a malformed name.
+    """
     RegisterBatch: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.RegisterBatchRequest, _conductor_pb2.RegisterBatchResponse]
     """Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-    OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+    OK (created false; flags are replaced).
+    ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+    with a different essay set.
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+    malformed or duplicate essay id, a malformed flag name.
     """
     ResolvePipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]
-    """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-    needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-    a PreconditionFailure detail (violation type FLAG or STEP).
+    """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+    batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+    A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+    NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+    (UNKNOWN_TARGET).
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+    that is not true (violation type FLAG, subject the flag), or needs a step the batch
+    completed unsatisfied, which cannot run again (type STEP, subject the step).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
     """
     ValidatePrerequisites: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]
-    """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag."""
+    """OK when a step may run now for a batch: every flag it requires is true and every step it
+    depends on is satisfied.
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+    flag (type FLAG) and per dependency not satisfied yet (type STEP).
+    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+    """
     RecordStepOutcome: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.RecordStepOutcomeRequest, _conductor_pb2.RecordStepOutcomeResponse]
     """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-    (batch, step, essay).
+    (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+    ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+    the other outcome for this step.
+    FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+    not one the step expects (not in the batch, or it did not succeed in every dependency).
+    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+    INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
     """
     GetBatchPipelineState: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.GetBatchPipelineStateRequest, _conductor_pb2.GetBatchPipelineStateResponse]
-    """Per-step counts and status of a batch."""
+    """Per-step counts and status of a batch.
+    NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+    """
 
 @_typing.type_check_only
 class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
-    """Pipeline resolution and step-outcome counting for batches of essays."""
+    """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListPipelines: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ListPipelinesRequest, _conductor_pb2.ListPipelinesResponse]  # type: ignore[assignment]
-    """Lists every loaded pipeline definition."""
+    """Lists every loaded pipeline definition. Never fails but for the codes every call may return."""
     GetPipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.GetPipelineRequest, _conductor_pb2.GetPipelineResponse]  # type: ignore[assignment]
-    """Returns one pipeline definition. NOT_FOUND for an unknown name."""
+    """Returns one pipeline definition.
+    NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+    INVALID_ARGUMENT: a malformed name.
+    """
     RegisterBatch: _aio.UnaryUnaryMultiCallable[_conductor_pb2.RegisterBatchRequest, _conductor_pb2.RegisterBatchResponse]  # type: ignore[assignment]
     """Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-    OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+    OK (created false; flags are replaced).
+    ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+    with a different essay set.
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+    malformed or duplicate essay id, a malformed flag name.
     """
     ResolvePipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]  # type: ignore[assignment]
-    """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-    A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-    needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-    a PreconditionFailure detail (violation type FLAG or STEP).
+    """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+    batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+    A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+    NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+    (UNKNOWN_TARGET).
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+    that is not true (violation type FLAG, subject the flag), or needs a step the batch
+    completed unsatisfied, which cannot run again (type STEP, subject the step).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
     """
     ValidatePrerequisites: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]  # type: ignore[assignment]
-    """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag."""
+    """OK when a step may run now for a batch: every flag it requires is true and every step it
+    depends on is satisfied.
+    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+    flag (type FLAG) and per dependency not satisfied yet (type STEP).
+    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+    """
     RecordStepOutcome: _aio.UnaryUnaryMultiCallable[_conductor_pb2.RecordStepOutcomeRequest, _conductor_pb2.RecordStepOutcomeResponse]  # type: ignore[assignment]
     """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-    (batch, step, essay).
+    (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+    ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+    the other outcome for this step.
+    FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+    not one the step expects (not in the batch, or it did not succeed in every dependency).
+    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+    INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
     """
     GetBatchPipelineState: _aio.UnaryUnaryMultiCallable[_conductor_pb2.GetBatchPipelineStateRequest, _conductor_pb2.GetBatchPipelineStateResponse]  # type: ignore[assignment]
-    """Per-step counts and status of a batch."""
+    """Per-step counts and status of a batch.
+    NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+    """
 
 class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Pipeline resolution and step-outcome counting for batches of essays."""
+    """Pipeline resolution and step-outcome counting for batches of essays.
+
+    Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
+    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
+    once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
+    UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
+    PostgreSQL is down; retry with backoff), DEADLINE_EXCEEDED, INTERNAL, and, where the server
+    requires credentials, UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Ids (batch_id, essay ids, event_id, output_storage_id) are 1-255 characters without
+    whitespace, control characters or braces; names (pipelines, steps, flags) are at most 128
+    such characters.
+    """
 
     @_abc_1.abstractmethod
     def ListPipelines(
@@ -98,7 +189,7 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conductor_pb2.ListPipelinesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.ListPipelinesResponse, _abc.Awaitable[_conductor_pb2.ListPipelinesResponse]]:
-        """Lists every loaded pipeline definition."""
+        """Lists every loaded pipeline definition. Never fails but for the codes every call may return."""
 
     @_abc_1.abstractmethod
     def GetPipeline(
@@ -106,7 +197,10 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conductor_pb2.GetPipelineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.GetPipelineResponse, _abc.Awaitable[_conductor_pb2.GetPipelineResponse]]:
-        """Returns one pipeline definition. NOT_FOUND for an unknown name."""
+        """Returns one pipeline definition.
+        NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+        INVALID_ARGUMENT: a malformed name.
+        """
 
     @_abc_1.abstractmethod
     def RegisterBatch(
@@ -115,7 +209,11 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.RegisterBatchResponse, _abc.Awaitable[_conductor_pb2.RegisterBatchResponse]]:
         """Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
-        OK (flags are replaced); a different essay set is ALREADY_EXISTS.
+        OK (created false; flags are replaced).
+        ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
+        with a different essay set.
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
+        malformed or duplicate essay id, a malformed flag name.
         """
 
     @_abc_1.abstractmethod
@@ -124,10 +222,15 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conductor_pb2.ResolvePipelineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.ResolvePipelineResponse, _abc.Awaitable[_conductor_pb2.ResolvePipelineResponse]]:
-        """Resolves a pipeline or step name into the ordered steps still to run for a batch.
-        A fully satisfied batch is OK with no steps. Unknown target: NOT_FOUND; unmet gate, or a
-        needed step the batch completed unsatisfied (it cannot run again): FAILED_PRECONDITION with
-        a PreconditionFailure detail (violation type FLAG or STEP).
+        """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
+        batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
+        A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
+        NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
+        (UNKNOWN_TARGET).
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
+        that is not true (violation type FLAG, subject the flag), or needs a step the batch
+        completed unsatisfied, which cannot run again (type STEP, subject the step).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
         """
 
     @_abc_1.abstractmethod
@@ -136,7 +239,13 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conductor_pb2.ValidatePrerequisitesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.ValidatePrerequisitesResponse, _abc.Awaitable[_conductor_pb2.ValidatePrerequisitesResponse]]:
-        """OK when a step may run now for a batch; FAILED_PRECONDITION naming each unmet step and flag."""
+        """OK when a step may run now for a batch: every flag it requires is true and every step it
+        depends on is satisfied.
+        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
+        flag (type FLAG) and per dependency not satisfied yet (type STEP).
+        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+        """
 
     @_abc_1.abstractmethod
     def RecordStepOutcome(
@@ -145,7 +254,13 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.RecordStepOutcomeResponse, _abc.Awaitable[_conductor_pb2.RecordStepOutcomeResponse]]:
         """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-        (batch, step, essay).
+        (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+        ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
+        the other outcome for this step.
+        FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
+        not one the step expects (not in the batch, or it did not succeed in every dependency).
+        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+        INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
         """
 
     @_abc_1.abstractmethod
@@ -154,6 +269,8 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conductor_pb2.GetBatchPipelineStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.GetBatchPipelineStateResponse, _abc.Awaitable[_conductor_pb2.GetBatchPipelineStateResponse]]:
-        """Per-step counts and status of a batch."""
+        """Per-step counts and status of a batch.
+        NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+        """
 
 def add_PipelineConductorServiceServicer_to_server(servicer: PipelineConductorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -527,7 +527,13 @@ Global___StepCommand: _TypeAlias = StepCommand  # noqa: Y015
 
 @_typing.final
 class EssayStepOutcome(_message.Message):
-    """A worker finished one step for one essay."""
+    """A worker finished one step for one essay.
+
+    The conductor checks it as it checks RecordStepOutcome: ids are 1-255 characters without
+    whitespace, control characters or braces, the step name at most 128. An outcome that fails
+    those checks, or names an unknown batch or step, or an essay the step does not expect, goes to
+    the dead-letter topic at once; a repeat of a recorded outcome is counted once.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -539,15 +545,15 @@ class EssayStepOutcome(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """The batch the essay belongs to."""
+    """The batch the essay belongs to (an id)."""
     step: _builtins.str
-    """The step, e.g. "spellcheck"."""
+    """The step, e.g. "spellcheck" (at most 128 characters)."""
     essay_id: _builtins.str
-    """The essay."""
+    """The essay (an id)."""
     outcome: Global___StepOutcome.ValueType
-    """Succeeded or failed."""
+    """STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED; unset is rejected (dead-lettered)."""
     output_storage_id: _builtins.str
-    """Content-store id of the step's output (e.g. the corrected text), empty when none."""
+    """Content-store id of the step's output (e.g. the corrected text), empty when none (an id)."""
     run_id: _builtins.str
     """The run whose command caused this outcome, if known."""
     @_builtins.property
