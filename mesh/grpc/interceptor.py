@@ -7,6 +7,10 @@ the throughput of a trivial RPC here. For every RPC the wrapper sets the correla
 refuses work whose deadline has already passed, counts and times the call,
 and turns any exception into a ``google.rpc.Status`` through the server's ``StatusTable``: the one
 place errors become status codes. Unmapped errors are INTERNAL and logged once with a traceback.
+
+Bytes that do not parse as the method's request message (bad UTF-8 in a string, a corrupt wire
+format) are INVALID_ARGUMENT too: the wrapped deserializer hands the method an ``Undecodable``
+marker instead of raising, which grpc would answer with UNKNOWN.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import grpc
 from grpc_status import rpc_status
 
 from mesh import correlation
+from mesh.errors import FieldViolation, InvalidArgument
 from mesh.grpc.metrics import RpcMetrics
 from mesh.grpc.status import StatusTable
 
@@ -27,6 +32,41 @@ log = logging.getLogger(__name__)
 
 _OK = grpc.StatusCode.OK.name
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+MAX_CORRELATION_ID = 128
+
+
+class Undecodable:
+    """What the wrapped deserializer returns for bytes that are not a request message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument([FieldViolation("request", f"cannot be parsed: {self.reason}")])
+
+
+def _tolerant(deserialize: Any) -> Any:
+    """``deserialize`` returning an ``Undecodable`` instead of raising."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything a custom parser raises
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def correlation_from(incoming: str) -> str:
+    """The caller's correlation id when it is printable ASCII of at most 128 characters, else a
+    fresh one (it goes into every log line and event of the call)."""
+    if 0 < len(incoming) <= MAX_CORRELATION_ID and incoming.isascii() and incoming.isprintable():
+        return incoming
+    return correlation.new()
 
 
 class RpcWrapper:
@@ -43,13 +83,13 @@ class RpcWrapper:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, service, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(handler.unary_stream, service, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         raise TypeError(f"{full_method}: client-streaming RPCs are not supported")
@@ -60,7 +100,7 @@ class RpcWrapper:
             if key == correlation.METADATA_KEY:
                 incoming = value if isinstance(value, str) else value.decode()
                 break
-        cid = incoming[:128] or correlation.new()
+        cid = correlation_from(incoming)
         correlation.correlation_id.set(cid)
         context.set_trailing_metadata(((correlation.METADATA_KEY, cid),))
         return cid
@@ -97,6 +137,8 @@ class RpcWrapper:
                     context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
                     context.set_details("deadline exceeded before the call started")
                     return None
+                if type(request) is Undecodable:
+                    raise request.error()
                 return await behavior(request, context)
             except Exception as exc:
                 code = await self._fail(exc, context, method)
@@ -117,6 +159,8 @@ class RpcWrapper:
             start = time.perf_counter()
             code = _OK
             try:
+                if type(request) is Undecodable:
+                    raise request.error()
                 async for response in behavior(request, context):
                     yield response
             except Exception as exc:

@@ -192,6 +192,8 @@ async def test_correlation_id_is_echoed_or_generated(channel: grpc.aio.Channel) 
     assert dict(trailing)["x-correlation-id"] == "abc-123"
     _, trailing = await _call(channel, b"hi")
     assert len(dict(trailing)["x-correlation-id"]) == 36
+    _, trailing = await _call(channel, b"hi", metadata=(("x-correlation-id", "x" * 129),))
+    assert len(dict(trailing)["x-correlation-id"]) == 36  # too long for logs and events: replaced
 
 
 async def test_metrics_count_rpcs_by_code(server: GrpcServer, channel: grpc.aio.Channel) -> None:
