@@ -113,6 +113,7 @@ def mesh_env(backends: Backends, database_url: str, namespace: str) -> dict[str,
         "KAFKA_NAMESPACE": namespace,
         "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         "HOST": "127.0.0.1",
+        "AUTH_DISABLED": "true",  # what is measured is the Kafka path, not the RPCs
         "LOG_LEVEL": "WARNING",
         "CONDUCTOR_GRPC_PORT": str(conductor),
         "CONDUCTOR_METRICS_PORT": str(conductor_metrics),

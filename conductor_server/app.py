@@ -3,7 +3,8 @@
 Embedded mode: the in-memory state store, which publishes completions on the in-memory bus.
 Real mode: PostgreSQL (migrations at start-up; the state store and its outbox, with the relay
 that publishes it), Redis (the mirror the reads come from) and Kafka. Either way the server
-consumes ``EssayStepOutcome`` events and serves ``PipelineConductorService``
+consumes ``EssayStepOutcome`` events and serves ``PipelineConductorService`` behind its trust
+boundary (``mesh.security.boundary``: keys, scopes from ``api/scopes.py``, TLS, limits)
 (``mesh.app.run_app`` runs it and shuts it down in order). Resources close in the reverse of
 the order they were opened here, after the server has drained.
 """
@@ -18,6 +19,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 
 from conductor_server import consumer
+from conductor_server.api.scopes import SCOPES
 from conductor_server.api.servicer import SERVICE_NAME, ConductorServicer, register
 from conductor_server.api.status import TABLE
 from conductor_server.domain.counting import StepTable
@@ -39,6 +41,7 @@ from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
 from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
 from mesh.runtime import Background, StartupError
+from mesh.security.boundary import open_boundary
 from mesh.settings import Mode
 
 
@@ -70,6 +73,7 @@ async def serve(
         loops: list[Background] = []
         store: StateStore
         events_out: EventPublisher
+        pool = None
         if b.mode is Mode.EMBEDDED:
             store = MemoryStateStore(rules.catalog.steps, events_out=bus)
             events_out = bus
@@ -85,6 +89,7 @@ async def serve(
             relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
             loops.append((relay.run, relay.stop))
             probes = {"postgres": postgres.probe(pool), "redis": mirror.probe}
+        boundary = await stack.enter_async_context(open_boundary(settings, pool))
         conductor = Conductor(rules, store, events_out)
         await app.run_app(
             app.App(
@@ -92,6 +97,7 @@ async def serve(
                 services=[SERVICE_NAME],
                 registrations=[register(ConductorServicer(conductor))],
                 table=TABLE,
+                scopes=SCOPES,
                 probes=probes,
                 consumers=[
                     bus.consumer(
@@ -108,4 +114,5 @@ async def serve(
             registry,
             stop,
             on_ready,
+            boundary,
         )

@@ -4,8 +4,9 @@ A composition root opens its backends, builds its use cases and describes the se
 ``App``; ``run_app`` does the rest, the same way for both services:
 
 1. background loops start (the outbox relay), then the consumers join their groups and run;
-2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) and turns
-   SERVING once the backend probes pass; ``on_ready`` is called with it;
+2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) behind the
+   trust boundary the composition root opened (``mesh.security.boundary.open_boundary``) and
+   turns SERVING once the backend probes pass; ``on_ready`` is called with it;
 3. it serves until ``stop`` is set or a loop ends on its own (``LoopEnded``: the process exits 1
    for its supervisor to restart it);
 4. shutdown runs in reverse: the ``on_shutdown`` callbacks (watch streams end), the server
@@ -34,6 +35,8 @@ from mesh.grpc.health import HealthReporter, Probe
 from mesh.grpc.server import GrpcServer, Registration
 from mesh.grpc.status import StatusTable
 from mesh.runtime import Background, start_within, stop_loop, until_stopped
+from mesh.security.boundary import TrustBoundary
+from mesh.security.scopes import ScopeTable
 from mesh.settings import BackendSettings, Mode, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class App:
     services: Sequence[str]  # full gRPC service names, for health and reflection
     registrations: Sequence[Registration]
     table: StatusTable
+    scopes: ScopeTable  # every RPC's full name -> the scope it needs
     probes: Mapping[str, Probe] = field(default_factory=dict)
     consumers: Sequence[EventConsumer] = ()
     loops: Sequence[Background] = ()
@@ -87,8 +91,10 @@ async def run_app(
     registry: CollectorRegistry,
     stop: asyncio.Event,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    boundary: TrustBoundary | None = None,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set (see the module docstring)."""
+    """Serve ``app`` until ``stop`` is set (see the module docstring); ``boundary`` None serves
+    without authentication or TLS (tests of the skeleton)."""
     log.info("starting %s", app.name)
     async with AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
@@ -108,6 +114,8 @@ async def run_app(
             app.table,
             registry,
             HealthReporter(app.services, app.probes),
+            app.scopes,
+            boundary,
         )
         await stack.enter_async_context(server)
         for callback in app.on_shutdown:

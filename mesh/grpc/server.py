@@ -1,9 +1,15 @@
 """A production gRPC server: grpc.aio with health, reflection, the interceptor and a side port.
 
-``GrpcServer`` is an async context manager. Entering it registers the servicers, the standard
-health service and server reflection, binds, starts, opens the HTTP side port and marks the
-services SERVING once the backend probes pass. Leaving it drains: health NOT_SERVING first (so
-load balancers stop routing), then ``stop(grace)`` refuses new RPCs and lets in-flight ones finish.
+``GrpcServer`` is an async context manager. Entering it registers the servicers (wrapped, each
+method with its scope), the standard health service and, when the trust boundary allows it,
+server reflection; binds (TLS when the boundary has credentials), starts, opens the HTTP side
+port and marks the services SERVING once the backend probes pass. Leaving it drains: health
+NOT_SERVING first (so load balancers stop routing), then ``stop(grace)`` refuses new RPCs and
+lets in-flight ones finish.
+
+Health and reflection are not wrapped: they need no credentials, and nothing limits them. There
+is no server-wide cap on concurrent RPCs (one client holding streams up to a shared cap used to
+starve health checks); each principal has its own rate and stream limits instead.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from mesh.grpc.interceptor import Registrar, RpcWrapper
 from mesh.grpc.metrics import RpcMetrics
 from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
+from mesh.security.boundary import TrustBoundary
+from mesh.security.scopes import ScopeTable
 from mesh.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -40,8 +48,12 @@ class GrpcServer:
         table: StatusTable,
         registry: CollectorRegistry,
         health: HealthReporter,
+        scopes: ScopeTable,
+        boundary: TrustBoundary | None = None,
     ) -> None:
         self._settings = settings
+        self._scopes = scopes
+        self.boundary = boundary or TrustBoundary.unguarded()
         self._registrations = registrations
         self._service_names = tuple(service_names)
         self._table = table
@@ -60,19 +72,25 @@ class GrpcServer:
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
-        registrar = Registrar(server, RpcWrapper(self._table, RpcMetrics(self._registry)))
+        boundary = self.boundary
+        wrapper = RpcWrapper(self._table, RpcMetrics(self._registry), self._scopes, boundary.guard)
+        registrar = Registrar(server, wrapper)
         HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
         registrar.close()
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection(
-            (*self._service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
-        )
+        if boundary.reflection:
+            reflection.enable_server_reflection(
+                (*self._service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+            )
+        address = f"{s.host}:{s.grpc_port}"
         try:
-            self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+            if boundary.credentials is not None:
+                self.port = server.add_secure_port(address, boundary.credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError:  # grpcio raises when the bind fails (older versions returned 0)
             self.port = 0
         if self.port == 0:
@@ -91,7 +109,13 @@ class GrpcServer:
             self._side_port = side_port
             self.metrics_port = side_port.port
         await self.health.start()
-        log.info("serving %s on %s:%d", ", ".join(self._service_names), s.host, self.port)
+        log.info(
+            "serving %s on %s:%d (%s)",
+            ", ".join(self._service_names),
+            s.host,
+            self.port,
+            boundary.summary,
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

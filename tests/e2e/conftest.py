@@ -117,6 +117,9 @@ def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[s
         "KAFKA_TOPIC_PARTITIONS": "2",
         "USE_UVLOOP": "true",
         "LOG_LEVEL": "INFO",
+        # The trust boundary has its own tier (tests/security); these test the rest.
+        "AUTH_DISABLED": "true",
+        "REFLECTION": "true",
     }
 
 
