@@ -180,14 +180,15 @@ def _entry(raw: Mapping[str, Any]) -> tuple[bytes | str, Principal]:
     principal = Principal(
         name,
         frozenset(scopes),
-        _expiry(raw.get("expires")),
+        parse_expiry(raw.get("expires")),
         _rates(raw.get("rate_limits")),
         _max_streams(raw.get("max_streams")),
     )
     return credential, principal
 
 
-def _expiry(value: Any) -> float | None:
+def parse_expiry(value: Any) -> float | None:
+    """Unix time of an ``expires`` value (None: never)."""
     if value is None:
         return None
     if isinstance(value, str):
