@@ -80,7 +80,13 @@ async def serve(
             store, content = MemoryBatchStore(bus), MemoryContentStore()
         else:
             pool = await stack.enter_async_context(
-                postgres.postgres_pool(b.database_url, o.db_pool_size, MIGRATIONS)
+                postgres.postgres_pool(
+                    b.database_url,
+                    o.db_pool_size,
+                    MIGRATIONS,
+                    password=b.database_password,
+                    tls_ca_file=b.database_tls_ca_file,
+                )
             )
             store, content = PostgresBatchStore(pool), PostgresContentStore(pool)
             relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)

@@ -109,11 +109,15 @@ async def _conductor(args: argparse.Namespace) -> None:
 async def _dlq(args: argparse.Namespace) -> None:
     from mesh.events import deadletter
     from mesh.events.producer import Producer
+    from mesh.events.security import KafkaSecurity
+    from mesh.settings import BackendSettings, from_env
 
     bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
     if not bootstrap:
         raise SystemExit("dlq commands need --kafka or KAFKA_BOOTSTRAP_SERVERS")
-    letters = await deadletter.list_dead_letters(bootstrap, args.topic)
+    # SASL and TLS as the servers take them: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
+    security = KafkaSecurity.of(from_env(BackendSettings, os.environ))
+    letters = await deadletter.list_dead_letters(bootstrap, args.topic, security=security)
     if args.action == "list":
         for r in letters:
             letter = r.letter
@@ -151,7 +155,7 @@ async def _dlq(args: argparse.Namespace) -> None:
         for r in chosen:
             print(deadletter.show(r))
     elif args.action == "replay":
-        async with Producer(bootstrap) as producer:
+        async with Producer(bootstrap, security=security) as producer:
             count = await deadletter.replay(producer, chosen)
         print(json.dumps({"replayed": count}))
 

@@ -79,9 +79,19 @@ async def serve(
             events_out = bus
         else:
             pool = await stack.enter_async_context(
-                postgres.postgres_pool(b.database_url, o.db_pool_size, MIGRATIONS)
+                postgres.postgres_pool(
+                    b.database_url,
+                    o.db_pool_size,
+                    MIGRATIONS,
+                    password=b.database_password,
+                    tls_ca_file=b.database_tls_ca_file,
+                )
             )
-            redis = await stack.enter_async_context(redis_client(b.redis_url))
+            redis = await stack.enter_async_context(
+                redis_client(
+                    b.redis_url, password=b.redis_password, tls_ca_file=b.redis_tls_ca_file
+                )
+            )
             table = StepTable(rules.catalog.steps)
             mirror = RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
             store = ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)

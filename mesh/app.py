@@ -31,10 +31,11 @@ from prometheus_client import CollectorRegistry
 from mesh.events.bus import Bus, EventConsumer
 from mesh.events.kafka import KafkaBus, KafkaConfig
 from mesh.events.memory import MemoryBus
+from mesh.events.security import KafkaSecurity
 from mesh.grpc.health import HealthReporter, Probe
 from mesh.grpc.server import GrpcServer, Registration
 from mesh.grpc.status import StatusTable
-from mesh.runtime import Background, start_within, stop_loop, until_stopped
+from mesh.runtime import Background, StartupError, start_within, stop_loop, until_stopped
 from mesh.security.boundary import TrustBoundary
 from mesh.security.scopes import ScopeTable
 from mesh.settings import BackendSettings, Mode, ServerSettings
@@ -72,7 +73,12 @@ def open_bus(
         client_id=client_id,
         partitions=backends.kafka_partitions,
         commit_interval_ms=backends.kafka_commit_interval_ms,
+        security=KafkaSecurity.of(backends),
     )
+    try:
+        config.security.client_options()  # a wrong setting fails start-up, naming it
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"Kafka security: {exc}") from exc
     return _started(KafkaBus(config, registry), "Kafka")
 
 

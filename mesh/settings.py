@@ -42,9 +42,34 @@ def setting(default: Any, name: str, help: str, *, secret: bool = False) -> Any:
 class BackendSettings:
     """Where the real backends are; all empty means embedded mode."""
 
-    redis_url: str = setting("", "REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0")
-    database_url: str = setting("", "DATABASE_URL", "PostgreSQL DSN, e.g. postgresql://u@h/db")
+    redis_url: str = setting(
+        "", "REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)"
+    )
+    redis_password: str = setting("", "REDIS_PASSWORD", "Redis AUTH password", secret=True)
+    redis_tls_ca_file: str = setting(
+        "", "REDIS_TLS_CA_FILE", "PEM CA of Redis's certificate (rediss://)"
+    )
+    database_url: str = setting(
+        "", "DATABASE_URL", "PostgreSQL DSN, e.g. postgresql://u@h/db?sslmode=verify-full"
+    )
+    database_password: str = setting("", "DATABASE_PASSWORD", "PostgreSQL password", secret=True)
+    database_tls_ca_file: str = setting(
+        "", "DATABASE_TLS_CA_FILE", "PEM CA of PostgreSQL's certificate: verified TLS"
+    )
     kafka_bootstrap: str = setting("", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap, host:port[,..]")
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: str = setting(
+        "", "KAFKA_SASL_MECHANISM", "PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str = setting("", "KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_password: str = setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
+    kafka_ssl_ca_file: str = setting("", "KAFKA_SSL_CA_FILE", "PEM CA of the brokers (SSL)")
+    kafka_ssl_cert_file: str = setting(
+        "", "KAFKA_SSL_CERT_FILE", "PEM client certificate, if the brokers require one"
+    )
+    kafka_ssl_key_file: str = setting("", "KAFKA_SSL_KEY_FILE", "PEM key of that certificate")
     kafka_namespace: str = setting("", "KAFKA_NAMESPACE", "topic prefix of this deployment")
     kafka_partitions: int = setting(3, "KAFKA_TOPIC_PARTITIONS", "partitions per created topic")
     kafka_commit_interval_ms: int = setting(

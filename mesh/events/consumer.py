@@ -30,6 +30,7 @@ from mesh.events.deadletter import DeadLetterQueue
 from mesh.events.dispatcher import Dispatcher, Partition, Plan
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.events.topics import EventKind, topic_name
 from mesh.resource import AsyncResource
 
@@ -54,6 +55,7 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     close_timeout: float = 30.0
+    security: KafkaSecurity = PLAINTEXT
 
 
 class Consumer(AsyncResource):
@@ -85,6 +87,7 @@ class Consumer(AsyncResource):
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
+            **config.security.client_options(),
         )
         self._lock = asyncio.Lock()  # held while a batch is processed and committed
         self._pending: dict[Partition, int] = {}  # done but not yet committed

@@ -18,6 +18,7 @@ from mesh.events.consumer import Consumer, ConsumerConfig
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.producer import Producer
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.events.topics import EventKind, all_topics
 from mesh.resource import AsyncResource
 
@@ -31,6 +32,7 @@ class KafkaConfig:
     client_id: str = "huleedu-mesh"
     partitions: int = 3  # of each topic this bus creates
     commit_interval_ms: int = 1000
+    security: KafkaSecurity = PLAINTEXT  # SASL and TLS of every client
 
 
 class KafkaBus(AsyncResource):
@@ -41,12 +43,20 @@ class KafkaBus(AsyncResource):
         self.namespace = config.namespace
         self._metrics = ConsumerMetrics(registry or CollectorRegistry())
         self._producer = Producer(
-            config.bootstrap_servers, namespace=config.namespace, client_id=config.client_id
+            config.bootstrap_servers,
+            namespace=config.namespace,
+            client_id=config.client_id,
+            security=config.security,
         )
 
     async def start(self) -> None:
         c = self.config
-        await create_topics(c.bootstrap_servers, all_topics(c.namespace), partitions=c.partitions)
+        await create_topics(
+            c.bootstrap_servers,
+            all_topics(c.namespace),
+            partitions=c.partitions,
+            security=c.security,
+        )
         await self._producer.start()
 
     async def close(self) -> None:
@@ -82,5 +92,6 @@ class KafkaBus(AsyncResource):
             client_id=c.client_id,
             commit_interval_ms=c.commit_interval_ms,
             backoff=backoff,
+            security=c.security,
         )
         return Consumer(config, kinds, handler, self, accept=accept, metrics=self._metrics)
