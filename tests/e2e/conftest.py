@@ -33,10 +33,19 @@ GOBIN = ROOT / ".cache" / "bin"
 
 
 class ServerProcess:
-    """One server as a child process; ``address`` is its gRPC ``host:port``."""
+    """One server as a child process; ``address`` is its gRPC ``host:port``. ``credentials``:
+    how its health is checked when it serves TLS."""
 
-    def __init__(self, module: str, env: Mapping[str, str], prefix: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str],
+        prefix: str,
+        log_path: Path,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.module = module
+        self.credentials = credentials
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -63,8 +72,13 @@ class ServerProcess:
             await self.kill()
             raise
 
+    def channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.address)
+        return grpc.aio.secure_channel(self.address, self.credentials)
+
     async def health(self, service: str = "") -> int:
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=2)  # type: ignore[attr-defined]
