@@ -110,7 +110,7 @@ class GrpcServer:
             self.metrics_port = side_port.port
         await self.health.start()
         log.info(
-            "serving %s on %s:%d (%s)",
+            "serving %s on %s:%d (authentication: %s)",
             ", ".join(self._service_names),
             s.host,
             self.port,

@@ -48,7 +48,7 @@ class TrustBoundary:
     @classmethod
     def unguarded(cls) -> TrustBoundary:
         """No authentication, plaintext, reflection on: for tests of the server itself."""
-        return cls(Guard(None), None, True, "authentication off")
+        return cls(Guard(None), None, True, "OFF")
 
 
 def is_loopback(host: str) -> bool:
@@ -83,7 +83,7 @@ async def open_boundary(
                 raise StartupError(f"the key source cannot be used: {exc}") from exc
         tls = "TLS" + (" with client certificates" if sec.tls_client_ca_file else "")
         if source is None:
-            summary = "authentication OFF"
+            summary = "OFF"
             if sec.auth_disabled:
                 log.warning(
                     "%sAUTH_DISABLED=true: serving WITHOUT authentication; anyone who can "
@@ -92,10 +92,10 @@ async def open_boundary(
                     server.host,
                     server.grpc_port,
                 )
-                summary += f" ({p}AUTH_DISABLED=true)"
+                summary += f": {p}AUTH_DISABLED=true"
             else:
                 log.info("authentication off: embedded mode on loopback (%s)", server.host)
-                summary += " (embedded mode, loopback only)"
+                summary += ": embedded mode, loopback only"
         else:
             where = sec.auth_keys_file or "the api_keys table"
             summary = f"API keys from {where}"

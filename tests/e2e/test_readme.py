@@ -1,4 +1,5 @@
-"""``make run`` serves within 10 s on a bare machine, and the README's session works as written."""
+"""``make run`` serves within 10 s on a bare machine, and the README's session works as written,
+without authentication and with the README's API keys."""
 
 from __future__ import annotations
 
@@ -31,32 +32,30 @@ def test_make_run_is_the_launcher() -> None:
     assert re.search(r"^run:.*\n\t\$\(PY\) -m launcher$", makefile, re.MULTILINE)
 
 
-@pytest.fixture
-def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+def _launch(
+    command: list[str], cwd: Path, log_path: Path, extra: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Run ``command`` (the launcher) on free ports, embedded mode, until the test ends."""
     ports = {name: str(free_port()) for name in ("batch", "conductor", "bm", "cm")}
     env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    env = {k: v for k, v in env.items() if not k.startswith("HULEEDU_")}
     env |= {
         "BATCH_GRPC_PORT": ports["batch"],
         "BATCH_METRICS_PORT": ports["bm"],
         "CONDUCTOR_GRPC_PORT": ports["conductor"],
         "CONDUCTOR_METRICS_PORT": ports["cm"],
         "HOST": "127.0.0.1",
+        **(extra or {}),
     }
-    log = (tmp_path / "launcher.log").open("w+")
+    log = log_path.open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "--worker-delay", "0.2"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
     )
 
     def serving() -> bool:
-        if "Press Ctrl-C to stop." in Path(log.name).read_text():
+        if "Press Ctrl-C to stop." in log_path.read_text():
             return True
-        assert process.poll() is None, Path(log.name).read_text()
+        assert process.poll() is None, log_path.read_text()
         return False
 
     try:
@@ -65,21 +64,68 @@ def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield {
             "BATCH_ADDRESS": f"127.0.0.1:{ports['batch']}",
             "CONDUCTOR_ADDRESS": f"127.0.0.1:{ports['conductor']}",
-            "log": log.name,
+            "log": str(log_path),
         }
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, Path(log.name).read_text()
+        assert process.wait(30) == 0, log_path.read_text()
         log.close()
 
 
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+    command = [sys.executable, "-m", "launcher", "--worker-delay", "0.2"]
+    yield from _launch(command, ROOT, tmp_path / "launcher.log")
+
+
+@pytest.fixture
+def launched_with_keys(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The README's key block, run as written in a scratch folder (``make run`` is the launcher
+    it starts)."""
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    script = _block("<!-- readme-keys:start -->", "<!-- readme-keys:end -->", "bash")
+    assert script.rstrip().endswith("make run"), script
+    launcher = f"exec {sys.executable} -m launcher --worker-delay 0.2"
+    script = script.rstrip().removesuffix("make run") + launcher
+    command = ["bash", "-euo", "pipefail", "-c", script]
+    extra = {"PYTHONPATH": str(ROOT)}
+    for found in _launch(command, tmp_path, tmp_path / "launcher.log", extra):
+        yield found | {"HULEEDU_API_KEY": (tmp_path / "me.key").read_text().strip()}
+
+
 def test_the_readme_session_runs_as_written(launched: dict[str, str]) -> None:
+    _session(launched)
+
+
+def test_with_api_keys_the_session_runs_with_the_readmes_key_and_not_without(
+    launched_with_keys: dict[str, str],
+) -> None:
+    assert (
+        "Authentication     API keys from keys.jsonl" in Path(launched_with_keys["log"]).read_text()
+    )
+    _session(launched_with_keys)
+    without = {k: v for k, v in launched_with_keys.items() if k != "HULEEDU_API_KEY"}
+    refused = subprocess.run(
+        [str(ROOT / ".venv/bin/huleedu"), "batch", "list"],
+        env={**os.environ, **without},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert '"code": "UNAUTHENTICATED"' in refused.stderr
+
+
+def _session(launched: dict[str, str]) -> None:
     script = _block("<!-- readme-session:start -->", "<!-- readme-session:end -->", "bash")
     env = {
         **os.environ,
         "BATCH_ADDRESS": launched["BATCH_ADDRESS"],
         "CONDUCTOR_ADDRESS": launched["CONDUCTOR_ADDRESS"],
     }
+    if "HULEEDU_API_KEY" in launched:
+        env["HULEEDU_API_KEY"] = launched["HULEEDU_API_KEY"]
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=ROOT,

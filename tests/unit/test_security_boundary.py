@@ -37,7 +37,7 @@ async def test_embedded_mode_on_loopback_runs_without_auth_and_says_so() -> None
         assert not boundary.guard.enabled
         assert boundary.reflection
         assert boundary.credentials is None
-        assert "authentication OFF (embedded mode, loopback only)" in boundary.summary
+        assert boundary.summary == "OFF: embedded mode, loopback only"
 
 
 @pytest.mark.parametrize(
