@@ -7,6 +7,8 @@ database here, so "nothing written" is every table's row count, before and after
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import grpc
 import pytest
@@ -57,3 +59,19 @@ async def test_bytes_that_are_not_the_request_are_invalid_argument(mesh: Mesh, r
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call(channel, rpc, b"\xff\xff\xff", metadata=mesh.bearer("admin"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_request_past_the_message_limit_is_resource_exhausted_and_writes_nothing(
+    mesh: Mesh,
+) -> None:
+    [create] = [r for r in RPCS if r.name == "CreateBatch"]
+    request: Any = create.sample(IDS)
+    del request.essays[:]
+    request.essays.add(text="x" * (1024 * 1024 - 1))  # each within its own limit...
+    request.essays.extend([request.essays[0]] * 4)  # ...five of them past the 4 MiB message
+    before = await row_counts(mesh.database_url)
+    async with mesh.channel("batch") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(channel, create, request, metadata=mesh.bearer("admin"))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await row_counts(mesh.database_url) == before

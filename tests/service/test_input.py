@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import httpx
@@ -100,3 +101,18 @@ async def test_bytes_that_are_not_the_request_are_invalid_argument(
 def _first_field_is_text(rpc: Rpc) -> bool:
     first = rpc.request_type.DESCRIPTOR.fields_by_number.get(1)
     return first is not None and first.type == first.TYPE_STRING
+
+
+async def test_a_request_past_the_message_limit_is_resource_exhausted_and_stores_nothing(
+    conductor: RunningConductor, batches: RunningBatch
+) -> None:
+    [create] = [r for r in RPCS if r.name == "CreateBatch"]
+    request: Any = create.sample(IDS)
+    del request.essays[:]
+    request.essays.add(text="x" * (1024 * 1024 - 1))  # each within its own limit...
+    request.essays.extend([request.essays[0]] * 4)  # ...five of them past the 4 MiB message
+    async with grpc.aio.insecure_channel(batches.address) as channel:
+        error = await _refused(channel, create, request)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await registrations(conductor.server.metrics_port) == 0
+    assert list((await batches.client.list_batches()).batches) == []

@@ -6,6 +6,24 @@ The BatchService: the front door for batches of essays.
 It creates batches (storing each essay's text), triggers single-essay spellchecks, starts
 pipeline runs, dispatches each step's commands once its prerequisites are satisfied, advances
 runs as steps complete, and reports status, including a live stream of progress.
+
+Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+- a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+  RESOURCE_EXHAUSTED; a larger batch is several batches.
+- ids (batch_id, run_id, request_id): 1-255 characters, no whitespace, control characters or
+  braces; names (pipeline, flag and label keys): 1-128 such characters.
+- free text (essay text, client_ref, name, course_code, label values): any Unicode but NUL
+  ("\\u0000"), within the byte limits of each field.
+Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+
+Access (docs/security.md): with authentication on, every call carries an API key
+("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
+batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
+is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+(RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
+bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
+either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 """
 
 from collections import abc as _abc
@@ -115,9 +133,9 @@ class TriggerSpellcheckRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text; must not be empty."""
+    """The essay's text: not empty, at most 1 MiB of UTF-8, no NUL."""
     language: _builtins.str
-    """Language of the text (BCP 47); "en" when empty."""
+    """Language of the text (BCP 47, at most 35 characters); "en" when empty."""
     def __init__(
         self,
         *,
@@ -171,9 +189,11 @@ class EssayInput(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CLIENT_REF_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text; must not be empty."""
+    """The essay's text: not empty, at most 1 MiB of UTF-8, no NUL."""
     client_ref: _builtins.str
-    """The caller's own reference for the essay (e.g. a file name), echoed back."""
+    """The caller's own reference for the essay (e.g. a file name), echoed back; at most 256
+    bytes, no NUL.
+    """
     def __init__(
         self,
         *,
@@ -240,18 +260,18 @@ class BatchMetadata(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Display name."""
+    """Display name; at most 256 bytes, no NUL."""
     course_code: _builtins.str
-    """Course code, e.g. "ENG5"."""
+    """Course code, e.g. "ENG5"; at most 64 bytes, no NUL."""
     language: _builtins.str
-    """Language of the essays (BCP 47); "en" when empty."""
+    """Language of the essays (BCP 47, at most 35 characters); "en" when empty."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Gating flags, e.g. {"prompt_attached": true}."""
+        """Gating flags, e.g. {"prompt_attached": true}; each name 1-128 characters (a name)."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form labels."""
+        """Free-form labels: each key a name (1-128 characters), each value at most 256 bytes, no NUL."""
 
     def __init__(
         self,
@@ -354,10 +374,10 @@ class CreateBatchRequest(_message.Message):
     ESSAYS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Client-chosen idempotency key; a retry with the same key returns the original batch."""
+    """Client-chosen idempotency key (an id); a retry with the same key returns the original batch."""
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayInput]:
-        """The essays; at least one."""
+        """The essays: 1 to 10,000 (and the request within the message size limit)."""
 
     @_builtins.property
     def metadata(self) -> Global___BatchMetadata:
@@ -508,9 +528,9 @@ class StartPipelineRequest(_message.Message):
     batch_id: _builtins.str
     """The batch."""
     pipeline: _builtins.str
-    """A pipeline or step name."""
+    """A pipeline or step name (1-128 characters)."""
     request_id: _builtins.str
-    """Client-chosen idempotency key; a retry with the same key returns the original run."""
+    """Client-chosen idempotency key (an id); a retry with the same key returns the original run."""
     def __init__(
         self,
         *,
@@ -631,7 +651,9 @@ class ListBatchesRequest(_message.Message):
     page_size: _builtins.int
     """Maximum batches to return, 1-500; 50 when 0."""
     page_token: _builtins.str
-    """Token from a previous response; empty for the first page."""
+    """Token from a previous response (opaque); empty for the first page. Anything else is
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
