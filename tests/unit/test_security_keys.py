@@ -56,12 +56,13 @@ def test_certificate_names_map_to_principals() -> None:
 
 
 def test_expiry_limits_and_overrides_are_parsed() -> None:
+    a, b = new_key(), new_key()
     index = parse_lines(
         "\n".join(
             [
                 line(
                     principal="a",
-                    sha256="a" * 64,
+                    sha256=key_digest(a),
                     scopes=["batches:read"],
                     expires="2030-01-02",
                     rate_limits={"batches:read": "5/10"},
@@ -69,7 +70,7 @@ def test_expiry_limits_and_overrides_are_parsed() -> None:
                 ),
                 line(
                     principal="b",
-                    sha256="b" * 64,
+                    sha256=key_digest(b),
                     scopes=["batches:read"],
                     expires="2030-01-02T03:04:05+02:00",
                 ),
@@ -77,12 +78,13 @@ def test_expiry_limits_and_overrides_are_parsed() -> None:
         ),
         "keys.jsonl",
     )
-    a = index._by_digest[bytes.fromhex("a" * 64)][1]
-    b = index._by_digest[bytes.fromhex("b" * 64)][1]
-    assert a.expires_at == datetime(2030, 1, 2, tzinfo=UTC).timestamp()
-    assert b.expires_at == datetime(2030, 1, 2, 1, 4, 5, tzinfo=UTC).timestamp()
-    assert str(a.rates["batches:read"]) == "5/s, burst 10"
-    assert a.max_streams == 3
+    first, second = index.for_key(a)[0], index.for_key(b)[0]
+    assert first is not None
+    assert second is not None
+    assert first.expires_at == datetime(2030, 1, 2, tzinfo=UTC).timestamp()
+    assert second.expires_at == datetime(2030, 1, 2, 1, 4, 5, tzinfo=UTC).timestamp()
+    assert str(first.rates["batches:read"]) == "5/s, burst 10"
+    assert first.max_streams == 3
 
 
 @pytest.mark.parametrize(
