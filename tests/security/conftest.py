@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,9 @@ class Mesh:
         return (("authorization", f"Bearer {self.keys[principal]}"),)
 
 
-def write_keys(path: Path, keys: dict[str, str], extra: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+def write_keys(path: Path, keys: dict[str, str], extra: Sequence[dict[str, Any]] = ()) -> None:
+    """The tier's key file: every principal of ``PRINCIPALS`` and ``CERTIFICATES``, and
+    ``extra`` lines."""
     lines = [
         {"principal": name, "sha256": key_digest(keys[name]), **entry}
         for name, entry in PRINCIPALS.items()

@@ -21,10 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients import BatchClient, Credentials, RpcError
 from conductor_server.settings import ConductorSettings
 from mesh.events.memory import MemoryBus
+from mesh.events.topics import EventKind
 from mesh.security.keys import key_digest, new_key
 from mesh.settings import SecuritySettings
 from tests.service.conftest import SERVER, RunningConductor, conductor_service
-from tests.support.batch import batch_service, settings_for
+from tests.support.batch import batch_service, events_of, settings_for
 
 PRINCIPALS: dict[str, dict[str, Any]] = {
     "batch-service": {"scopes": ["batches:register", "pipelines:read"]},
@@ -147,3 +148,44 @@ async def test_health_answers_without_credentials(mesh: Mesh) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)  # type: ignore[attr-defined]
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_the_batch_services_own_refusals_at_the_conductor_are_not_the_callers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its rate at the conductor spent: UNAVAILABLE (retriable). A wrong key of its own:
+    INTERNAL for the caller and an ERROR line for the operator. Neither stores the batch."""
+    service, writer = new_key(), new_key()
+    lines = [
+        {
+            "principal": "batch-service",
+            "sha256": key_digest(service),
+            "scopes": ["batches:register", "pipelines:read"],
+            "rate_limits": {"batches:register": "0.001/1"},
+        },
+        {"principal": "writer", "sha256": key_digest(writer), "scopes": ["batches:write"]},
+    ]
+    path = tmp_path / "keys.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    security = SecuritySettings(auth_keys_file=str(path))
+    bus = MemoryBus()
+    async with conductor_service(ConductorSettings(server=SERVER, security=security), bus) as c:
+        for key, code in ((service, grpc.StatusCode.UNAVAILABLE), (new_key(), None)):
+            settings = settings_for(c.address, conductor_api_key=key)
+            settings = dataclasses.replace(settings, security=security)
+            async with batch_service(settings, bus) as b:
+                credentials = Credentials(api_key=writer)
+                async with BatchClient(b.address, credentials=credentials) as client:
+                    if code is not None:
+                        await client.create_batch(["First."])  # spends the one token
+                    with caplog.at_level(logging.ERROR), pytest.raises(RpcError) as raised:
+                        await client.create_batch(["Second."])
+            if code is not None:
+                assert raised.value.code == code
+            else:
+                assert raised.value.code == grpc.StatusCode.INTERNAL
+                assert raised.value.reason == "CONDUCTOR_FAILED"
+                assert any(
+                    "refused this service's credentials" in r.message for r in caplog.records
+                )
+        assert len(events_of(bus, EventKind.BATCH_CREATED)) == 1  # the first call's only
