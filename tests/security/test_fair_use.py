@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import httpx
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -72,7 +73,7 @@ async def test_past_its_stream_limit_a_principal_is_refused_until_one_ends(mesh:
         await held[1].aclose()  # type: ignore[attr-defined]
 
 
-async def test_health_answers_while_a_principal_holds_many_streams(mesh: Mesh) -> None:
+async def test_health_and_metrics_answer_while_a_principal_holds_many_streams(mesh: Mesh) -> None:
     async with client(mesh, "admin") as admin:
         batch = await admin.create_batch(["An essay."])
         await admin.start_pipeline(batch.batch_id, "spellcheck")
@@ -83,5 +84,10 @@ async def test_health_answers_while_a_principal_holds_many_streams(mesh: Mesh) -
             for _ in range(20):
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)  # type: ignore[attr-defined]
                 assert response.status == health_pb2.HealthCheckResponse.SERVING
+        side_port = f"http://127.0.0.1:{mesh.batch.metrics_port}"
+        async with httpx.AsyncClient(timeout=2) as http:
+            assert (await http.get(f"{side_port}/healthz")).status_code == 200
+            metrics = await http.get(f"{side_port}/metrics")
+            assert 'grpc_method="WatchBatch"' in metrics.text
         for stream in streams:
             await stream.aclose()  # type: ignore[attr-defined]
