@@ -4,10 +4,12 @@ Embedded mode: the in-memory batch and content stores, which publish on the in-m
 Real mode: PostgreSQL (migrations at start-up; the batch store with its outbox and the relay
 that publishes it, the content store unless ``CONTENT_SERVICE_URL`` is set, and a ``LISTEN`` that
 wakes watchers when another replica changes a run) and Kafka. Either mode uses the HTTP Content
-Service when ``CONTENT_SERVICE_URL`` is set, and the conductor at ``CONDUCTOR_ADDRESS`` (not
-probed at start-up: a conductor that is down makes the RPCs that need it fail UNAVAILABLE,
-nothing else). The server consumes ``BatchStepCompleted`` events and serves ``BatchService``
-(``mesh.app.run_app``); on shutdown open watch streams end first.
+Service when ``CONTENT_SERVICE_URL`` is set, and the conductor at ``CONDUCTOR_ADDRESS`` with the
+BatchService's own credentials (``CONDUCTOR_API_KEY``, or a client certificate; not probed at
+start-up: a conductor that is down makes the RPCs that need it fail UNAVAILABLE, nothing
+else). The server consumes ``BatchStepCompleted`` events and serves ``BatchService`` behind its
+trust boundary (``mesh.security.boundary``; scopes from ``api/scopes.py``) with
+``mesh.app.run_app``; on shutdown open watch streams end first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from contextlib import AsyncExitStack
 from prometheus_client import CollectorRegistry
 
 from batch_server import consumer
+from batch_server.api.scopes import SCOPES
 from batch_server.api.servicer import SERVICE_NAME, BatchServicer, register
 from batch_server.api.status import TABLE
 from batch_server.conductor import Conductor
@@ -32,6 +35,7 @@ from batch_server.settings import BatchSettings
 from batch_server.store.memory import MemoryBatchStore
 from batch_server.store.postgres import MIGRATIONS, PROGRESS_CHANNEL, PostgresBatchStore
 from batch_server.watch import ProgressFeed
+from clients.channel import Credentials
 from clients.conductor import ConductorClient
 from mesh import app
 from mesh.events.bus import Bus
@@ -42,7 +46,9 @@ from mesh.postgres import pool as postgres
 from mesh.postgres.listen import PgListener
 from mesh.postgres.outbox import OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
-from mesh.runtime import Background, start_within
+from mesh.runtime import Background, StartupError, start_within
+from mesh.security.boundary import open_boundary
+from mesh.security.tls import TlsError
 from mesh.settings import Mode
 
 LISTEN_TIMEOUT = 10.0
@@ -72,12 +78,18 @@ async def serve(
         loops: list[Background] = []
         store: BatchStore
         content: ContentStore
+        pool = None
         if b.mode is Mode.EMBEDDED:
             store, content = MemoryBatchStore(bus), MemoryContentStore()
         else:
             pool = await stack.enter_async_context(
                 postgres.postgres_pool(
-                    b.database_url, o.db_pool_size, MIGRATIONS, b.kafka_namespace
+                    b.database_url,
+                    o.db_pool_size,
+                    MIGRATIONS,
+                    b.kafka_namespace,
+                    password=b.database_password,
+                    tls_ca_file=b.database_tls_ca_file,
                 )
             )
             store, content = PostgresBatchStore(pool), PostgresContentStore(pool)
@@ -92,9 +104,8 @@ async def serve(
         if o.content_service_url:
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
-        client = await stack.enter_async_context(
-            ConductorClient(o.conductor_address, o.conductor_timeout_seconds)
-        )
+        client = await stack.enter_async_context(_conductor_client(settings))
+        boundary = await stack.enter_async_context(open_boundary(settings, pool))
         service = BatchService(store, content, Conductor(client), feed)
         await app.run_app(
             app.App(
@@ -102,6 +113,7 @@ async def serve(
                 services=[SERVICE_NAME],
                 registrations=[register(BatchServicer(service))],
                 table=TABLE,
+                scopes=SCOPES,
                 probes=probes,
                 consumers=[
                     bus.consumer(
@@ -120,4 +132,22 @@ async def serve(
             registry,
             stop,
             on_ready,
+            boundary,
         )
+
+
+def _conductor_client(settings: BatchSettings) -> ConductorClient:
+    """The client of the conductor, with the BatchService's own credentials."""
+    o = settings.options
+    credentials = Credentials(
+        api_key=o.conductor_api_key,
+        tls=o.conductor_tls,
+        ca_file=o.conductor_ca_file,
+        cert_file=o.conductor_cert_file,
+        key_file=o.conductor_key_file,
+        server_name=o.conductor_server_name,
+    )
+    try:
+        return ConductorClient(o.conductor_address, o.conductor_timeout_seconds, credentials)
+    except TlsError as exc:
+        raise StartupError(f"the conductor's TLS settings (CONDUCTOR_CLIENT_*): {exc}") from exc

@@ -7,7 +7,11 @@ and translates its ``RpcError`` into this service's errors, in one table:
 conductor answers     raised here
 ====================  ==================================================================
 UNAVAILABLE,          ``mesh.errors.BackendUnavailable("conductor")`` (→ UNAVAILABLE)
-DEADLINE_EXCEEDED
+DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED    (this service's own rate limit at the conductor: retry later)
+UNAUTHENTICATED,      ``ConductorFailed`` (→ INTERNAL), logged as an ERROR: the
+PERMISSION_DENIED     BatchService's own credentials (``CONDUCTOR_API_KEY``, its client
+                      certificate) are wrong or lack a scope
 NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND)
 FAILED_PRECONDITION   ``PipelineRejected`` with the conductor's PreconditionFailure
                       violations (→ FAILED_PRECONDITION with the same violations)
@@ -18,6 +22,8 @@ anything else         ``ConductorFailed`` (→ INTERNAL)
 """
 
 from __future__ import annotations
+
+import logging
 
 import grpc
 from google.rpc import error_details_pb2
@@ -33,8 +39,15 @@ from clients.conductor import ConductorClient
 from clients.errors import RpcError
 from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
 
+log = logging.getLogger(__name__)
+
 BACKEND = "conductor"
-_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_UNREACHABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 class Conductor:
@@ -72,6 +85,14 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
     """The error of a failed call; ``target`` is None for RegisterBatch."""
     if exc.code in _UNREACHABLE:
         return BackendUnavailable(BACKEND, f"{exc.code.name}: {exc.message}")
+    if exc.code in _REFUSED:
+        log.error(
+            "the conductor refused this service's credentials (%s: %s); check "
+            "CONDUCTOR_API_KEY or the client certificate and its scopes",
+            exc.code.name,
+            exc.message,
+        )
+        return ConductorFailed(exc.code.name, exc.message)
     if target is None:
         return ConductorFailed(exc.code.name, exc.message)
     if exc.code == grpc.StatusCode.NOT_FOUND:

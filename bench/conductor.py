@@ -93,11 +93,12 @@ async def _serve_empty(port: int) -> None:
 async def _serve_conductor(port: int, real: bool) -> None:
     from conductor_server.app import serve
     from conductor_server.settings import ConductorSettings
-    from mesh.settings import BackendSettings, ServerSettings, from_env
+    from mesh.settings import BackendSettings, SecuritySettings, ServerSettings, from_env
 
     settings = ConductorSettings(
         server=ServerSettings(host="127.0.0.1", grpc_port=port, metrics_port=-1),
         backends=from_env(BackendSettings, os.environ) if real else BackendSettings(),
+        security=SecuritySettings(auth_disabled=real),  # bench/security.py measures auth
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -1,14 +1,16 @@
-"""What both SDK clients share: the channel's lifecycle, deadlines, metadata, error translation."""
+"""What both SDK clients share: the channel's lifecycle, credentials, deadlines, metadata, error
+translation."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from clients.channel import DEFAULT_TIMEOUT_SECONDS, open_channel
+from clients.channel import DEFAULT_TIMEOUT_SECONDS, Credentials, open_channel
 from clients.errors import RpcError
 from mesh import correlation
 from mesh.resource import AsyncResource
@@ -18,14 +20,26 @@ Response = TypeVar("Response", bound=Message)
 
 
 class ClientBase(AsyncResource):
-    """Owns one channel; an async context manager with an idempotent ``close()``."""
+    """Owns one channel; an async context manager with an idempotent ``close()``.
+
+    ``credentials`` default to the environment's (``Credentials.from_env``: ``HULEEDU_API_KEY``
+    and the ``HULEEDU_TLS_*`` variables); pass ``Credentials()`` for none.
+    """
 
     SERVICE = ""
 
-    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = open_channel(target, self.SERVICE)
+        if credentials is None:
+            credentials = Credentials.from_env(os.environ)
+        self._channel = open_channel(target, self.SERVICE, credentials=credentials)
+        self._auth = credentials.metadata()
         self._closed = False
 
     async def close(self) -> None:
@@ -35,7 +49,7 @@ class ClientBase(AsyncResource):
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         cid = correlation.correlation_id.get()
-        return ((correlation.METADATA_KEY, cid),) if cid else ()
+        return ((correlation.METADATA_KEY, cid), *self._auth) if cid else self._auth
 
     async def _unary(
         self,

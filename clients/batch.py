@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import grpc
 
 from clients.base import ClientBase
+from clients.channel import Credentials
 from clients.errors import RpcError
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.batch.v1 import batch_pb2_grpc
@@ -29,8 +30,10 @@ class BatchClient(ClientBase):
 
     SERVICE = "huleedu.batch.v1.BatchService"
 
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        super().__init__(target, timeout)
+    def __init__(
+        self, target: str, timeout: float = 10.0, credentials: Credentials | None = None
+    ) -> None:
+        super().__init__(target, timeout, credentials)
         self.stub = batch_pb2_grpc.BatchServiceStub(self._channel)
 
     async def trigger_spellcheck(

@@ -1,12 +1,69 @@
-"""Channels with the retry policy, keepalive and message limits both SDK clients share."""
+"""Channels with the retry policy, keepalive, message limits and credentials both SDK clients
+share.
+
+``Credentials`` say how a client proves who it is (an API key, sent as ``authorization: Bearer
+<key>`` metadata on every call; or a client certificate, for mutual TLS) and how it checks the
+server (TLS against a CA file or the system's roots). ``Credentials.from_env`` reads them from
+``HULEEDU_API_KEY`` (or ``HULEEDU_API_KEY_FILE``), ``HULEEDU_TLS``, ``HULEEDU_TLS_CA_FILE``,
+``HULEEDU_TLS_CERT_FILE``, ``HULEEDU_TLS_KEY_FILE`` and ``HULEEDU_TLS_SERVER_NAME``. Off
+loopback, send a key only over TLS: on a plaintext channel anyone on the path can read it.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import grpc
 
+from mesh.security.tls import channel_credentials
+
 DEFAULT_TIMEOUT_SECONDS = 10.0
+ENV_PREFIX = "HULEEDU_"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A client's credentials; the default (all empty) is a plaintext channel without a key."""
+
+    api_key: str = field(default="", repr=False)
+    tls: bool = False  # TLS even without a CA file (the system's roots)
+    ca_file: str = ""  # PEM CA that signed the server's certificate
+    cert_file: str = ""  # PEM client certificate chain, for mutual TLS
+    key_file: str = ""  # and its private key
+    server_name: str = ""  # the name in the server's certificate, when not the target's host
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or bool(self.ca_file or self.cert_file)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> Credentials:
+        """From ``<prefix>API_KEY`` (or a file named by ``<prefix>API_KEY_FILE``) and
+        ``<prefix>TLS``, ``<prefix>TLS_CA_FILE``, ``_CERT_FILE``, ``_KEY_FILE``,
+        ``_SERVER_NAME``."""
+        key = environ.get(f"{prefix}API_KEY", "")
+        key_file = environ.get(f"{prefix}API_KEY_FILE", "")
+        if key_file and not key:
+            key = read_key(key_file)
+        return cls(
+            api_key=key,
+            tls=environ.get(f"{prefix}TLS", "").strip().lower() in {"1", "true", "yes", "on"},
+            ca_file=environ.get(f"{prefix}TLS_CA_FILE", ""),
+            cert_file=environ.get(f"{prefix}TLS_CERT_FILE", ""),
+            key_file=environ.get(f"{prefix}TLS_KEY_FILE", ""),
+            server_name=environ.get(f"{prefix}TLS_SERVER_NAME", ""),
+        )
+
+
+def read_key(path: str) -> str:
+    """An API key from a file (its first line; surrounding whitespace ignored)."""
+    with open(path, encoding="utf-8") as file:
+        return file.readline().strip()
 
 
 def _service_config(services: tuple[str, ...]) -> str:
@@ -31,14 +88,22 @@ def _service_config(services: tuple[str, ...]) -> str:
     )
 
 
-def open_channel(target: str, *services: str) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` (``host:port``) with retries for ``services``."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.service_config", _service_config(services)),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ],
+def open_channel(
+    target: str, *services: str, credentials: Credentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to ``target`` (``host:port``) with retries for ``services``: TLS when
+    ``credentials`` ask for it, else plaintext."""
+    options: list[tuple[str, str | int]] = [
+        ("grpc.service_config", _service_config(services)),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ]
+    if credentials is None or not credentials.secure:
+        return grpc.aio.insecure_channel(target, options=options)
+    if credentials.server_name:
+        options.append(("grpc.ssl_target_name_override", credentials.server_name))
+    tls = channel_credentials(
+        credentials.ca_file, credentials.cert_file, credentials.key_file, prefix="TLS_"
     )
+    return grpc.aio.secure_channel(target, tls, options=options)

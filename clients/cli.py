@@ -9,6 +9,12 @@ output goes away (``| head``) it stops quietly with status 141, as a shell repor
     huleedu batch watch BATCH_ID
     huleedu dlq list huleedu.essay.step.outcome.v1
     huleedu dlq replay huleedu.essay.step.outcome.v1 --partition 2 --offset 0
+    huleedu keys new --principal ops-alice --scope batches:read >> keys.jsonl
+
+Credentials (servers with authentication on): the API key from ``HULEEDU_API_KEY`` or the file
+named by ``--api-key-file`` / ``HULEEDU_API_KEY_FILE`` (never an argument: the process list
+would show it); TLS with ``--tls`` or ``--tls-ca-file``, mutual TLS with ``--tls-cert-file``
+and ``--tls-key-file`` (or the ``HULEEDU_TLS*`` variables).
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from clients.batch import BatchClient
+from clients.channel import Credentials, read_key
 from clients.conductor import ConductorClient
 from clients.enums import RunStatus, RunStepStatus
 from clients.errors import RpcError
 from generated.huleedu.events.v1 import events_pb2
+from mesh.security import keys
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 
@@ -45,8 +54,21 @@ def _print_or_id(message: Message, identifier: str, quiet: bool) -> None:
         _print(message)
 
 
+def credentials(args: argparse.Namespace) -> Credentials:
+    """The environment's credentials, each overridden by its command-line option."""
+    env = Credentials.from_env(os.environ)
+    return Credentials(
+        api_key=read_key(args.api_key_file) if args.api_key_file else env.api_key,
+        tls=args.tls or env.tls,
+        ca_file=args.tls_ca_file or env.ca_file,
+        cert_file=args.tls_cert_file or env.cert_file,
+        key_file=args.tls_key_file or env.key_file,
+        server_name=args.tls_server_name or env.server_name,
+    )
+
+
 async def _batch(args: argparse.Namespace) -> None:
-    async with BatchClient(args.batch_address, timeout=args.timeout) as client:
+    async with BatchClient(args.batch_address, args.timeout, credentials(args)) as client:
         if args.action == "create":
             texts = args.texts or [line for line in sys.stdin.read().split("\n\n") if line.strip()]
             flags = dict.fromkeys(args.flag, True)
@@ -75,7 +97,7 @@ async def _batch(args: argparse.Namespace) -> None:
 
 
 async def _conductor(args: argparse.Namespace) -> None:
-    async with ConductorClient(args.conductor_address, timeout=args.timeout) as client:
+    async with ConductorClient(args.conductor_address, args.timeout, credentials(args)) as client:
         if args.action == "pipelines":
             _print(await client.list_pipelines())
         elif args.action == "resolve":
@@ -88,11 +110,15 @@ async def _conductor(args: argparse.Namespace) -> None:
 async def _dlq(args: argparse.Namespace) -> None:
     from mesh.events import deadletter
     from mesh.events.producer import Producer
+    from mesh.events.security import KafkaSecurity
+    from mesh.settings import BackendSettings, from_env
 
     bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
     if not bootstrap:
         raise SystemExit("dlq commands need --kafka or KAFKA_BOOTSTRAP_SERVERS")
-    letters = await deadletter.list_dead_letters(bootstrap, args.topic)
+    # SASL and TLS as the servers take them: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
+    security = KafkaSecurity.of(from_env(BackendSettings, os.environ))
+    letters = await deadletter.list_dead_letters(bootstrap, args.topic, security=security)
     if args.action == "list":
         for r in letters:
             letter = r.letter
@@ -137,7 +163,7 @@ async def _dlq(args: argparse.Namespace) -> None:
                     original = None
                 print(deadletter.show(r, original))
         elif args.action == "replay":
-            async with Producer(bootstrap) as producer:
+            async with Producer(bootstrap, security=security) as producer:
                 try:
                     count = await deadletter.replay(producer, chosen, vault)
                 except deadletter.OriginalNotKept as exc:
@@ -164,6 +190,53 @@ async def _vault(args: argparse.Namespace, letters: Sequence[Any]) -> AsyncItera
         await pool.close()
 
 
+async def _keys(args: argparse.Namespace) -> None:
+    if args.action == "hash":
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise SystemExit("keys hash reads a key from stdin")
+        print(keys.key_digest(key))
+        return
+    key = keys.new_key()
+    digest = keys.key_digest(key)
+    try:
+        line = keys.entry_line(args.principal, digest, args.scope, args.expires)
+    except keys.KeySourceError as exc:
+        raise SystemExit(str(exc).removeprefix("new key:1: ")) from None
+    if args.database:
+        await _insert_key(args.database, args.principal, digest, args.scope, args.expires)
+    if args.key_file:
+        fd = os.open(args.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")
+        shown = f"written to {args.key_file} (mode 600)"
+    else:
+        shown = key
+    print(f"API key of {args.principal}, shown once: {shown}", file=sys.stderr)
+    print(line)
+
+
+async def _insert_key(
+    dsn: str, principal: str, digest: str, scopes: list[str], expires: str
+) -> None:
+    import asyncpg
+
+    from mesh.security.keytable import INSERT_KEY
+
+    expiry = keys.parse_expiry(expires or None)
+    expires_at = None if expiry is None else datetime.fromtimestamp(expiry, UTC)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(INSERT_KEY, principal, digest, scopes, expires_at)
+    except asyncpg.UndefinedTableError:
+        raise SystemExit(
+            "no api_keys table in that database: start a server on it once (its migrations "
+            "create it)"
+        ) from None
+    finally:
+        await conn.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huleedu", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -173,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--conductor-address", default=os.environ.get("CONDUCTOR_ADDRESS", "127.0.0.1:5050")
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="RPC deadline in seconds")
+    parser.add_argument(
+        "--api-key-file", default="", help="file holding the API key (default $HULEEDU_API_KEY)"
+    )
+    parser.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
+    parser.add_argument("--tls-ca-file", default="", help="PEM CA of the servers (implies TLS)")
+    parser.add_argument("--tls-cert-file", default="", help="PEM client certificate (mTLS)")
+    parser.add_argument("--tls-key-file", default="", help="its PEM private key")
+    parser.add_argument("--tls-server-name", default="", help="name in the server certificate")
     groups = parser.add_subparsers(dest="group", required=True)
 
     batch = groups.add_parser("batch", help="BatchService: batches and pipeline runs")
@@ -238,6 +319,27 @@ def build_parser() -> argparse.ArgumentParser:
         "original value is kept (default $DATABASE_URL)",
     )
     dlq.set_defaults(handler=_dlq)
+
+    keys_group = groups.add_parser("keys", help="API keys for servers' key sources")
+    actions = keys_group.add_subparsers(dest="action", required=True)
+    new = actions.add_parser(
+        "new",
+        help="make a key: its key-file line on stdout (append it to AUTH_KEYS_FILE), the key "
+        "itself once on stderr",
+    )
+    new.add_argument("--principal", required=True, help="who will use it, e.g. ops-alice")
+    new.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=sorted(keys.SCOPES),
+        help="a scope it grants (repeat for more)",
+    )
+    new.add_argument("--expires", default="", help="ISO 8601 date or time with offset")
+    new.add_argument("--key-file", default="", help="write the key to this new file (mode 600)")
+    new.add_argument("--database", default="", help="insert it into api_keys of this DSN")
+    actions.add_parser("hash", help="the SHA-256 of a key read from stdin, as a key file stores")
+    keys_group.set_defaults(handler=_keys)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from clients.base import ClientBase
+from clients.channel import Credentials
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 from generated.huleedu.events.v1 import events_pb2
@@ -19,8 +20,10 @@ class ConductorClient(ClientBase):
 
     SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        super().__init__(target, timeout)
+    def __init__(
+        self, target: str, timeout: float = 10.0, credentials: Credentials | None = None
+    ) -> None:
+        super().__init__(target, timeout, credentials)
         self.stub = conductor_pb2_grpc.PipelineConductorServiceStub(self._channel)
 
     async def list_pipelines(self, timeout: float | None = None) -> pb.ListPipelinesResponse:

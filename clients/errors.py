@@ -16,6 +16,7 @@ _DETAIL_TYPES: tuple[type[Message], ...] = (
     error_details_pb2.PreconditionFailure,
     error_details_pb2.ResourceInfo,
     error_details_pb2.RetryInfo,
+    error_details_pb2.QuotaFailure,
 )
 Detail = TypeVar("Detail", bound=Message)
 

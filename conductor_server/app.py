@@ -3,7 +3,8 @@
 Embedded mode: the in-memory state store, which publishes completions on the in-memory bus.
 Real mode: PostgreSQL (migrations at start-up; the state store and its outbox, with the relay
 that publishes it), Redis (the mirror the reads come from) and Kafka. Either way the server
-consumes ``EssayStepOutcome`` events and serves ``PipelineConductorService``
+consumes ``EssayStepOutcome`` events and serves ``PipelineConductorService`` behind its trust
+boundary (``mesh.security.boundary``: keys, scopes from ``api/scopes.py``, TLS, limits)
 (``mesh.app.run_app`` runs it and shuts it down in order). Resources close in the reverse of
 the order they were opened here, after the server has drained.
 """
@@ -18,6 +19,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 
 from conductor_server import consumer
+from conductor_server.api.scopes import SCOPES
 from conductor_server.api.servicer import SERVICE_NAME, ConductorServicer, register
 from conductor_server.api.status import TABLE
 from conductor_server.domain.counting import StepTable
@@ -41,6 +43,7 @@ from mesh.postgres import pool as postgres
 from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError
+from mesh.security.boundary import open_boundary
 from mesh.settings import Mode
 
 
@@ -73,16 +76,26 @@ async def serve(
         loops: list[Background] = []
         store: StateStore
         events_out: EventPublisher
+        pool = None
         if b.mode is Mode.EMBEDDED:
             store = MemoryStateStore(rules.catalog.steps, events_out=bus)
             events_out = bus
         else:
             pool = await stack.enter_async_context(
                 postgres.postgres_pool(
-                    b.database_url, o.db_pool_size, MIGRATIONS, b.kafka_namespace
+                    b.database_url,
+                    o.db_pool_size,
+                    MIGRATIONS,
+                    b.kafka_namespace,
+                    password=b.database_password,
+                    tls_ca_file=b.database_tls_ca_file,
                 )
             )
-            redis = await stack.enter_async_context(redis_client(b.redis_url))
+            redis = await stack.enter_async_context(
+                redis_client(
+                    b.redis_url, password=b.redis_password, tls_ca_file=b.redis_tls_ca_file
+                )
+            )
             table = StepTable(rules.catalog.steps)
             mirror = RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
             store = await stack.enter_async_context(
@@ -93,6 +106,7 @@ async def serve(
             loops.append((relay.run, relay.stop))
             probes = {"postgres": postgres.probe(pool), "redis": mirror.probe}
             vault = PostgresPayloadVault(pool)
+        boundary = await stack.enter_async_context(open_boundary(settings, pool))
         conductor = Conductor(rules, store, events_out)
         await app.run_app(
             app.App(
@@ -100,6 +114,7 @@ async def serve(
                 services=[SERVICE_NAME],
                 registrations=[register(ConductorServicer(conductor))],
                 table=TABLE,
+                scopes=SCOPES,
                 probes=probes,
                 optional=["redis"],  # PostgreSQL answers in its place
                 consumers=[
@@ -118,4 +133,5 @@ async def serve(
             registry,
             stop,
             on_ready,
+            boundary,
         )

@@ -32,9 +32,8 @@ def parse_outcome(
     parsed = OUTCOME_FROM_PROTO.get(outcome)
     if parsed is None:
         v.add("outcome", "must be STEP_OUTCOME_SUCCEEDED or STEP_OUTCOME_FAILED")
-    v.optional_identifier("output_storage_id", storage_id)
-    if len(storage_id) > MAX_STORAGE_ID:
-        v.add("output_storage_id", f"must be at most {MAX_STORAGE_ID} characters")
+    if storage_id:  # optional; content-store ids may be longer than ours
+        v.identifier("output_storage_id", storage_id, MAX_STORAGE_ID)
     v.optional_identifier("event_id", event_id)
     v.raise_if_any()
     assert parsed is not None

@@ -1,9 +1,11 @@
 """``python -m launcher`` (``make run``): the whole product in one process.
 
 Embedded mode (no backend variables): both servers share one in-memory event bus, and demo
-workers answer every step command, so a batch runs end to end on a bare machine. With
-``REDIS_URL``, ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` set, the same command runs both
-servers (and the workers) against the real backends.
+workers answer every step command, so a batch runs end to end on a bare machine. They bind
+127.0.0.1 and, without ``AUTH_KEYS_FILE``, run without authentication; the banner says which.
+With ``REDIS_URL``, ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` set, the same command runs
+both servers (and the workers) against the real backends, which needs ``AUTH_KEYS_FILE`` (and
+``CONDUCTOR_API_KEY``, the BatchService's key at the conductor) or ``AUTH_DISABLED=true``.
 """
 
 from __future__ import annotations
@@ -23,25 +25,26 @@ from conductor_server.settings import ConductorSettings
 from launcher.workers import ACCEPTED, COMMANDS, GROUP, DemoWorkers
 from mesh.app import open_bus
 from mesh.grpc.server import GrpcServer
-from mesh.runtime import configure_logging, run, until_stopped
+from mesh.runtime import StartupError, configure_logging, run, until_stopped
 
 log = logging.getLogger("launcher")
 
 EXAMPLES = """
 HuleEdu pipeline mesh is up ({mode} mode).
-  BatchService       {batch}   (metrics http://127.0.0.1:{batch_metrics}/metrics)
-  PipelineConductor  {conductor}   (metrics http://127.0.0.1:{conductor_metrics}/metrics)
-
+  BatchService       {batch}   (metrics http://{host}:{batch_metrics}/metrics)
+  PipelineConductor  {conductor}   (metrics http://{host}:{conductor_metrics}/metrics)
+  Authentication     {auth}
+{key_hint}
 Try it (Python SDK CLI):
   .venv/bin/huleedu batch create --flag prompt_attached "Teh first essay." "A second essay."
   .venv/bin/huleedu batch start <batch_id> comprehensive
   .venv/bin/huleedu batch watch <batch_id>
 
 Or with grpcurl (server reflection, no proto files needed):
-  grpcurl -plaintext {batch} list
-  grpcurl -plaintext -d '{{"essays":[{{"text":"Teh first essay."}},{{"text":"A second essay."}}],"metadata":{{"flags":{{"prompt_attached":true}}}}}}' {batch} huleedu.batch.v1.BatchService/CreateBatch
-  grpcurl -plaintext -d '{{"batch_id":"<batch_id>","pipeline":"comprehensive"}}' {batch} huleedu.batch.v1.BatchService/StartPipeline
-  grpcurl -plaintext -d '{{"batch_id":"<batch_id>"}}' {batch} huleedu.batch.v1.BatchService/WatchBatch
+  grpcurl -plaintext{header} {batch} list
+  grpcurl -plaintext{header} -d '{{"essays":[{{"text":"Teh first essay."}},{{"text":"A second essay."}}],"metadata":{{"flags":{{"prompt_attached":true}}}}}}' {batch} huleedu.batch.v1.BatchService/CreateBatch
+  grpcurl -plaintext{header} -d '{{"batch_id":"<batch_id>","pipeline":"comprehensive"}}' {batch} huleedu.batch.v1.BatchService/StartPipeline
+  grpcurl -plaintext{header} -d '{{"batch_id":"<batch_id>"}}' {batch} huleedu.batch.v1.BatchService/WatchBatch
 Press Ctrl-C to stop.
 """
 
@@ -65,6 +68,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     conductor_settings = ConductorSettings.from_env(os.environ)
     batch_settings = BatchSettings.from_env(os.environ)
     backends = conductor_settings.backends
+    _check_conductor_credentials(conductor_settings, batch_settings)
     async with open_bus(backends, "launcher", CollectorRegistry()) as bus:
         conductor_task, conductor = await _started(
             serve_conductor, conductor_settings, stop, bus=bus
@@ -89,14 +93,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             await workers.start()
             loops.append(asyncio.create_task(workers.run(), name="demo-workers"))
         print(
-            EXAMPLES.format(
-                mode=backends.mode.value,
-                batch=f"127.0.0.1:{batch.port}",
-                batch_metrics=batch.metrics_port,
-                conductor=f"127.0.0.1:{conductor.port}",
-                conductor_metrics=conductor.metrics_port,
-            ),
-            flush=True,
+            _banner(backends.mode.value, batch_settings.server.host, batch, conductor), flush=True
         )
         try:  # a server (or the workers) ending early stops the rest, and the process exits 1
             await until_stopped(stop, loops)
@@ -110,6 +107,37 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         for error in ended:  # a server that failed while shutting down
             if isinstance(error, BaseException):
                 raise error
+
+
+def _check_conductor_credentials(conductor: ConductorSettings, batch: BatchSettings) -> None:
+    """With authentication on at the conductor, the BatchService needs credentials there."""
+    guarded = conductor.security.auth_keys_file or conductor.security.auth_keys_from_database
+    o = batch.options
+    if guarded and not (o.conductor_api_key or o.conductor_cert_file):
+        raise StartupError(
+            "the conductor requires authentication: set CONDUCTOR_API_KEY to a key of the "
+            "BatchService (scopes batches:register and pipelines:read)"
+        )
+
+
+def _banner(mode: str, host: str, batch: GrpcServer, conductor: GrpcServer) -> str:
+    guarded = batch.boundary.guard.enabled
+    return EXAMPLES.format(
+        mode=mode,
+        host=host,
+        batch=f"{host}:{batch.port}",
+        batch_metrics=batch.metrics_port,
+        conductor=f"{host}:{conductor.port}",
+        conductor_metrics=conductor.metrics_port,
+        auth=batch.boundary.summary,
+        key_hint=(
+            "  (a key of AUTH_KEYS_FILE goes in HULEEDU_API_KEY for the CLI and SDK; "
+            "huleedu keys new makes one)\n"
+            if guarded
+            else ""
+        ),
+        header=' -H "authorization: Bearer $HULEEDU_API_KEY"' if guarded else "",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,10 @@ A composition root opens its backends, builds its use cases and describes the se
 
 1. background loops start (the outbox relay), and the consumers start joining their groups
    (in the background: ``mesh_consumer_assigned_partitions`` shows when they are in);
-2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) and turns
-   SERVING once the backend probes pass, without waiting for the consumers; ``on_ready`` is
-   called with it;
+2. the gRPC server starts (health, reflection, the interceptor, the HTTP side port) behind the
+   trust boundary the composition root opened (``mesh.security.boundary.open_boundary``) and
+   turns SERVING once the backend probes pass, without waiting for the consumers; ``on_ready``
+   is called with it;
 3. it serves until ``stop`` is set or a loop ends on its own (``LoopEnded``: the process exits 1
    for its supervisor to restart it);
 4. shutdown runs in reverse: the server drains (NOT_SERVING for ``DRAIN_SECONDS``, then the
@@ -32,10 +33,13 @@ from prometheus_client import CollectorRegistry
 from mesh.events.bus import Bus, EventConsumer
 from mesh.events.kafka import KafkaBus, KafkaConfig
 from mesh.events.memory import MemoryBus
+from mesh.events.security import KafkaSecurity
 from mesh.grpc.health import HealthReporter, Probe
 from mesh.grpc.server import GrpcServer, Registration
 from mesh.grpc.status import StatusTable
-from mesh.runtime import Background, start_within, stop_loop, until_stopped
+from mesh.runtime import Background, StartupError, start_within, stop_loop, until_stopped
+from mesh.security.boundary import TrustBoundary
+from mesh.security.scopes import ScopeTable
 from mesh.settings import BackendSettings, Mode, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ class App:
     services: Sequence[str]  # full gRPC service names, for health and reflection
     registrations: Sequence[Registration]
     table: StatusTable
+    scopes: ScopeTable  # every RPC's full name -> the scope it needs
     probes: Mapping[str, Probe] = field(default_factory=dict)
     optional: Collection[str] = ()  # probes whose backend the server can do without
     consumers: Sequence[EventConsumer] = ()
@@ -72,7 +77,12 @@ def open_bus(
         partitions=backends.kafka_partitions,
         commit_interval_ms=backends.kafka_commit_interval_ms,
         group_instance_id=backends.kafka_group_instance_id,
+        security=KafkaSecurity.of(backends),
     )
+    try:
+        config.security.client_options()  # a wrong setting fails start-up, naming it
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"Kafka security: {exc}") from exc
     return _started(KafkaBus(config, registry), "Kafka")
 
 
@@ -91,8 +101,10 @@ async def run_app(
     registry: CollectorRegistry,
     stop: asyncio.Event,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    boundary: TrustBoundary | None = None,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set (see the module docstring)."""
+    """Serve ``app`` until ``stop`` is set (see the module docstring); ``boundary`` None serves
+    without authentication or TLS (tests of the skeleton)."""
     log.info("starting %s", app.name)
     async with AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
@@ -114,6 +126,8 @@ async def run_app(
             app.table,
             registry,
             HealthReporter(app.services, app.probes, optional=app.optional),
+            app.scopes,
+            boundary,
             on_drain=app.on_shutdown,
         )
         await stack.enter_async_context(server)

@@ -32,17 +32,44 @@ def env(name: str, help: str) -> Any:
     return {"env": name, "help": help}
 
 
-def setting(default: Any, name: str, help: str) -> Any:
-    return field(default=default, metadata=env(name, help))
+def setting(default: Any, name: str, help: str, *, secret: bool = False) -> Any:
+    """A field set by the variable ``name``. A ``secret`` (a password, an API key) is left out
+    of the settings' ``repr`` and of ``--help``, so no log line or traceback shows it."""
+    return field(default=default, metadata={**env(name, help), "secret": secret}, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
 class BackendSettings:
     """Where the real backends are; all empty means embedded mode."""
 
-    redis_url: str = setting("", "REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0")
-    database_url: str = setting("", "DATABASE_URL", "PostgreSQL DSN, e.g. postgresql://u@h/db")
+    redis_url: str = setting(
+        "", "REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)"
+    )
+    redis_password: str = setting("", "REDIS_PASSWORD", "Redis AUTH password", secret=True)
+    redis_tls_ca_file: str = setting(
+        "", "REDIS_TLS_CA_FILE", "PEM CA of Redis's certificate (rediss://)"
+    )
+    database_url: str = setting(
+        "", "DATABASE_URL", "PostgreSQL DSN, e.g. postgresql://u@h/db?sslmode=verify-full"
+    )
+    database_password: str = setting("", "DATABASE_PASSWORD", "PostgreSQL password", secret=True)
+    database_tls_ca_file: str = setting(
+        "", "DATABASE_TLS_CA_FILE", "PEM CA of PostgreSQL's certificate: verified TLS"
+    )
     kafka_bootstrap: str = setting("", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap, host:port[,..]")
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: str = setting(
+        "", "KAFKA_SASL_MECHANISM", "PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str = setting("", "KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_password: str = setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
+    kafka_ssl_ca_file: str = setting("", "KAFKA_SSL_CA_FILE", "PEM CA of the brokers (SSL)")
+    kafka_ssl_cert_file: str = setting(
+        "", "KAFKA_SSL_CERT_FILE", "PEM client certificate, if the brokers require one"
+    )
+    kafka_ssl_key_file: str = setting("", "KAFKA_SSL_KEY_FILE", "PEM key of that certificate")
     kafka_namespace: str = setting("", "KAFKA_NAMESPACE", "topic prefix of this deployment")
     kafka_partitions: int = setting(3, "KAFKA_TOPIC_PARTITIONS", "partitions per created topic")
     kafka_commit_interval_ms: int = setting(
@@ -72,12 +99,11 @@ class BackendSettings:
 class ServerSettings:
     """How a gRPC server listens and behaves; each server sets its own defaults."""
 
-    host: str = setting("0.0.0.0", "HOST", "interface to bind")
+    host: str = setting(
+        "127.0.0.1", "HOST", "interface to bind (0.0.0.0: every one; needs authentication)"
+    )
     grpc_port: int = setting(0, "GRPC_PORT", "gRPC port (0 = any free port)")
     metrics_port: int = setting(0, "METRICS_PORT", "HTTP port of /metrics and /healthz (-1 = off)")
-    max_concurrent_rpcs: int = setting(
-        1000, "MAX_CONCURRENT_RPCS", "in-flight RPC limit (0 = none)"
-    )
     max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
     drain_seconds: float = setting(
         0.0,
@@ -97,13 +123,65 @@ class ServerSettings:
     )
 
 
+DEFAULT_RATE_LIMITS = (
+    "batches:read=200/400,batches:write=50/100,pipelines:read=1000/2000,"
+    "batches:register=500/1000,outcomes:record=2000/4000,deadletters:admin=10/20"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may call a server, over what, and how often (``docs/security.md``)."""
+
+    auth_keys_file: str = setting(
+        "", "AUTH_KEYS_FILE", "API keys (as SHA-256) and mTLS principals, JSON lines; reloaded"
+    )
+    auth_keys_from_database: bool = setting(
+        False, "AUTH_KEYS_FROM_DATABASE", "read them from the api_keys table instead (real mode)"
+    )
+    auth_disabled: bool = setting(
+        False, "AUTH_DISABLED", "serve WITHOUT authentication: the explicit, logged opt-out"
+    )
+    auth_reload_seconds: float = setting(
+        2.0, "AUTH_RELOAD_SECONDS", "how often the key source is checked for changes"
+    )
+    tls_cert_file: str = setting("", "TLS_CERT_FILE", "PEM certificate chain: serve TLS")
+    tls_key_file: str = setting("", "TLS_KEY_FILE", "PEM private key of that certificate")
+    tls_client_ca_file: str = setting(
+        "", "TLS_CLIENT_CA_FILE", "PEM CA of client certificates: mutual TLS, for every client"
+    )
+    reflection: str = setting(
+        "auto", "REFLECTION", "server reflection: auto (on in embedded mode only), true, false"
+    )
+    rate_limits: str = setting(
+        DEFAULT_RATE_LIMITS,
+        "RATE_LIMITS",
+        "calls per second per principal and scope: scope=rate[/burst],... (0 = unlimited)",
+    )
+    max_streams_per_principal: int = setting(
+        100, "MAX_STREAMS_PER_PRINCIPAL", "open WatchBatch streams per principal (0 = unlimited)"
+    )
+
+    def reflection_on(self, mode: Mode) -> bool:
+        value = self.reflection.strip().lower()
+        if value == "auto":
+            return mode is Mode.EMBEDDED
+        if value in _TRUE | _FALSE:
+            return value in _TRUE
+        raise SettingsError(f"REFLECTION={self.reflection!r} is not auto, true or false")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _parse(raw: str, kind: Any, name: str) -> Any:
     try:
         if kind in (bool, "bool"):
             lowered = raw.strip().lower()
-            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            if lowered not in _TRUE | _FALSE:
                 raise ValueError(raw)
-            return lowered in {"1", "true", "yes", "on"}
+            return lowered in _TRUE
         if kind in (int, "int"):
             return int(raw)
         if kind in (float, "float"):
@@ -137,7 +215,8 @@ def describe(cls: type[Any], prefix: str = "", defaults: Mapping[str, Any] | Non
         default = (defaults or {}).get(f.name, f.default)
         variable = f.metadata["env"]
         shown = f"{prefix}{variable} (or {variable})" if prefix else variable
-        lines.append(f"  {shown:<44} {f.metadata['help']} [default: {default!r}]")
+        value = "secret" if f.metadata.get("secret") else f"default: {default!r}"
+        lines.append(f"  {shown:<44} {f.metadata['help']} [{value}]")
     return "\n".join(lines)
 
 
@@ -152,6 +231,7 @@ class ServiceSettings:
 
     server: ServerSettings = field(default_factory=ServerSettings)
     backends: BackendSettings = field(default_factory=BackendSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     prefix: ClassVar[str] = ""
     server_defaults: ClassVar[Mapping[str, Any]] = {}
@@ -162,6 +242,7 @@ class ServiceSettings:
         values: dict[str, Any] = {
             "server": from_env(ServerSettings, environ, cls.prefix, cls.server_defaults),
             "backends": from_env(BackendSettings, environ),
+            "security": from_env(SecuritySettings, environ, cls.prefix),
             "options": from_env(cls.options_type, environ, cls.prefix),
         }
         return cls(**values)
@@ -174,6 +255,8 @@ class ServiceSettings:
             + describe(ServerSettings, cls.prefix, cls.server_defaults)
             + "\n"
             + describe(BackendSettings)
+            + "\n"
+            + describe(SecuritySettings, cls.prefix)
             + "\n"
             + describe(cls.options_type, cls.prefix)
         )

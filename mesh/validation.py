@@ -2,7 +2,9 @@
 
 Converters parse requests into domain values here, at the edge, so the domain never sees a
 malformed id. Identifiers are 1-255 characters with no whitespace or control characters (ids
-travel in Redis keys, Kafka keys and URLs); text may be anything but is bounded in size.
+travel in Redis keys, Kafka keys and URLs); text may be anything PostgreSQL can store (every
+character but NUL: a ``text`` column refuses ``\x00``), bounded in size. The same checks run in
+every mode, so a request the embedded server accepts is one the real backends can store.
 """
 
 from __future__ import annotations
@@ -72,10 +74,13 @@ class Violations:
         return items
 
     def text(self, field: str, value: str, max_bytes: int, required: bool = True) -> str:
+        """Free text: at most ``max_bytes`` of UTF-8, no NUL (PostgreSQL cannot store it)."""
         if required and not value.strip():
             self.add(field, "must not be empty")
         elif len(value.encode()) > max_bytes:
             self.add(field, f"must be at most {max_bytes} bytes")
+        elif "\x00" in value:
+            self.add(field, "must not contain NUL ('\\x00') characters")
         return value
 
     def flags(self, field: str, values: dict[str, bool]) -> frozenset[str]:

@@ -1,7 +1,8 @@
 """Real Redis, PostgreSQL and Kafka for ``tests/integration`` and ``tests/e2e``.
 
 Every fixture here is lazy: unit and service tests never ask for one, so they never start a
-server. The session fixture ``backends`` attaches to the stack ``scripts/devstack up`` started
+server. Tests under ``tests/integration``, ``tests/e2e`` and ``tests/security`` are marked with
+their tier. The session fixture ``backends`` attaches to the stack ``scripts/devstack up`` started
 (``.devstack/state.json``) when it is up as recorded; otherwise it starts a private one through
 :class:`scripts.devstack.Devstack` (which uses the servers named by ``REDIS_URL`` /
 ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` instead of starting those) and stops it when the
@@ -29,7 +30,7 @@ import redis
 from scripts.devstack import Devstack, default_state_dir
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("integration", "e2e")  # folders whose tests get the marker of the same name
+TIERS = ("integration", "e2e", "security")  # folders whose tests get the marker of that name
 
 
 class Backends:

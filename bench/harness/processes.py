@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import grpc
 from aiokafka.admin import AIOKafkaAdminClient
@@ -49,6 +49,7 @@ def mesh_env(backends: Backends, database_url: str, namespace: str) -> dict[str,
         "KAFKA_NAMESPACE": namespace,
         "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         "HOST": "127.0.0.1",
+        "AUTH_DISABLED": "true",  # what is measured is the Kafka path, not the RPCs
         "LOG_LEVEL": "WARNING",
         "CONDUCTOR_GRPC_PORT": str(conductor),
         "CONDUCTOR_METRICS_PORT": str(conductor_metrics),
@@ -90,16 +91,19 @@ class Process:
         return [line for line in text.splitlines() if any(mark in line for mark in marks)]
 
 
-def _log_file(name: str) -> IO[bytes]:
+async def spawn(
+    name: str,
+    module: str,
+    env: Mapping[str, str],
+    args: Sequence[str] = (),
+    bench: str = "pipeline",
+) -> Process:
+    """``python -m module *args`` from the repository's root, its output in
+    ``.cache/bench/<bench>-<name>.log``."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    return (LOGS / f"pipeline-{name}.log").open("wb")
-
-
-async def spawn(name: str, module: str, env: Mapping[str, str]) -> Process:
-    """``python -m module`` from the repository's root, its output in its log file."""
-    with _log_file(name) as log:
+    with (LOGS / f"{bench}-{name}.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, cwd=ROOT, env=dict(env), stdout=log, stderr=log
+            sys.executable, "-m", module, *args, cwd=ROOT, env=dict(env), stdout=log, stderr=log
         )
         return Process(name, proc, Path(log.name))
 

@@ -80,10 +80,27 @@ def _unavailable() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def redis_client(url: str, within: float = CONNECT_TIMEOUT) -> AsyncIterator[Redis]:
-    """A Redis client (connection pool) that answered PING; ``StartupError`` otherwise."""
+async def redis_client(
+    url: str, within: float = CONNECT_TIMEOUT, *, password: str = "", tls_ca_file: str = ""
+) -> AsyncIterator[Redis]:
+    """A Redis client (connection pool) that answered PING; ``StartupError`` otherwise.
+
+    ``password`` is Redis's AUTH password (when not in the URL), ``tls_ca_file`` the CA of its
+    certificate (with a ``rediss://`` URL, which turns TLS on).
+    """
+    options: dict[str, Any] = {}
+    if password:
+        options["password"] = password
+    if tls_ca_file:
+        if not url.startswith("rediss://"):
+            raise StartupError("REDIS_TLS_CA_FILE needs a rediss:// REDIS_URL")
+        options["ssl_ca_certs"] = tls_ca_file
     client: Redis = Redis.from_url(
-        url, socket_connect_timeout=within, socket_timeout=within, health_check_interval=30
+        url,
+        socket_connect_timeout=within,
+        socket_timeout=within,
+        health_check_interval=30,
+        **options,
     )
     try:
         try:

@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from mesh.events.security import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 
 
@@ -20,9 +22,12 @@ async def create_topics(
     *,
     partitions: int = 3,
     replication_factor: int = 1,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin: Any = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin: Any = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **security.client_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -39,9 +44,13 @@ async def create_topics(
         await admin.close()
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+async def partitions_of(
+    bootstrap_servers: str, topic: str, security: KafkaSecurity = PLAINTEXT
+) -> list[int]:
     """The partition numbers of ``topic`` (empty when it does not exist)."""
-    admin: Any = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin: Any = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **security.client_options()
+    )
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -55,18 +64,27 @@ async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, *, limit: int | None = None, timeout_ms: int = 1_000
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    limit: int | None = None,
+    timeout_ms: int = 1_000,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end, with no consumer group.
 
     Returns aiokafka ``ConsumerRecord`` objects in (partition, offset) order. A missing topic
     reads as empty.
     """
-    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
+    found = await partitions_of(bootstrap_servers, topic, security)
+    tps = [TopicPartition(topic, p) for p in found]
     if not tps:
         return []
     consumer: Any = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        **security.client_options(),
     )
     await consumer.start()
     try:

@@ -30,6 +30,7 @@ from mesh.events.deadletter import DeadLetterQueue, PayloadVault
 from mesh.events.dispatcher import Dispatcher, Partition, Plan
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.events.topics import EventKind, topic_name
 from mesh.resource import AsyncResource
 
@@ -70,6 +71,7 @@ class ConsumerConfig:
     close_timeout: float = 30.0
     group_instance_id: str = ""  # static membership when set
     leave_timeout: float = 5.0  # leaving the group on close, at most (it may still be joining)
+    security: KafkaSecurity = PLAINTEXT
 
 
 class Consumer(AsyncResource):
@@ -103,6 +105,7 @@ class Consumer(AsyncResource):
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
             group_instance_id=config.group_instance_id or None,
+            **config.security.client_options(),
         )
         self._lock = asyncio.Lock()  # held while a batch is processed and committed
         self._pending: dict[Partition, int] = {}  # done but not yet committed

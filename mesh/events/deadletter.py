@@ -33,6 +33,7 @@ from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope as codec
 from mesh.events.admin import read_topic
 from mesh.events.bus import OutgoingRecord, Record, RecordWriter
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.events.topics import dlq_topic
 
 H_TOPIC = "dlq.original_topic"
@@ -360,10 +361,14 @@ async def replay(
 
 
 async def list_dead_letters(
-    bootstrap_servers: str, topic: str, *, limit: int | None = None
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    limit: int | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[DeadLetterRecord]:
     """The dead letters of ``topic`` (the original topic), read from the beginning of its DLQ."""
-    records = await read_topic(bootstrap_servers, dlq_topic(topic), limit=limit)
+    records = await read_topic(bootstrap_servers, dlq_topic(topic), limit=limit, security=security)
     return [
         DeadLetterRecord(
             topic=r.topic,

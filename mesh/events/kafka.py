@@ -19,6 +19,7 @@ from mesh.events.deadletter import PayloadVault
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.producer import Producer
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.events.topics import EventKind, all_topics, topic_name_prefix
 from mesh.resource import AsyncResource
 
@@ -33,6 +34,7 @@ class KafkaConfig:
     partitions: int = 3  # of each topic this bus creates
     commit_interval_ms: int = 1000
     group_instance_id: str = ""  # static membership when set
+    security: KafkaSecurity = PLAINTEXT  # SASL and TLS of every client
 
 
 class KafkaBus(AsyncResource):
@@ -43,12 +45,20 @@ class KafkaBus(AsyncResource):
         self.namespace = config.namespace
         self._metrics = ConsumerMetrics(registry or CollectorRegistry())
         self._producer = Producer(
-            config.bootstrap_servers, namespace=config.namespace, client_id=config.client_id
+            config.bootstrap_servers,
+            namespace=config.namespace,
+            client_id=config.client_id,
+            security=config.security,
         )
 
     async def start(self) -> None:
         c = self.config
-        await create_topics(c.bootstrap_servers, all_topics(c.namespace), partitions=c.partitions)
+        await create_topics(
+            c.bootstrap_servers,
+            all_topics(c.namespace),
+            partitions=c.partitions,
+            security=c.security,
+        )
         await self._producer.start()
 
     async def close(self) -> None:
@@ -88,6 +98,7 @@ class KafkaBus(AsyncResource):
             commit_interval_ms=c.commit_interval_ms,
             group_instance_id=c.group_instance_id,
             backoff=backoff,
+            security=c.security,
         )
         return Consumer(
             config, kinds, handler, self, accept=accept, metrics=self._metrics, vault=vault

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from mesh.events.bus import OutgoingEvent, OutgoingRecord
+from mesh.events.security import PLAINTEXT, KafkaSecurity
 from mesh.resource import AsyncResource
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Producer(AsyncResource):
         linger_ms: int = 0,
         request_timeout_ms: int = 30_000,
         max_batch_size: int = 256 * 1024,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.namespace = namespace
         self._kafka: Any = AIOKafkaProducer(
@@ -46,6 +48,7 @@ class Producer(AsyncResource):
             linger_ms=linger_ms,
             request_timeout_ms=request_timeout_ms,
             max_batch_size=max_batch_size,
+            **security.client_options(),
         )
         self._partitioner = DefaultPartitioner()
         self._started = False

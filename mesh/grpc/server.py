@@ -1,12 +1,17 @@
 """A production gRPC server: grpc.aio with health, reflection, the interceptor and a side port.
 
-``GrpcServer`` is an async context manager. Entering it registers the servicers, the standard
-health service and server reflection (v1 and v1alpha, with the protos' comments), binds,
-starts, opens the HTTP side port and marks the services SERVING once the backend probes pass.
-Leaving it drains (``mesh.grpc.drain``): health NOT_SERVING while it still serves for
-``drain_seconds`` (load balancers stop routing to it), then the ``on_drain`` callbacks run (open
-streams end) and new calls are refused with UNAVAILABLE, in-flight ones get
+``GrpcServer`` is an async context manager. Entering it registers the servicers (wrapped, each
+method with its scope), the standard health service and, when the trust boundary allows it,
+server reflection (v1 and v1alpha, with the protos' comments); binds (TLS when the boundary has
+credentials), starts, opens the HTTP side port and marks the services SERVING once the backend
+probes pass. Leaving it drains (``mesh.grpc.drain``): health NOT_SERVING while it still serves
+for ``drain_seconds`` (load balancers stop routing to it), then the ``on_drain`` callbacks run
+(open streams end) and new calls are refused with UNAVAILABLE, in-flight ones get
 ``shutdown_grace_seconds`` to finish, and the rest end UNAVAILABLE.
+
+Health and reflection are not wrapped: they need no credentials, and nothing limits them. There
+is no server-wide cap on concurrent RPCs (one client's streams would then starve everyone's
+health checks); each principal has its own rate and stream limits instead.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from mesh.grpc.metrics import RpcMetrics
 from mesh.grpc.reflection import add_reflection
 from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
+from mesh.security.boundary import TrustBoundary
+from mesh.security.scopes import ScopeTable
 from mesh.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -45,9 +52,13 @@ class GrpcServer:
         table: StatusTable,
         registry: CollectorRegistry,
         health: HealthReporter,
+        scopes: ScopeTable,
+        boundary: TrustBoundary | None = None,
         on_drain: Sequence[Callable[[], None]] = (),
     ) -> None:
         self._settings = settings
+        self._scopes = scopes
+        self.boundary = boundary or TrustBoundary.unguarded()
         self._registrations = registrations
         self._service_names = tuple(service_names)
         self._table = table
@@ -68,18 +79,24 @@ class GrpcServer:
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
-        wrapper = RpcWrapper(self._table, RpcMetrics(self._registry), self._drain)
+        boundary = self.boundary
+        metrics = RpcMetrics(self._registry)
+        wrapper = RpcWrapper(self._table, metrics, self._scopes, boundary.guard, drain=self._drain)
         registrar = Registrar(server, wrapper)
         HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes
         registrar.close()
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        add_reflection(server, (*self._service_names, "grpc.health.v1.Health"))
+        if boundary.reflection:
+            add_reflection(server, (*self._service_names, "grpc.health.v1.Health"))
+        address = f"{s.host}:{s.grpc_port}"
         try:
-            self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+            if boundary.credentials is not None:
+                self.port = server.add_secure_port(address, boundary.credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError:  # grpcio raises when the bind fails (older versions returned 0)
             self.port = 0
         if self.port == 0:
@@ -98,7 +115,13 @@ class GrpcServer:
             self._side_port = side_port
             self.metrics_port = side_port.port
         await self.health.start()
-        log.info("serving %s on %s:%d", ", ".join(self._service_names), s.host, self.port)
+        log.info(
+            "serving %s on %s:%d (authentication: %s)",
+            ", ".join(self._service_names),
+            s.host,
+            self.port,
+            boundary.summary,
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

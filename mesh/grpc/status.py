@@ -3,25 +3,54 @@
 Each server builds one ``StatusTable`` from ``StatusRule`` rows. Rules match by ``isinstance``
 in order, the server's own rules before the shared ones (``MESH_RULES``); anything unmatched is
 INTERNAL and logged once, with its traceback, by the interceptor.
+
+Every status carries an ``ErrorInfo`` (the rule's reason, the server's domain, the error's type
+and the rule's ``metadata``). The shared rules:
+
+=====================  ===================  ==================  ===============================
+error                  code                 ErrorInfo reason    details
+=====================  ===================  ==================  ===============================
+InvalidArgument        INVALID_ARGUMENT     INVALID_ARGUMENT    BadRequest
+BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE ResourceInfo(backend)
+Unauthenticated        UNAUTHENTICATED      UNAUTHENTICATED
+PermissionDenied       PERMISSION_DENIED    MISSING_SCOPE       metadata: scope, method
+RateLimited            RESOURCE_EXHAUSTED   RATE_LIMITED        RetryInfo, QuotaFailure;
+                                                                metadata: scope
+StreamLimited          RESOURCE_EXHAUSTED   TOO_MANY_STREAMS    RetryInfo, QuotaFailure
+=====================  ===================  ==================  ===============================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from mesh.errors import BackendUnavailable, InvalidArgument
+from mesh.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    LimitExceeded,
+    PermissionDenied,
+    RateLimited,
+    StreamLimited,
+    Unauthenticated,
+)
 
 DetailBuilder = Callable[[BaseException], Sequence[Message]]
+MetadataBuilder = Callable[[BaseException], Mapping[str, str]]
 
 
 def _no_details(_: BaseException) -> Sequence[Message]:
     return ()
+
+
+def _no_metadata(_: BaseException) -> Mapping[str, str]:
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +61,7 @@ class StatusRule:
     code: grpc.StatusCode
     reason: str
     details: DetailBuilder = field(default=_no_details)
+    metadata: MetadataBuilder = field(default=_no_metadata)  # more ErrorInfo metadata
 
 
 def bad_request(exc: BaseException) -> Sequence[Message]:
@@ -57,11 +87,38 @@ def backend_retry_info(exc: BaseException) -> Sequence[Message]:
     ]
 
 
+def retry_later(exc: BaseException) -> Sequence[Message]:
+    """``RetryInfo`` (when a retry may succeed, rounded up to the millisecond) and
+    ``QuotaFailure`` (whose limit, and which)."""
+    assert isinstance(exc, LimitExceeded)
+    millis = max(1, math.ceil(exc.retry_after * 1000))
+    delay = duration_pb2.Duration(seconds=millis // 1000, nanos=millis % 1000 * 1_000_000)
+    subject = f"principal:{exc.principal}"
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=str(exc))]
+    )
+    return [error_details_pb2.RetryInfo(retry_delay=delay), quota]
+
+
+def _missing_scope(exc: BaseException) -> Mapping[str, str]:
+    assert isinstance(exc, PermissionDenied)
+    return {"scope": exc.scope, "method": exc.method}
+
+
+def _rate_scope(exc: BaseException) -> Mapping[str, str]:
+    assert isinstance(exc, RateLimited)
+    return {"scope": exc.scope}
+
+
+Code = grpc.StatusCode
+
 MESH_RULES: tuple[StatusRule, ...] = (
-    StatusRule(InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", bad_request),
-    StatusRule(
-        BackendUnavailable, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", backend_retry_info
-    ),
+    StatusRule(InvalidArgument, Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", bad_request),
+    StatusRule(BackendUnavailable, Code.UNAVAILABLE, "BACKEND_UNAVAILABLE", backend_retry_info),
+    StatusRule(Unauthenticated, Code.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    StatusRule(PermissionDenied, Code.PERMISSION_DENIED, "MISSING_SCOPE", metadata=_missing_scope),
+    StatusRule(RateLimited, Code.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_later, _rate_scope),
+    StatusRule(StreamLimited, Code.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", retry_later),
 )
 
 
@@ -81,7 +138,9 @@ class StatusTable:
         if rule is None:
             return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
         info = error_details_pb2.ErrorInfo(
-            reason=rule.reason, domain=self._domain, metadata={"type": type(exc).__name__}
+            reason=rule.reason,
+            domain=self._domain,
+            metadata={"type": type(exc).__name__, **rule.metadata(exc)},
         )
         details = []
         for message in (info, *rule.details(exc)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,19 +43,31 @@ async def postgres_pool(
     migrations: dict[str, str],
     namespace: str | None = None,
     within: float = CONNECT_TIMEOUT,
+    *,
+    password: str = "",
+    tls_ca_file: str = "",
 ) -> AsyncIterator[Any]:
     """An asyncpg pool with ``migrations`` applied (source name -> package); with a
     ``namespace`` (the mesh's migrations among them), on a database that belongs to it
     (claimed by the first server to start on it).
 
-    ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds, or when the database
-    belongs to another namespace. On exit the pool closes; a connection still checked out after
-    ``CLOSE_TIMEOUT`` is terminated (asyncpg's ``close`` would wait for it however long that
-    takes).
+    ``password`` (when not in the DSN) and ``tls_ca_file`` (verified TLS: the server's
+    certificate must be signed by that CA and name its host; TLS may also be asked for in the
+    DSN, ``?sslmode=verify-full&sslrootcert=...``) are the connection's credentials; neither
+    is ever logged. ``StartupError`` when PostgreSQL cannot be reached ``within`` seconds, or
+    when the database belongs to another namespace. On exit the pool closes; a connection still
+    checked out after ``CLOSE_TIMEOUT`` is terminated (asyncpg's ``close`` would wait for it
+    however long that takes).
     """
+    options: dict[str, Any] = {}
+    if password:
+        options["password"] = password
     try:
+        if tls_ca_file:
+            options["ssl"] = ssl.create_default_context(cafile=tls_ca_file)
         pool = await asyncio.wait_for(
-            asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30), within
+            asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30, **options),
+            within,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise StartupError(f"PostgreSQL unreachable at {redact(dsn)}: {exc!r}") from exc

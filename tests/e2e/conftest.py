@@ -49,10 +49,19 @@ def go_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    """One server as a child process; ``address`` is its gRPC ``host:port``."""
+    """One server as a child process; ``address`` is its gRPC ``host:port``. ``credentials``:
+    how its health is checked when it serves TLS."""
 
-    def __init__(self, module: str, env: Mapping[str, str], prefix: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str],
+        prefix: str,
+        log_path: Path,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.module = module
+        self.credentials = credentials
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -79,8 +88,13 @@ class ServerProcess:
             await self.kill()
             raise
 
+    def channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.address)
+        return grpc.aio.secure_channel(self.address, self.credentials)
+
     async def health(self, service: str = "") -> int:
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=2)  # type: ignore[attr-defined]
@@ -133,35 +147,36 @@ def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[s
         "KAFKA_TOPIC_PARTITIONS": "2",
         "USE_UVLOOP": "true",
         "LOG_LEVEL": "INFO",
+        # The trust boundary has its own tier (tests/security); these test the rest.
+        "AUTH_DISABLED": "true",
+        "REFLECTION": "true",
     }
 
 
-@pytest.fixture
-def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+def launch(
+    command: list[str], cwd: Path, log_path: Path, extra: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Run ``command`` (the launcher) on free ports, embedded mode, until the test ends."""
     ports = {name: str(free_port()) for name in ("batch", "conductor", "bm", "cm")}
     env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    env = {k: v for k, v in env.items() if not k.startswith("HULEEDU_")}
     env |= {
         "BATCH_GRPC_PORT": ports["batch"],
         "BATCH_METRICS_PORT": ports["bm"],
         "CONDUCTOR_GRPC_PORT": ports["conductor"],
         "CONDUCTOR_METRICS_PORT": ports["cm"],
         "HOST": "127.0.0.1",
+        **(extra or {}),
     }
-    log = (tmp_path / "launcher.log").open("w+")
+    log = log_path.open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "--worker-delay", "0.2"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
     )
 
     def serving() -> bool:
-        if "Press Ctrl-C to stop." in Path(log.name).read_text():
+        if "Press Ctrl-C to stop." in log_path.read_text():
             return True
-        assert process.poll() is None, Path(log.name).read_text()
+        assert process.poll() is None, log_path.read_text()
         return False
 
     try:
@@ -170,12 +185,19 @@ def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield {
             "BATCH_ADDRESS": f"127.0.0.1:{ports['batch']}",
             "CONDUCTOR_ADDRESS": f"127.0.0.1:{ports['conductor']}",
-            "log": log.name,
+            "log": str(log_path),
         }
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, Path(log.name).read_text()
+        assert process.wait(30) == 0, log_path.read_text()
         log.close()
+
+
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m launcher`` (what ``make run`` runs) on free ports, embedded mode."""
+    command = [sys.executable, "-m", "launcher", "--worker-delay", "0.2"]
+    yield from launch(command, ROOT, tmp_path / "launcher.log")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ async def test_grpcurl_describes_methods_and_messages_with_their_comments(
     assert "// Creates a batch with generated essay ids" in method
     assert "INVALID_ARGUMENT (BadRequest): no essays or more than 10,000" in method
     message = run_grpcurl(grpcurl, batch, "describe", "huleedu.batch.v1.CreateBatchRequest")
-    assert "// The essays, 1 to 10,000, in order." in message
+    assert "// The essays, 1 to 10,000, in order" in message
     assert "repeated .huleedu.batch.v1.EssayInput essays = 2;" in message
     service = run_grpcurl(grpcurl, batch, "describe", "huleedu.batch.v1.BatchService")
     assert "Errors: every failed call carries a google.rpc.Status" in service

@@ -28,7 +28,7 @@ from mesh.events.producer import Producer
 from mesh.events.topics import EventKind, dlq_topic, topic_name
 from mesh.grpc.server import GrpcServer
 from mesh.runtime import StartupError
-from mesh.settings import BackendSettings, ServerSettings
+from mesh.settings import BackendSettings, SecuritySettings, ServerSettings
 from tests.support.polling import eventually
 
 SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, uvloop=False)
@@ -76,6 +76,7 @@ def real_settings(
             kafka_namespace=kafka_namespace,
             kafka_partitions=1,
         ),
+        security=SecuritySettings(auth_disabled=True),  # tests/security tests the boundary
         options=BatchOptions(
             conductor_address=conductor_address,
             consumer_group=f"{kafka_namespace}-batch",

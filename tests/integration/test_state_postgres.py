@@ -139,6 +139,7 @@ async def test_migrations_are_applied_once_and_recorded(
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
+        ("mesh", 2, "api_keys"),
     ]
 
 

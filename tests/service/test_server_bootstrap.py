@@ -23,10 +23,12 @@ from mesh.grpc.health import HealthReporter
 from mesh.grpc.server import GrpcServer
 from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
+from mesh.security.scopes import Scope
 from mesh.settings import ServerSettings
 from tests.support.polling import eventually
 
 SERVICE = "test.v1.EchoService"
+SCOPES = {f"/{SERVICE}/Echo": Scope.BATCHES_READ}
 
 
 def _identity(data: bytes) -> bytes:
@@ -76,7 +78,7 @@ async def server(backend: Backend, registry: CollectorRegistry) -> AsyncIterator
     settings = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0)
     health = HealthReporter([SERVICE], {"store": backend.probe}, interval=0.05)
     async with GrpcServer(
-        settings, [_register], [SERVICE], StatusTable("test", []), registry, health
+        settings, [_register], [SERVICE], StatusTable("test", []), registry, health, SCOPES
     ) as running:
         yield running
 
@@ -192,6 +194,8 @@ async def test_correlation_id_is_echoed_or_generated(channel: grpc.aio.Channel) 
     assert dict(trailing)["x-correlation-id"] == "abc-123"
     _, trailing = await _call(channel, b"hi")
     assert len(dict(trailing)["x-correlation-id"]) == 36
+    _, trailing = await _call(channel, b"hi", metadata=(("x-correlation-id", "x" * 129),))
+    assert len(dict(trailing)["x-correlation-id"]) == 36  # too long for logs and events: replaced
 
 
 async def test_metrics_count_rpcs_by_code(server: GrpcServer, channel: grpc.aio.Channel) -> None:
@@ -228,6 +232,7 @@ async def test_a_port_in_use_is_a_clear_startup_error(taken: str) -> None:
             StatusTable("test", []),
             CollectorRegistry(),
             HealthReporter([SERVICE]),
+            SCOPES,
         )
         what = "gRPC" if taken == "grpc" else "metrics"
         with pytest.raises(StartupError, match=f"cannot listen for {what} on 127.0.0.1:{port}"):

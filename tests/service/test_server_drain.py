@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from conductor_server.api.scopes import SCOPES
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 from mesh.grpc.health import HealthReporter
@@ -55,6 +56,7 @@ async def server(drained: list[str]) -> AsyncIterator[GrpcServer]:
         StatusTable("test", []),
         CollectorRegistry(),
         HealthReporter([SERVICE]),
+        SCOPES,
         on_drain=[lambda: drained.append("streams ended")],
     )
     async with running:

@@ -58,6 +58,7 @@ async def serve(
         services=[],
         registrations=[],
         table=StatusTable("test", []),
+        scopes={},
         consumers=[RecordingConsumer(seen if seen is not None else [])],
         loops=[(run, halt)],
     )

@@ -82,6 +82,7 @@ def test_the_package_exports_exactly_this() -> None:
     assert clients.__all__ == [
         "BatchClient",
         "ConductorClient",
+        "Credentials",
         "RpcError",
         "RunStatus",
         "RunStepStatus",

@@ -59,3 +59,25 @@ def test_help_lists_every_variable(module: str) -> None:
     )
     assert "REDIS_URL" in result.stdout
     assert "GRPC_PORT" in result.stdout
+
+
+def test_servers_bind_loopback_unless_told_otherwise() -> None:
+    assert ConductorSettings.from_env({}).server.host == "127.0.0.1"
+    assert BatchSettings.from_env({"BATCH_HOST": "0.0.0.0"}).server.host == "0.0.0.0"
+
+
+def test_security_settings_take_the_server_prefix() -> None:
+    environ = {"AUTH_KEYS_FILE": "shared.jsonl", "BATCH_AUTH_KEYS_FILE": "batch.jsonl"}
+    assert ConductorSettings.from_env(environ).security.auth_keys_file == "shared.jsonl"
+    assert BatchSettings.from_env(environ).security.auth_keys_file == "batch.jsonl"
+
+
+def test_secrets_are_never_shown_in_repr_or_help() -> None:
+    settings = BatchSettings.from_env(
+        {"CONDUCTOR_API_KEY": "hk_very_secret", "KAFKA_SASL_PASSWORD": "pw_very_secret"}
+    )
+    assert settings.options.conductor_api_key == "hk_very_secret"
+    assert "very_secret" not in repr(settings)
+    help_text = BatchSettings.help_text()
+    assert "CONDUCTOR_API_KEY" in help_text
+    assert "[secret]" in help_text

@@ -51,3 +51,21 @@ def test_printable_ids_pass(value: str) -> None:
     v = Violations()
     assert v.identifier("batch_id", value) == value
     v.raise_if_any()
+
+
+@pytest.mark.parametrize("value", ["\x00", "a\x00", "\x00b", "essay \x00 text"])
+def test_text_with_a_nul_is_refused_as_postgresql_cannot_store_it(value: str) -> None:
+    v = Violations()
+    v.text("essays[0].text", value, 1024)
+    with pytest.raises(InvalidArgument) as raised:
+        v.raise_if_any()
+    (violation,) = raised.value.violations
+    assert violation.field == "essays[0].text"
+    assert "NUL" in violation.description
+
+
+@pytest.mark.parametrize("value", ["Teh cat.", "tabs\tand\nnewlines", "\x7f\u2028ünïcode 批"])
+def test_other_text_passes(value: str) -> None:
+    v = Violations()
+    assert v.text("text", value, 1024) == value
+    v.raise_if_any()

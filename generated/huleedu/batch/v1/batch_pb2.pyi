@@ -6,6 +6,24 @@ The BatchService: the front door for batches of essays.
 It creates batches (storing each essay's text), triggers single-essay spellchecks, starts
 pipeline runs, dispatches each step's commands once its prerequisites are satisfied, advances
 runs as steps complete, and reports status, including a live stream of progress.
+
+Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+- a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+  RESOURCE_EXHAUSTED; a larger batch is several batches.
+- ids (batch_id, run_id, request_id): 1-255 characters, no whitespace, control characters or
+  braces; names (pipeline, flag and label keys): 1-128 such characters.
+- free text (essay text, client_ref, name, course_code, label values): any Unicode but NUL
+  ("\\u0000"), within the byte limits of each field.
+Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+
+Access (docs/security.md): with authentication on, every call carries an API key
+("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
+batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
+is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+(RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
+bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
+either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 """
 
 from collections import abc as _abc
@@ -115,7 +133,7 @@ class TriggerSpellcheckRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text: required, not only whitespace, at most 1 MiB (UTF-8)."""
+    """The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL."""
     language: _builtins.str
     """Language of the text, a BCP 47 tag such as "en" or "sv-SE" (at most 35 characters);
     "en" when empty.
@@ -173,9 +191,11 @@ class EssayInput(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CLIENT_REF_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The essay's text: required, not only whitespace, at most 1 MiB (UTF-8)."""
+    """The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL."""
     client_ref: _builtins.str
-    """The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes."""
+    """The caller's own reference for the essay (e.g. a file name), echoed back; at most 256
+    bytes, no NUL.
+    """
     def __init__(
         self,
         *,
@@ -242,9 +262,9 @@ class BatchMetadata(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Display name; at most 256 bytes."""
+    """Display name; at most 256 bytes, no NUL."""
     course_code: _builtins.str
-    """Course code, e.g. "ENG5"; at most 64 bytes."""
+    """Course code, e.g. "ENG5"; at most 64 bytes, no NUL."""
     language: _builtins.str
     """Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty."""
     @_builtins.property
@@ -255,7 +275,7 @@ class BatchMetadata(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form labels: keys as flag names, values at most 256 bytes."""
+        """Free-form labels: keys as flag names, values at most 256 bytes, no NUL."""
 
     def __init__(
         self,
@@ -364,7 +384,7 @@ class CreateBatchRequest(_message.Message):
     """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayInput]:
-        """The essays, 1 to 10,000, in order."""
+        """The essays, 1 to 10,000, in order (and the request within the message size limit)."""
 
     @_builtins.property
     def metadata(self) -> Global___BatchMetadata:

@@ -9,6 +9,24 @@
 // It creates batches (storing each essay's text), triggers single-essay spellchecks, starts
 // pipeline runs, dispatches each step's commands once its prerequisites are satisfied, advances
 // runs as steps complete, and reports status, including a live stream of progress.
+//
+// Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+// - a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+//   RESOURCE_EXHAUSTED; a larger batch is several batches.
+// - ids (batch_id, run_id, request_id): 1-255 characters, no whitespace, control characters or
+//   braces; names (pipeline, flag and label keys): 1-128 such characters.
+// - free text (essay text, client_ref, name, course_code, label values): any Unicode but NUL
+//   ("\u0000"), within the byte limits of each field.
+// Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+//
+// Access (docs/security.md): with authentication on, every call carries an API key
+// ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
+// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
+// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
+// bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
+// either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 
 package batchv1
 
@@ -170,7 +188,7 @@ func (RunStepStatus) EnumDescriptor() ([]byte, []int) {
 // Request of TriggerSpellcheck.
 type TriggerSpellcheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
+	// The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL.
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	// Language of the text, a BCP 47 tag such as "en" or "sv-SE" (at most 35 characters);
 	// "en" when empty.
@@ -290,9 +308,10 @@ func (x *TriggerSpellcheckResponse) GetTextStorageId() string {
 // One essay to add to a new batch.
 type EssayInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
+	// The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL.
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	// The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes.
+	// The caller's own reference for the essay (e.g. a file name), echoed back; at most 256
+	// bytes, no NUL.
 	ClientRef     string `protobuf:"bytes,2,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -345,16 +364,16 @@ func (x *EssayInput) GetClientRef() string {
 // Descriptive data and gating flags of a batch.
 type BatchMetadata struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Display name; at most 256 bytes.
+	// Display name; at most 256 bytes, no NUL.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Course code, e.g. "ENG5"; at most 64 bytes.
+	// Course code, e.g. "ENG5"; at most 64 bytes, no NUL.
 	CourseCode string `protobuf:"bytes,2,opt,name=course_code,json=courseCode,proto3" json:"course_code,omitempty"`
 	// Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty.
 	Language string `protobuf:"bytes,3,opt,name=language,proto3" json:"language,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
 	// true. Each name is at most 128 characters without whitespace, control characters or braces.
 	Flags map[string]bool `protobuf:"bytes,4,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Free-form labels: keys as flag names, values at most 256 bytes.
+	// Free-form labels: keys as flag names, values at most 256 bytes, no NUL.
 	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -578,7 +597,7 @@ type CreateBatchRequest struct {
 	// braces); a retry with the same key returns the original batch. Empty: no idempotency.
 	// Reusing a key for a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// The essays, 1 to 10,000, in order.
+	// The essays, 1 to 10,000, in order (and the request within the message size limit).
 	Essays []*EssayInput `protobuf:"bytes,2,rep,name=essays,proto3" json:"essays,omitempty"`
 	// Metadata and gating flags.
 	Metadata      *BatchMetadata `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`

@@ -9,6 +9,24 @@
 // It creates batches (storing each essay's text), triggers single-essay spellchecks, starts
 // pipeline runs, dispatches each step's commands once its prerequisites are satisfied, advances
 // runs as steps complete, and reports status, including a live stream of progress.
+//
+// Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+// - a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+//   RESOURCE_EXHAUSTED; a larger batch is several batches.
+// - ids (batch_id, run_id, request_id): 1-255 characters, no whitespace, control characters or
+//   braces; names (pipeline, flag and label keys): 1-128 such characters.
+// - free text (essay text, client_ref, name, course_code, label values): any Unicode but NUL
+//   ("\u0000"), within the byte limits of each field.
+// Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+//
+// Access (docs/security.md): with authentication on, every call carries an API key
+// ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
+// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
+// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
+// bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
+// either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 
 package batchv1
 

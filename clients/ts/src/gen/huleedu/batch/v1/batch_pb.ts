@@ -7,6 +7,24 @@
 // It creates batches (storing each essay's text), triggers single-essay spellchecks, starts
 // pipeline runs, dispatches each step's commands once its prerequisites are satisfied, advances
 // runs as steps complete, and reports status, including a live stream of progress.
+//
+// Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+// - a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+//   RESOURCE_EXHAUSTED; a larger batch is several batches.
+// - ids (batch_id, run_id, request_id): 1-255 characters, no whitespace, control characters or
+//   braces; names (pipeline, flag and label keys): 1-128 such characters.
+// - free text (essay text, client_ref, name, course_code, label values): any Unicode but NUL
+//   ("\u0000"), within the byte limits of each field.
+// Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+//
+// Access (docs/security.md): with authentication on, every call carries an API key
+// ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
+// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
+// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
+// bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
+// either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
@@ -29,7 +47,7 @@ export const file_huleedu_batch_v1_batch: GenFile = /*@__PURE__*/
  */
 export type TriggerSpellcheckRequest = Message<"huleedu.batch.v1.TriggerSpellcheckRequest"> & {
   /**
-   * The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
+   * The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL.
    *
    * @generated from field: string text = 1;
    */
@@ -93,14 +111,15 @@ export const TriggerSpellcheckResponseSchema: GenMessage<TriggerSpellcheckRespon
  */
 export type EssayInput = Message<"huleedu.batch.v1.EssayInput"> & {
   /**
-   * The essay's text: required, not only whitespace, at most 1 MiB (UTF-8).
+   * The essay's text: required, not only whitespace, at most 1 MiB of UTF-8, no NUL.
    *
    * @generated from field: string text = 1;
    */
   text: string;
 
   /**
-   * The caller's own reference for the essay (e.g. a file name), echoed back; at most 256 bytes.
+   * The caller's own reference for the essay (e.g. a file name), echoed back; at most 256
+   * bytes, no NUL.
    *
    * @generated from field: string client_ref = 2;
    */
@@ -121,14 +140,14 @@ export const EssayInputSchema: GenMessage<EssayInput> = /*@__PURE__*/
  */
 export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
   /**
-   * Display name; at most 256 bytes.
+   * Display name; at most 256 bytes, no NUL.
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * Course code, e.g. "ENG5"; at most 64 bytes.
+   * Course code, e.g. "ENG5"; at most 64 bytes, no NUL.
    *
    * @generated from field: string course_code = 2;
    */
@@ -150,7 +169,7 @@ export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
   flags: { [key: string]: boolean };
 
   /**
-   * Free-form labels: keys as flag names, values at most 256 bytes.
+   * Free-form labels: keys as flag names, values at most 256 bytes, no NUL.
    *
    * @generated from field: map<string, string> labels = 5;
    */
@@ -264,7 +283,7 @@ export type CreateBatchRequest = Message<"huleedu.batch.v1.CreateBatchRequest"> 
   requestId: string;
 
   /**
-   * The essays, 1 to 10,000, in order.
+   * The essays, 1 to 10,000, in order (and the request within the message size limit).
    *
    * @generated from field: repeated huleedu.batch.v1.EssayInput essays = 2;
    */

@@ -7,6 +7,23 @@
 // It loads pipeline definitions, resolves which steps a target needs and in which order, prunes
 // steps a batch already satisfied, gates steps on batch flags and prerequisites, and counts
 // per-essay step outcomes exactly once.
+//
+// Limits, the same in every mode (embedded or real backends), checked before anything is stored:
+// - a request or response message: at most MAX_MESSAGE_BYTES (4 MiB by default), else
+//   RESOURCE_EXHAUSTED.
+// - ids (batch_id, essay ids, event_id): 1-255 characters, no whitespace, control characters
+//   (NUL among them) or braces; names (pipelines, steps, flags): 1-128 such characters;
+//   output_storage_id: up to 1,024 such characters.
+// Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
+//
+// Access (docs/security.md): with authentication on, every call carries an API key
+// ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
+// credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
+// BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
+// RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+// Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
+// bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
+// bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
@@ -493,7 +510,7 @@ export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepO
   eventId: string;
 
   /**
-   * Content-store id of the step's output, if any (an id).
+   * Content-store id of the step's output, if any (an id of at most 1,024 characters).
    *
    * @generated from field: string output_storage_id = 6;
    */
