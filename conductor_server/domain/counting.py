@@ -22,13 +22,27 @@ so far; for a root step, every essay of the batch). The rules:
 
 Statuses follow from the counts (``StepTable.derive``): a step whose total is not known is
 BLOCKED when a dependency is UNSATISFIED or BLOCKED, else WAITING.
+
+**Attempts.** Each outcome belongs to an attempt of its step (a run's retry is a new attempt).
+An essay is *open* at one attempt per step: the step's own (1, or the attempt whose completion
+made the step ready), or the one a retry reopened it at. An outcome of the open attempt counts
+as above (within an attempt the first outcome wins); one of an earlier attempt is SUPERSEDED
+and changes nothing; one of a later attempt is NOT_EXPECTED (the essay was not dispatched in
+it). ``reopen`` starts a new attempt for essays that failed or never reported: a failure leaves
+the counts, and the essay's next outcome (of the new attempt) counts instead. When an essay
+newly succeeds in every dependency of a dependant that is already ready (a retry turned a
+failure into a success), the dependant expects it too, open at the same attempt.
+
+**Timeouts.** ``expire`` records TIMED_OUT (a failure) for every essay of a step still without
+an outcome of its open attempt; a late outcome of that attempt is then LATE and changes
+nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Collection, Container, Iterator, Mapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,6 +65,7 @@ class StepCount:
     failed: int = 0
     total: int | None = None
     eligible: int = 0
+    attempt: int = 1  # at which its essays are open unless opened at another one
 
 
 class Verdict(StrEnum):
@@ -60,6 +75,8 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     NOT_EXPECTED = "not_expected"
+    SUPERSEDED = "superseded"  # of an attempt a later one replaced: nothing changes
+    LATE = "late"  # of an attempt whose essay timed out: nothing changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,19 @@ class Entry:
 _NOT_EXPECTED = Entry(Verdict.NOT_EXPECTED)
 _DUPLICATE = Entry(Verdict.DUPLICATE)
 _RECORDED = Entry(Verdict.RECORDED)
+_SUPERSEDED = Entry(Verdict.SUPERSEDED)
+_LATE = Entry(Verdict.LATE)
+
+
+class CannotReopen(ValueError):
+    """A retry asked to reopen an essay that succeeded, is not expected, or is open at a later
+    attempt already."""
+
+    def __init__(self, step: str, essay_id: str, reason: str) -> None:
+        super().__init__(f"step {step!r}, essay {essay_id!r}: {reason}")
+        self.step = step
+        self.essay_id = essay_id
+        self.reason = reason
 
 
 class StepTable:
@@ -140,18 +170,23 @@ class BatchTally:
     """One batch's counts, and the outcomes of the essays it knows.
 
     ``outcomes`` maps essay -> step -> outcome for every essay the tally may be asked about;
-    ``members`` holds (at least) those of them that are in the batch. ``changed`` collects the
-    steps whose counts moved since it was made (what the PostgreSQL store writes back).
+    ``members`` holds (at least) those of them that are in the batch; ``opened`` maps essay ->
+    step -> attempt for the essays open at another attempt than their step's. ``changed``
+    collects the steps whose counts moved since it was made, ``reopened`` the (essay, step)
+    whose outcome was cleared or that were opened at a new attempt (what the PostgreSQL store
+    writes back).
     """
 
     table: StepTable
     counts: dict[str, StepCount]
     outcomes: dict[str, dict[str, Outcome]]
     members: Container[str]
+    opened: dict[str, dict[str, int]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
+    reopened: dict[tuple[str, str], int] = field(default_factory=dict)  # -> attempt
     _derived: tuple[StepState, ...] | None = None  # states(), until the counts move
 
-    def record(self, step: str, essay_id: str, outcome: Outcome) -> Entry:
+    def record(self, step: str, essay_id: str, outcome: Outcome, attempt: int = 1) -> Entry:
         """Count one outcome of a step of the table (the caller checks the step exists)."""
         count = self.counts[step]
         if count.total is None or essay_id not in self.members:
@@ -159,22 +194,70 @@ class BatchTally:
         known = self.outcomes.setdefault(essay_id, {})
         if not _succeeded_in_all(known, self.table.depends_on[step]):
             return _NOT_EXPECTED
+        open_at = self.open_attempt(step, essay_id)
+        if attempt != open_at:
+            return _SUPERSEDED if attempt < open_at else _NOT_EXPECTED
         previous = known.get(step)
         if previous is not None:
             if previous is outcome:
                 return _DUPLICATE
+            if previous is Outcome.TIMED_OUT:
+                return _LATE
             return Entry(Verdict.CONFLICT, previous=previous)
         known[step] = outcome
         self.changed.add(step)
         self._derived = None
         if outcome is Outcome.SUCCEEDED:
             count.succeeded += 1
-            self._count_eligible(step, known)
+            self._count_eligible(step, known, attempt)
         else:
             count.failed += 1
         if count.succeeded + count.failed < count.total:
             return _RECORDED
-        return Entry(Verdict.RECORDED, completed=True, cascaded=self._make_ready(step))
+        return Entry(Verdict.RECORDED, completed=True, cascaded=self._make_ready(step, attempt))
+
+    def open_attempt(self, step: str, essay_id: str) -> int:
+        """The attempt at which the essay's outcome of ``step`` is expected (or was counted)."""
+        return self.opened.get(essay_id, {}).get(step) or self.counts[step].attempt
+
+    def reopen(self, step: str, attempt: int, essay_ids: Iterable[str]) -> None:
+        """Open essays of ``step`` at ``attempt``: ones that failed (their failure leaves the
+        counts) or that never reported. ``CannotReopen`` (nothing changed) otherwise."""
+        count = self.counts[step]
+        chosen = list(dict.fromkeys(essay_ids))
+        for essay_id in chosen:
+            known = self.outcomes.get(essay_id, {})
+            if count.total is None or essay_id not in self.members:
+                raise CannotReopen(step, essay_id, "the step does not expect it")
+            if not _succeeded_in_all(known, self.table.depends_on[step]):
+                raise CannotReopen(step, essay_id, "the step does not expect it")
+            if known.get(step) is Outcome.SUCCEEDED:
+                raise CannotReopen(step, essay_id, "it succeeded")
+            if self.open_attempt(step, essay_id) >= attempt:
+                raise CannotReopen(step, essay_id, f"it is open at attempt {attempt} or later")
+        for essay_id in chosen:
+            if self.outcomes.get(essay_id, {}).pop(step, None) is not None:
+                count.failed -= 1
+            self.opened.setdefault(essay_id, {})[step] = attempt
+            self.reopened[essay_id, step] = attempt
+        if chosen:
+            self.changed.add(step)
+            self._derived = None
+
+    def missing(self, step: str, attempt: int, essay_ids: Iterable[str]) -> list[str]:
+        """Of ``essay_ids`` (every essay of the batch, in order), those ``step`` still expects an
+        outcome from at ``attempt``."""
+        count = self.counts[step]
+        if count.total is None:
+            return []
+        deps = self.table.depends_on[step]
+        return [
+            essay_id
+            for essay_id in essay_ids
+            if step not in self.outcomes.get(essay_id, {})
+            and _succeeded_in_all(self.outcomes.get(essay_id, {}), deps)
+            and self.open_attempt(step, essay_id) == attempt
+        ]
 
     def state(self, step: str) -> StepState:
         """The state of ``step`` now (WAITING or BLOCKED while its total is unknown)."""
@@ -188,16 +271,22 @@ class BatchTally:
             self._derived = self.table.derive(self.counts)
         return self._derived
 
-    def _count_eligible(self, step: str, known: Mapping[str, Outcome]) -> None:
+    def _count_eligible(self, step: str, known: Mapping[str, Outcome], attempt: int) -> None:
         for name in self.table.dependants[step]:
             dependant = self.counts[name]
-            if dependant.total is None and _succeeded_in_all(known, self.table.depends_on[name]):
-                dependant.eligible += 1
-                self.changed.add(name)
+            if not _succeeded_in_all(known, self.table.depends_on[name]):
+                continue
+            dependant.eligible += 1
+            self.changed.add(name)
+            if dependant.total is not None:  # ready already: a retry made the essay eligible
+                dependant.total += 1
+                essay_id = next(e for e, o in self.outcomes.items() if o is known)
+                self.opened.setdefault(essay_id, {})[name] = attempt
+                self.reopened[essay_id, name] = attempt
 
-    def _make_ready(self, step: str) -> tuple[str, ...]:
-        """Fix the totals of the dependants of ``step`` that are ready now; return those that
-        completed at once because they expect no essay."""
+    def _make_ready(self, step: str, attempt: int) -> tuple[str, ...]:
+        """Fix the totals of the dependants of ``step`` that are ready now (open at ``attempt``);
+        return those that completed at once because they expect no essay."""
         cascaded: list[str] = []
         for name in self.table.dependants[step]:
             dependant = self.counts[name]
@@ -205,6 +294,7 @@ class BatchTally:
                 continue
             if all(self._satisfied(d) for d in self.table[name].depends_on):
                 dependant.total = dependant.eligible
+                dependant.attempt = attempt
                 self.changed.add(name)
                 if dependant.total == 0:
                     cascaded.append(name)

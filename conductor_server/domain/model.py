@@ -15,10 +15,12 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    """One essay's result in one step."""
+    """One essay's result in one step. TIMED_OUT is a failure the conductor records itself for
+    an essay still without an outcome when its step's timeout expired."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    TIMED_OUT = "timed_out"
 
 
 class StepStatus(StrEnum):
@@ -63,6 +65,9 @@ class OutcomeRecord:
     outcome: Outcome
     output_storage_id: str = ""
     event_id: str = ""
+    attempt: int = 1  # the attempt of the step's run that dispatched the essay
+    error_code: str = ""
+    error_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
