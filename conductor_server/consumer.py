@@ -33,6 +33,9 @@ def outcome_from_event(event: events_pb2.EssayStepOutcome, event_id: str) -> Out
         event.outcome,
         event.output_storage_id,
         event_id,
+        event.run_id,
+        event.attempt,
+        event.error if event.HasField("error") else None,
     )
 
 

@@ -12,9 +12,14 @@ from collections.abc import Mapping, Sequence
 
 from conductor_server import events
 from conductor_server.domain.catalog import PipelineCatalog
-from conductor_server.domain.model import BatchRegistration, OutcomeRecord, StepDefinition
+from conductor_server.domain.model import (
+    BatchRegistration,
+    EssayStepResult,
+    OutcomeRecord,
+    StepDefinition,
+)
 from conductor_server.domain.resolution import Resolution
-from conductor_server.ports import BatchState, RecordResult, StateStore
+from conductor_server.ports import BatchState, Expired, RecordResult, Reopened, StateStore
 from conductor_server.rules import PipelineRules
 from mesh.events.bus import EventPublisher
 
@@ -76,3 +81,36 @@ class Conductor:
 
     async def batch_state(self, batch_id: str) -> BatchState:
         return await self._store.batch_state(batch_id)
+
+    async def reopen(
+        self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> list[Reopened]:
+        """A retry's new attempt: reopen the steps' failed and missing essays."""
+        reopened = await self._store.reopen(batch_id, run_id, attempt, steps)
+        log.info(
+            "batch %s: run %s attempt %d reopened %s",
+            batch_id,
+            run_id,
+            attempt,
+            {r.step: len(r.essay_ids) for r in reopened},
+        )
+        return reopened
+
+    async def expire(self, batch_id: str, step: str, run_id: str, attempt: int) -> Expired:
+        """A step's timeout expired: its missing essays become TIMED_OUT failures."""
+        expired = await self._store.expire(batch_id, step, run_id, attempt)
+        if expired.essay_ids:
+            log.info(
+                "batch %s: step %s of run %s attempt %d timed out for %d essay(s)",
+                batch_id,
+                step,
+                run_id,
+                attempt,
+                len(expired.essay_ids),
+            )
+        return expired
+
+    async def essay_results(
+        self, batch_id: str, essay_ids: Sequence[str]
+    ) -> dict[str, list[EssayStepResult]]:
+        return await self._store.essay_results(batch_id, essay_ids)

@@ -80,6 +80,29 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
         state = await self._conductor.batch_state(convert.batch_id_from_proto(request.batch_id))
         return convert.batch_state_to_proto(state)
 
+    async def ReopenEssays(
+        self, request: pb.ReopenEssaysRequest, context: Context
+    ) -> pb.ReopenEssaysResponse:
+        batch_id, run_id, attempt, steps = convert.reopen_from_proto(request)
+        return convert.reopened_to_proto(
+            await self._conductor.reopen(batch_id, run_id, attempt, steps)
+        )
+
+    async def ExpireStep(
+        self, request: pb.ExpireStepRequest, context: Context
+    ) -> pb.ExpireStepResponse:
+        batch_id, step, run_id, attempt = convert.expire_from_proto(request)
+        return convert.expired_to_proto(
+            await self._conductor.expire(batch_id, step, run_id, attempt)
+        )
+
+    async def GetEssayOutcomes(
+        self, request: pb.GetEssayOutcomesRequest, context: Context
+    ) -> pb.GetEssayOutcomesResponse:
+        batch_id, essay_ids = convert.essay_outcomes_from_proto(request)
+        found = await self._conductor.essay_results(batch_id, essay_ids)
+        return convert.essay_outcomes_to_proto(batch_id, found)
+
 
 def register(servicer: ConductorServicer) -> Registration:
     """Adds ``servicer`` to a server."""

@@ -9,6 +9,8 @@ store.UnknownStep          NOT_FOUND            ResourceInfo(step)
 PreconditionFailed         FAILED_PRECONDITION  PreconditionFailure, one violation per unmet
                                                 flag (type FLAG) or dependency (type STEP)
 EssayNotExpected           FAILED_PRECONDITION  PreconditionFailure (type ESSAY)
+StepNotAllowed             FAILED_PRECONDITION  PreconditionFailure, one violation per missing
+                                                flag (type FLAG)
 ConflictingOutcome         ALREADY_EXISTS       ResourceInfo(essay_outcome)
 RegistrationConflict       ALREADY_EXISTS       ResourceInfo(batch)
 InvalidRegistration        INVALID_ARGUMENT     BadRequest(essay_ids)
@@ -71,6 +73,17 @@ def _essay_not_expected(exc: BaseException) -> Sequence[Message]:
     return [details.PreconditionFailure(violations=[violation])]
 
 
+def _step_not_allowed(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, state.StepNotAllowed)
+    violations = [
+        details.PreconditionFailure.Violation(
+            type="FLAG", subject=flag, description=f"step '{exc.step}' requires flag '{flag}'"
+        )
+        for flag in exc.missing_flags
+    ]
+    return [details.PreconditionFailure(violations=violations)]
+
+
 def _conflicting(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, state.ConflictingOutcome)
     name = f"{exc.batch_id}/{exc.step}/{exc.essay_id}"
@@ -102,6 +115,12 @@ TABLE = StatusTable(
             Code.FAILED_PRECONDITION,
             "ESSAY_NOT_EXPECTED",
             _essay_not_expected,
+        ),
+        StatusRule(
+            state.StepNotAllowed,
+            Code.FAILED_PRECONDITION,
+            "PREREQUISITES_NOT_MET",
+            _step_not_allowed,
         ),
         StatusRule(state.ConflictingOutcome, Code.ALREADY_EXISTS, "OUTCOME_CONFLICT", _conflicting),
         StatusRule(

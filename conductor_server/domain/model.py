@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -57,7 +58,8 @@ class PipelineDefinition:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRecord:
-    """One essay's outcome of one step, as reported by a worker."""
+    """One essay's outcome of one step, as reported by a worker (or TIMED_OUT, recorded by the
+    conductor), for the command of ``run_id``'s ``attempt``."""
 
     batch_id: str
     step: str
@@ -65,9 +67,28 @@ class OutcomeRecord:
     outcome: Outcome
     output_storage_id: str = ""
     event_id: str = ""
-    attempt: int = 1  # the attempt of the step's run that dispatched the essay
+    run_id: str = ""
+    attempt: int = 1
     error_code: str = ""
     error_message: str = ""
+
+
+TIMED_OUT_CODE = "TIMED_OUT"  # the error code of an outcome recorded because its step timed out
+
+
+@dataclass(frozen=True, slots=True)
+class EssayStepResult:
+    """One step's result for one essay: its counted outcome, or ``None`` while the essay is open
+    at a new attempt (``run_id``, ``attempt``) with no outcome yet."""
+
+    step: str
+    outcome: Outcome | None
+    output_storage_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    run_id: str = ""
+    attempt: int = 1
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +102,15 @@ class BatchRegistration:
 
 @dataclass(frozen=True, slots=True)
 class StepState:
-    """Counts and derived status of one step of one batch. ``total`` is 0 while WAITING/BLOCKED."""
+    """Counts and derived status of one step of one batch. ``total`` is 0 while WAITING/BLOCKED;
+    ``timed_out`` counts the failures recorded because the step timed out."""
 
     step: str
     succeeded: int
     failed: int
     total: int
     status: StepStatus
+    timed_out: int = 0
 
     @property
     def complete(self) -> bool:

@@ -60,12 +60,13 @@ async def test_each_completed_step_writes_one_outbox_event(
             total=4,
             satisfied=True,
             succeeded_essays=[events_pb2.EssayRef(essay_id=e) for e in ESSAYS],
+            attempt=1,
         ),
         "triage": events_pb2.BatchStepCompleted(
-            batch_id="b1", step="triage", failed=4, total=4, satisfied=True
+            batch_id="b1", step="triage", failed=4, total=4, satisfied=True, attempt=1
         ),
         # review expects the essays that passed triage: none, so it completes unsatisfied.
-        "review": events_pb2.BatchStepCompleted(batch_id="b1", step="review"),
+        "review": events_pb2.BatchStepCompleted(batch_id="b1", step="review", attempt=1),
     }
     assert [r["event_id"] for r in rows] == [completion_event_id("b1", s) for s in expected]
     for row, (step, payload) in zip(rows, expected.items(), strict=True):
@@ -138,6 +139,7 @@ async def test_migrations_are_applied_once_and_recorded(
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
+        ("conductor", 2, "attempts_and_timeouts"),
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
         ("mesh", 2, "api_keys"),
     ]
@@ -192,6 +194,7 @@ async def test_a_step_the_table_gained_after_registration_is_counted_from_the_ou
         ("ai_feedback", "blocked"),
         ("triage", "in_progress"),
         ("review", "waiting"),
+        ("scoring", "not_started"),
     ]
 
 

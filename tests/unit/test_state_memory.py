@@ -13,10 +13,17 @@ from conductor_server.store.memory import MemoryStateStore
 from mesh.events import envelope
 from mesh.events.memory import MemoryBus
 from mesh.events.topics import EventKind, topic_name
-from tests.support.state_contract import ESSAYS, STEPS, StateContract, rec, registration
+from tests.support.state_contract import (
+    ESSAYS,
+    STEPS,
+    RunControlContract,
+    StateContract,
+    rec,
+    registration,
+)
 
 
-class TestMemoryStateStore(StateContract):
+class TestMemoryStateStore(StateContract, RunControlContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[StateStore]:
         async with MemoryStateStore(STEPS) as store:
