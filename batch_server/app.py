@@ -26,6 +26,8 @@ from batch_server.content.http import HttpContentStore
 from batch_server.content.memory import MemoryContentStore
 from batch_server.content.postgres import PostgresContentStore
 from batch_server.events import SOURCE_SERVICE
+from batch_server.metrics import BatchMetrics
+from batch_server.monitor import RunMonitor
 from batch_server.ports import BatchStore, ContentStore
 from batch_server.service import BatchService
 from batch_server.settings import BatchSettings
@@ -44,6 +46,7 @@ from mesh.postgres.outbox import OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, start_within
 from mesh.settings import Mode
+from mesh.tracing.provider import Tracing, open_tracing
 
 LISTEN_TIMEOUT = 10.0
 
@@ -53,18 +56,24 @@ async def serve(
     stop: asyncio.Event,
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run the BatchService until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server (its bound ``port`` and
-    ``metrics_port``) once it serves. Raises ``mesh.runtime.StartupError`` when a backend
+    ``metrics_port``) once it serves. ``tracing``: the tracer to use (the caller's to close);
+    by default the ``OTEL_*`` settings'. Raises ``mesh.runtime.StartupError`` when a backend
     cannot be reached at start-up.
     """
     registry = CollectorRegistry()
+    metrics = BatchMetrics(registry)
     b, o = settings.backends, settings.options
     feed = ProgressFeed(o.watch_poll_seconds)
     async with AsyncExitStack() as stack:
+        if tracing is None:
+            tracing = open_tracing(settings.telemetry, SOURCE_SERVICE)
+            stack.callback(tracing.close)
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "batch-service", registry))
         probes: dict[str, Probe] = {}
@@ -93,9 +102,17 @@ async def serve(
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
         client = await stack.enter_async_context(
-            ConductorClient(o.conductor_address, o.conductor_timeout_seconds)
+            ConductorClient(
+                o.conductor_address,
+                o.conductor_timeout_seconds,
+                tracer_provider=tracing.provider,
+            )
         )
-        service = BatchService(store, content, Conductor(client), feed)
+        service = BatchService(
+            store, content, Conductor(client), feed, metrics=metrics, tracing=tracing
+        )
+        monitor = RunMonitor(store, metrics)
+        loops.append((monitor.run, monitor.stop))
         await app.run_app(
             app.App(
                 name="BatchService",
@@ -107,7 +124,11 @@ async def serve(
                     bus.consumer(
                         o.consumer_group,
                         consumer.CONSUMED,
-                        consumer.CompletionHandler(store, feed),
+                        tracing.consumer(
+                            consumer.CompletionHandler(
+                                store, feed, metrics=metrics, tracing=tracing
+                            )
+                        ),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
                         vault=vault,
@@ -115,6 +136,7 @@ async def serve(
                 ],
                 loops=loops,
                 on_shutdown=[feed.close],
+                tracing=tracing,
             ),
             settings.server,
             registry,

@@ -7,25 +7,43 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from clients.channel import DEFAULT_TIMEOUT_SECONDS, open_channel
 from clients.errors import RpcError
 from mesh import correlation
 from mesh.resource import AsyncResource
+from mesh.tracing import rpc
 
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
 
 
 class ClientBase(AsyncResource):
-    """Owns one channel; an async context manager with an idempotent ``close()``."""
+    """Owns one channel; an async context manager with an idempotent ``close()``.
+
+    With a ``tracer_provider`` (OpenTelemetry) every call is a client span, and its context
+    goes to the server in the call's metadata (W3C ``traceparent``), so the server's spans join
+    the caller's trace.
+    """
 
     SERVICE = ""
 
-    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = open_channel(target, self.SERVICE)
+        interceptors = (
+            rpc.client_interceptors(tracer_provider.get_tracer("huleedu.clients"))
+            if tracer_provider is not None
+            else []
+        )
+        self._channel = open_channel(target, self.SERVICE, interceptors=interceptors)
         self._closed = False
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
+from opentelemetry import trace
 
 from clients.base import ClientBase
 from clients.errors import RpcError
@@ -29,8 +30,14 @@ class BatchClient(ClientBase):
 
     SERVICE = "huleedu.batch.v1.BatchService"
 
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        super().__init__(target, timeout)
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 10.0,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        super().__init__(target, timeout, tracer_provider=tracer_provider)
         self.stub = batch_pb2_grpc.BatchServiceStub(self._channel)
 
     async def trigger_spellcheck(

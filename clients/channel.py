@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import grpc
 
@@ -31,7 +32,9 @@ def _service_config(services: tuple[str, ...]) -> str:
     )
 
 
-def open_channel(target: str, *services: str) -> grpc.aio.Channel:
+def open_channel(
+    target: str, *services: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
     """An insecure channel to ``target`` (``host:port``) with retries for ``services``."""
     return grpc.aio.insecure_channel(
         target,
@@ -41,4 +44,5 @@ def open_channel(target: str, *services: str) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ],
+        interceptors=list(interceptors) or None,
     )

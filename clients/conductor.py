@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from opentelemetry import trace
+
 from clients.base import ClientBase
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
@@ -19,8 +21,14 @@ class ConductorClient(ClientBase):
 
     SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        super().__init__(target, timeout)
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 10.0,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        super().__init__(target, timeout, tracer_provider=tracer_provider)
         self.stub = conductor_pb2_grpc.PipelineConductorServiceStub(self._channel)
 
     async def list_pipelines(self, timeout: float | None = None) -> pb.ListPipelinesResponse:

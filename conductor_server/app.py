@@ -42,6 +42,7 @@ from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError
 from mesh.settings import Mode
+from mesh.tracing.provider import Tracing, open_tracing
 
 
 def load_rules(settings: ConductorSettings, metrics: ConductorMetrics) -> PipelineRules:
@@ -56,16 +57,22 @@ async def serve(
     stop: asyncio.Event,
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run the conductor until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server once it serves.
+    ``tracing``: the tracer to use (the caller's to close); by default the ``OTEL_*`` settings'.
     """
     registry = CollectorRegistry()
-    rules = load_rules(settings, ConductorMetrics(registry))
+    metrics = ConductorMetrics(registry)
+    rules = load_rules(settings, metrics)
     b, o = settings.backends, settings.options
     async with AsyncExitStack() as stack:
+        if tracing is None:
+            tracing = open_tracing(settings.telemetry, SOURCE_SERVICE)
+            stack.callback(tracing.close)
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "conductor", registry))
         probes: dict[str, Probe] = {}
@@ -106,13 +113,14 @@ async def serve(
                     bus.consumer(
                         o.consumer_group,
                         consumer.CONSUMED,
-                        consumer.OutcomeIntake(conductor),
+                        tracing.consumer(consumer.OutcomeIntake(conductor, metrics)),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
                         vault=vault,
                     )
                 ],
                 loops=loops,
+                tracing=tracing,
             ),
             settings.server,
             registry,

@@ -37,6 +37,7 @@ from mesh.grpc.server import GrpcServer, Registration
 from mesh.grpc.status import StatusTable
 from mesh.runtime import Background, start_within, stop_loop, until_stopped
 from mesh.settings import BackendSettings, Mode, ServerSettings
+from mesh.tracing.provider import OFF, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class App:
     consumers: Sequence[EventConsumer] = ()
     loops: Sequence[Background] = ()
     on_shutdown: Sequence[Callable[[], None]] = ()  # when the drain stops accepting calls
+    tracing: Tracing = OFF  # server spans around every RPC when on
 
 
 def open_bus(
@@ -115,6 +117,7 @@ async def run_app(
             registry,
             HealthReporter(app.services, app.probes, optional=app.optional),
             on_drain=app.on_shutdown,
+            tracing=app.tracing,
         )
         await stack.enter_async_context(server)
         if on_ready is not None:

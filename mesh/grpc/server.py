@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -28,6 +29,9 @@ from mesh.grpc.reflection import add_reflection
 from mesh.grpc.status import StatusTable
 from mesh.runtime import StartupError
 from mesh.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from mesh.tracing.provider import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class GrpcServer:
         registry: CollectorRegistry,
         health: HealthReporter,
         on_drain: Sequence[Callable[[], None]] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self._registrations = registrations
@@ -54,6 +59,7 @@ class GrpcServer:
         self._registry = registry
         self.health = health
         self._on_drain = tuple(on_drain)
+        self._tracing = tracing
         self._drain = Drain()
         self._server: grpc.aio.Server | None = None
         self._side_port: HttpSidePort | None = None
@@ -71,7 +77,7 @@ class GrpcServer:
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
         wrapper = RpcWrapper(self._table, RpcMetrics(self._registry), self._drain)
-        registrar = Registrar(server, wrapper)
+        registrar = Registrar(server, wrapper, self._tracing)
         HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes

@@ -72,7 +72,8 @@ async def enqueue(conn: Any, events: Sequence[OutgoingEvent]) -> int:
         kinds.append(event.kind.value)
         keys.append(key.encode() if key else None)
         payloads.append(codec.encode(event.envelope))
-        headers.append(json.dumps({k: v.decode() for k, v in codec.headers(event.envelope)}))
+        stored = codec.headers(event.envelope, event.trace)  # with the trace context of its cause
+        headers.append(json.dumps({k: v.decode() for k, v in stored}))
     row = await conn.fetchrow(_ENQUEUE, ids, kinds, keys, payloads, headers)
     return int(row["n"]) if row is not None else 0
 
