@@ -42,7 +42,7 @@ from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
 from mesh.postgres.listen import PgListener
-from mesh.postgres.outbox import OutboxRelay
+from mesh.postgres.outbox import OutboxMetrics, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, start_within
 from mesh.settings import Mode
@@ -90,7 +90,9 @@ async def serve(
                 )
             )
             store, content = PostgresBatchStore(pool), PostgresContentStore(pool)
-            relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
+            relay = OutboxRelay(
+                pool, bus, namespace=b.kafka_namespace, metrics=OutboxMetrics(registry)
+            )
             loops.append((relay.run, relay.stop))
             # other replicas' run changes wake this one's watchers at once (they poll besides)
             listener = PgListener(pool, PROGRESS_CHANNEL, lambda run_id: feed.notify([run_id]))

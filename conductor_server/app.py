@@ -38,7 +38,7 @@ from mesh.events.deadletter import PayloadVault
 from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
-from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
+from mesh.postgres.outbox import OutboxMetrics, OutboxPublisher, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError
 from mesh.settings import Mode
@@ -96,7 +96,9 @@ async def serve(
                 ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
             )
             events_out = OutboxPublisher(pool)
-            relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
+            relay = OutboxRelay(
+                pool, bus, namespace=b.kafka_namespace, metrics=OutboxMetrics(registry)
+            )
             loops.append((relay.run, relay.stop))
             probes = {"postgres": postgres.probe(pool), "redis": mirror.probe}
             vault = PostgresPayloadVault(pool)

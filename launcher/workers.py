@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = from_env(BackendSettings, os.environ)
     server = from_env(ServerSettings, os.environ)
     telemetry = from_env(TelemetrySettings, os.environ)
-    configure_logging(server.log_level)
+    configure_logging(server.log_level, server.log_format)
     return run(lambda stop: _serve(args, backends, telemetry, stop), server)
 
 

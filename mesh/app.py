@@ -27,7 +27,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from mesh.events.bus import Bus, EventConsumer
 from mesh.events.kafka import KafkaBus, KafkaConfig
@@ -96,6 +101,7 @@ async def run_app(
 ) -> None:
     """Serve ``app`` until ``stop`` is set (see the module docstring)."""
     log.info("starting %s", app.name)
+    runtime_metrics(registry)
     async with AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
         for run, halt in app.loops:  # stopped after the consumers (which feed them)
@@ -127,6 +133,14 @@ async def run_app(
         finally:
             log.info("shutting down %s", app.name)
     log.info("%s stopped", app.name)
+
+
+def runtime_metrics(registry: CollectorRegistry) -> None:
+    """The process's CPU, memory, file descriptors and start time (``process_*``), the Python
+    version (``python_info``) and the garbage collector's work (``python_gc_*``)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 async def _consume(consumer: EventConsumer, started: asyncio.Event) -> None:
