@@ -17,6 +17,7 @@ from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope
 from mesh.events.bus import OutgoingEvent
 from mesh.events.topics import EventKind
+from mesh.tracing import propagation
 
 SOURCE_SERVICE = "huleedu-pipeline-conductor"
 _COMPLETION_NAMESPACE = uuid.UUID("5b0c7f5e-8f52-4c55-9d7e-2f1d8f0c6a11")
@@ -28,10 +29,14 @@ def completion_event_id(batch_id: str, step: str) -> str:
 
 
 def step_completed(
-    batch_id: str, state: StepState, succeeded_essays: Sequence[tuple[str, str]]
+    batch_id: str,
+    state: StepState,
+    succeeded_essays: Sequence[tuple[str, str]],
+    trace: str = "",
 ) -> OutgoingEvent:
     """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)`` in
-    batch order."""
+    batch order. ``trace``: the trace context of the outcome that completed the step (by
+    default the current one)."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,
@@ -49,7 +54,9 @@ def step_completed(
         source_service=SOURCE_SERVICE,
         event_id=completion_event_id(batch_id, state.step),
     )
-    return OutgoingEvent(EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id)
+    return OutgoingEvent(
+        EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id, trace=trace or propagation.current()
+    )
 
 
 def phase_skipped(batch_id: str, step: str, target: str) -> OutgoingEvent:

@@ -22,9 +22,16 @@ OUTCOME_FROM_PROTO: Mapping[int, Outcome] = {
 
 
 def parse_outcome(
-    batch_id: str, step: str, essay_id: str, outcome: int, storage_id: str, event_id: str
+    batch_id: str,
+    step: str,
+    essay_id: str,
+    outcome: int,
+    storage_id: str,
+    event_id: str,
+    trace: str = "",
 ) -> OutcomeRecord:
-    """The record these fields report; ``InvalidArgument`` with every bad field."""
+    """The record these fields report; ``InvalidArgument`` with every bad field. ``trace`` is the
+    report's trace context, carried as it is."""
     v = Violations()
     v.identifier("batch_id", batch_id)
     v.identifier("step", step, MAX_NAME_LENGTH)
@@ -37,4 +44,4 @@ def parse_outcome(
     v.optional_identifier("event_id", event_id)
     v.raise_if_any()
     assert parsed is not None
-    return OutcomeRecord(batch_id, step, essay_id, parsed, storage_id, event_id)
+    return OutcomeRecord(batch_id, step, essay_id, parsed, storage_id, event_id, trace)

@@ -55,7 +55,11 @@ class PipelineDefinition:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRecord:
-    """One essay's outcome of one step, as reported by a worker."""
+    """One essay's outcome of one step, as reported by a worker.
+
+    ``trace`` is opaque here: the trace context of the report (a W3C ``traceparent``), which the
+    completion this record causes carries on.
+    """
 
     batch_id: str
     step: str
@@ -63,6 +67,7 @@ class OutcomeRecord:
     outcome: Outcome
     output_storage_id: str = ""
     event_id: str = ""
+    trace: str = ""
 
 
 @dataclass(frozen=True, slots=True)

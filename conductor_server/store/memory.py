@@ -71,7 +71,7 @@ class MemoryStateStore(AsyncResource):
                 key = (record.batch_id, record.step, record.essay_id)
                 self._outputs[key] = record.output_storage_id
         completions = [
-            self._completion(answer.record.batch_id, state)
+            self._completion(answer.record.batch_id, state, answer.record.trace)
             for answer in answers
             if answer.completed_step and answer.state is not None
             for state in (answer.state, *answer.cascaded)
@@ -80,7 +80,7 @@ class MemoryStateStore(AsyncResource):
             await self._events.publish_many(completions)
         return answers
 
-    def _completion(self, batch_id: str, state: StepState) -> OutgoingEvent:
+    def _completion(self, batch_id: str, state: StepState, trace: str) -> OutgoingEvent:
         batch = self._batches[batch_id]
         outcomes = batch.tally.outcomes
         succeeded = [
@@ -88,7 +88,7 @@ class MemoryStateStore(AsyncResource):
             for essay in batch.registration.essay_ids
             if outcomes.get(essay, {}).get(state.step) is Outcome.SUCCEEDED
         ]
-        return events.step_completed(batch_id, state, succeeded)
+        return events.step_completed(batch_id, state, succeeded, trace)
 
     async def batch_state(self, batch_id: str) -> BatchState:
         batch = self._batches.get(batch_id)

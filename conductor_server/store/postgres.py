@@ -314,12 +314,11 @@ class PostgresStateStore(AsyncResource):
         for answer in answers:
             if not answer.completed_step or answer.state is None:
                 continue
-            batch_id = answer.record.batch_id
+            batch_id, trace = answer.record.batch_id, answer.record.trace
             for state in (answer.state, *answer.cascaded):
                 essays = await conn.fetch(_SUCCEEDED, batch_id, state.step)
-                announcements.append(
-                    events.step_completed(batch_id, state, [(e[0], e[1]) for e in essays])
-                )
+                succeeded = [(e[0], e[1]) for e in essays]
+                announcements.append(events.step_completed(batch_id, state, succeeded, trace))
         await outbox.enqueue(conn, announcements)
 
     async def _update_counts(self, conn: Any, locked: Mapping[str, _Locked]) -> None:
