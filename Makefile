@@ -19,7 +19,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_PLUGINS := .cache/bin/protoc-gen-go .cache/bin/protoc-gen-go-grpc
 TS_STAMP := clients/ts/node_modules/.installed
 
-.PHONY: help venv protos run test test-fast check lint typecheck contracts protos-check wheel-check bench clean devstack-up devstack-down sdk-tools sdk-deps
+.PHONY: help venv protos run test test-fast check lint typecheck contracts protos-check wheel-check bench clean devstack-up devstack-down sdk-tools sdk-deps deploy-tools deploy-check
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,20 +49,26 @@ sdk-tools: $(GO_PLUGINS) $(TS_STAMP) ## Install the pinned protoc plugins (Go in
 sdk-deps: sdk-tools ## Also fetch the Go SDK's modules (what the SDK tests need)
 	cd clients/go && $(GO) mod download
 
+deploy-tools: ## Install promtool (Debian's prometheus package) if it is missing
+	scripts/install_promtool.sh
+
+deploy-check: $(STAMP) deploy-tools ## Alert rules and their unit tests, the dashboard, the Kubernetes manifests (offline)
+	$(PY) -m pytest tests/unit/test_deploy.py $(PYTEST_ARGS)
+
 protos: $(STAMP) sdk-tools ## Regenerate generated/, clients/go/gen/ and clients/ts/src/gen/ from protos/
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP) ## Start both servers (embedded backends unless REDIS_URL/DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set)
 	$(PY) -m launcher
 
-test: $(STAMP) sdk-deps ## Install everything, start the throwaway backends, run every test tier, stop the backends
+test: $(STAMP) sdk-deps deploy-tools ## Install everything, start the throwaway backends, run every test tier, stop the backends
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; \
 	source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	scripts/devstack down >&2; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
 
-test-fast: $(STAMP) sdk-tools ## Unit and service tests only (no backends)
+test-fast: $(STAMP) sdk-tools deploy-tools ## Unit and service tests only (no backends)
 	$(PY) -m pytest tests/unit tests/service $(PYTEST_ARGS)
 
 lint: $(STAMP)

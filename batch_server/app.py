@@ -29,6 +29,8 @@ from batch_server.content.http import HttpContentStore
 from batch_server.content.memory import MemoryContentStore
 from batch_server.content.postgres import PostgresContentStore
 from batch_server.events import SOURCE_SERVICE
+from batch_server.metrics import BatchMetrics
+from batch_server.monitor import RunMonitor
 from batch_server.ports import BatchStore, ContentStore
 from batch_server.service import BatchService
 from batch_server.settings import BatchSettings
@@ -44,12 +46,13 @@ from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
 from mesh.postgres.listen import PgListener
-from mesh.postgres.outbox import OutboxRelay
+from mesh.postgres.outbox import OutboxMetrics, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError, start_within
 from mesh.security.boundary import open_boundary
 from mesh.security.tls import TlsError
 from mesh.settings import Mode
+from mesh.tracing.provider import Tracing, open_tracing
 
 LISTEN_TIMEOUT = 10.0
 
@@ -59,18 +62,24 @@ async def serve(
     stop: asyncio.Event,
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run the BatchService until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server (its bound ``port`` and
-    ``metrics_port``) once it serves. Raises ``mesh.runtime.StartupError`` when a backend
+    ``metrics_port``) once it serves. ``tracing``: the tracer to use (the caller's to close);
+    by default the ``OTEL_*`` settings'. Raises ``mesh.runtime.StartupError`` when a backend
     cannot be reached at start-up.
     """
     registry = CollectorRegistry()
+    metrics = BatchMetrics(registry)
     b, o = settings.backends, settings.options
     feed = ProgressFeed(o.watch_poll_seconds)
     async with AsyncExitStack() as stack:
+        if tracing is None:
+            tracing = open_tracing(settings.telemetry, SOURCE_SERVICE)
+            stack.callback(tracing.close)
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "batch-service", registry))
         probes: dict[str, Probe] = {}
@@ -93,7 +102,9 @@ async def serve(
                 )
             )
             store, content = PostgresBatchStore(pool), PostgresContentStore(pool)
-            relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
+            relay = OutboxRelay(
+                pool, bus, namespace=b.kafka_namespace, metrics=OutboxMetrics(registry)
+            )
             loops.append((relay.run, relay.stop))
             # other replicas' run changes wake this one's watchers at once (they poll besides)
             listener = PgListener(pool, PROGRESS_CHANNEL, lambda run_id: feed.notify([run_id]))
@@ -104,9 +115,13 @@ async def serve(
         if o.content_service_url:
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
-        client = await stack.enter_async_context(_conductor_client(settings))
+        client = await stack.enter_async_context(_conductor_client(settings, tracing))
         boundary = await stack.enter_async_context(open_boundary(settings, pool))
-        service = BatchService(store, content, Conductor(client), feed)
+        service = BatchService(
+            store, content, Conductor(client), feed, metrics=metrics, tracing=tracing
+        )
+        monitor = RunMonitor(store, metrics)
+        loops.append((monitor.run, monitor.stop))
         await app.run_app(
             app.App(
                 name="BatchService",
@@ -119,7 +134,11 @@ async def serve(
                     bus.consumer(
                         o.consumer_group,
                         consumer.CONSUMED,
-                        consumer.CompletionHandler(store, feed),
+                        tracing.consumer(
+                            consumer.CompletionHandler(
+                                store, feed, metrics=metrics, tracing=tracing
+                            )
+                        ),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
                         vault=vault,
@@ -127,6 +146,7 @@ async def serve(
                 ],
                 loops=loops,
                 on_shutdown=[feed.close],
+                tracing=tracing,
             ),
             settings.server,
             registry,
@@ -136,7 +156,7 @@ async def serve(
         )
 
 
-def _conductor_client(settings: BatchSettings) -> ConductorClient:
+def _conductor_client(settings: BatchSettings, tracing: Tracing) -> ConductorClient:
     """The client of the conductor, with the BatchService's own credentials."""
     o = settings.options
     credentials = Credentials(
@@ -148,6 +168,11 @@ def _conductor_client(settings: BatchSettings) -> ConductorClient:
         server_name=o.conductor_server_name,
     )
     try:
-        return ConductorClient(o.conductor_address, o.conductor_timeout_seconds, credentials)
+        return ConductorClient(
+            o.conductor_address,
+            o.conductor_timeout_seconds,
+            credentials,
+            tracer_provider=tracing.provider,
+        )
     except TlsError as exc:
         raise StartupError(f"the conductor's TLS settings (CONDUCTOR_CLIENT_*): {exc}") from exc

@@ -10,12 +10,18 @@ per (run, step)).
 Failure policy (``mesh.events.retry``): an unknown batch or a fact that breaks the contract is
 rejected as permanent (dead-lettered, the rest of the poll still commits); a database outage
 raises for the whole poll, which is retried, never dead-lettered.
+
+Each completion is applied under its message's correlation id and trace context, so the
+commands it dispatches continue the trace of the outcome that completed the step. After the
+commit, the transition latency of each completion that dispatched (its event timestamp to now)
+and the duration of each run that ended are observed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 from batch_server import events
@@ -23,10 +29,12 @@ from batch_server.domain.errors import BatchNotFound, InvalidCompletion
 from batch_server.domain.model import EssayRef, StepCompletion
 from batch_server.domain.run import (
     BatchProgress,
+    RunChange,
     complete_step,
     is_repeat,
     record_completion,
 )
+from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ProgressWrite
 from batch_server.service import Clock, utc_now
 from batch_server.watch import ProgressFeed
@@ -34,6 +42,8 @@ from generated.huleedu.events.v1 import events_pb2
 from mesh import correlation
 from mesh.events.bus import Message, Rejection
 from mesh.events.topics import EventKind
+from mesh.tracing import propagation
+from mesh.tracing.provider import OFF, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +71,20 @@ def completion_from_proto(payload: events_pb2.BatchStepCompleted) -> StepComplet
 class CompletionHandler:
     """A ``mesh.events.bus.BatchHandler`` advancing runs on BatchStepCompleted facts."""
 
-    def __init__(self, store: BatchStore, feed: ProgressFeed, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: BatchStore,
+        feed: ProgressFeed,
+        *,
+        clock: Clock = utc_now,
+        metrics: BatchMetrics | None = None,
+        tracing: Tracing = OFF,
+    ) -> None:
         self._store = store
         self._feed = feed
         self._now = clock
+        self._metrics = metrics
+        self._tracing = tracing
 
     async def __call__(self, messages: Sequence[Message]) -> list[Rejection]:
         rejections: list[Rejection] = []
@@ -79,6 +99,7 @@ class CompletionHandler:
         if not parsed:
             return rejections
         changed: list[str] = []
+        applied: list[tuple[Message, StepCompletion, RunChange]] = []
         async with self._store.progress() as unit:
             progress = await unit.load([c.batch_id for _, c in parsed])
             for message, completion in parsed:
@@ -86,9 +107,10 @@ class CompletionHandler:
                 if current is None:
                     rejections.append(Rejection(message, BatchNotFound(completion.batch_id)))
                     continue
-                with correlation.bound(message.envelope.correlation_id or correlation.new()):
+                cid = message.envelope.correlation_id or correlation.new()
+                with correlation.bound(cid), propagation.activated(message.trace):
                     try:
-                        after, write = self._apply(current, completion)
+                        after, write, change = self._apply(current, completion)
                     except InvalidCompletion as exc:
                         rejections.append(Rejection(message, exc))
                         continue
@@ -98,13 +120,30 @@ class CompletionHandler:
                 progress[completion.batch_id] = after
                 if write.run is not None:
                     changed.append(write.run.run_id)
+                if change is not None:
+                    applied.append((message, completion, change))
         self._feed.notify(changed)
+        self._observe(applied)
         return rejections
+
+    def _observe(self, applied: Sequence[tuple[Message, StepCompletion, RunChange]]) -> None:
+        """Transition latencies and run durations of a committed poll."""
+        if self._metrics is None or not applied:
+            return
+        now = time.time()
+        for message, completion, change in applied:
+            if change.dispatches:
+                sent = message.envelope.event_timestamp.ToNanoseconds() / 1e9
+                waited = max(now - sent, 0.0)
+                self._metrics.step_transition.labels(completion.step).observe(waited)
+            if change.summary is not None:
+                self._metrics.run_ended(change.summary)
 
     def _apply(
         self, progress: BatchProgress, completion: StepCompletion
-    ) -> tuple[BatchProgress, ProgressWrite | None]:
-        """The batch's progress after ``completion``, and what to write (None: a repeat)."""
+    ) -> tuple[BatchProgress, ProgressWrite | None, RunChange | None]:
+        """The batch's progress after ``completion``, what to write (None: a repeat) and the
+        run change it makes (None: no active run waited for it)."""
         now = self._now()
         repeat = is_repeat(progress, completion)
         recorded = record_completion(progress, completion)
@@ -112,16 +151,15 @@ class CompletionHandler:
         if change is None:
             if repeat:
                 log.debug("repeated completion of %s/%s", completion.batch_id, completion.step)
-                return progress, None
+                return progress, None, None
             log.info(
                 "step %s of batch %s completed outside any active run; recorded",
                 completion.step,
                 completion.batch_id,
             )
-            return recorded.progress, ProgressWrite(
-                completion.batch_id, result=recorded.result, texts=recorded.texts
-            )
-        commands, others = events.for_change(change, recorded.progress.batch, now)
+            write = ProgressWrite(completion.batch_id, result=recorded.result, texts=recorded.texts)
+            return recorded.progress, write, None
+        commands, others = events.for_change(change, recorded.progress.batch, now, self._tracing)
         active = None if change.run.status.terminal else change.run
         log.info(
             "run %s: step %s %s; dispatched %s; run %s",
@@ -131,7 +169,7 @@ class CompletionHandler:
             [d.step for d in change.dispatches],
             change.run.status.value,
         )
-        return dataclasses.replace(recorded.progress, active_run=active), ProgressWrite(
+        write = ProgressWrite(
             completion.batch_id,
             run=change.run,
             transitions=change.transitions,
@@ -140,3 +178,4 @@ class CompletionHandler:
             texts={} if repeat else recorded.texts,
             events=others,
         )
+        return dataclasses.replace(recorded.progress, active_run=active), write, change

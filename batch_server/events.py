@@ -21,6 +21,7 @@ from generated.huleedu.events.v1 import events_pb2 as ev
 from mesh.events import envelope
 from mesh.events.bus import OutgoingEvent
 from mesh.events.topics import COMMAND_KINDS, EventKind
+from mesh.tracing.provider import OFF, Tracing
 
 SOURCE_SERVICE = "huleedu-batch-service"
 
@@ -130,12 +131,30 @@ def run_completed(summary: RunSummary) -> OutgoingEvent:
 
 
 def for_change(
-    change: RunChange, batch: Batch, now: datetime
+    change: RunChange, batch: Batch, now: datetime, tracing: Tracing = OFF
 ) -> tuple[tuple[tuple[Dispatch, OutgoingEvent], ...], tuple[OutgoingEvent, ...]]:
-    """The step commands (each with its dispatch) and other events a run change causes."""
-    commands = tuple((d, step_command(d, batch, change.run, now)) for d in change.dispatches)
-    others = (run_completed(change.summary),) if change.summary is not None else ()
-    return commands, others
+    """The step commands (each with its dispatch) and other events a run change causes; each
+    is built inside its own ``create`` span when tracing is on (the event's cause)."""
+    commands = []
+    for d in change.dispatches:
+        kind = command_kind(d.step, d.command)
+        with tracing.creating(kind.value, _attributes(change.run, d.step, len(d.essays))):
+            commands.append((d, step_command(d, batch, change.run, now)))
+    others: tuple[OutgoingEvent, ...] = ()
+    if change.summary is not None:
+        kind, run = EventKind.PIPELINE_RUN_COMPLETED, change.run
+        with tracing.creating(kind.value, _attributes(run, "", 0, run.status.value)):
+            others = (run_completed(change.summary),)
+    return tuple(commands), others
+
+
+def _attributes(run: PipelineRun, step: str, essays: int, status: str = "") -> dict[str, str | int]:
+    found: dict[str, str | int] = {"huleedu.batch_id": run.batch_id, "huleedu.run_id": run.run_id}
+    if step:
+        found |= {"huleedu.step": step, "huleedu.essay_count": essays}
+    if status:
+        found["huleedu.run_status"] = status
+    return found
 
 
 def _event(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from batch_server.domain.model import (
@@ -127,6 +128,10 @@ class BatchStore(Protocol):
 
     async def emit(self, events: Sequence[OutgoingEvent]) -> None:
         """Publish events that come with no state change (through the outbox in PostgreSQL)."""
+        ...
+
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        """How many runs are pending or running, and when the oldest of them started."""
         ...
 
     def progress(self) -> AbstractAsyncContextManager[ProgressUnit]:

@@ -35,10 +35,12 @@ from batch_server.domain.model import (
 )
 from batch_server.domain.paging import PageCursor
 from batch_server.domain.run import apply_transition, start_run
+from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ContentStore, NewBatch, ProgressWrite
 from batch_server.watch import ProgressFeed
 from mesh import correlation
 from mesh.errors import BackendUnavailable
+from mesh.tracing.provider import OFF, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +89,16 @@ class BatchService:
         feed: ProgressFeed,
         *,
         clock: Clock = utc_now,
+        metrics: BatchMetrics | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self._store = store
         self._content = content
         self._conductor = conductor
         self._feed = feed
         self._now = clock
+        self._metrics = metrics
+        self._tracing = tracing
 
     async def trigger_spellcheck(self, text: str, language: str) -> SpellcheckTriggered:
         """Store the text, then publish EssaySpellcheckRequested for a new essay id."""
@@ -167,7 +173,7 @@ class BatchService:
                 correlation_id=correlation.current(),
                 now=now,
             )
-            commands, others = events.for_change(change, progress.batch, now)
+            commands, others = events.for_change(change, progress.batch, now, self._tracing)
             await unit.save(
                 ProgressWrite(
                     batch_id,
@@ -179,6 +185,8 @@ class BatchService:
                 )
             )
         self._feed.notify([change.run.run_id])
+        if change.summary is not None and self._metrics is not None:
+            self._metrics.run_ended(change.summary)  # it ended as it started
         log.info(
             "started run %s of %s on batch %s: dispatched %s, pruned %s",
             change.run.run_id,

@@ -18,6 +18,11 @@ environment (a fresh database on that server and a private Kafka namespace), els
 devstack. Rounds alternate the contenders; the figure per contender is its best round (other
 load only slows a run down). Usage: ``python -m bench.conductor [--quick]``; the last line is
 JSON.
+
+``--before DIR`` adds a contender: the embedded conductor of another source tree (e.g. the code
+before a change, ``git archive main | tar -x -C DIR``), served the same way in the same run;
+``ours_vs_before`` is ours over it (best rounds). Tracing is off in every contender (no
+``OTEL_*`` variable reaches them), as it is by default.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ NAMES = {
     "empty": "empty grpc.aio handler (baseline)",
     "conductor": "PipelineConductor (ours)",
     "real": "PipelineConductor, real backends",
+    "before": "PipelineConductor, --before tree",
 }
 SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 REQUEST = pb.ResolvePipelineRequest(batch_id="bench", target="comprehensive", dry_run=True)
@@ -176,15 +182,25 @@ async def _load(address: str, server_pid: int, concurrency: int, seconds: float)
         )
 
 
-def _round(kind: str, concurrency: int, seconds: float, real_env: dict[str, str]) -> Round:
+def _round(
+    kind: str, concurrency: int, seconds: float, real_env: dict[str, str], before: str = ""
+) -> Round:
     port = free_port()
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     for name in ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(name, None)  # embedded unless this is the real-mode contender
+    for name in [n for n in env if n.startswith("OTEL_")]:
+        env.pop(name)  # tracing off, as by default
     if kind == "real":
         env.update(real_env)
+    serve_as, cwd = kind, None
+    if kind == "before":  # the other tree's own bench module serves its conductor
+        serve_as, cwd = "conductor", before
+        env["PYTHONPATH"] = before
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.conductor", "--serve", kind, "--port", str(port)], env=env
+        [sys.executable, "-m", "bench.conductor", "--serve", serve_as, "--port", str(port)],
+        env=env,
+        cwd=cwd,
     )
     try:
         import uvloop
@@ -203,6 +219,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve", choices=list(NAMES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--before", default="", help="another source tree's conductor as well")
     args = parser.parse_args()
     if args.serve:
         import uvloop
@@ -218,11 +235,12 @@ def main() -> None:
         )
         return
     rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
-    results: dict[str, list[Round]] = {kind: [] for kind in NAMES}
+    kinds = [kind for kind in NAMES if kind != "before" or args.before]
+    results: dict[str, list[Round]] = {kind: [] for kind in kinds}
     with real_backends() as real_env:
         for _ in range(rounds):
             for kind in results:
-                results[kind].append(_round(kind, args.concurrency, seconds, real_env))
+                results[kind].append(_round(kind, args.concurrency, seconds, real_env, args.before))
     best = {kind: max(rs, key=lambda r: r.rate) for kind, rs in results.items()}
     print(f"ResolvePipeline at concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s")
     print(
@@ -240,6 +258,19 @@ def main() -> None:
             f" {cpu:>18.0f} {client:>18.0f}"
         )
     ours, base, real = best["conductor"], best["empty"], best["real"]
+    compared: dict[str, Any] = {}
+    if "before" in best:
+        before_runs = results["before"]
+        compared = {
+            "before": round(best["before"].rate),
+            "before_median": round(statistics.median(r.rate for r in before_runs)),
+            "ours_vs_before": round(ours.rate / best["before"].rate, 3),
+            "ours_vs_before_median": round(
+                statistics.median(r.rate for r in results["conductor"])
+                / statistics.median(r.rate for r in before_runs),
+                3,
+            ),
+        }
     print(
         json.dumps(
             {
@@ -268,6 +299,7 @@ def main() -> None:
                     statistics.median(r.cpu_us_per_call for r in results["real"])
                 ),
                 "real_vs_embedded": round(real.rate / ours.rate, 3),
+                **compared,
                 "concurrency": args.concurrency,
                 "rounds": rounds,
                 "seconds": seconds,

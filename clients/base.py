@@ -9,11 +9,13 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from clients.channel import DEFAULT_TIMEOUT_SECONDS, Credentials, open_channel
 from clients.errors import RpcError
 from mesh import correlation
 from mesh.resource import AsyncResource
+from mesh.tracing import rpc
 
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
@@ -23,7 +25,10 @@ class ClientBase(AsyncResource):
     """Owns one channel; an async context manager with an idempotent ``close()``.
 
     ``credentials`` default to the environment's (``Credentials.from_env``: ``HULEEDU_API_KEY``
-    and the ``HULEEDU_TLS_*`` variables); pass ``Credentials()`` for none.
+    and the ``HULEEDU_TLS_*`` variables); pass ``Credentials()`` for none. With a
+    ``tracer_provider`` (OpenTelemetry) every call is a client span, and its context goes to the
+    server in the call's metadata (W3C ``traceparent``), so the server's spans join the caller's
+    trace.
     """
 
     SERVICE = ""
@@ -33,12 +38,21 @@ class ClientBase(AsyncResource):
         target: str,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         credentials: Credentials | None = None,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         if credentials is None:
             credentials = Credentials.from_env(os.environ)
-        self._channel = open_channel(target, self.SERVICE, credentials=credentials)
+        interceptors = (
+            rpc.client_interceptors(tracer_provider.get_tracer("huleedu.clients"))
+            if tracer_provider is not None
+            else []
+        )
+        self._channel = open_channel(
+            target, self.SERVICE, credentials=credentials, interceptors=interceptors
+        )
         self._auth = credentials.metadata()
         self._closed = False
 

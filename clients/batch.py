@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
+from opentelemetry import trace
 
 from clients.base import ClientBase
 from clients.channel import Credentials
@@ -31,9 +32,14 @@ class BatchClient(ClientBase):
     SERVICE = "huleedu.batch.v1.BatchService"
 
     def __init__(
-        self, target: str, timeout: float = 10.0, credentials: Credentials | None = None
+        self,
+        target: str,
+        timeout: float = 10.0,
+        credentials: Credentials | None = None,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        super().__init__(target, timeout, credentials)
+        super().__init__(target, timeout, credentials, tracer_provider=tracer_provider)
         self.stub = batch_pb2_grpc.BatchServiceStub(self._channel)
 
     async def trigger_spellcheck(

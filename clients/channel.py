@@ -12,7 +12,7 @@ loopback, send a key only over TLS: on a plaintext channel anyone on the path ca
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -89,21 +89,25 @@ def _service_config(services: tuple[str, ...]) -> str:
 
 
 def open_channel(
-    target: str, *services: str, credentials: Credentials | None = None
+    target: str,
+    *services: str,
+    credentials: Credentials | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
     """A channel to ``target`` (``host:port``) with retries for ``services``: TLS when
-    ``credentials`` ask for it, else plaintext."""
+    ``credentials`` ask for it, else plaintext; ``interceptors`` wrap every call."""
     options: list[tuple[str, str | int]] = [
         ("grpc.service_config", _service_config(services)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ]
+    wrapped = list(interceptors) or None
     if credentials is None or not credentials.secure:
-        return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=wrapped)
     if credentials.server_name:
         options.append(("grpc.ssl_target_name_override", credentials.server_name))
     tls = channel_credentials(
         credentials.ca_file, credentials.cert_file, credentials.key_file, prefix="TLS_"
     )
-    return grpc.aio.secure_channel(target, tls, options=options)
+    return grpc.aio.secure_channel(target, tls, options=options, interceptors=wrapped)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from opentelemetry import trace
+
 from clients.base import ClientBase
 from clients.channel import Credentials
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
@@ -21,9 +23,14 @@ class ConductorClient(ClientBase):
     SERVICE = "huleedu.conductor.v1.PipelineConductorService"
 
     def __init__(
-        self, target: str, timeout: float = 10.0, credentials: Credentials | None = None
+        self,
+        target: str,
+        timeout: float = 10.0,
+        credentials: Credentials | None = None,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        super().__init__(target, timeout, credentials)
+        super().__init__(target, timeout, credentials, tracer_provider=tracer_provider)
         self.stub = conductor_pb2_grpc.PipelineConductorServiceStub(self._channel)
 
     async def list_pipelines(self, timeout: float | None = None) -> pb.ListPipelinesResponse:

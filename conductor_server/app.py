@@ -40,11 +40,12 @@ from mesh.events.deadletter import PayloadVault
 from mesh.grpc.health import Probe
 from mesh.grpc.server import GrpcServer
 from mesh.postgres import pool as postgres
-from mesh.postgres.outbox import OutboxPublisher, OutboxRelay
+from mesh.postgres.outbox import OutboxMetrics, OutboxPublisher, OutboxRelay
 from mesh.postgres.vault import PostgresPayloadVault
 from mesh.runtime import Background, StartupError
 from mesh.security.boundary import open_boundary
 from mesh.settings import Mode
+from mesh.tracing.provider import Tracing, open_tracing
 
 
 def load_rules(settings: ConductorSettings, metrics: ConductorMetrics) -> PipelineRules:
@@ -59,16 +60,22 @@ async def serve(
     stop: asyncio.Event,
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run the conductor until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server once it serves.
+    ``tracing``: the tracer to use (the caller's to close); by default the ``OTEL_*`` settings'.
     """
     registry = CollectorRegistry()
-    rules = load_rules(settings, ConductorMetrics(registry))
+    metrics = ConductorMetrics(registry)
+    rules = load_rules(settings, metrics)
     b, o = settings.backends, settings.options
     async with AsyncExitStack() as stack:
+        if tracing is None:
+            tracing = open_tracing(settings.telemetry, SOURCE_SERVICE)
+            stack.callback(tracing.close)
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "conductor", registry))
         probes: dict[str, Probe] = {}
@@ -102,7 +109,9 @@ async def serve(
                 ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
             )
             events_out = OutboxPublisher(pool)
-            relay = OutboxRelay(pool, bus, namespace=b.kafka_namespace)
+            relay = OutboxRelay(
+                pool, bus, namespace=b.kafka_namespace, metrics=OutboxMetrics(registry)
+            )
             loops.append((relay.run, relay.stop))
             probes = {"postgres": postgres.probe(pool), "redis": mirror.probe}
             vault = PostgresPayloadVault(pool)
@@ -121,13 +130,14 @@ async def serve(
                     bus.consumer(
                         o.consumer_group,
                         consumer.CONSUMED,
-                        consumer.OutcomeIntake(conductor),
+                        tracing.consumer(consumer.OutcomeIntake(conductor, metrics)),
                         service=SOURCE_SERVICE,
                         accept=consumer.ACCEPTED,
                         vault=vault,
                     )
                 ],
                 loops=loops,
+                tracing=tracing,
             ),
             settings.server,
             registry,

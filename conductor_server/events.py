@@ -18,6 +18,7 @@ from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope
 from mesh.events.bus import OutgoingEvent
 from mesh.events.topics import EventKind
+from mesh.tracing import propagation
 
 SOURCE_SERVICE = "huleedu-pipeline-conductor"
 _COMPLETION_NAMESPACE = uuid.UUID("5b0c7f5e-8f52-4c55-9d7e-2f1d8f0c6a11")
@@ -33,6 +34,7 @@ def step_completed(
     batch_id: str,
     state: StepState,
     succeeded_essays: Sequence[tuple[str, str]],
+    trace: str = "",
     *,
     epoch: int = 1,
     run_id: str = "",
@@ -40,7 +42,8 @@ def step_completed(
 ) -> OutgoingEvent:
     """``BatchStepCompleted`` for a complete ``state`` in the step's ``epoch``, completed by an
     outcome (or a timeout) of ``run_id``'s ``attempt``; essays are ``(essay_id, output_id)`` in
-    batch order."""
+    batch order. ``trace``: the trace context of the outcome that completed the step (by
+    default the current one)."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,
@@ -61,7 +64,9 @@ def step_completed(
         source_service=SOURCE_SERVICE,
         event_id=completion_event_id(batch_id, state.step, epoch),
     )
-    return OutgoingEvent(EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id)
+    return OutgoingEvent(
+        EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id, trace=trace or propagation.current()
+    )
 
 
 def phase_skipped(batch_id: str, step: str, target: str) -> OutgoingEvent:

@@ -1,15 +1,19 @@
 """Metrics of the PipelineConductor's definitions and resolution, over an injected registry.
 
 The names are the seed's (``bcs_...``); ``prometheus_client`` appends ``_total`` to counters.
+``conductor_step_completion_seconds`` is the conductor's share of a step transition: from the
+record timestamp of a step's last outcome to the commit of its completion.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+TRANSITION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class ConductorMetrics:
-    """The seed's counters: definition loads and resolutions (rules)."""
+    """The seed's counters (definition loads and resolutions) and step completion latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.config_load_success = Counter(
@@ -35,5 +39,12 @@ class ConductorMetrics:
         self.rules_pruned = Counter(
             "bcs_pipeline_rules_pruned",
             "Steps pruned from resolutions because the batch already satisfied them.",
+            registry=registry,
+        )
+        self.step_completion = Histogram(
+            "conductor_step_completion_seconds",
+            "From the record timestamp of a step's last outcome to the commit of its completion.",
+            ["step"],
+            buckets=TRANSITION_BUCKETS,
             registry=registry,
         )

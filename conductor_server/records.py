@@ -34,9 +34,10 @@ def parse_outcome(
     run_id: str = "",
     attempt: int = 0,
     error: events_pb2.ErrorDetail | None = None,
+    trace: str = "",
 ) -> OutcomeRecord:
     """The record these fields report (attempt 0 is 1); ``InvalidArgument`` with every bad
-    field."""
+    field. ``trace`` is the report's trace context, carried as it is."""
     v = Violations()
     v.identifier("batch_id", batch_id)
     v.identifier("step", step, MAX_NAME_LENGTH)
@@ -67,4 +68,5 @@ def parse_outcome(
         max(attempt, 1),
         code,
         message,
+        trace,
     )

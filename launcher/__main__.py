@@ -26,6 +26,7 @@ from launcher.workers import ACCEPTED, COMMANDS, GROUP, DemoWorkers
 from mesh.app import open_bus
 from mesh.grpc.server import GrpcServer
 from mesh.runtime import StartupError, configure_logging, run, until_stopped
+from mesh.tracing.provider import open_tracing
 
 log = logging.getLogger("launcher")
 
@@ -82,11 +83,14 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         batch_task, batch = await _started(serve_batch, batch_settings, stop, bus=bus)
         loops = [conductor_task, batch_task]
         workers = None
+        worker_tracing = open_tracing(conductor_settings.telemetry, GROUP)
         if not args.no_workers:
             workers = bus.consumer(
                 GROUP,
                 COMMANDS,
-                DemoWorkers(bus, args.failure_rate, args.worker_delay, backends.kafka_namespace),
+                worker_tracing.consumer(
+                    DemoWorkers(bus, args.failure_rate, args.worker_delay, backends.kafka_namespace)
+                ),
                 service=GROUP,
                 accept=ACCEPTED,
             )
@@ -104,6 +108,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 await asyncio.gather(loops[-1], return_exceptions=True)
                 await workers.close()
             ended = await asyncio.gather(batch_task, conductor_task, return_exceptions=True)
+            worker_tracing.close()
         for error in ended:  # a server that failed while shutting down
             if isinstance(error, BaseException):
                 raise error
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = ConductorSettings.from_env(os.environ)
-    configure_logging(settings.server.log_level)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     return run(lambda stop: _serve(args, stop), settings.server)
 
 

@@ -10,6 +10,9 @@ servers they feed: each command's outcomes are built from one serialized templat
 essay, its event id and, for a failure, the outcome change) and written as raw records, one
 Kafka batch per partition. ``python -m launcher.workers`` runs them on their own, against the
 backends of the environment, as a member of the ``demo-workers`` consumer group.
+
+Like real workers must, they carry the trace on: each outcome's ``traceparent`` header is the
+span that processed its command (with tracing on, ``Tracing.consumer``), else the command's own.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from mesh.events import envelope
 from mesh.events.bus import Message, OutgoingRecord, RecordWriter
 from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
 from mesh.runtime import configure_logging, run
-from mesh.settings import BackendSettings, ServerSettings, from_env
+from mesh.settings import BackendSettings, ServerSettings, TelemetrySettings, from_env
+from mesh.tracing import propagation
+from mesh.tracing.provider import open_tracing
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ class DemoWorkers:
         records: list[OutgoingRecord] = []
         for message in messages:
             command = message.envelope.step_command
-            records += self._outcomes(command, message.envelope)
+            cause = message.trace or propagation.header(message.record.headers)
+            records += self._outcomes(command, message.envelope, cause)
             log.info(
                 "demo %s worker: %d essays of batch %s",
                 command.step,
@@ -79,7 +85,7 @@ class DemoWorkers:
         await self._writer.write(records)
 
     def _outcomes(
-        self, command: events_pb2.StepCommand, received: events_pb2.EventEnvelope
+        self, command: events_pb2.StepCommand, received: events_pb2.EventEnvelope, trace: str
     ) -> list[OutgoingRecord]:
         template = envelope.build(
             events_pb2.EssayStepOutcome(
@@ -108,18 +114,26 @@ class DemoWorkers:
                     self._topic,
                     envelope.encode(event),
                     key,
-                    tuple(envelope.headers(event)),
+                    tuple(envelope.headers(event, trace)),
                 )
             )
         return records
 
 
-async def _serve(args: argparse.Namespace, backends: BackendSettings, stop: asyncio.Event) -> None:
+async def _serve(
+    args: argparse.Namespace,
+    backends: BackendSettings,
+    telemetry: TelemetrySettings,
+    stop: asyncio.Event,
+) -> None:
+    tracing = open_tracing(telemetry, GROUP)
     async with open_bus(backends, GROUP, CollectorRegistry()) as bus:
         workers = bus.consumer(
             GROUP,
             COMMANDS,
-            DemoWorkers(bus, args.failure_rate, args.delay, backends.kafka_namespace),
+            tracing.consumer(
+                DemoWorkers(bus, args.failure_rate, args.delay, backends.kafka_namespace)
+            ),
             service=GROUP,
             accept=ACCEPTED,
         )
@@ -131,6 +145,7 @@ async def _serve(args: argparse.Namespace, backends: BackendSettings, stop: asyn
             await workers.stop()
             await asyncio.gather(task, return_exceptions=True)
             await workers.close()
+            tracing.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backends = from_env(BackendSettings, os.environ)
     server = from_env(ServerSettings, os.environ)
-    configure_logging(server.log_level)
-    return run(lambda stop: _serve(args, backends, stop), server)
+    telemetry = from_env(TelemetrySettings, os.environ)
+    configure_logging(server.log_level, server.log_format)
+    return run(lambda stop: _serve(args, backends, telemetry, stop), server)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from mesh.events.bus import Bus, EventConsumer
 from mesh.events.kafka import KafkaBus, KafkaConfig
@@ -41,6 +46,7 @@ from mesh.runtime import Background, StartupError, start_within, stop_loop, unti
 from mesh.security.boundary import TrustBoundary
 from mesh.security.scopes import ScopeTable
 from mesh.settings import BackendSettings, Mode, ServerSettings
+from mesh.tracing.provider import OFF, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class App:
     consumers: Sequence[EventConsumer] = ()
     loops: Sequence[Background] = ()
     on_shutdown: Sequence[Callable[[], None]] = ()  # when the drain stops accepting calls
+    tracing: Tracing = OFF  # server spans around every RPC when on
 
 
 def open_bus(
@@ -106,6 +113,7 @@ async def run_app(
     """Serve ``app`` until ``stop`` is set (see the module docstring); ``boundary`` None serves
     without authentication or TLS (tests of the skeleton)."""
     log.info("starting %s", app.name)
+    runtime_metrics(registry)
     async with AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
         for run, halt in app.loops:  # stopped after the consumers (which feed them)
@@ -129,6 +137,7 @@ async def run_app(
             app.scopes,
             boundary,
             on_drain=app.on_shutdown,
+            tracing=app.tracing,
         )
         await stack.enter_async_context(server)
         if on_ready is not None:
@@ -138,6 +147,14 @@ async def run_app(
         finally:
             log.info("shutting down %s", app.name)
     log.info("%s stopped", app.name)
+
+
+def runtime_metrics(registry: CollectorRegistry) -> None:
+    """The process's CPU, memory, file descriptors and start time (``process_*``), the Python
+    version (``python_info``) and the garbage collector's work (``python_gc_*``)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 async def _consume(consumer: EventConsumer, started: asyncio.Event) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from mesh.correlation import CorrelationFilter
-from mesh.settings import ServerSettings, ServiceSettings
+from mesh.jsonlog import JsonFormatter
+from mesh.settings import ServerSettings, ServiceSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,13 @@ class SelfResolvingFilter(logging.Filter):
         return self._threshold() <= logging.INFO
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``: as text lines, or ``json`` objects (``mesh.jsonlog``)."""
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"LOG_FORMAT={log_format!r} is not text or json")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT)
+    handler.setFormatter(formatter)
     handler.addFilter(CorrelationFilter())
     handler.addFilter(SelfResolvingFilter(logging.getLogger().getEffectiveLevel))
     handler.addFilter(RepeatFilter(("aiokafka",)))
@@ -238,5 +243,5 @@ def run_service(
     )
     parser.parse_args(argv)
     settings = settings_type.from_env(os.environ)
-    configure_logging(settings.server.log_level)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     return run(lambda stop: serve(settings, stop), settings.server)

@@ -115,6 +115,9 @@ class ServerSettings:
         10.0, "SHUTDOWN_GRACE_SECONDS", "then how long in-flight calls have to finish"
     )
     log_level: str = setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR")
+    log_format: str = setting(
+        "text", "LOG_FORMAT", "text, or json (one object a line, with correlation and trace ids)"
+    )
     uvloop: bool = setting(True, "USE_UVLOOP", "run on uvloop when installed")
     gc_threshold: int = setting(
         10_000,
@@ -175,6 +178,43 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """The standard OpenTelemetry variables that decide whether a server traces (``mesh.tracing``).
+
+    The SDK reads the rest of its standard variables itself (sampler, batch processor, the
+    exporter's endpoint, headers and timeouts, resource attributes).
+    """
+
+    sdk_disabled: bool = setting(False, "OTEL_SDK_DISABLED", "true turns tracing off whatever else")
+    traces_exporter: str = setting(
+        "",
+        "OTEL_TRACES_EXPORTER",
+        "span exporters, comma-separated: otlp (the otlp extra), console, none; unset with an "
+        "OTLP endpoint means otlp, unset without one means tracing off",
+    )
+    otlp_endpoint: str = setting("", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP collector URL")
+    otlp_traces_endpoint: str = setting(
+        "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTLP collector URL for traces only"
+    )
+    otlp_protocol: str = setting(
+        "", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc (default) or http/protobuf"
+    )
+    service_name: str = setting(
+        "", "OTEL_SERVICE_NAME", "service.name of the spans (default: the server's name)"
+    )
+
+    @property
+    def exporters(self) -> tuple[str, ...]:
+        """The exporters asked for; empty means tracing is off."""
+        if self.sdk_disabled:
+            return ()
+        names = [n.strip() for n in self.traces_exporter.split(",") if n.strip()]
+        if not names and (self.otlp_endpoint or self.otlp_traces_endpoint):
+            names = ["otlp"]
+        return tuple(dict.fromkeys(n for n in names if n != "none"))
+
+
 def _parse(raw: str, kind: Any, name: str) -> Any:
     try:
         if kind in (bool, "bool"):
@@ -232,6 +272,7 @@ class ServiceSettings:
     server: ServerSettings = field(default_factory=ServerSettings)
     backends: BackendSettings = field(default_factory=BackendSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     prefix: ClassVar[str] = ""
     server_defaults: ClassVar[Mapping[str, Any]] = {}
@@ -243,6 +284,7 @@ class ServiceSettings:
             "server": from_env(ServerSettings, environ, cls.prefix, cls.server_defaults),
             "backends": from_env(BackendSettings, environ),
             "security": from_env(SecuritySettings, environ, cls.prefix),
+            "telemetry": from_env(TelemetrySettings, environ),  # the standard names: no prefix
             "options": from_env(cls.options_type, environ, cls.prefix),
         }
         return cls(**values)
@@ -257,6 +299,7 @@ class ServiceSettings:
             + describe(BackendSettings)
             + "\n"
             + describe(SecuritySettings, cls.prefix)
+            + describe(TelemetrySettings)
             + "\n"
             + describe(cls.options_type, cls.prefix)
         )

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
 from batch_server.domain.model import (
@@ -107,6 +108,10 @@ class MemoryBatchStore:
     async def emit(self, events: Sequence[OutgoingEvent]) -> None:
         async with self._lock:
             await self._publisher.publish_many(events)
+
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        active = [run.created_at for run in self._runs.values() if not run.status.terminal]
+        return len(active), min(active, default=None)
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_MemoryUnit]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -144,6 +145,10 @@ UPDATE batch_essays e SET current_storage_id = t.storage_id
  WHERE e.batch_id = $1 AND e.essay_id = t.essay_id
 """
 _NOTIFY = "SELECT pg_notify($1, $2)"
+_ACTIVE_RUNS = """
+SELECT count(*) AS n, min(created_at) AS oldest FROM pipeline_runs
+ WHERE status IN ('pending', 'running')
+"""
 
 
 class PostgresBatchStore:
@@ -231,6 +236,11 @@ class PostgresBatchStore:
     async def emit(self, events: Sequence[OutgoingEvent]) -> None:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             await outbox.enqueue(conn, events)
+
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        async with translated():
+            row = await self._pool.fetchrow(_ACTIVE_RUNS)
+        return int(row["n"]), row["oldest"]
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_PostgresUnit]:

@@ -59,7 +59,11 @@ class PipelineDefinition:
 @dataclass(frozen=True, slots=True)
 class OutcomeRecord:
     """One essay's outcome of one step, as reported by a worker (or TIMED_OUT, recorded by the
-    conductor), for the command of ``run_id``'s ``attempt``."""
+    conductor), for the command of ``run_id``'s ``attempt``.
+
+    ``trace`` is opaque here: the trace context of the report (a W3C ``traceparent``), which the
+    completion this record causes carries on.
+    """
 
     batch_id: str
     step: str
@@ -71,6 +75,7 @@ class OutcomeRecord:
     attempt: int = 1
     error_code: str = ""
     error_message: str = ""
+    trace: str = ""
 
 
 TIMED_OUT_CODE = "TIMED_OUT"  # the error code of an outcome recorded because its step timed out

@@ -115,6 +115,7 @@ class MemoryStateStore(AsyncResource):
             record.batch_id,
             state,
             succeeded,
+            record.trace,
             epoch=batch.tally.counts[state.step].epoch,
             run_id=record.run_id,
             attempt=record.attempt,

@@ -543,6 +543,7 @@ class PostgresStateStore(AsyncResource):
                         record.batch_id,
                         state,
                         [(e[0], e[1]) for e in essays],
+                        record.trace,
                         epoch=tally.counts[state.step].epoch,
                         run_id=record.run_id,
                         attempt=record.attempt,

@@ -12,12 +12,13 @@ returns the ``Rejection`` of any it could never process (or raises for the whole
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope as codec
 from mesh.events.topics import EventKind, topic_name
+from mesh.tracing import propagation
 
 if TYPE_CHECKING:
     from mesh.events.deadletter import PayloadVault
@@ -25,11 +26,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class OutgoingEvent:
-    """An event to publish. ``key`` (the batch id) defaults to the one its payload names."""
+    """An event to publish. ``key`` (the batch id) defaults to the one its payload names.
+
+    ``trace`` is the W3C ``traceparent`` of its cause, by default the span current when the
+    event is built (not when it is relayed from the outbox); it goes out as a Kafka header.
+    """
 
     kind: EventKind
     envelope: events_pb2.EventEnvelope
     key: str | None = None
+    trace: str = field(default_factory=propagation.current)
 
     def to_record(self, namespace: str = "") -> OutgoingRecord:
         key = self.key if self.key is not None else codec.partition_key(self.envelope)
@@ -37,7 +43,7 @@ class OutgoingEvent:
             topic=topic_name(self.kind, namespace),
             value=codec.encode(self.envelope),
             key=key.encode() if key else None,
-            headers=tuple(codec.headers(self.envelope)),
+            headers=tuple(codec.headers(self.envelope, self.trace)),
         )
 
 
@@ -71,13 +77,18 @@ class Record(Protocol):
 
 
 class Message:
-    """A consumed record with its decoded, validated envelope; compared by identity."""
+    """A consumed record with its decoded, validated envelope; compared by identity.
 
-    __slots__ = ("envelope", "record")
+    ``trace`` is the ``traceparent`` of the span processing it (``mesh.tracing.messaging``; ``""``
+    when tracing is off): events the message causes carry it.
+    """
+
+    __slots__ = ("envelope", "record", "trace")
 
     def __init__(self, record: Record, envelope: events_pb2.EventEnvelope) -> None:
         self.record = record
         self.envelope = envelope
+        self.trace = ""
 
     @property
     def event_id(self) -> str:

@@ -8,6 +8,9 @@ failed record and pause it for the backoff delay.
 Offsets are committed only for records that are done (handled, or acknowledged in the DLQ),
 never past a failed one. A revocation waits for the batch in flight and commits what it finished
 before the partitions go. ``stop()`` finishes the current batch, commits and leaves the group.
+
+While it runs, a side task measures each assigned partition's lag every ``lag_interval``
+seconds (``mesh_consumer_lag``): the broker's end offsets, one request, less the positions.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import CollectorRegistry
 
 from mesh.events.bus import BatchHandler, RecordWriter
-from mesh.events.deadletter import DeadLetterQueue, PayloadVault
+from mesh.events.deadletter import H_REPLAY_OF, DeadLetterQueue, PayloadVault
 from mesh.events.dispatcher import Dispatcher, Partition, Plan
 from mesh.events.metrics import ConsumerMetrics
 from mesh.events.retry import DEFAULT_BACKOFF, Backoff
@@ -72,6 +75,7 @@ class ConsumerConfig:
     group_instance_id: str = ""  # static membership when set
     leave_timeout: float = 5.0  # leaving the group on close, at most (it may still be joining)
     security: KafkaSecurity = PLAINTEXT
+    lag_interval: float = 5.0  # seconds between measurements of the partitions' lag
 
 
 class Consumer(AsyncResource):
@@ -134,6 +138,7 @@ class Consumer(AsyncResource):
             raise RuntimeError("consumer is not started")
         self._running = asyncio.current_task()
         self._stopped.clear()
+        lag = asyncio.create_task(self._watch_lag(), name=f"{self._config.group_id}.lag")
         try:
             while not self._stopping:
                 self._resume_due()
@@ -154,6 +159,8 @@ class Consumer(AsyncResource):
                         await self._process(polled)
             await self._flush_commits()
         finally:
+            lag.cancel()
+            await asyncio.wait({lag})
             self._running = None
             self._stopped.set()
 
@@ -218,8 +225,10 @@ class Consumer(AsyncResource):
                 resume.delay,
             )
         consumed = {tp.topic: 0 for tp in polled}
+        replayed = dict(consumed)
         for tp, recs in polled.items():
             consumed[tp.topic] += len(recs)
+            replayed[tp.topic] += sum(1 for r in recs if _replayed(r.headers))
         self._metrics.observe(
             self._config.group_id,
             consumed,
@@ -227,6 +236,7 @@ class Consumer(AsyncResource):
             plan.dead,
             [part[0] for part in plan.resume],
             time.perf_counter() - started,
+            replayed,
         )
 
     async def _dead_letter(self, plan: Plan) -> Plan:
@@ -315,6 +325,32 @@ class Consumer(AsyncResource):
             return False
         return True
 
+    # --- lag -------------------------------------------------------------------------------
+
+    async def _watch_lag(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.lag_interval)
+            try:
+                await self._measure_lag()
+            except Exception as exc:  # the broker may be away: the next measurement will tell
+                log.debug("lag of %s not measured: %r", self._config.group_id, exc)
+
+    async def _measure_lag(self) -> None:
+        assigned = list(self._kafka.assignment())
+        if not assigned:
+            return
+        ends = await self._kafka.end_offsets(assigned)
+        group = self._config.group_id
+        for tp in assigned:
+            position = await asyncio.wait_for(self._kafka.position(tp), 1.0)
+            behind = max(ends.get(tp, position) - position, 0)
+            self._metrics.lag.labels(group, tp.topic, str(tp.partition)).set(behind)
+
+    def _forget_lag(self, partitions: Collection[Any]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(self._config.group_id, tp.topic, str(tp.partition))
+
     # --- pause / resume and rebalancing --------------------------------------------------
 
     def _poll_timeout_ms(self) -> int:
@@ -343,8 +379,14 @@ class Consumer(AsyncResource):
         async with self._lock:  # let the batch in flight finish and commit
             await self._flush_commits()
             self._dispatcher.forget(revoked)
+            self._forget_lag(revoked)
             for tp in revoked:
                 self._paused_until.pop((tp.topic, tp.partition), None)
+
+
+def _replayed(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Whether a record was replayed from a dead-letter topic (``huleedu dlq replay``)."""
+    return any(name == H_REPLAY_OF for name, _ in headers)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -23,6 +23,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from generated.huleedu.events.v1 import events_pb2
 from mesh.correlation import correlation_id as current_correlation_id
+from mesh.tracing.propagation import TRACEPARENT
 
 EventEnvelope = events_pb2.EventEnvelope
 _parse = EventEnvelope.FromString
@@ -36,6 +37,7 @@ HEADER_EVENT_ID = "event_id"
 HEADER_CORRELATION_ID = "correlation_id"
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_SCHEMA_VERSION = "schema_version"
+HEADER_TRACEPARENT = TRACEPARENT  # W3C trace context of the event's cause (mesh.tracing)
 
 # payload message full name -> oneof field name, and back
 FIELD_BY_TYPE: dict[str, str] = {
@@ -183,12 +185,16 @@ def partition_key(envelope: events_pb2.EventEnvelope) -> str:
     return ""
 
 
-def headers(envelope: events_pb2.EventEnvelope) -> list[tuple[str, bytes]]:
-    """The Kafka headers that describe ``envelope`` without decoding it."""
-    return [
+def headers(envelope: events_pb2.EventEnvelope, trace: str = "") -> list[tuple[str, bytes]]:
+    """The Kafka headers that describe ``envelope`` without decoding it; ``trace`` (a W3C
+    ``traceparent``, see ``mesh.tracing.propagation``) names the span that caused the event."""
+    found = [
         (HEADER_EVENT_TYPE, envelope.event_type.encode()),
         (HEADER_EVENT_ID, envelope.event_id.encode()),
         (HEADER_CORRELATION_ID, envelope.correlation_id.encode()),
         (HEADER_CONTENT_TYPE, CONTENT_TYPE),
         (HEADER_SCHEMA_VERSION, str(envelope.schema_version).encode()),
     ]
+    if trace:
+        found.append((HEADER_TRACEPARENT, trace.encode()))
+    return found

@@ -1,4 +1,10 @@
-"""Consumer metrics, declared once over an injected registry (labels: group, topic)."""
+"""Consumer metrics, declared once over an injected registry (labels: group, topic).
+
+``mesh_consumer_lag{group,topic,partition}`` is how many records of each assigned partition the
+group has not consumed yet (the partition's end offset less the consumer's position), measured
+every few seconds off the consuming path (``Consumer``); ``mesh_consumer_replayed_total`` counts
+consumed records that an operator replayed from a dead-letter topic (their ``replay.of`` header).
+"""
 
 from __future__ import annotations
 
@@ -58,6 +64,18 @@ class ConsumerMetrics:
             ["group"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "mesh_consumer_lag",
+            "Records of an assigned partition not consumed yet (end offset less position).",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.replayed = Counter(
+            "mesh_consumer_replayed_total",
+            "Consumed records replayed from a dead-letter topic (with a replay.of header).",
+            ["group", "topic"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "mesh_consumer_batch_duration_seconds",
             "Time to handle, dead-letter and commit one batch.",
@@ -73,10 +91,14 @@ class ConsumerMetrics:
         dead: Sequence[Failure],
         retried: Sequence[str],
         seconds: float,
+        replayed: Mapping[str, int] | None = None,
     ) -> None:
         """Record one batch (per-topic counts; one label lookup per topic, not per record)."""
         for topic, n in consumed.items():
             self.consumed.labels(group, topic).inc(n)
+        for topic, n in (replayed or {}).items():
+            if n:
+                self.replayed.labels(group, topic).inc(n)
         for topic, n in handled.items():
             if n:
                 self.handled.labels(group, topic).inc(n)

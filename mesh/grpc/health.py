@@ -7,6 +7,10 @@ server can do without (the conductor's Redis: PostgreSQL answers in its place) i
 while it is down the server stays SERVING and reports itself ``degraded``. ``HealthMetrics``
 exports the same state to ``/metrics`` (``mesh_serving``, ``mesh_backend_up{backend}``), for
 alerting.
+
+The service name ``liveness`` answers SERVING from the end of start-up until the process exits,
+whatever the backends or the drain say: a liveness probe (Kubernetes) restarts a process that no
+longer answers, never one that is only waiting for a backend or draining.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[object]]
+LIVENESS = "liveness"  # the health service name of a liveness probe
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -64,6 +69,7 @@ class HealthReporter:
         """Mark start-up done and begin probing backends."""
         await self.check_backends()
         self._started = True
+        await self.servicer.set(LIVENESS, SERVING)
         await self._publish()
         if self._probes:
             self._task = asyncio.create_task(self._monitor(), name="health-monitor")

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_status import rpc_status
@@ -38,6 +38,9 @@ from mesh.grpc.status import StatusTable
 from mesh.security.audit import AuditLog
 from mesh.security.guard import Guard
 from mesh.security.scopes import ScopeTable
+
+if TYPE_CHECKING:
+    from mesh.tracing.provider import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -256,12 +259,16 @@ class Registrar:
     Generated code passes each service's method handlers twice: as a generic handler, then by
     name (``add_registered_method_handlers``). The named call is wrapped and both forms are
     registered wrapped; a generic handler without a named twin is refused at start-up rather
-    than served unwrapped (it would escape the error table and the metrics).
+    than served unwrapped (it would escape the error table and the metrics). With ``tracing``
+    on, each wrapped method runs inside a server span (``mesh.tracing.rpc``), outside the wrapper.
     """
 
-    def __init__(self, server: grpc.aio.Server, wrapper: RpcWrapper) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, wrapper: RpcWrapper, tracing: Tracing | None = None
+    ) -> None:
         self._server = server
         self._wrapper = wrapper
+        self._tracing = tracing
         self._generic: dict[str, grpc.GenericRpcHandler] = {}
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
@@ -279,6 +286,11 @@ class Registrar:
             name: self._wrapper.wrap(handler, f"/{service}/{name}")
             for name, handler in handlers.items()
         }
+        if self._tracing is not None:
+            wrapped = {
+                name: self._tracing.server_handler(handler, f"/{service}/{name}")
+                for name, handler in wrapped.items()
+            }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, wrapped),)
         )

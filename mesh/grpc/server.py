@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -35,6 +36,9 @@ from mesh.runtime import StartupError
 from mesh.security.boundary import TrustBoundary
 from mesh.security.scopes import ScopeTable
 from mesh.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from mesh.tracing.provider import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class GrpcServer:
         scopes: ScopeTable,
         boundary: TrustBoundary | None = None,
         on_drain: Sequence[Callable[[], None]] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self._scopes = scopes
@@ -65,6 +70,7 @@ class GrpcServer:
         self._registry = registry
         self.health = health
         self._on_drain = tuple(on_drain)
+        self._tracing = tracing
         self._drain = Drain()
         self._server: grpc.aio.Server | None = None
         self._side_port: HttpSidePort | None = None
@@ -83,7 +89,7 @@ class GrpcServer:
         boundary = self.boundary
         metrics = RpcMetrics(self._registry)
         wrapper = RpcWrapper(self._table, metrics, self._scopes, boundary.guard, drain=self._drain)
-        registrar = Registrar(server, wrapper)
+        registrar = Registrar(server, wrapper, self._tracing)
         HealthMetrics(self.health, self._registry)
         for register in self._registrations:
             register(registrar)  # type: ignore[arg-type]  # duck-types the two calls it makes

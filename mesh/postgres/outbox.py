@@ -9,6 +9,11 @@ dies between publishing and marking publishes those rows again on its next pass:
 id twice, never a lost event. It wakes on ``LISTEN``/``NOTIFY`` or after a short poll interval.
 A failure of either backend (PostgreSQL or Kafka gone) backs off and retries; the relay carries
 on once they are back, and its ``PgListener`` listens again on a new connection.
+
+``OutboxMetrics``: the relay counts what it publishes and, every ``measure_interval`` seconds
+between passes (off the path of the events), measures the backlog: how many rows wait and how
+old the oldest is (``mesh_outbox_backlog_events``, ``mesh_outbox_oldest_event_age_seconds``).
+Every replica measures the same table; aggregate with ``max``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mesh.events import envelope as codec
 from mesh.events.bus import OutgoingEvent, OutgoingRecord, RecordWriter
@@ -56,6 +64,31 @@ SELECT id, topic_kind, message_key, payload, headers
 RELAY_BACKOFF = Backoff(initial=0.1, cap=5.0)
 
 _MARK = "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_BACKLOG = """
+SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
+  FROM event_outbox WHERE published_at IS NULL
+"""
+
+
+class OutboxMetrics:
+    """What the relay publishes and what waits, over an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.relayed = Counter(
+            "mesh_outbox_relayed_events_total",
+            "Outbox events published to Kafka by this process's relay.",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "mesh_outbox_backlog_events",
+            "Outbox events not published yet (the whole table: every replica sees the same).",
+            registry=registry,
+        )
+        self.oldest_age = Gauge(
+            "mesh_outbox_oldest_event_age_seconds",
+            "Age of the oldest outbox event not published yet (0 when none waits).",
+            registry=registry,
+        )
 
 
 async def enqueue(conn: Any, events: Sequence[OutgoingEvent]) -> int:
@@ -72,7 +105,8 @@ async def enqueue(conn: Any, events: Sequence[OutgoingEvent]) -> int:
         kinds.append(event.kind.value)
         keys.append(key.encode() if key else None)
         payloads.append(codec.encode(event.envelope))
-        headers.append(json.dumps({k: v.decode() for k, v in codec.headers(event.envelope)}))
+        stored = codec.headers(event.envelope, event.trace)  # with the trace context of its cause
+        headers.append(json.dumps({k: v.decode() for k, v in stored}))
     row = await conn.fetchrow(_ENQUEUE, ids, kinds, keys, payloads, headers)
     return int(row["n"]) if row is not None else 0
 
@@ -115,6 +149,8 @@ class OutboxRelay(AsyncResource):
         batch_size: int = 200,
         poll_interval: float = 1.0,
         backoff: Backoff = RELAY_BACKOFF,
+        metrics: OutboxMetrics | None = None,
+        measure_interval: float = 5.0,
     ) -> None:
         self._pool = pool
         self._writer = writer
@@ -122,6 +158,9 @@ class OutboxRelay(AsyncResource):
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._backoff = backoff
+        self._metrics = metrics
+        self._measure_interval = measure_interval
+        self._measure_at = 0.0  # time.monotonic() of the next backlog measurement
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = False
@@ -137,7 +176,17 @@ class OutboxRelay(AsyncResource):
             await self._writer.write([to_record(row, self._namespace) for row in rows])
             await conn.execute(_MARK, [row["id"] for row in rows])
         log.debug("relayed %d outbox event(s)", len(rows))
+        if self._metrics is not None:
+            self._metrics.relayed.inc(len(rows))
         return len(rows)
+
+    async def measure(self) -> None:
+        """Measure the backlog into the metrics (every ``measure_interval`` from ``run``)."""
+        if self._metrics is None:
+            return
+        row = await self._pool.fetchrow(_BACKLOG)
+        self._metrics.backlog.set(row["n"])
+        self._metrics.oldest_age.set(row["age"])
 
     async def run(self) -> None:
         """Relay until ``stop()``: drain, then wait for a notification or the poll interval."""
@@ -158,12 +207,22 @@ class OutboxRelay(AsyncResource):
                     await self._sleep(delay)
                     continue
                 failures = 0
+                await self._measure_when_due()
                 if relayed < self._batch_size:
                     await self._sleep(self._poll_interval)
         finally:
             await listener.close()
             self._running = False
             self._stopped.set()
+
+    async def _measure_when_due(self) -> None:
+        if self._metrics is None or time.monotonic() < self._measure_at:
+            return
+        self._measure_at = time.monotonic() + self._measure_interval
+        try:
+            await self.measure()
+        except Exception as exc:  # a failed measurement must not stop the relay
+            log.debug("outbox backlog not measured: %r", exc)
 
     async def stop(self) -> None:
         """Finish the batch in flight and end ``run``."""

@@ -285,7 +285,7 @@ async def test_a_state_change_and_its_outbox_rows_commit_together(
     async def crash_after_saving() -> None:
         async with store.progress() as unit:
             progress = (await unit.load([batch.batch_id]))[batch.batch_id]
-            _, write = handler._apply(progress, done)
+            _, write, _ = handler._apply(progress, done)
             assert write is not None
             assert write.commands == ()
             assert len(write.events) == 1  # the run ends: PipelineRunCompleted

@@ -268,3 +268,34 @@ async def test_the_relay_carries_on_after_postgresql_restarts(
     finally:
         await pool.close()
     assert [r.value for r in records] == [codec.encode(event.envelope)]
+
+
+async def test_the_relay_measures_the_backlog_and_counts_what_it_publishes(
+    database_url: str, kafka_bootstrap: str, kafka_namespace: str
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    pool, _ = await setup(database_url, kafka_bootstrap, kafka_namespace)
+    registry = CollectorRegistry()
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name)
+
+    try:
+        async with Producer(kafka_bootstrap, namespace=kafka_namespace) as producer:
+            relay = outbox.OutboxRelay(
+                pool, producer, namespace=kafka_namespace, metrics=outbox.OutboxMetrics(registry)
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.enqueue(conn, [completed(n) for n in range(5)])
+            await pool.execute("UPDATE event_outbox SET created_at = now() - interval '90 seconds'")
+            await relay.measure()
+            assert sample("mesh_outbox_backlog_events") == 5
+            assert 90 <= (sample("mesh_outbox_oldest_event_age_seconds") or 0) < 120
+            assert await relay.relay_once() == 5
+            await relay.measure()
+            assert sample("mesh_outbox_relayed_events_total") == 5
+            assert sample("mesh_outbox_backlog_events") == 0
+            assert sample("mesh_outbox_oldest_event_age_seconds") == 0
+    finally:
+        await pool.close()
