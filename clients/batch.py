@@ -71,6 +71,8 @@ class BatchClient(ClientBase):
         language: str = "",
         course_code: str = "",
         timeout: float | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
     ) -> pb.Batch:
         """A new batch of ``texts``; a repeat with the same ``request_id`` returns it again."""
         request = pb.CreateBatchRequest(
@@ -79,7 +81,7 @@ class BatchClient(ClientBase):
                 pb.EssayInput(text=text, client_ref=f"essay-{i}") for i, text in enumerate(texts)
             ],
             metadata=pb.BatchMetadata(
-                name=name, flags=flags, language=language, course_code=course_code
+                name=name, flags=flags, language=language, course_code=course_code, labels=labels
             ),
         )
         response = await self._unary(self.stub.CreateBatch, request, timeout)

@@ -24,7 +24,8 @@ SURFACE = {
         "close": "(self) -> 'None'",
         "create_batch": "(self, texts: 'Sequence[str]', request_id: 'str' = '', name: 'str' = '', "
         "flags: 'Mapping[str, bool] | None' = None, language: 'str' = '', course_code: 'str' = '', "
-        "timeout: 'float | None' = None) -> 'pb.Batch'",
+        "timeout: 'float | None' = None, *, labels: 'Mapping[str, str] | None' = None) "
+        "-> 'pb.Batch'",
         "get_batch_status": "(self, batch_id: 'str', timeout: 'float | None' = None) "
         "-> 'pb.GetBatchStatusResponse'",
         "get_essay": "(self, essay_id: 'str', batch_id: 'str' = '', "
