@@ -9,7 +9,7 @@ from typing import Any
 from clients.batch import BatchClient
 from clients.cli import views
 from clients.cli.errors import CommandError, reaching
-from clients.cli.options import credentials, flag_setting, key_value, moment
+from clients.cli.options import add_command, credentials, flag_setting, key_value, moment
 from clients.cli.output import Output
 from clients.cli.watch import watch
 from clients.enums import EssayView, RunStatus
@@ -146,11 +146,7 @@ def add_commands(actions: Subparsers, common: argparse.ArgumentParser) -> None:
     """The batch group's commands, each with ``run`` set to its coroutine."""
 
     def command(name: str, run: Any, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(
-            name, parents=[common], help=help, description=help
-        )
-        parser.set_defaults(run=run)
-        return parser
+        return add_command(actions, common, name, run, help)
 
     def quiet(parser: argparse.ArgumentParser, what: str) -> None:
         parser.add_argument("-q", "--quiet", action="store_true", help=f"print only the {what}")

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from clients.cli.errors import reaching
-from clients.cli.options import credentials
+from clients.cli.options import add_command, credentials
 from clients.cli.output import Output, arrows, counts, mapping, step_status, table
 from clients.cli.views import outcome
 from clients.conductor import ConductorClient
@@ -179,11 +179,7 @@ def add_commands(actions: Subparsers, common: argparse.ArgumentParser) -> None:
     """The conductor group's commands, each with ``run`` set to its coroutine."""
 
     def command(name: str, run: Any, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(
-            name, parents=[common], help=help, description=help
-        )
-        parser.set_defaults(run=run)
-        return parser
+        return add_command(actions, common, name, run, help)
 
     def flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(

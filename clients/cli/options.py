@@ -82,6 +82,17 @@ class Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def add_command(
+    actions: Any, common: argparse.ArgumentParser, name: str, run: Any, help: str
+) -> argparse.ArgumentParser:
+    """A command of a group: ``--json`` from ``common``, ``run`` its coroutine."""
+    parser: argparse.ArgumentParser = actions.add_parser(
+        name, parents=[common], help=help, description=help
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-address", default=os.environ.get("BATCH_ADDRESS", "127.0.0.1:5000")

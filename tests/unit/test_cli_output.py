@@ -26,6 +26,7 @@ from clients.cli.watch import bar, progress, watch
 from clients.errors import RpcError
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.batch.v1 import batch_pb2_grpc
+from tests.support.net import serving
 from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,26 +191,21 @@ class Watched(batch_pb2_grpc.BatchServiceServicer):
         yield pb.WatchBatchResponse(run=ended, sequence=2)
 
 
-async def _serve(servicer: Watched) -> AsyncIterator[str]:
-    server = grpc.aio.server()
-    batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
-
-
 @pytest.fixture
 async def hanging() -> AsyncIterator[str]:
-    async for target in _serve(Watched(hangs=True)):  # type: ignore[abstract]
+    watched = Watched(hangs=True)  # type: ignore[abstract]  # serves WatchBatch
+    async with serving(
+        lambda s: batch_pb2_grpc.add_BatchServiceServicer_to_server(watched, s)
+    ) as target:
         yield target
 
 
 @pytest.fixture
 async def ending() -> AsyncIterator[str]:
-    async for target in _serve(Watched(hangs=False)):  # type: ignore[abstract]
+    watched = Watched(hangs=False)  # type: ignore[abstract]  # serves WatchBatch
+    async with serving(
+        lambda s: batch_pb2_grpc.add_BatchServiceServicer_to_server(watched, s)
+    ) as target:
         yield target
 
 

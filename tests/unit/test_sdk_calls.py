@@ -19,6 +19,7 @@ from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.batch.v1 import batch_pb2_grpc
 from generated.huleedu.conductor.v1 import conductor_pb2 as cpb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
+from tests.support.net import serving
 
 
 class Recorder:
@@ -100,20 +101,6 @@ class FakeConductor(conductor_pb2_grpc.PipelineConductorServiceServicer, Recorde
         return cpb.ResolvePipelineResponse()
 
 
-async def _serve(fake: Any) -> AsyncIterator[str]:
-    server = grpc.aio.server()
-    if isinstance(fake, FakeBatch):
-        batch_pb2_grpc.add_BatchServiceServicer_to_server(fake, server)
-    else:
-        conductor_pb2_grpc.add_PipelineConductorServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
-
-
 @pytest.fixture
 def batch_fake() -> FakeBatch:
     return FakeBatch()  # type: ignore[abstract]  # serves the methods under test
@@ -121,9 +108,9 @@ def batch_fake() -> FakeBatch:
 
 @pytest.fixture
 async def batches(batch_fake: FakeBatch) -> AsyncIterator[BatchClient]:
-    async for target in _serve(batch_fake):
-        async with BatchClient(target, timeout=5) as client:
-            yield client
+    add = batch_pb2_grpc.add_BatchServiceServicer_to_server
+    async with serving(lambda s: add(batch_fake, s)) as target, BatchClient(target, 5) as client:
+        yield client
 
 
 @pytest.fixture
@@ -133,9 +120,12 @@ def conductor_fake() -> FakeConductor:
 
 @pytest.fixture
 async def conductor(conductor_fake: FakeConductor) -> AsyncIterator[ConductorClient]:
-    async for target in _serve(conductor_fake):
-        async with ConductorClient(target, timeout=5) as client:
-            yield client
+    add = conductor_pb2_grpc.add_PipelineConductorServiceServicer_to_server
+    async with (
+        serving(lambda s: add(conductor_fake, s)) as target,
+        ConductorClient(target, 5) as client,
+    ):
+        yield client
 
 
 async def test_update_batch_masks_exactly_the_fields_given(
