@@ -19,9 +19,12 @@ class ConductorClient(ClientBase):
     """
 
     SERVICE = "huleedu.conductor.v1.PipelineConductorService"
-    # Not ResolvePipeline: unless dry_run it publishes a PhaseSkipped event per pruned step.
+    # ResolvePipeline too, though a repeat of a resolution that is not a dry run publishes its
+    # PhaseSkipped events again: the BatchService resolves through this client and rides out a
+    # conductor restart this way (the Go and TypeScript SDKs, for other callers, do not retry it).
     IDEMPOTENT = (
         "ListPipelines",
+        "ResolvePipeline",
         "GetPipeline",
         "RegisterBatch",
         "ValidatePrerequisites",

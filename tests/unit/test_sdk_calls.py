@@ -231,6 +231,15 @@ async def test_the_conductors_run_control_calls(
     assert (sent.run_id, sent.attempt, list(sent.steps)) == ("r-1", 2, ["spellcheck", "nlp"])
     sent = conductor_fake.requests["RecordStepOutcome"][0]
     assert (sent.run_id, sent.attempt) == ("r-1", 1)
-    with pytest.raises(RpcError):  # it publishes events unless dry_run: never retried
-        await conductor.resolve_pipeline("b-1", "nlp")
-    assert len(conductor_fake.requests["ResolvePipeline"]) == 1
+    await conductor.resolve_pipeline("b-1", "nlp")  # the BatchService rides out a restart
+    assert len(conductor_fake.requests["ResolvePipeline"]) == 2
+
+
+def test_every_rpc_is_retried_unless_a_repeat_would_do_its_work_twice() -> None:
+    not_retried = {"TriggerSpellcheck"}  # a repeat stores the text again
+    for client, service in (
+        (BatchClient, pb.DESCRIPTOR.services_by_name["BatchService"]),
+        (ConductorClient, cpb.DESCRIPTOR.services_by_name["PipelineConductorService"]),
+    ):
+        methods = {m.name for m in service.methods}
+        assert set(client.IDEMPOTENT) == methods - not_retried, client.__name__
