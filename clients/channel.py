@@ -66,15 +66,21 @@ def read_key(path: str) -> str:
         return file.readline().strip()
 
 
-def _service_config(services: tuple[str, ...]) -> str:
-    # gRPC's own retry machinery: transparent, bounded, with backoff. Only UNAVAILABLE is retried:
-    # every other code is an answer. Writes are safe to retry because every write RPC is idempotent
-    # (request ids, per-essay outcome keys).
+def _service_config(methods: Sequence[str]) -> str:
+    # gRPC's own retry machinery: transparent, bounded, with backoff, for the idempotent methods
+    # only (a repeat of any other could do its work twice). Only UNAVAILABLE is retried: every
+    # other code is an answer.
+    names = []
+    for full in methods:
+        service, _, method = full.partition("/")
+        names.append({"service": service, "method": method})
+    if not names:
+        return json.dumps({})
     return json.dumps(
         {
             "methodConfig": [
                 {
-                    "name": [{"service": name} for name in services],
+                    "name": names,
                     "retryPolicy": {
                         "maxAttempts": 5,
                         "initialBackoff": "0.1s",
@@ -90,14 +96,15 @@ def _service_config(services: tuple[str, ...]) -> str:
 
 def open_channel(
     target: str,
-    *services: str,
+    idempotent: Sequence[str] = (),
     credentials: Credentials | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A channel to ``target`` (``host:port``) with retries for ``services``: TLS when
-    ``credentials`` ask for it, else plaintext; ``interceptors`` wrap every call."""
+    """A channel to ``target`` (``host:port``) retrying the ``idempotent`` methods (full names,
+    ``package.Service/Method``) on UNAVAILABLE: TLS when ``credentials`` ask for it, else
+    plaintext; ``interceptors`` wrap every call."""
     options: list[tuple[str, str | int]] = [
-        ("grpc.service_config", _service_config(services)),
+        ("grpc.service_config", _service_config(idempotent)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -237,6 +237,8 @@ async def sdk_mesh(
         sys.executable,
         "-m",
         "launcher.workers",
+        "--delay",
+        "0.3",  # a command takes a moment, so a test can cancel a run while it runs
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=workers_log,
