@@ -28,11 +28,12 @@ from batch_server.conductor import Conductor
 from batch_server.content.http import HttpContentStore
 from batch_server.content.memory import MemoryContentStore
 from batch_server.content.postgres import PostgresContentStore
+from batch_server.deadlines import DeadlineWatch
 from batch_server.events import SOURCE_SERVICE
 from batch_server.metrics import BatchMetrics
 from batch_server.monitor import RunMonitor
 from batch_server.ports import BatchStore, ContentStore
-from batch_server.service import BatchService
+from batch_server.service import BatchService, utc_now
 from batch_server.settings import BatchSettings
 from batch_server.store.memory import MemoryBatchStore
 from batch_server.store.postgres import MIGRATIONS, PROGRESS_CHANNEL, PostgresBatchStore
@@ -117,11 +118,17 @@ async def serve(
             content, probes["content-service"] = http, http.probe
         client = await stack.enter_async_context(_conductor_client(settings, tracing))
         boundary = await stack.enter_async_context(open_boundary(settings, pool))
-        service = BatchService(
-            store, content, Conductor(client), feed, metrics=metrics, tracing=tracing
-        )
+        conductor = Conductor(client)
+        service = BatchService(store, content, conductor, feed, metrics=metrics, tracing=tracing)
         monitor = RunMonitor(store, metrics)
-        loops.append((monitor.run, monitor.stop))
+        deadlines = DeadlineWatch(
+            store,
+            conductor,
+            utc_now,
+            interval=o.deadline_poll_seconds,
+            metrics=metrics,
+        )
+        loops += [(monitor.run, monitor.stop), (deadlines.run, deadlines.stop)]
         await app.run_app(
             app.App(
                 name="BatchService",

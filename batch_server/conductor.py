@@ -1,4 +1,5 @@
-"""The PipelineConductor as the BatchService sees it: register batches, resolve pipelines.
+"""The PipelineConductor as the BatchService sees it: register batches, resolve pipelines,
+reopen a run's essays for a retry, time steps out.
 
 Wraps the SDK client (deadline per call; UNAVAILABLE retried by the channel's service config)
 and translates its ``RpcError`` into this service's errors, in one table:
@@ -24,6 +25,7 @@ anything else         ``ConductorFailed`` (→ INTERNAL)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 from google.rpc import error_details_pb2
@@ -75,10 +77,37 @@ class Conductor:
         except RpcError as exc:
             raise _translate(exc, target) from exc
         steps = tuple(
-            StepPlan(step.name, step.command, tuple(step.depends_on)) for step in response.steps
+            StepPlan(
+                step.name,
+                step.command,
+                tuple(step.depends_on),
+                step.timeout.ToTimedelta().total_seconds() if step.HasField("timeout") else None,
+                step.produces_text,
+            )
+            for step in response.steps
         )
         pruned = tuple(p.step for p in response.pruned_steps)
         return Resolution(steps, pruned, response.definition_version)
+
+    async def reopen(
+        self, batch: Batch, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """Reopen, at ``attempt`` of ``run_id``, the failed and missing essays of ``steps``; per
+        step, the essays open at that attempt (batch order)."""
+        try:
+            response = await self._client.reopen_essays(batch.batch_id, run_id, attempt, steps)
+        except RpcError as exc:
+            raise _translate(exc, "retry") from exc
+        return {step.step: tuple(step.essay_ids) for step in response.steps}
+
+    async def expire(self, batch_id: str, step: str, run_id: str, attempt: int) -> int:
+        """Time ``step`` out for ``attempt`` of ``run_id``: its essays without an outcome fail
+        with TIMED_OUT (idempotent). How many did."""
+        try:
+            response = await self._client.expire_step(batch_id, step, run_id, attempt)
+        except RpcError as exc:
+            raise _translate(exc, None) from exc
+        return len(response.timed_out_essay_ids)
 
 
 def _translate(exc: RpcError, target: str | None) -> Exception:

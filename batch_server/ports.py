@@ -59,6 +59,28 @@ class StoredRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryRecord:
+    """A RetryRun that started ``attempt`` of a run: its key, the steps it was limited to, and
+    what it sent again (step -> essay count; 0 for a step waiting on a dependency)."""
+
+    run_id: str
+    attempt: int
+    request_id: str
+    steps: tuple[str, ...]
+    retried: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DueStep:
+    """A dispatched step whose deadline passed: the conductor is to time it out."""
+
+    batch_id: str
+    run_id: str
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressWrite:
     """Everything one change of a batch's progress writes, atomically.
 
@@ -74,6 +96,7 @@ class ProgressWrite:
     result: StepResult | None = None
     texts: Mapping[str, str] = field(default_factory=dict)  # essay id -> latest storage id
     events: tuple[OutgoingEvent, ...] = ()
+    retry: RetryRecord | None = None
 
 
 class ProgressUnit(Protocol):
@@ -85,10 +108,13 @@ class ProgressUnit(Protocol):
 
     async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None: ...
 
+    async def get_run(self, run_id: str) -> PipelineRun | None: ...
+
     async def save(self, write: ProgressWrite) -> None:
         """Stage a write; everything staged commits when the unit ends without an error.
 
-        Raises ``RunConflict`` when a new run would be a second active run of its batch.
+        Raises ``RunConflict`` when a run it starts (or retries) would be a second active run of
+        its batch.
         """
         ...
 
@@ -132,6 +158,16 @@ class BatchStore(Protocol):
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         """How many runs are pending or running, and when the oldest of them started."""
+        ...
+
+    async def retry_for_request(self, run_id: str, request_id: str) -> RetryRecord | None:
+        """The retry of the run made under ``request_id``, if any."""
+        ...
+
+    async def claim_due(self, now: datetime, lease: float, limit: int) -> list[DueStep]:
+        """Up to ``limit`` dispatched steps of active runs whose deadline is at or before
+        ``now``, each claimed for ``lease`` seconds (a step claimed less than ``lease`` seconds
+        ago, by any replica, is left out)."""
         ...
 
     def progress(self) -> AbstractAsyncContextManager[ProgressUnit]:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from batch_server import events
 from batch_server.conductor import Conductor
+from batch_server.control import Retried, RunControl
 from batch_server.domain.errors import RequestIdReused, RunConflict, RunNotFound
 from batch_server.domain.identity import batch_fingerprint, new_id
 from batch_server.domain.model import (
@@ -99,6 +100,7 @@ class BatchService:
         self._now = clock
         self._metrics = metrics
         self._tracing = tracing
+        self._control = RunControl(store, conductor, feed, clock, metrics=metrics, tracing=tracing)
 
     async def trigger_spellcheck(self, text: str, language: str) -> SpellcheckTriggered:
         """Store the text, then publish EssaySpellcheckRequested for a new essay id."""
@@ -196,6 +198,16 @@ class BatchService:
             list(change.run.pruned_steps),
         )
         return change.run
+
+    async def cancel_run(self, batch_id: str, run_id: str, reason: str) -> PipelineRun:
+        """Cancel an active run (``batch_server.control``)."""
+        return await self._control.cancel(batch_id, run_id, reason)
+
+    async def retry_run(
+        self, batch_id: str, run_id: str, steps: Sequence[str], request_id: str
+    ) -> Retried:
+        """Start the next attempt of a finished run (``batch_server.control``)."""
+        return await self._control.retry(batch_id, run_id, steps, request_id)
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         batch = await self._store.get_batch(batch_id)

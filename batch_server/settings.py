@@ -33,6 +33,9 @@ class BatchOptions:
     watch_poll_seconds: float = setting(
         1.0, "WATCH_POLL_SECONDS", "WatchBatch re-reads a run at least this often"
     )
+    deadline_poll_seconds: float = setting(
+        1.0, "DEADLINE_POLL_SECONDS", "how often step deadlines are checked (timeouts)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

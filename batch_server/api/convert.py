@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from batch_server.control import Retried
 from batch_server.domain.model import (
     DEFAULT_LANGUAGE,
     Batch,
@@ -35,6 +36,8 @@ from mesh.validation import MAX_NAME_LENGTH, Violations
 MAX_ESSAYS = 10_000
 MAX_TEXT_BYTES = 1024 * 1024
 MAX_LABEL_BYTES = 256
+MAX_REASON_BYTES = 256
+MAX_RETRIED_STEPS = 100
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 
 RUN_STATUS_TO_PROTO: Mapping[RunStatus, pb.RunStatus.ValueType] = {
@@ -55,6 +58,7 @@ STEP_STATUS_TO_PROTO: Mapping[StepStatus, pb.RunStepStatus.ValueType] = {
         pb.RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE
     ),
     StepStatus.SKIPPED_ALREADY_SATISFIED: pb.RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED,
+    StepStatus.CANCELLED: pb.RUN_STEP_STATUS_CANCELLED,
 }
 STEP_STATUS_FROM_PROTO = {v: k for k, v in STEP_STATUS_TO_PROTO.items()}
 
@@ -149,6 +153,33 @@ def list_from_proto(request: pb.ListBatchesRequest) -> tuple[int, PageCursor | N
     return size, cursor
 
 
+def cancel_from_proto(request: pb.CancelRunRequest) -> tuple[str, str, str]:
+    """``(batch_id, run_id, reason)``."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    run_id = v.identifier("run_id", request.run_id)
+    reason = v.text("reason", request.reason, MAX_REASON_BYTES, required=False)
+    v.raise_if_any()
+    return batch_id, run_id, reason
+
+
+def retry_from_proto(request: pb.RetryRunRequest) -> tuple[str, str, tuple[str, ...], str]:
+    """``(batch_id, run_id, steps, request_id)``."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    run_id = v.identifier("run_id", request.run_id)
+    steps = tuple(request.steps)
+    if len(steps) > MAX_RETRIED_STEPS:
+        v.add("steps", f"must name at most {MAX_RETRIED_STEPS} steps (got {len(steps)})")
+    for index, step in enumerate(steps[:MAX_RETRIED_STEPS]):
+        v.identifier(f"steps[{index}]", step, MAX_NAME_LENGTH)
+        if step in steps[:index]:
+            v.add(f"steps[{index}]", f"repeats step {step!r}")
+    request_id = v.optional_identifier("request_id", request.request_id)
+    v.raise_if_any()
+    return batch_id, run_id, steps, request_id
+
+
 def watch_from_proto(request: pb.WatchBatchRequest) -> tuple[str, str]:
     """``(batch_id, run_id)``; an empty run id means the newest run."""
     v = Violations()
@@ -219,20 +250,28 @@ def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
         pipeline=run.pipeline,
         status=RUN_STATUS_TO_PROTO[run.status],
         definition_version=run.definition_version,
-        steps=[
-            pb.RunStep(
-                step=s.name,
-                status=STEP_STATUS_TO_PROTO[s.status],
-                succeeded=s.succeeded,
-                failed=s.failed,
-                total=s.total,
-            )
-            for s in run.steps
-        ],
+        steps=[_run_step_to_proto(s) for s in run.steps],
         created_at=timestamp_to_proto(run.created_at),
+        attempt=run.attempt,
+        cancel_reason=run.cancel_reason,
     )
     if run.finished_at is not None:
         message.finished_at.CopyFrom(timestamp_to_proto(run.finished_at))
+    return message
+
+
+def _run_step_to_proto(step: RunStep) -> pb.RunStep:
+    message = pb.RunStep(
+        step=step.name,
+        status=STEP_STATUS_TO_PROTO[step.status],
+        succeeded=step.succeeded,
+        failed=step.failed,
+        total=step.total,
+        attempt=step.attempt,
+        timed_out=step.timed_out,
+    )
+    if step.deadline is not None:
+        message.deadline.CopyFrom(timestamp_to_proto(step.deadline))
     return message
 
 
@@ -253,6 +292,9 @@ def run_from_proto(message: pb.PipelineRun) -> PipelineRun:
                 s.succeeded,
                 s.failed,
                 s.total,
+                attempt=s.attempt,
+                deadline=timestamp_from_proto(s.deadline) if s.HasField("deadline") else None,
+                timed_out=s.timed_out,
             )
             for s in message.steps
         ),
@@ -260,6 +302,8 @@ def run_from_proto(message: pb.PipelineRun) -> PipelineRun:
         finished_at=(
             timestamp_from_proto(message.finished_at) if message.HasField("finished_at") else None
         ),
+        attempt=message.attempt or 1,
+        cancel_reason=message.cancel_reason,
     )
 
 
@@ -311,6 +355,17 @@ def page_to_proto(page: BatchPage) -> pb.ListBatchesResponse:
     return pb.ListBatchesResponse(
         batches=[summary_to_proto(s) for s in page.batches],
         next_page_token=encode_token(page.next_cursor) if page.next_cursor else "",
+    )
+
+
+def cancel_to_proto(run: PipelineRun) -> pb.CancelRunResponse:
+    return pb.CancelRunResponse(run=run_to_proto(run))
+
+
+def retry_to_proto(retried: Retried) -> pb.RetryRunResponse:
+    return pb.RetryRunResponse(
+        run=run_to_proto(retried.run),
+        retried_steps=[pb.RetriedStep(step=s, essay_count=n) for s, n in retried.steps],
     )
 
 

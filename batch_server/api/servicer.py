@@ -57,6 +57,17 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         size, cursor = convert.list_from_proto(request)
         return convert.page_to_proto(await self._service.list_batches(size, cursor))
 
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: Context
+    ) -> pb.CancelRunResponse:
+        batch_id, run_id, reason = convert.cancel_from_proto(request)
+        return convert.cancel_to_proto(await self._service.cancel_run(batch_id, run_id, reason))
+
+    async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
+        batch_id, run_id, steps, request_id = convert.retry_from_proto(request)
+        retried = await self._service.retry_run(batch_id, run_id, steps, request_id)
+        return convert.retry_to_proto(retried)
+
     async def WatchBatch(
         self, request: pb.WatchBatchRequest, context: Context
     ) -> AsyncIterator[pb.WatchBatchResponse]:

@@ -8,6 +8,9 @@ RunNotFound                NOT_FOUND            ResourceInfo(pipeline_run)
 UnknownPipeline            NOT_FOUND            ResourceInfo(pipeline)
 ContentNotFound            NOT_FOUND            ResourceInfo(content)
 RunConflict                ABORTED              ResourceInfo(pipeline_run: the active run)
+RunFinished                FAILED_PRECONDITION  PreconditionFailure(type RUN)
+RunNotFinished             FAILED_PRECONDITION  PreconditionFailure(type RUN)
+NothingToRetry             FAILED_PRECONDITION  PreconditionFailure(type RUN)
 RequestIdReused            INVALID_ARGUMENT     BadRequest(request_id)
 PipelineRejected           FAILED_PRECONDITION  PreconditionFailure: the conductor's violations
 UnknownCommand             FAILED_PRECONDITION  PreconditionFailure(type COMMAND)
@@ -32,9 +35,12 @@ from google.rpc import error_details_pb2 as details
 from batch_server.domain.errors import (
     ConductorFailed,
     NotFound,
+    NothingToRetry,
     PipelineRejected,
     RequestIdReused,
     RunConflict,
+    RunFinished,
+    RunNotFinished,
     UnknownCommand,
 )
 from mesh.grpc.status import StatusRule, StatusTable
@@ -85,6 +91,14 @@ def _unknown_command(exc: BaseException) -> Sequence[Message]:
     return [details.PreconditionFailure(violations=[violation])]
 
 
+def _run_state(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, RunFinished | RunNotFinished | NothingToRetry)
+    violation = details.PreconditionFailure.Violation(
+        type="RUN", subject=exc.run_id, description=str(exc)
+    )
+    return [details.PreconditionFailure(violations=[violation])]
+
+
 def _conductor(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, ConductorFailed)
     return [
@@ -101,6 +115,9 @@ TABLE = StatusTable(
     [
         StatusRule(NotFound, Code.NOT_FOUND, "NOT_FOUND", _not_found),
         StatusRule(RunConflict, Code.ABORTED, "ACTIVE_RUN_EXISTS", _run_conflict),
+        StatusRule(RunFinished, Code.FAILED_PRECONDITION, "RUN_FINISHED", _run_state),
+        StatusRule(RunNotFinished, Code.FAILED_PRECONDITION, "RUN_NOT_FINISHED", _run_state),
+        StatusRule(NothingToRetry, Code.FAILED_PRECONDITION, "NOTHING_TO_RETRY", _run_state),
         StatusRule(RequestIdReused, Code.INVALID_ARGUMENT, "REQUEST_ID_REUSED", _request_reused),
         StatusRule(PipelineRejected, Code.FAILED_PRECONDITION, "PRECONDITION", _rejected),
         StatusRule(UnknownCommand, Code.FAILED_PRECONDITION, "UNKNOWN_COMMAND", _unknown_command),

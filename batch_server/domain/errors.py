@@ -9,6 +9,9 @@
     │   ├── ContentNotFound         .storage_id: no stored text under that id
     │   └── UnknownPipeline         .target: the conductor knows no pipeline or step so named
     ├── RunConflict                 .batch_id, .active_run_id: another run of the batch is active
+    ├── RunFinished                 .run_id, .status: cancelling a run that ended otherwise
+    ├── RunNotFinished              .run_id: retrying a run that is still active
+    ├── NothingToRetry              .run_id, .steps: no step (of those named) to run again
     ├── RequestIdReused             .request_id, .field: the key was used for a different request
     ├── PipelineRejected            .target, .violations: the conductor refused to resolve it
     ├── UnknownCommand              .step, .command: a step's command has no topic
@@ -82,6 +85,37 @@ class RunConflict(BatchError):
         super().__init__(
             f"batch '{batch_id}' already has an active run '{active_run_id}'; "
             "watch it (WatchBatch) and start the next pipeline when it has ended"
+        )
+
+
+class RunFinished(BatchError):
+    """CancelRun of a run that already ended (other than cancelled)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run '{run_id}' already ended {status}; nothing to cancel")
+
+
+class RunNotFinished(BatchError):
+    """RetryRun of a run that is still pending or running."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run '{run_id}' is still active; cancel it (CancelRun) or wait for it to end"
+        )
+
+
+class NothingToRetry(BatchError):
+    """RetryRun found no step with an essay to run again."""
+
+    def __init__(self, run_id: str, steps: Sequence[str] = ()) -> None:
+        self.run_id = run_id
+        self.steps = tuple(steps)
+        among = f" among {', '.join(self.steps)}" if self.steps else ""
+        super().__init__(
+            f"run '{run_id}' has no failed, cancelled or unfinished step{among} to retry"
         )
 
 

@@ -19,11 +19,12 @@ from batch_server.domain.model import (
     BatchSummary,
     PipelineRun,
     StepResult,
+    StepStatus,
     Transition,
 )
 from batch_server.domain.paging import PageCursor
 from batch_server.domain.run import BatchProgress
-from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
+from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from mesh.events.bus import EventPublisher, OutgoingEvent
 
 
@@ -39,7 +40,9 @@ class MemoryBatchStore:
         self._runs: dict[str, PipelineRun] = {}
         self._batch_runs: dict[str, list[str]] = {}  # batch id -> run ids, oldest first
         self._transitions: dict[str, list[Transition]] = {}
-        self._dispatched: set[tuple[str, str]] = set()  # (run id, step)
+        self._dispatched: set[tuple[str, str, int]] = set()  # (run id, step, attempt)
+        self._retries: dict[tuple[str, str], RetryRecord] = {}  # (run id, request id)
+        self._claims: dict[tuple[str, str, int], datetime] = {}  # due step -> claimed at
 
     # --- batches ------------------------------------------------------------------------
 
@@ -113,6 +116,28 @@ class MemoryBatchStore:
         active = [run.created_at for run in self._runs.values() if not run.status.terminal]
         return len(active), min(active, default=None)
 
+    async def retry_for_request(self, run_id: str, request_id: str) -> RetryRecord | None:
+        return self._retries.get((run_id, request_id))
+
+    async def claim_due(self, now: datetime, lease: float, limit: int) -> list[DueStep]:
+        due = []
+        for run in self._runs.values():
+            if run.status.terminal:
+                continue
+            for step in run.steps:
+                if step.status is not StepStatus.DISPATCHED or step.deadline is None:
+                    continue
+                key = (run.run_id, step.name, step.attempt)
+                claimed = self._claims.get(key)
+                if step.deadline <= now and (
+                    claimed is None or (now - claimed).total_seconds() >= lease
+                ):
+                    due.append(DueStep(run.batch_id, run.run_id, step.name, step.attempt))
+                    self._claims[key] = now
+                if len(due) >= limit:
+                    return due
+        return due
+
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_MemoryUnit]:
         async with self._lock:
@@ -147,7 +172,7 @@ class MemoryBatchStore:
         dispatched = set(self._dispatched)
         for write in writes:
             for dispatch, event in write.commands:
-                key = (dispatch.run_id, dispatch.step)
+                key = (dispatch.run_id, dispatch.step, dispatch.attempt)
                 if key not in dispatched:
                     dispatched.add(key)
                     events.append(event)
@@ -176,6 +201,8 @@ class MemoryBatchStore:
                 self._batch_runs[batch_id].append(run.run_id)
             self._runs[run.run_id] = run
             self._transitions.setdefault(run.run_id, []).extend(write.transitions)
+        if write.retry is not None:
+            self._retries[write.retry.run_id, write.retry.request_id] = write.retry
 
 
 class _MemoryUnit:
@@ -193,8 +220,11 @@ class _MemoryUnit:
     async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None:
         return await self._store.run_for_request(batch_id, request_id)
 
+    async def get_run(self, run_id: str) -> PipelineRun | None:
+        return await self._store.get_run(run_id)
+
     async def save(self, write: ProgressWrite) -> None:
-        if write.new_run and write.run is not None:
+        if write.run is not None and (write.new_run or write.retry is not None):
             active = self._new_runs.get(write.batch_id) or self._store._active_run_id(
                 write.batch_id
             )

@@ -18,6 +18,7 @@ from batch_server.domain.model import (
     StepStatus,
     Transition,
 )
+from batch_server.ports import RetryRecord
 
 Row = Mapping[str, Any]
 
@@ -77,6 +78,11 @@ def run_step(row: Row) -> RunStep:
         row["failed"],
         row["total"],
         tuple(row["essay_ids"]),
+        row["attempt"],
+        row["timeout_seconds"],
+        row["deadline"],
+        row["timed_out"],
+        tuple(row["retry_essays"]),
     )
 
 
@@ -94,6 +100,8 @@ def run(row: Row, steps: Sequence[Row]) -> PipelineRun:
         correlation_id=row["correlation_id"],
         version=row["version"],
         completed_steps=tuple(row["completed_steps"]),
+        attempt=row["attempt"],
+        cancel_reason=row["cancel_reason"],
     )
 
 
@@ -116,4 +124,19 @@ def transition(row: Row) -> Transition:
         row["total"],
         RunStatus(row["run_status"]),
         row["finished_at"],
+        row["attempt"],
+        row["step_attempt"],
+        row["timed_out"],
+        row["deadline"],
+        row["cancel_reason"],
+    )
+
+
+def retry(row: Row) -> RetryRecord:
+    return RetryRecord(
+        row["run_id"],
+        row["attempt"],
+        row["request_id"],
+        tuple(row["steps"]),
+        tuple((step, int(count)) for step, count in _json(row["retried"])),
     )
