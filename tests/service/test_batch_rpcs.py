@@ -441,7 +441,7 @@ async def test_start_pipeline_with_the_conductor_down_is_unavailable() -> None:
 async def test_get_batch_status_of_an_unknown_batch_is_not_found(batches: RunningBatch) -> None:
     error = await _failure(batches.client.get_batch_status("missing"))
     assert error.code == grpc.StatusCode.NOT_FOUND
-    assert error.reason == "NOT_FOUND"
+    assert error.reason == "BATCH_NOT_FOUND"
     bad = await _failure(batches.client.get_batch_status(""))
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
 

@@ -118,7 +118,10 @@ async def test_unmet_gate_is_failed_precondition_naming_the_flag(
 
 async def test_unknown_target_and_unknown_batch_are_not_found(conductor: RunningConductor) -> None:
     await _register(conductor)
-    for batch, target, reason in [("b1", "nope", "UNKNOWN_TARGET"), ("zz", "nlp", "UNKNOWN_BATCH")]:
+    for batch, target, reason in [
+        ("b1", "nope", "PIPELINE_NOT_FOUND"),
+        ("zz", "nlp", "BATCH_NOT_FOUND"),
+    ]:
         with pytest.raises(RpcError) as caught:
             await conductor.client.resolve_pipeline(batch, target)
         assert caught.value.code is grpc.StatusCode.NOT_FOUND

@@ -425,9 +425,11 @@ class ResolvePipelineRequest(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     target: _builtins.str
-    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET)."""
+    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+    (PIPELINE_NOT_FOUND).
+    """
     dry_run: _builtins.bool
     """When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat."""
     @_builtins.property
@@ -548,9 +550,9 @@ class ValidatePrerequisitesRequest(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Flags merged over the batch's registered flags."""
@@ -612,9 +614,9 @@ class RecordStepOutcomeRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP)."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     essay_id: _builtins.str
     """An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED)."""
     outcome: _events_pb2.StepOutcome.ValueType
@@ -740,7 +742,7 @@ class GetBatchPipelineStateRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     def __init__(
         self,
         *,

@@ -318,14 +318,15 @@ export const RegisterBatchResponseSchema: GenMessage<RegisterBatchResponse> = /*
  */
 export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipelineRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
+   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+   * (PIPELINE_NOT_FOUND).
    *
    * @generated from field: string target = 2;
    */
@@ -437,14 +438,14 @@ export const ResolvePipelineResponseSchema: GenMessage<ResolvePipelineResponse> 
  */
 export type ValidatePrerequisitesRequest = Message<"huleedu.conductor.v1.ValidatePrerequisitesRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND.
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
@@ -500,14 +501,14 @@ export const ValidatePrerequisitesResponseSchema: GenMessage<ValidatePrerequisit
  */
 export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepOutcomeRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
@@ -676,7 +677,7 @@ export const RecordStepOutcomeResponseSchema: GenMessage<RecordStepOutcomeRespon
  */
 export type GetBatchPipelineStateRequest = Message<"huleedu.conductor.v1.GetBatchPipelineStateRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
