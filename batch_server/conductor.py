@@ -37,6 +37,7 @@ from batch_server.domain.errors import (
 from batch_server.domain.model import Batch, Resolution, StepPlan
 from clients.conductor import ConductorClient
 from clients.errors import RpcError
+from generated.huleedu.conductor.v1 import conductor_pb2
 from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,14 @@ class Conductor:
             )
         except RpcError as exc:
             raise _translate(exc, target) from exc
-        steps = tuple(
-            StepPlan(step.name, step.command, tuple(step.depends_on)) for step in response.steps
-        )
+        steps = tuple(_plan(step) for step in response.steps)
         pruned = tuple(p.step for p in response.pruned_steps)
         return Resolution(steps, pruned, response.definition_version)
+
+
+def _plan(step: conductor_pb2.StepDefinition) -> StepPlan:
+    timeout = step.timeout.ToTimedelta().total_seconds() if step.HasField("timeout") else None
+    return StepPlan(step.name, step.command, tuple(step.depends_on), timeout, step.produces_text)
 
 
 def _translate(exc: RpcError, target: str | None) -> Exception:

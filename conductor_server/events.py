@@ -5,6 +5,11 @@ and step): a step completes once per batch, so however many times the completion
 (a replayed outcome, a crash between writes, the outbox relay retrying) consumers see one id and
 drop the repeats. The in-memory store publishes it on the bus; the PostgreSQL store writes it to
 the outbox in the transaction that counted the step's last outcome.
+
+Its succeeded essays carry their output storage id as ``text_storage_id`` only when the step
+produces text (``StepDefinition.produces_text``), so the BatchService's rule, "an essay's latest
+text is the output of the last step that produced one", holds without the BatchService knowing
+step definitions: an analysis step's output is a result, never the text the next step reads.
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ def completion_event_id(batch_id: str, step: str) -> str:
 
 
 def step_completed(
-    batch_id: str, state: StepState, succeeded_essays: Sequence[tuple[str, str]]
+    batch_id: str,
+    state: StepState,
+    succeeded_essays: Sequence[tuple[str, str]],
+    *,
+    produces_text: bool,
 ) -> OutgoingEvent:
     """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)`` in
-    batch order."""
+    batch order, and an output is the essay's new text only when the step ``produces_text``."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,
@@ -40,7 +49,7 @@ def step_completed(
         total=state.total,
         satisfied=state.status is StepStatus.SATISFIED,
         succeeded_essays=[
-            events_pb2.EssayRef(essay_id=essay, text_storage_id=output)
+            events_pb2.EssayRef(essay_id=essay, text_storage_id=output if produces_text else "")
             for essay, output in succeeded_essays
         ],
     )

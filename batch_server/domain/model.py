@@ -114,11 +114,18 @@ class BatchSummary:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """A step to run, as the conductor resolved it (pinned for the run)."""
+    """A step to run, as the conductor resolved it (pinned for the run).
+
+    ``timeout``: seconds the step may take after its dispatch (None: no timeout).
+    ``produces_text``: its outputs become the essays' latest text (the conductor applies that
+    rule when it announces the step's completion; this is for information).
+    """
 
     name: str
     command: str
     depends_on: tuple[str, ...] = ()
+    timeout: float | None = None
+    produces_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from conductor_server.domain.catalog import PipelineCatalog
 from conductor_server.domain.model import (
@@ -96,13 +97,33 @@ def batch_id_from_proto(value: str) -> str:
 
 
 def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
-    return pb.StepDefinition(
+    message = pb.StepDefinition(
         name=step.name,
         service=step.service,
         command=step.command,
         depends_on=step.depends_on,
         requires=step.requires,
         min_success_ratio=step.min_success_ratio,
+        produces_text=step.produces_text,
+    )
+    if step.timeout_seconds is not None:
+        message.timeout.FromTimedelta(timedelta(seconds=step.timeout_seconds))
+    return message
+
+
+def step_definition_from_proto(message: pb.StepDefinition) -> StepDefinition:
+    """A step as rendered by ``step_definition_to_proto`` (for clients and tests; not
+    validated)."""
+    timeout = message.timeout.ToTimedelta().total_seconds() if message.HasField("timeout") else None
+    return StepDefinition(
+        message.name,
+        message.service,
+        message.command,
+        tuple(message.depends_on),
+        tuple(message.requires),
+        message.min_success_ratio,
+        timeout,
+        message.produces_text,
     )
 
 

@@ -39,6 +39,8 @@ def normalized(step: StepDefinition) -> dict[str, object]:
         "depends_on": sorted(step.depends_on),
         "requires": sorted(step.requires),
         "min_success_ratio": float(step.min_success_ratio),
+        "timeout_seconds": None if step.timeout_seconds is None else float(step.timeout_seconds),
+        "produces_text": step.produces_text,
     }
 
 

@@ -35,6 +35,7 @@ class IssueKind(StrEnum):
     REPEATED_ENTRY = "repeated_entry"
     UNKNOWN_COMMAND = "unknown_command"
     RATIO_OUT_OF_RANGE = "ratio_out_of_range"
+    TIMEOUT_OUT_OF_RANGE = "timeout_out_of_range"
     NO_PIPELINES = "no_pipelines"
     EMPTY_PIPELINE = "empty_pipeline"
     DUPLICATE_STEP = "duplicate_step"

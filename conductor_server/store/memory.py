@@ -88,7 +88,8 @@ class MemoryStateStore(AsyncResource):
             for essay in batch.registration.essay_ids
             if outcomes.get(essay, {}).get(state.step) is Outcome.SUCCEEDED
         ]
-        return events.step_completed(batch_id, state, succeeded)
+        produces_text = self._table[state.step].produces_text
+        return events.step_completed(batch_id, state, succeeded, produces_text=produces_text)
 
     async def batch_state(self, batch_id: str) -> BatchState:
         batch = self._batches.get(batch_id)

@@ -317,8 +317,10 @@ class PostgresStateStore(AsyncResource):
             batch_id = answer.record.batch_id
             for state in (answer.state, *answer.cascaded):
                 essays = await conn.fetch(_SUCCEEDED, batch_id, state.step)
+                produces_text = self._table[state.step].produces_text
+                succeeded = [(e[0], e[1]) for e in essays]
                 announcements.append(
-                    events.step_completed(batch_id, state, [(e[0], e[1]) for e in essays])
+                    events.step_completed(batch_id, state, succeeded, produces_text=produces_text)
                 )
         await outbox.enqueue(conn, announcements)
 

@@ -106,6 +106,17 @@ async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their
         ("e1", "text-e1"),
         ("e2", "text-e2"),
     ]
+    # triage's outputs are results, not texts: its completion lists the essays without them
+    triage = [OutcomeRecord("b2", "triage", e, S, f"triage-{e}", f"t-{e}") for e in order]
+    await store.record_outcomes(triage)
+    [payload] = await fetch(
+        database_url,
+        "SELECT payload FROM event_outbox WHERE event_id = $1",
+        completion_event_id("b2", "triage"),
+    )
+    event = envelope.decode(payload["payload"], accept={"batch_step_completed"})
+    refs = [(r.essay_id, r.text_storage_id) for r in event.batch_step_completed.succeeded_essays]
+    assert refs == [(e, "") for e in order]
 
 
 async def test_odd_values_are_stored_as_given(store: PostgresStateStore, database_url: str) -> None:

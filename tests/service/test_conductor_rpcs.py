@@ -44,6 +44,7 @@ async def test_list_and_get_pipelines_show_definitions_with_versions(
     nlp = await conductor.client.get_pipeline("nlp")
     assert [s.name for s in nlp.steps] == ["spellcheck", "nlp"]
     assert list(nlp.steps[1].requires) == ["prompt_attached"]
+    assert [(s.timeout.seconds, s.produces_text) for s in nlp.steps] == [(900, True), (1800, False)]
 
 
 async def test_unknown_pipeline_is_not_found_with_resource_info(

@@ -28,11 +28,12 @@ from conductor_server.store.errors import (
 
 S, F = Outcome.SUCCEEDED, Outcome.FAILED
 
-# spellcheck -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0) -> review
+# spellcheck (produces text) -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0)
+# -> review
 STEPS: dict[str, StepDefinition] = {
     step.name: step
     for step in (
-        StepDefinition("spellcheck", "spellchecker", "spellcheck"),
+        StepDefinition("spellcheck", "spellchecker", "spellcheck", produces_text=True),
         StepDefinition("nlp", "nlp", "nlp", depends_on=("spellcheck",)),
         StepDefinition(
             "cj_assessment",

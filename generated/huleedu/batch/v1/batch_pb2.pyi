@@ -341,7 +341,9 @@ class Essay(_message.Message):
     original_storage_id: _builtins.str
     """Content-store id of the original text."""
     current_storage_id: _builtins.str
-    """Content-store id of the latest text (changes when a step outputs a new version)."""
+    """Content-store id of the latest text: the output of the last step that produces text
+    (spellcheck's corrected essay), else the original.
+    """
     def __init__(
         self,
         *,

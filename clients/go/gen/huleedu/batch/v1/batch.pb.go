@@ -512,7 +512,8 @@ type Essay struct {
 	ClientRef string `protobuf:"bytes,2,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
 	// Content-store id of the original text.
 	OriginalStorageId string `protobuf:"bytes,3,opt,name=original_storage_id,json=originalStorageId,proto3" json:"original_storage_id,omitempty"`
-	// Content-store id of the latest text (changes when a step outputs a new version).
+	// Content-store id of the latest text: the output of the last step that produces text
+	// (spellcheck's corrected essay), else the original.
 	CurrentStorageId string `protobuf:"bytes,4,opt,name=current_storage_id,json=currentStorageId,proto3" json:"current_storage_id,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

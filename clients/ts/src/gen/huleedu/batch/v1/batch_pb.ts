@@ -212,7 +212,8 @@ export type Essay = Message<"huleedu.batch.v1.Essay"> & {
   originalStorageId: string;
 
   /**
-   * Content-store id of the latest text (changes when a step outputs a new version).
+   * Content-store id of the latest text: the output of the last step that produces text
+   * (spellcheck's corrected essay), else the original.
    *
    * @generated from field: string current_storage_id = 4;
    */
