@@ -15,6 +15,8 @@ PERMISSION_DENIED     BatchService's own credentials (``CONDUCTOR_API_KEY``, its
 NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND)
 FAILED_PRECONDITION   ``PipelineRejected`` with the conductor's PreconditionFailure
                       violations (→ FAILED_PRECONDITION with the same violations)
+INVALID_ARGUMENT,     ``UnknownFlag`` (→ INVALID_ARGUMENT, reason UNKNOWN_FLAG) with the
+reason UNKNOWN_FLAG   conductor's violations, from RegisterBatch and ResolvePipeline alike
 INVALID_ARGUMENT      ``mesh.errors.InvalidArgument`` with its BadRequest (``target`` is
                       our ``pipeline``)
 anything else         ``ConductorFailed`` (→ INTERNAL)
@@ -32,6 +34,7 @@ from batch_server.domain.errors import (
     ConductorFailed,
     PipelineRejected,
     Precondition,
+    UnknownFlag,
     UnknownPipeline,
 )
 from batch_server.domain.model import Batch, Resolution, StepPlan
@@ -39,6 +42,7 @@ from clients.conductor import ConductorClient
 from clients.errors import RpcError
 from generated.huleedu.conductor.v1 import conductor_pb2
 from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
+from mesh.grpc.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,10 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
             exc.message,
         )
         return ConductorFailed(exc.code.name, exc.message)
+    if exc.code == grpc.StatusCode.INVALID_ARGUMENT and exc.reason == Reason.UNKNOWN_FLAG:
+        unknown = _unknown_flags(exc)
+        if unknown:
+            return UnknownFlag(unknown)
     if target is None:
         return ConductorFailed(exc.code.name, exc.message)
     if exc.code == grpc.StatusCode.NOT_FOUND:
@@ -121,3 +129,14 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
         )
         return InvalidArgument(fields or [FieldViolation("pipeline", exc.message)])
     return ConductorFailed(exc.code.name, exc.message)
+
+
+def _unknown_flags(exc: RpcError) -> dict[str, str]:
+    """Flag name -> description, from the BadRequest of UNKNOWN_FLAG (fields ``flags[<name>]``)."""
+    bad = exc.detail(error_details_pb2.BadRequest)
+    violations = bad.field_violations if bad is not None else []
+    return {
+        v.field.removeprefix("flags[").removesuffix("]"): v.description
+        for v in violations
+        if v.field.startswith("flags[") and v.field.endswith("]")
+    }

@@ -16,6 +16,7 @@ database's partial unique index is the final word.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -107,9 +108,10 @@ class BatchService:
     async def create_batch(
         self, request_id: str, essays: Sequence[EssayInput], metadata: BatchMetadata
     ) -> Batch:
-        """Store the texts, register the batch with the conductor, then store it with its
-        BatchCreated event. Nothing is stored in the batch store if the texts or the conductor
-        cannot be reached."""
+        """Register the batch with the conductor (which refuses unknown flags), store the texts,
+        then store the batch with its BatchCreated event. Nothing is stored if the conductor
+        refuses the batch or cannot be reached, and nothing in the batch store if the texts
+        cannot be stored."""
         fingerprint = batch_fingerprint(essays, metadata)
         if request_id:
             known = await self._store.batch_for_request(request_id)
@@ -117,17 +119,21 @@ class BatchService:
                 return _same_batch(request_id, fingerprint, known.fingerprint, known.batch)
         else:
             request_id = new_id()
-        storage_ids = await self._content.put_many([e.text for e in essays])
-        batch = Batch(
+        draft = Batch(
             batch_id=new_id(),
-            essays=tuple(
-                Essay(new_id(), e.client_ref, sid, sid)
-                for e, sid in zip(essays, storage_ids, strict=True)
-            ),
+            essays=tuple(Essay(new_id(), e.client_ref, "", "") for e in essays),
             metadata=metadata,
             created_at=self._now(),
         )
-        await self._conductor.register(batch)
+        await self._conductor.register(draft)  # ids and flags only: no text is stored yet
+        storage_ids = await self._content.put_many([e.text for e in essays])
+        batch = dataclasses.replace(
+            draft,
+            essays=tuple(
+                dataclasses.replace(e, original_storage_id=sid, current_storage_id=sid)
+                for e, sid in zip(draft.essays, storage_ids, strict=True)
+            ),
+        )
         created = events.batch_created(batch, correlation.current())
         stored = await self._store.create_batch(NewBatch(batch, request_id, fingerprint), [created])
         if stored.batch.batch_id == batch.batch_id:

@@ -21,6 +21,11 @@ from mesh.events.bus import EventPublisher
 log = logging.getLogger(__name__)
 
 
+def set_flags(flags: Mapping[str, bool]) -> frozenset[str]:
+    """The names of the flags that are true."""
+    return frozenset(name for name, value in flags.items() if value)
+
+
 def merged_flags(registered: frozenset[str], overrides: Mapping[str, bool]) -> frozenset[str]:
     """The batch's flags with a request's overrides applied (true sets, false clears)."""
     if not overrides:
@@ -40,7 +45,13 @@ class Conductor:
     def catalog(self) -> PipelineCatalog:
         return self._rules.catalog
 
-    async def register_batch(self, registration: BatchRegistration) -> bool:
+    async def register_batch(
+        self, batch_id: str, essay_ids: tuple[str, ...], flags: Mapping[str, bool]
+    ) -> bool:
+        """Register the batch with the flags set true in ``flags``, every name of which must be
+        a known flag (``UnknownFlag`` otherwise, before anything is stored)."""
+        self.catalog.check_flags(flags)
+        registration = BatchRegistration(batch_id, essay_ids, set_flags(flags))
         created = await self._store.register_batch(registration)
         log.info(
             "batch %s %s with %d essays, flags %s",
@@ -54,6 +65,7 @@ class Conductor:
     async def resolve(
         self, batch_id: str, target: str, overrides: Mapping[str, bool], dry_run: bool
     ) -> Resolution:
+        self.catalog.check_flags(overrides)
         state = await self._store.batch_state(batch_id)
         flags = merged_flags(state.flags, overrides)
         resolution = self._rules.resolve(target, {s.step: s for s in state.steps}, flags)
@@ -66,6 +78,7 @@ class Conductor:
     async def check_prerequisites(
         self, batch_id: str, step: str, overrides: Mapping[str, bool]
     ) -> StepDefinition:
+        self.catalog.check_flags(overrides)
         state = await self._store.batch_state(batch_id)
         flags = merged_flags(state.flags, overrides)
         return self._rules.check_prerequisites(step, {s.step: s for s in state.steps}, flags)

@@ -10,6 +10,9 @@ ContentNotFound            CONTENT_NOT_FOUND      NOT_FOUND            ResourceI
 RunConflict                ACTIVE_RUN_EXISTS      ABORTED              ResourceInfo(pipeline_run:
                                                                        the active run)
 RequestIdReused            REQUEST_ID_REUSED      INVALID_ARGUMENT     BadRequest(request_id)
+UnknownFlag                UNKNOWN_FLAG           INVALID_ARGUMENT     BadRequest, one violation
+                                                                       per unknown flag
+                                                                       (metadata.flags[<name>])
 PipelineRejected           PREREQUISITES_NOT_MET  FAILED_PRECONDITION  PreconditionFailure: the
                                                                        conductor's violations
 UnknownCommand             UNKNOWN_COMMAND        FAILED_PRECONDITION  PreconditionFailure(type
@@ -46,6 +49,7 @@ from batch_server.domain.errors import (
     RunConflict,
     RunNotFound,
     UnknownCommand,
+    UnknownFlag,
     UnknownPipeline,
 )
 from mesh.grpc.reasons import Reason
@@ -76,6 +80,15 @@ def _request_reused(exc: BaseException) -> Sequence[Message]:
         field=exc.field, description=f"already used for {exc.detail}"
     )
     return [details.BadRequest(field_violations=[violation])]
+
+
+def _unknown_flags(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, UnknownFlag)
+    violations = [
+        details.BadRequest.FieldViolation(field=f"metadata.flags[{name}]", description=why)
+        for name, why in exc.flags.items()
+    ]
+    return [details.BadRequest(field_violations=violations)]
 
 
 def _rejected(exc: BaseException) -> Sequence[Message]:
@@ -115,6 +128,7 @@ TABLE = StatusTable(
         StatusRule(ContentNotFound, Reason.CONTENT_NOT_FOUND, _not_found),
         StatusRule(RunConflict, Reason.ACTIVE_RUN_EXISTS, _run_conflict),
         StatusRule(RequestIdReused, Reason.REQUEST_ID_REUSED, _request_reused),
+        StatusRule(UnknownFlag, Reason.UNKNOWN_FLAG, _unknown_flags),
         StatusRule(PipelineRejected, Reason.PREREQUISITES_NOT_MET, _rejected),
         StatusRule(UnknownCommand, Reason.UNKNOWN_COMMAND, _unknown_command),
         StatusRule(ConductorFailed, Reason.CONDUCTOR_FAILED, _conductor),

@@ -10,6 +10,7 @@
     │   └── UnknownPipeline         .target: the conductor knows no pipeline or step so named
     ├── RunConflict                 .batch_id, .active_run_id: another run of the batch is active
     ├── RequestIdReused             .request_id, .field: the key was used for a different request
+    ├── UnknownFlag                 .flags: name -> why, flags no loaded pipeline uses
     ├── PipelineRejected            .target, .violations: the conductor refused to resolve it
     ├── UnknownCommand              .step, .command: a step's command has no topic
     ├── InvalidCompletion           .reason: a BatchStepCompleted fact that breaks the contract
@@ -22,7 +23,7 @@ consumer dead-letters them (permanent). Backends that are down raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -93,6 +94,15 @@ class RequestIdReused(BatchError):
         self.field = "request_id"
         self.detail = detail
         super().__init__(f"request_id '{request_id}' was already used for {detail}")
+
+
+class UnknownFlag(BatchError):
+    """The conductor refused flags that no step of its pipelines requires; ``flags`` maps each
+    to the conductor's description (which names the known flags)."""
+
+    def __init__(self, flags: Mapping[str, str]) -> None:
+        self.flags = dict(flags)
+        super().__init__("; ".join(self.flags.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 from conductor_server.domain.catalog import PipelineCatalog
 from conductor_server.domain.model import (
-    BatchRegistration,
     OutcomeRecord,
     PipelineDefinition,
     StepDefinition,
@@ -37,13 +36,17 @@ STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
 }
 
 
-def registration_from_proto(request: pb.RegisterBatchRequest) -> BatchRegistration:
+def registration_from_proto(
+    request: pb.RegisterBatchRequest,
+) -> tuple[str, tuple[str, ...], dict[str, bool]]:
+    """``(batch_id, essay_ids, flags)``."""
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     essays = v.identifiers("essay_ids", request.essay_ids, MAX_ESSAYS_PER_BATCH)
-    flags = v.flags("flags", dict(request.flags))
+    flags = dict(request.flags)
+    v.flags("flags", flags)
     v.raise_if_any()
-    return BatchRegistration(batch_id, essays, flags)
+    return batch_id, essays, flags
 
 
 def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, dict[str, bool]]:

@@ -16,6 +16,10 @@ EssayNotExpected           ESSAY_NOT_EXPECTED     FAILED_PRECONDITION  Precondit
 ConflictingOutcome         OUTCOME_CONFLICT       ALREADY_EXISTS       ResourceInfo(essay_outcome)
 RegistrationConflict       REGISTRATION_CONFLICT  ALREADY_EXISTS       ResourceInfo(batch)
 InvalidRegistration        INVALID_ARGUMENT       INVALID_ARGUMENT     BadRequest(essay_ids)
+UnknownFlag                UNKNOWN_FLAG           INVALID_ARGUMENT     BadRequest, one violation
+                                                                       per unknown flag
+                                                                       (flags[<name>], naming the
+                                                                       known flags)
 InvalidArgument (mesh)     INVALID_ARGUMENT       INVALID_ARGUMENT     BadRequest
 BackendUnavailable (mesh)  BACKEND_UNAVAILABLE    UNAVAILABLE          ResourceInfo(backend)
 anything else              INTERNAL               INTERNAL             (logged once with its
@@ -36,6 +40,7 @@ from google.rpc import error_details_pb2 as details
 from conductor_server.domain.errors import (
     NotFound,
     PreconditionFailed,
+    UnknownFlag,
     UnknownPipeline,
     UnknownStep,
     UnknownTarget,
@@ -64,6 +69,15 @@ def _unknown_batch(exc: BaseException) -> Sequence[Message]:
 def _unknown_step(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, state.UnknownStep)
     return [_resource("step", exc.step)]
+
+
+def _unknown_flags(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, UnknownFlag)
+    violations = [
+        details.BadRequest.FieldViolation(field=f"flags[{name}]", description=exc.description(name))
+        for name in exc.unknown
+    ]
+    return [details.BadRequest(field_violations=violations)]
 
 
 def _preconditions(exc: BaseException) -> Sequence[Message]:
@@ -109,6 +123,7 @@ TABLE = StatusTable(
         StatusRule(UnknownTarget, Reason.PIPELINE_NOT_FOUND, _not_found),
         StatusRule(UnknownStep, Reason.STEP_NOT_FOUND, _not_found),
         StatusRule(state.UnknownBatch, Reason.BATCH_NOT_FOUND, _unknown_batch),
+        StatusRule(UnknownFlag, Reason.UNKNOWN_FLAG, _unknown_flags),
         StatusRule(state.UnknownStep, Reason.STEP_NOT_FOUND, _unknown_step),
         StatusRule(PreconditionFailed, Reason.PREREQUISITES_NOT_MET, _preconditions),
         StatusRule(state.EssayNotExpected, Reason.ESSAY_NOT_EXPECTED, _essay_not_expected),

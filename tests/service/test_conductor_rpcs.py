@@ -41,6 +41,7 @@ async def test_list_and_get_pipelines_show_definitions_with_versions(
     names = [p.name for p in listing.pipelines]
     assert names == ["spellcheck", "nlp", "cj_assessment", "ai_feedback", "comprehensive"]
     assert all(len(p.version) == 64 for p in listing.pipelines)
+    assert list(listing.flags) == ["prompt_attached"]  # every flag some step requires
     nlp = await conductor.client.get_pipeline("nlp")
     assert [s.name for s in nlp.steps] == ["spellcheck", "nlp"]
     assert list(nlp.steps[1].requires) == ["prompt_attached"]
@@ -67,6 +68,48 @@ async def test_register_batch_is_idempotent_and_rejects_a_different_essay_set(
     with pytest.raises(RpcError) as caught:
         await conductor.client.register_batch("b1", ESSAYS[:3])
     assert caught.value.code is grpc.StatusCode.ALREADY_EXISTS
+
+
+def _unknown_flags(error: RpcError) -> list[tuple[str, str]]:
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "UNKNOWN_FLAG"
+    bad = error.detail(details.BadRequest)
+    assert isinstance(bad, details.BadRequest)
+    return [(v.field, v.description) for v in bad.field_violations]
+
+
+async def test_registering_an_unknown_flag_is_refused_naming_the_known_ones(
+    conductor: RunningConductor,
+) -> None:
+    for flags in ({"prompt_atached": True}, {"prompt_atached": False}):  # true or false
+        with pytest.raises(RpcError) as caught:
+            await conductor.client.register_batch("b1", ESSAYS, flags)
+        assert _unknown_flags(caught.value) == [
+            ("flags[prompt_atached]", "unknown flag 'prompt_atached'; known flags: prompt_attached")
+        ]
+    with pytest.raises(RpcError) as caught:  # nothing was registered
+        await conductor.client.get_batch_pipeline_state("b1")
+    assert caught.value.reason == "BATCH_NOT_FOUND"
+    with pytest.raises(RpcError) as caught:  # every unknown flag, sorted, the known ones kept
+        await conductor.client.register_batch("b1", ESSAYS, {"zz": True, "aa": True, **PROMPT})
+    assert [field for field, _ in _unknown_flags(caught.value)] == ["flags[aa]", "flags[zz]"]
+
+
+async def test_resolving_or_validating_with_an_unknown_flag_is_refused(
+    conductor: RunningConductor,
+) -> None:
+    await _register(conductor)
+    calls = [
+        conductor.client.resolve_pipeline("b1", "nlp", flags={"promt": True}, dry_run=True),
+        conductor.client.validate_prerequisites("b1", "spellcheck", flags={"promt": False}),
+        conductor.client.resolve_pipeline("unknown-batch", "nlp", flags={"promt": True}),
+    ]
+    for call in calls:
+        with pytest.raises(RpcError) as caught:
+            await call
+        [(field, _)] = _unknown_flags(caught.value)
+        assert field == "flags[promt]"
+    assert _payloads(conductor, EventKind.PHASE_SKIPPED) == []
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ ERRORS: list[tuple[StatusTable, BaseException, Reason]] = [
     (BATCH_TABLE, batch_errors.ContentNotFound("c"), Reason.CONTENT_NOT_FOUND),
     (BATCH_TABLE, batch_errors.RunConflict("b", "r"), Reason.ACTIVE_RUN_EXISTS),
     (BATCH_TABLE, batch_errors.RequestIdReused("q", "x"), Reason.REQUEST_ID_REUSED),
+    (BATCH_TABLE, batch_errors.UnknownFlag({"x": "unknown flag 'x'"}), Reason.UNKNOWN_FLAG),
     (BATCH_TABLE, batch_errors.PipelineRejected("p", "", []), Reason.PREREQUISITES_NOT_MET),
     (BATCH_TABLE, batch_errors.UnknownCommand("s", "c"), Reason.UNKNOWN_COMMAND),
     (BATCH_TABLE, batch_errors.ConductorFailed("INTERNAL", "x"), Reason.CONDUCTOR_FAILED),
@@ -86,6 +87,7 @@ ERRORS: list[tuple[StatusTable, BaseException, Reason]] = [
     (CONDUCTOR_TABLE, conductor_errors.UnknownStep("s"), Reason.STEP_NOT_FOUND),
     (CONDUCTOR_TABLE, state_errors.UnknownStep("b", "s"), Reason.STEP_NOT_FOUND),
     (CONDUCTOR_TABLE, state_errors.UnknownBatch("b"), Reason.BATCH_NOT_FOUND),
+    (CONDUCTOR_TABLE, conductor_errors.UnknownFlag(("x",), ("y",)), Reason.UNKNOWN_FLAG),
     (
         CONDUCTOR_TABLE,
         conductor_errors.PreconditionFailed("nlp", ()),

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conductor_server.domain.catalog import PipelineCatalog
-from conductor_server.domain.errors import DefinitionError, DefinitionIssue, IssueKind
+from conductor_server.domain.errors import DefinitionError, DefinitionIssue, IssueKind, UnknownFlag
 from conductor_server.domain.loader import parse_catalog
 from mesh.events.topics import COMMAND_KINDS
 from pipelines import default_definitions
@@ -356,3 +356,24 @@ def test_the_error_message_lists_every_issue() -> None:
     assert message.startswith("2 problem(s)")
     assert "pipeline 'p'" in message
     assert "pipeline 'q', step 'steps[0]'" in message
+
+
+def test_the_known_flags_are_those_some_step_requires() -> None:
+    catalog = shipped()
+    assert catalog.flags == ("prompt_attached",)
+    catalog.check_flags(["prompt_attached"])
+    with pytest.raises(UnknownFlag) as caught:
+        catalog.check_flags(["zz", "prompt_attached", "aa"])
+    assert (caught.value.unknown, caught.value.known) == (("aa", "zz"), ("prompt_attached",))
+    assert caught.value.description("aa") == "unknown flag 'aa'; known flags: prompt_attached"
+    two = load("""
+        pipelines:
+          p:
+            steps:
+              - {name: a, service: w, command: spellcheck, requires: [zeta, alpha]}
+              - {name: b, service: w, command: nlp, requires: [alpha]}
+    """)
+    assert two.flags == ("alpha", "zeta")
+    with pytest.raises(UnknownFlag) as caught:
+        load(pipelines(p=GOOD_STEP)).check_flags(["prompt_attached"])
+    assert str(caught.value) == "unknown flag 'prompt_attached'; known flags: none"

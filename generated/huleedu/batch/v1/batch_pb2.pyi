@@ -300,7 +300,9 @@ class BatchMetadata(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-        true. Each name is at most 128 characters without whitespace, control characters or braces.
+        true. Each name is at most 128 characters without whitespace, control characters or braces,
+        and one some step of the loaded pipelines requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     @_builtins.property

@@ -139,8 +139,9 @@ class BatchServiceServicer:
         INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
         1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
         request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-        already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-        listing the known flags) for a flag no loaded pipeline uses.
+        already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+        flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+        pipelines requires. Nothing is stored when the request is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

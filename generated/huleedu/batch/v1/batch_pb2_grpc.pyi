@@ -84,8 +84,9 @@ class BatchServiceStub:
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-    listing the known flags) for a flag no loaded pipeline uses.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _grpc.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
@@ -202,8 +203,9 @@ class BatchServiceAsyncStub(BatchServiceStub):
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-    listing the known flags) for a flag no loaded pipeline uses.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _aio.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]  # type: ignore[assignment]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
@@ -329,8 +331,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
         1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
         request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-        already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-        listing the known flags) for a flag no loaded pipeline uses.
+        already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+        flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+        pipelines requires. Nothing is stored when the request is refused.
         """
 
     @_abc_1.abstractmethod

@@ -346,7 +346,8 @@ class RegisterBatchRequest(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-        most 128 characters.
+        most 128 characters, each a flag some step requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     def __init__(
@@ -434,7 +435,9 @@ class ResolvePipelineRequest(_message.Message):
     """When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags for this resolution, merged over the batch's registered flags."""
+        """Flags for this resolution, merged over the batch's registered flags; each a flag some step
+        requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,
@@ -555,7 +558,9 @@ class ValidatePrerequisitesRequest(_message.Message):
     """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags merged over the batch's registered flags."""
+        """Flags merged over the batch's registered flags; each a flag some step requires, else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,

@@ -87,8 +87,9 @@ type BatchServiceClient interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-	// listing the known flags) for a flag no loaded pipeline uses.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(ctx context.Context, in *CreateBatchRequest, opts ...grpc.CallOption) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
@@ -322,8 +323,9 @@ type BatchServiceServer interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-	// listing the known flags) for a flag no loaded pipeline uses.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(context.Context, *CreateBatchRequest) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with

@@ -555,7 +555,8 @@ type RegisterBatchRequest struct {
 	// Registering the batch again with a different set: ALREADY_EXISTS.
 	EssayIds []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-	// most 128 characters.
+	// most 128 characters, each a flag some step requires (ListPipelines' flags), else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -684,7 +685,8 @@ type ResolvePipelineRequest struct {
 	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
 	// (PIPELINE_NOT_FOUND).
 	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	// Flags for this resolution, merged over the batch's registered flags.
+	// Flags for this resolution, merged over the batch's registered flags; each a flag some step
+	// requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
@@ -894,7 +896,8 @@ type ValidatePrerequisitesRequest struct {
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	// A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	// Flags merged over the batch's registered flags.
+	// Flags merged over the batch's registered flags; each a flag some step requires, else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

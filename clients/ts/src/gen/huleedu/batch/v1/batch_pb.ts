@@ -163,7 +163,9 @@ export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-   * true. Each name is at most 128 characters without whitespace, control characters or braces.
+   * true. Each name is at most 128 characters without whitespace, control characters or braces,
+   * and one some step of the loaded pipelines requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 4;
    */
@@ -1485,8 +1487,9 @@ export const BatchService: GenService<{
    * INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
    * 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
    * request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-   * already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-   * listing the known flags) for a flag no loaded pipeline uses.
+   * already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+   * flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+   * pipelines requires. Nothing is stored when the request is refused.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.CreateBatch
    */

@@ -262,7 +262,8 @@ export type RegisterBatchRequest = Message<"huleedu.conductor.v1.RegisterBatchRe
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-   * most 128 characters.
+   * most 128 characters, each a flag some step requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -333,7 +334,8 @@ export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipeli
   target: string;
 
   /**
-   * Flags for this resolution, merged over the batch's registered flags.
+   * Flags for this resolution, merged over the batch's registered flags; each a flag some step
+   * requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -452,7 +454,8 @@ export type ValidatePrerequisitesRequest = Message<"huleedu.conductor.v1.Validat
   step: string;
 
   /**
-   * Flags merged over the batch's registered flags.
+   * Flags merged over the batch's registered flags; each a flag some step requires, else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -1205,8 +1208,9 @@ export const PipelineConductorService: GenService<{
    * ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
    * with a different essay set.
    * INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-   * malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-   * flags, listing the known flags) for a flag no loaded pipeline uses.
+   * malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+   * violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+   * the loaded pipelines requires, true or false.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RegisterBatch
    */
