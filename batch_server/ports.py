@@ -15,6 +15,7 @@ from typing import Protocol
 
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
     Dispatch,
     PipelineRun,
@@ -107,6 +108,14 @@ class BatchStore(Protocol):
 
     async def get_batch(self, batch_id: str) -> Batch:
         """The batch; ``BatchNotFound`` if there is none."""
+        ...
+
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        """Replace the batch's metadata with ``metadata`` if it still is ``expected`` and return
+        the batch; None when another update changed it first. ``BatchNotFound`` if there is no
+        such batch."""
         ...
 
     async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:

@@ -5,6 +5,8 @@ Idempotency keys:
 - CreateBatch: ``request_id`` (global). A repeat returns the batch the key created; the same key
   with a different request (essays or metadata) is ``RequestIdReused``. Without a key nothing is
   deduplicated.
+  The fingerprint is of the request, not of the batch: after UpdateBatch, a retry of the original
+  request still returns the batch (as it is now).
 - StartPipeline: (``batch_id``, ``request_id``). A repeat returns the run the key started (whatever
   its status now); the same key for another pipeline is ``RequestIdReused``.
 
@@ -32,6 +34,7 @@ from batch_server.domain.model import (
     BatchSummary,
     Essay,
     EssayInput,
+    MetadataUpdate,
     PipelineRun,
 )
 from batch_server.domain.paging import PageCursor
@@ -44,6 +47,7 @@ from mesh.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+UPDATE_ATTEMPTS = 10  # UpdateBatch's reads and writes before it gives up to concurrent updates
 
 
 def utc_now() -> datetime:
@@ -139,6 +143,26 @@ class BatchService:
         if stored.batch.batch_id == batch.batch_id:
             log.info("created batch %s with %d essays", batch.batch_id, len(batch.essays))
         return _same_batch(request_id, fingerprint, stored.fingerprint, stored.batch)
+
+    async def update_batch(self, batch_id: str, update: MetadataUpdate) -> Batch:
+        """Apply ``update`` to the batch's metadata; new flags are registered with the conductor
+        (which refuses unknown ones) before the batch is stored with them.
+
+        Idempotent: the same update again leaves the same batch. The store writes only over the
+        metadata this call read, so of two concurrent updates the one that lost reads the winner's
+        metadata, registers again and writes: the conductor's flags end as the batch's. A batch
+        updated by others that often in a row is UNAVAILABLE (retry).
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            batch = await self._store.get_batch(batch_id)
+            metadata = update.apply(batch.metadata)
+            if "flags" in update.fields:
+                await self._conductor.register(dataclasses.replace(batch, metadata=metadata))
+            updated = await self._store.update_metadata(batch_id, batch.metadata, metadata)
+            if updated is not None:
+                log.info("updated %s of batch %s", sorted(update.fields), batch_id)
+                return updated
+        raise BackendUnavailable("batch-service", f"batch {batch_id} is being updated concurrently")
 
     async def start_pipeline(self, batch_id: str, pipeline: str, request_id: str) -> PipelineRun:
         """Resolve ``pipeline`` with the conductor, store the run and dispatch its first steps."""

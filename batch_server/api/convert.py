@@ -15,11 +15,13 @@ from google.protobuf import timestamp_pb2
 
 from batch_server.domain.model import (
     DEFAULT_LANGUAGE,
+    UPDATABLE_FIELDS,
     Batch,
     BatchMetadata,
     BatchSummary,
     Essay,
     EssayInput,
+    MetadataUpdate,
     PipelineRun,
     RunStatus,
     RunStep,
@@ -112,6 +114,22 @@ def create_batch_from_proto(
     metadata = metadata_from_proto(v, request.metadata)
     v.raise_if_any()
     return request_id, tuple(essays), metadata
+
+
+def update_batch_from_proto(request: pb.UpdateBatchRequest) -> tuple[str, MetadataUpdate]:
+    """``(batch_id, update)``: the metadata is checked whole, as CreateBatch's is."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    metadata = metadata_from_proto(v, request.metadata)
+    paths = list(request.update_mask.paths)
+    if not paths:
+        v.add("update_mask.paths", f"must name fields to change: {', '.join(UPDATABLE_FIELDS)}")
+    for i, path in enumerate(paths):
+        if path not in UPDATABLE_FIELDS:
+            allowed = ", ".join(UPDATABLE_FIELDS)
+            v.add(f"update_mask.paths[{i}]", f"{path!r} cannot be updated (only {allowed})")
+    v.raise_if_any()
+    return batch_id, MetadataUpdate(frozenset(paths), metadata)
 
 
 def start_from_proto(request: pb.StartPipelineRequest) -> tuple[str, str, str]:
@@ -289,6 +307,10 @@ def trigger_to_proto(result: SpellcheckTriggered) -> pb.TriggerSpellcheckRespons
 
 def create_batch_to_proto(batch: Batch) -> pb.CreateBatchResponse:
     return pb.CreateBatchResponse(batch=batch_to_proto(batch))
+
+
+def update_batch_to_proto(batch: Batch) -> pb.UpdateBatchResponse:
+    return pb.UpdateBatchResponse(batch=batch_to_proto(batch))
 
 
 def start_to_proto(run: PipelineRun) -> pb.StartPipelineResponse:

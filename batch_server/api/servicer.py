@@ -38,6 +38,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch = await self._service.create_batch(request_id, essays, metadata)
         return convert.create_batch_to_proto(batch)
 
+    async def UpdateBatch(
+        self, request: pb.UpdateBatchRequest, context: Context
+    ) -> pb.UpdateBatchResponse:
+        batch_id, update = convert.update_batch_from_proto(request)
+        return convert.update_batch_to_proto(await self._service.update_batch(batch_id, update))
+
     async def StartPipeline(
         self, request: pb.StartPipelineRequest, context: Context
     ) -> pb.StartPipelineResponse:

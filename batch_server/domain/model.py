@@ -13,7 +13,7 @@ stay) ``SKIPPED_ALREADY_SATISFIED``. Every step change is a numbered ``Transitio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -82,6 +82,25 @@ class BatchMetadata:
     language: str = DEFAULT_LANGUAGE
     flags: Mapping[str, bool] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+# The BatchMetadata fields UpdateBatch sets
+UPDATABLE_FIELDS = ("flags", "labels", "name", "course_code")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdate:
+    """UpdateBatch's change: the ``fields`` of ``metadata`` that replace the batch's (a map is
+    replaced whole). ``fields`` are some of ``UPDATABLE_FIELDS``."""
+
+    fields: frozenset[str]
+    metadata: BatchMetadata
+
+    def apply(self, current: BatchMetadata) -> BatchMetadata:
+        """``current`` with the named fields replaced; the same update again changes nothing."""
+        return replace(
+            current, **{name: getattr(self.metadata, name) for name in sorted(self.fields)}
+        )
 
 
 @dataclass(frozen=True, slots=True)

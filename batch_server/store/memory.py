@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from batch_server.domain.errors import BatchNotFound, RunConflict
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
     PipelineRun,
     StepResult,
@@ -66,6 +67,16 @@ class MemoryBatchStore:
             return self._batches[batch_id]
         except KeyError:
             raise BatchNotFound(batch_id) from None
+
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with self._lock:
+            batch = await self.get_batch(batch_id)
+            if batch.metadata != expected:
+                return None
+            self._batches[batch_id] = dataclasses.replace(batch, metadata=metadata)
+            return self._batches[batch_id]
 
     async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
         ordered = sorted(

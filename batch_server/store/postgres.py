@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
-from batch_server.domain.model import Batch, BatchSummary, PipelineRun, Transition
+from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
 from batch_server.domain.paging import PageCursor
 from batch_server.domain.run import BatchProgress
 from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
@@ -64,6 +64,12 @@ SELECT batch_id, essay_id, client_ref, original_storage_id, current_storage_id
   FROM batch_essays WHERE batch_id = ANY($1::text[]) ORDER BY batch_id, position
 """
 _SELECT_REQUEST = "SELECT batch_id, fingerprint FROM batches WHERE request_id = $1"
+_UPDATE_METADATA = """
+UPDATE batches SET name = $6, course_code = $7, flags = $8::jsonb, labels = $9::jsonb
+ WHERE batch_id = $1 AND name = $2 AND course_code = $3 AND flags = $4::jsonb
+   AND labels = $5::jsonb
+RETURNING batch_id
+"""
 _LIST_BATCHES = """
 SELECT b.batch_id, b.name, b.essay_count, b.created_at,
        (SELECT r.status FROM pipeline_runs r WHERE r.batch_id = b.batch_id
@@ -197,6 +203,19 @@ class PostgresBatchStore:
     async def get_batch(self, batch_id: str) -> Batch:
         async with translated(), self._pool.acquire() as conn:
             return await _batch(conn, batch_id)
+
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                _UPDATE_METADATA,
+                batch_id,
+                *_metadata_columns(expected),
+                *_metadata_columns(metadata),
+            )
+            batch = await _batch(conn, batch_id)  # BatchNotFound if there is none
+            return batch if updated is not None else None
 
     async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
         async with translated():
@@ -392,6 +411,16 @@ class _PostgresUnit:
                 if only is None or s.name in only
             ],
         )
+
+
+def _metadata_columns(metadata: BatchMetadata) -> tuple[str, str, str, str]:
+    """The columns UpdateBatch sets, from ``metadata``: name, course_code, flags, labels."""
+    return (
+        metadata.name,
+        metadata.course_code,
+        json.dumps(dict(metadata.flags)),
+        json.dumps(dict(metadata.labels)),
+    )
 
 
 def _snapshot(conn: Any) -> Any:

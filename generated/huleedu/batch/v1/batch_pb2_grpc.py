@@ -233,11 +233,15 @@ class BatchServiceServicer:
 
     def UpdateBatch(self, request, context):
         """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-        "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-        afterwards; the conductor learns them at once.
+        "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+        started or retried afterwards; the conductor learns them at once (before they are stored).
+        Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+        batch's original request still returns it (as it is now).
         NOT_FOUND: BATCH_NOT_FOUND.
-        INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-        out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+        INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+        another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+        whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+        UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

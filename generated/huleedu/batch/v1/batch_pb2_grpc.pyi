@@ -150,11 +150,15 @@ class BatchServiceStub:
     """
     UpdateBatch: _grpc.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]
     """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-    "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-    afterwards; the conductor learns them at once.
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
     NOT_FOUND: BATCH_NOT_FOUND.
-    INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-    out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
     """
     GetEssay: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]
     """One essay: its original and latest text, and per step its outcome, error and output. An
@@ -269,11 +273,15 @@ class BatchServiceAsyncStub(BatchServiceStub):
     """
     UpdateBatch: _aio.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]  # type: ignore[assignment]
     """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-    "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-    afterwards; the conductor learns them at once.
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
     NOT_FOUND: BATCH_NOT_FOUND.
-    INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-    out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
     """
     GetEssay: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]  # type: ignore[assignment]
     """One essay: its original and latest text, and per step its outcome, error and output. An
@@ -439,11 +447,15 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.UpdateBatchResponse, _abc.Awaitable[_batch_pb2.UpdateBatchResponse]]:
         """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-        "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-        afterwards; the conductor learns them at once.
+        "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+        started or retried afterwards; the conductor learns them at once (before they are stored).
+        Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+        batch's original request still returns it (as it is now).
         NOT_FOUND: BATCH_NOT_FOUND.
-        INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-        out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+        INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+        another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+        whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+        UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
         """
 
     @_abc_1.abstractmethod

@@ -146,11 +146,15 @@ type BatchServiceClient interface {
 	// REQUEST_ID_REUSED.
 	RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error)
 	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-	// "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-	// afterwards; the conductor learns them at once.
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
 	// NOT_FOUND: BATCH_NOT_FOUND.
-	// INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-	// out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
 	UpdateBatch(ctx context.Context, in *UpdateBatchRequest, opts ...grpc.CallOption) (*UpdateBatchResponse, error)
 	// One essay: its original and latest text, and per step its outcome, error and output. An
 	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).
@@ -382,11 +386,15 @@ type BatchServiceServer interface {
 	// REQUEST_ID_REUSED.
 	RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error)
 	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-	// "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-	// afterwards; the conductor learns them at once.
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
 	// NOT_FOUND: BATCH_NOT_FOUND.
-	// INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-	// out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
 	UpdateBatch(context.Context, *UpdateBatchRequest) (*UpdateBatchResponse, error)
 	// One essay: its original and latest text, and per step its outcome, error and output. An
 	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).
