@@ -47,7 +47,7 @@ from mesh.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-UPDATE_ATTEMPTS = 10  # UpdateBatch's reads and writes before it gives up to concurrent updates
+UPDATE_ATTEMPTS = 50  # UpdateBatch: races it may lose to concurrent updates before it gives up
 
 
 def utc_now() -> datetime:
