@@ -22,7 +22,7 @@ from batch_server.domain.model import (
     StepResult,
     Transition,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from mesh.events.bus import OutgoingEvent
 
@@ -118,8 +118,11 @@ class BatchStore(Protocol):
         such batch."""
         ...
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
-        """Up to ``limit`` batches, newest first, strictly after ``after``."""
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
+        """Up to ``limit`` batches that ``filters`` selects, newest first, strictly after
+        ``after``."""
         ...
 
     async def list_runs(self, batch_id: str) -> list[PipelineRun]:

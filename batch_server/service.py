@@ -37,7 +37,7 @@ from batch_server.domain.model import (
     MetadataUpdate,
     PipelineRun,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import apply_transition, start_run
 from batch_server.ports import BatchStore, ContentStore, NewBatch, ProgressWrite
 from batch_server.watch import ProgressFeed
@@ -223,8 +223,10 @@ class BatchService:
         batch = await self._store.get_batch(batch_id)
         return BatchStatus(batch, tuple(await self._store.list_runs(batch_id)))
 
-    async def list_batches(self, page_size: int, after: PageCursor | None) -> BatchPage:
-        found = await self._store.list_batches(page_size + 1, after)
+    async def list_batches(
+        self, page_size: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> BatchPage:
+        found = await self._store.list_batches(page_size + 1, after, filters)
         page = tuple(found[:page_size])
         more = len(found) > page_size
         cursor = PageCursor(page[-1].created_at, page[-1].batch_id) if more and page else None

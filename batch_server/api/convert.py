@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from batch_server.domain.model import (
     DEFAULT_LANGUAGE,
@@ -27,7 +28,13 @@ from batch_server.domain.model import (
     RunStep,
     StepStatus,
 )
-from batch_server.domain.paging import InvalidPageToken, PageCursor, decode_token, encode_token
+from batch_server.domain.paging import (
+    BatchFilter,
+    InvalidPageToken,
+    PageCursor,
+    decode_token,
+    encode_token,
+)
 from batch_server.domain.paging import page_size as checked_page_size
 from batch_server.service import BatchPage, BatchStatus, RunUpdate, SpellcheckTriggered
 from generated.huleedu.batch.v1 import batch_pb2 as pb
@@ -89,11 +96,16 @@ def metadata_from_proto(
     language = _language(v, f"{field}.language", message.language)
     flags = dict(message.flags)
     v.flags(f"{field}.flags", flags)
-    labels = dict(message.labels)
-    for key, value in labels.items():
-        v.identifier(f"{field}.labels[{key!r}]", key, MAX_NAME_LENGTH)
-        v.text(f"{field}.labels[{key!r}]", value, MAX_LABEL_BYTES, required=False)
+    labels = _labels(v, f"{field}.labels", message.labels)
     return BatchMetadata(name, course, language, flags, labels)
+
+
+def _labels(v: Violations, field: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """Labels: keys as names, values free text of at most ``MAX_LABEL_BYTES``."""
+    for key, value in labels.items():
+        v.identifier(f"{field}[{key!r}]", key, MAX_NAME_LENGTH)
+        v.text(f"{field}[{key!r}]", value, MAX_LABEL_BYTES, required=False)
+    return dict(labels)
 
 
 def create_batch_from_proto(
@@ -149,22 +161,57 @@ def status_from_proto(request: pb.GetBatchStatusRequest) -> str:
     return batch_id
 
 
-def list_from_proto(request: pb.ListBatchesRequest) -> tuple[int, PageCursor | None]:
-    """``(page size, cursor)``; 0 means the default page size."""
+def list_from_proto(
+    request: pb.ListBatchesRequest,
+) -> tuple[int, PageCursor | None, BatchFilter]:
+    """``(page size, cursor, filters)``; 0 means the default page size. A page token must have
+    been issued for the same filters."""
     v = Violations()
     size = 0
     try:
         size = checked_page_size(request.page_size)
     except ValueError as exc:
         v.add("page_size", str(exc))
+    filters = _filter_from_proto(v, request)
     cursor = None
     if request.page_token:
         try:
-            cursor = decode_token(request.page_token)
+            cursor = decode_token(request.page_token, filters)
         except InvalidPageToken as exc:
             v.add("page_token", str(exc))
     v.raise_if_any()
-    return size, cursor
+    return size, cursor, filters
+
+
+def _filter_from_proto(v: Violations, request: pb.ListBatchesRequest) -> BatchFilter:
+    statuses: set[RunStatus | None] = set()
+    for i, value in enumerate(request.latest_run_statuses):
+        if value == pb.RUN_STATUS_UNSPECIFIED:
+            statuses.add(None)  # batches without a run
+        elif value in RUN_STATUS_FROM_PROTO:
+            statuses.add(RUN_STATUS_FROM_PROTO[value])
+        else:
+            v.add(f"latest_run_statuses[{i}]", f"unknown run status {value}")
+    labels = _labels(v, "labels", request.labels)
+    after = _optional_time(v, request, "created_after")
+    before = _optional_time(v, request, "created_before")
+    if after is not None and before is not None and after >= before:
+        v.add("created_after", "must be before created_before")
+    return BatchFilter(frozenset(statuses), labels, after, before)
+
+
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31 UTC
+
+
+def _optional_time(v: Violations, message: Message, field: str) -> datetime | None:
+    """The timestamp in ``message.<field>``, None when unset."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+        v.add(field, "must be a valid timestamp between years 1 and 9999")
+        return None
+    return timestamp_from_proto(value)
 
 
 def watch_from_proto(request: pb.WatchBatchRequest) -> tuple[str, str]:
@@ -291,6 +338,7 @@ def summary_to_proto(summary: BatchSummary) -> pb.BatchSummary:
         latest_run_status=(
             RUN_STATUS_TO_PROTO[latest] if latest is not None else pb.RUN_STATUS_UNSPECIFIED
         ),
+        labels=dict(summary.labels),
     )
 
 
@@ -329,10 +377,10 @@ def status_to_proto(status: BatchStatus) -> pb.GetBatchStatusResponse:
     )
 
 
-def page_to_proto(page: BatchPage) -> pb.ListBatchesResponse:
+def page_to_proto(page: BatchPage, filters: BatchFilter) -> pb.ListBatchesResponse:
     return pb.ListBatchesResponse(
         batches=[summary_to_proto(s) for s in page.batches],
-        next_page_token=encode_token(page.next_cursor) if page.next_cursor else "",
+        next_page_token=encode_token(page.next_cursor, filters) if page.next_cursor else "",
     )
 
 

@@ -60,8 +60,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: Context
     ) -> pb.ListBatchesResponse:
-        size, cursor = convert.list_from_proto(request)
-        return convert.page_to_proto(await self._service.list_batches(size, cursor))
+        size, cursor, filters = convert.list_from_proto(request)
+        page = await self._service.list_batches(size, cursor, filters)
+        return convert.page_to_proto(page, filters)
 
     async def WatchBatch(
         self, request: pb.WatchBatchRequest, context: Context

@@ -128,7 +128,8 @@ class BatchSummary:
     name: str
     essay_count: int
     created_at: datetime
-    latest_run_status: RunStatus | None
+    latest_run_status: RunStatus | None  # of its newest run; None without one
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from batch_server.domain.errors import BatchNotFound
-from batch_server.domain.model import Batch, BatchMetadata, Essay
-from batch_server.ports import BatchStore, NewBatch
+from batch_server.domain.model import Batch, BatchMetadata, Essay, PipelineRun, RunStatus
+from batch_server.domain.paging import BatchFilter, PageCursor
+from batch_server.ports import BatchStore, NewBatch, ProgressWrite
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -34,6 +35,23 @@ def batch(
 async def add(store: BatchStore, *batches: Batch) -> None:
     for one in batches:
         await store.create_batch(NewBatch(one, f"request-{one.batch_id}", "fingerprint"), [])
+
+
+async def add_run(
+    store: BatchStore, batch_id: str, run_id: str, status: RunStatus, created_at: datetime
+) -> None:
+    """A run of the batch with no steps, newer than the batch's runs before it."""
+    finished = created_at if status.terminal else None
+    run = PipelineRun(
+        run_id, batch_id, "spellcheck", status, "v1", (), created_at, finished, request_id=run_id
+    )
+    async with store.progress() as unit:
+        await unit.load([batch_id])
+        await unit.save(ProgressWrite(batch_id, run=run, new_run=True))
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
 
 
 class BatchStoreContract:
@@ -83,3 +101,69 @@ class BatchStoreContract:
         assert found is not None
         assert (found.fingerprint, found.batch.metadata.name) == ("fingerprint", "9C")
         assert (found.batch.created_at, found.batch.essays) == (T0, original.essays)
+
+    # --- listing ------------------------------------------------------------------------
+
+    async def _listed(self, store: BatchStore, filters: BatchFilter, limit: int = 50) -> list[str]:
+        return [s.batch_id for s in await store.list_batches(limit, None, filters)]
+
+    async def test_the_newest_run_s_status_selects(self, store: BatchStore) -> None:
+        await add(store, batch("none", created_at=at(0)), batch("done", created_at=at(1)))
+        await add(store, batch("again", created_at=at(2)), batch("going", created_at=at(3)))
+        await add_run(store, "done", "r1", RunStatus.COMPLETED, at(10))
+        await add_run(store, "again", "r2", RunStatus.FAILED, at(10))  # failed, then
+        await add_run(store, "again", "r3", RunStatus.COMPLETED, at(11))  # completed
+        await add_run(store, "going", "r4", RunStatus.RUNNING, at(10))
+        failed = frozenset({RunStatus.FAILED})
+        assert await self._listed(store, BatchFilter(failed)) == []  # only the newest counts
+        completed = frozenset({RunStatus.COMPLETED})
+        assert await self._listed(store, BatchFilter(completed)) == ["again", "done"]
+        assert await self._listed(store, BatchFilter(frozenset({None}))) == ["none"]
+        either = BatchFilter(frozenset({None, RunStatus.RUNNING}))
+        assert await self._listed(store, either) == ["going", "none"]
+        everything = await store.list_batches(50, None)
+        assert [(s.batch_id, s.latest_run_status) for s in everything] == [
+            ("going", RunStatus.RUNNING),
+            ("again", RunStatus.COMPLETED),
+            ("done", RunStatus.COMPLETED),
+            ("none", None),
+        ]
+
+    async def test_labels_must_all_be_there_with_equal_values(self, store: BatchStore) -> None:
+        labelled = {
+            "both": {"term": "spring", "room": "4"},
+            "term": {"term": "spring"},
+            "other": {"term": "Spring"},
+            "none": {},
+        }
+        for n, (batch_id, labels) in enumerate(labelled.items()):
+            await add(store, batch(batch_id, BatchMetadata(labels=labels), created_at=at(n)))
+        spring = BatchFilter(labels={"term": "spring"})
+        assert await self._listed(store, spring) == ["term", "both"]
+        both = BatchFilter(labels={"term": "spring", "room": "4"})
+        assert await self._listed(store, both) == ["both"]
+        assert await self._listed(store, BatchFilter(labels={"room": ""})) == []
+        summaries = {s.batch_id: dict(s.labels) for s in await store.list_batches(50, None)}
+        assert summaries == labelled
+
+    async def test_creation_time_bounds_are_inclusive_then_exclusive(
+        self, store: BatchStore
+    ) -> None:
+        for n in range(5):
+            await add(store, batch(f"b{n}", created_at=at(n)))
+        window = BatchFilter(created_after=at(1), created_before=at(3))
+        assert await self._listed(store, window) == ["b2", "b1"]
+        assert await self._listed(store, BatchFilter(created_after=at(3))) == ["b4", "b3"]
+        assert await self._listed(store, BatchFilter(created_before=at(1))) == ["b0"]
+        empty = BatchFilter(created_after=at(3), created_before=at(3))
+        assert await self._listed(store, empty) == []
+
+    async def test_filters_page_with_the_cursor_and_the_limit(self, store: BatchStore) -> None:
+        for n in range(6):
+            labels = {"parity": "even" if n % 2 == 0 else "odd"}
+            await add(store, batch(f"b{n}", BatchMetadata(labels=labels), created_at=at(n // 2)))
+        even = BatchFilter(labels={"parity": "even"})
+        first = await store.list_batches(2, None, even)
+        assert [s.batch_id for s in first] == ["b4", "b2"]
+        cursor = PageCursor(first[-1].created_at, first[-1].batch_id)
+        assert [s.batch_id for s in await store.list_batches(2, cursor, even)] == ["b0"]
