@@ -14,6 +14,7 @@ from mesh.events.bus import OutgoingEvent
 from mesh.events.topics import EventKind, dlq_topic, topic_name
 from tests.service.conftest import RunningConductor
 from tests.support.polling import eventually
+from tests.support.status import violations
 
 ESSAYS = [f"e{i}" for i in range(10)]
 PROMPT = {"prompt_attached": True}
@@ -70,21 +71,13 @@ async def test_register_batch_is_idempotent_and_rejects_a_different_essay_set(
     assert caught.value.code is grpc.StatusCode.ALREADY_EXISTS
 
 
-def _unknown_flags(error: RpcError) -> list[tuple[str, str]]:
-    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert error.reason == "UNKNOWN_FLAG"
-    bad = error.detail(details.BadRequest)
-    assert isinstance(bad, details.BadRequest)
-    return [(v.field, v.description) for v in bad.field_violations]
-
-
 async def test_registering_an_unknown_flag_is_refused_naming_the_known_ones(
     conductor: RunningConductor,
 ) -> None:
     for flags in ({"prompt_atached": True}, {"prompt_atached": False}):  # true or false
         with pytest.raises(RpcError) as caught:
             await conductor.client.register_batch("b1", ESSAYS, flags)
-        assert _unknown_flags(caught.value) == [
+        assert violations(caught.value, "UNKNOWN_FLAG") == [
             ("flags[prompt_atached]", "unknown flag 'prompt_atached'; known flags: prompt_attached")
         ]
     with pytest.raises(RpcError) as caught:  # nothing was registered
@@ -92,7 +85,10 @@ async def test_registering_an_unknown_flag_is_refused_naming_the_known_ones(
     assert caught.value.reason == "BATCH_NOT_FOUND"
     with pytest.raises(RpcError) as caught:  # every unknown flag, sorted, the known ones kept
         await conductor.client.register_batch("b1", ESSAYS, {"zz": True, "aa": True, **PROMPT})
-    assert [field for field, _ in _unknown_flags(caught.value)] == ["flags[aa]", "flags[zz]"]
+    assert [field for field, _ in violations(caught.value, "UNKNOWN_FLAG")] == [
+        "flags[aa]",
+        "flags[zz]",
+    ]
 
 
 async def test_resolving_or_validating_with_an_unknown_flag_is_refused(
@@ -107,7 +103,7 @@ async def test_resolving_or_validating_with_an_unknown_flag_is_refused(
     for call in calls:
         with pytest.raises(RpcError) as caught:
             await call
-        [(field, _)] = _unknown_flags(caught.value)
+        [(field, _)] = violations(caught.value, "UNKNOWN_FLAG")
         assert field == "flags[promt]"
     assert _payloads(conductor, EventKind.PHASE_SKIPPED) == []
 
