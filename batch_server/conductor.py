@@ -16,6 +16,8 @@ PERMISSION_DENIED     BatchService's own credentials (``CONDUCTOR_API_KEY``, its
 NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND)
 FAILED_PRECONDITION   ``PipelineRejected`` with the conductor's PreconditionFailure
                       violations (→ FAILED_PRECONDITION with the same violations)
+INVALID_ARGUMENT,     ``UnknownFlag`` (→ INVALID_ARGUMENT, reason UNKNOWN_FLAG) with the
+reason UNKNOWN_FLAG   conductor's violations, from RegisterBatch and ResolvePipeline alike
 INVALID_ARGUMENT      ``mesh.errors.InvalidArgument`` with its BadRequest (``target`` is
                       our ``pipeline``)
 anything else         ``ConductorFailed`` (→ INTERNAL)
@@ -34,12 +36,15 @@ from batch_server.domain.errors import (
     ConductorFailed,
     PipelineRejected,
     Precondition,
+    UnknownFlag,
     UnknownPipeline,
 )
 from batch_server.domain.model import Batch, Resolution, StepPlan
 from clients.conductor import ConductorClient
 from clients.errors import RpcError
+from generated.huleedu.conductor.v1 import conductor_pb2
 from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
+from mesh.grpc.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +81,7 @@ class Conductor:
             )
         except RpcError as exc:
             raise _translate(exc, target) from exc
-        steps = tuple(
-            StepPlan(
-                step.name,
-                step.command,
-                tuple(step.depends_on),
-                step.timeout.ToTimedelta().total_seconds() if step.HasField("timeout") else None,
-                step.produces_text,
-            )
-            for step in response.steps
-        )
+        steps = tuple(_plan(step) for step in response.steps)
         pruned = tuple(p.step for p in response.pruned_steps)
         return Resolution(steps, pruned, response.definition_version)
 
@@ -110,6 +106,11 @@ class Conductor:
         return len(response.timed_out_essay_ids)
 
 
+def _plan(step: conductor_pb2.StepDefinition) -> StepPlan:
+    timeout = step.timeout.ToTimedelta().total_seconds() if step.HasField("timeout") else None
+    return StepPlan(step.name, step.command, tuple(step.depends_on), timeout, step.produces_text)
+
+
 def _translate(exc: RpcError, target: str | None) -> Exception:
     """The error of a failed call; ``target`` is None for RegisterBatch."""
     if exc.code in _UNREACHABLE:
@@ -122,6 +123,10 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
             exc.message,
         )
         return ConductorFailed(exc.code.name, exc.message)
+    if exc.code == grpc.StatusCode.INVALID_ARGUMENT and exc.reason == Reason.UNKNOWN_FLAG:
+        unknown = _unknown_flags(exc)
+        if unknown:
+            return UnknownFlag(unknown)
     if target is None:
         return ConductorFailed(exc.code.name, exc.message)
     if exc.code == grpc.StatusCode.NOT_FOUND:
@@ -146,3 +151,14 @@ def _translate(exc: RpcError, target: str | None) -> Exception:
         )
         return InvalidArgument(fields or [FieldViolation("pipeline", exc.message)])
     return ConductorFailed(exc.code.name, exc.message)
+
+
+def _unknown_flags(exc: RpcError) -> dict[str, str]:
+    """Flag name -> description, from the BadRequest of UNKNOWN_FLAG (fields ``flags[<name>]``)."""
+    bad = exc.detail(error_details_pb2.BadRequest)
+    violations = bad.field_violations if bad is not None else []
+    return {
+        v.field.removeprefix("flags[").removesuffix("]"): v.description
+        for v in violations
+        if v.field.startswith("flags[") and v.field.endswith("]")
+    }

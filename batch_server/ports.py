@@ -16,13 +16,14 @@ from typing import Protocol
 
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
     Dispatch,
     PipelineRun,
     StepResult,
     Transition,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from mesh.events.bus import OutgoingEvent
 
@@ -136,8 +137,19 @@ class BatchStore(Protocol):
         """The batch; ``BatchNotFound`` if there is none."""
         ...
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
-        """Up to ``limit`` batches, newest first, strictly after ``after``."""
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        """Replace the batch's metadata with ``metadata`` if it still is ``expected`` and return
+        the batch; None when another update changed it first. ``BatchNotFound`` if there is no
+        such batch."""
+        ...
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
+        """Up to ``limit`` batches that ``filters`` selects, newest first, strictly after
+        ``after``."""
         ...
 
     async def list_runs(self, batch_id: str) -> list[PipelineRun]:

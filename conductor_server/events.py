@@ -6,6 +6,11 @@ reopens it starts the next), so however many times a completion is written (a re
 outcome, a crash between writes, the outbox relay retrying) consumers see one id and drop the
 repeats. The in-memory store publishes it on the bus; the PostgreSQL store writes it to
 the outbox in the transaction that counted the step's last outcome.
+
+Its succeeded essays carry their output storage id as ``text_storage_id`` only when the step
+produces text (``StepDefinition.produces_text``), so the BatchService's rule, "an essay's latest
+text is the output of the last step that produced one", holds without the BatchService knowing
+step definitions: an analysis step's output is a result, never the text the next step reads.
 """
 
 from __future__ import annotations
@@ -36,14 +41,16 @@ def step_completed(
     succeeded_essays: Sequence[tuple[str, str]],
     trace: str = "",
     *,
+    produces_text: bool,
     epoch: int = 1,
     run_id: str = "",
     attempt: int = 1,
 ) -> OutgoingEvent:
     """``BatchStepCompleted`` for a complete ``state`` in the step's ``epoch``, completed by an
     outcome (or a timeout) of ``run_id``'s ``attempt``; essays are ``(essay_id, output_id)`` in
-    batch order. ``trace``: the trace context of the outcome that completed the step (by
-    default the current one)."""
+    batch order, and an output is the essay's new text only when the step ``produces_text``.
+    ``trace``: the trace context of the outcome that completed the step (by default the current
+    one)."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,
@@ -52,7 +59,7 @@ def step_completed(
         total=state.total,
         satisfied=state.status is StepStatus.SATISFIED,
         succeeded_essays=[
-            events_pb2.EssayRef(essay_id=essay, text_storage_id=output)
+            events_pb2.EssayRef(essay_id=essay, text_storage_id=output if produces_text else "")
             for essay, output in succeeded_essays
         ],
         run_id=run_id,

@@ -12,21 +12,30 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from batch_server.control import Retried
 from batch_server.domain.model import (
     DEFAULT_LANGUAGE,
+    UPDATABLE_FIELDS,
     Batch,
     BatchMetadata,
     BatchSummary,
     Essay,
     EssayInput,
+    MetadataUpdate,
     PipelineRun,
     RunStatus,
     RunStep,
     StepStatus,
 )
-from batch_server.domain.paging import InvalidPageToken, PageCursor, decode_token, encode_token
+from batch_server.domain.paging import (
+    BatchFilter,
+    InvalidPageToken,
+    PageCursor,
+    decode_token,
+    encode_token,
+)
 from batch_server.domain.paging import page_size as checked_page_size
 from batch_server.service import BatchPage, BatchStatus, RunUpdate, SpellcheckTriggered
 from generated.huleedu.batch.v1 import batch_pb2 as pb
@@ -91,11 +100,16 @@ def metadata_from_proto(
     language = _language(v, f"{field}.language", message.language)
     flags = dict(message.flags)
     v.flags(f"{field}.flags", flags)
-    labels = dict(message.labels)
-    for key, value in labels.items():
-        v.identifier(f"{field}.labels[{key!r}]", key, MAX_NAME_LENGTH)
-        v.text(f"{field}.labels[{key!r}]", value, MAX_LABEL_BYTES, required=False)
+    labels = _labels(v, f"{field}.labels", message.labels)
     return BatchMetadata(name, course, language, flags, labels)
+
+
+def _labels(v: Violations, field: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """Labels: keys as names, values free text of at most ``MAX_LABEL_BYTES``."""
+    for key, value in labels.items():
+        v.identifier(f"{field}[{key!r}]", key, MAX_NAME_LENGTH)
+        v.text(f"{field}[{key!r}]", value, MAX_LABEL_BYTES, required=False)
+    return dict(labels)
 
 
 def create_batch_from_proto(
@@ -118,6 +132,22 @@ def create_batch_from_proto(
     return request_id, tuple(essays), metadata
 
 
+def update_batch_from_proto(request: pb.UpdateBatchRequest) -> tuple[str, MetadataUpdate]:
+    """``(batch_id, update)``: the metadata is checked whole, as CreateBatch's is."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    metadata = metadata_from_proto(v, request.metadata)
+    paths = list(request.update_mask.paths)
+    if not paths:
+        v.add("update_mask.paths", f"must name fields to change: {', '.join(UPDATABLE_FIELDS)}")
+    for i, path in enumerate(paths):
+        if path not in UPDATABLE_FIELDS:
+            allowed = ", ".join(UPDATABLE_FIELDS)
+            v.add(f"update_mask.paths[{i}]", f"{path!r} cannot be updated (only {allowed})")
+    v.raise_if_any()
+    return batch_id, MetadataUpdate(frozenset(paths), metadata)
+
+
 def start_from_proto(request: pb.StartPipelineRequest) -> tuple[str, str, str]:
     """``(batch_id, pipeline, request_id)``."""
     v = Violations()
@@ -135,22 +165,57 @@ def status_from_proto(request: pb.GetBatchStatusRequest) -> str:
     return batch_id
 
 
-def list_from_proto(request: pb.ListBatchesRequest) -> tuple[int, PageCursor | None]:
-    """``(page size, cursor)``; 0 means the default page size."""
+def list_from_proto(
+    request: pb.ListBatchesRequest,
+) -> tuple[int, PageCursor | None, BatchFilter]:
+    """``(page size, cursor, filters)``; 0 means the default page size. A page token must have
+    been issued for the same filters."""
     v = Violations()
     size = 0
     try:
         size = checked_page_size(request.page_size)
     except ValueError as exc:
         v.add("page_size", str(exc))
+    filters = _filter_from_proto(v, request)
     cursor = None
     if request.page_token:
         try:
-            cursor = decode_token(request.page_token)
+            cursor = decode_token(request.page_token, filters)
         except InvalidPageToken as exc:
             v.add("page_token", str(exc))
     v.raise_if_any()
-    return size, cursor
+    return size, cursor, filters
+
+
+def _filter_from_proto(v: Violations, request: pb.ListBatchesRequest) -> BatchFilter:
+    statuses: set[RunStatus | None] = set()
+    for i, value in enumerate(request.latest_run_statuses):
+        if value == pb.RUN_STATUS_UNSPECIFIED:
+            statuses.add(None)  # batches without a run
+        elif value in RUN_STATUS_FROM_PROTO:
+            statuses.add(RUN_STATUS_FROM_PROTO[value])
+        else:
+            v.add(f"latest_run_statuses[{i}]", f"unknown run status {value}")
+    labels = _labels(v, "labels", request.labels)
+    after = _optional_time(v, request, "created_after")
+    before = _optional_time(v, request, "created_before")
+    if after is not None and before is not None and after >= before:
+        v.add("created_after", "must be before created_before")
+    return BatchFilter(frozenset(statuses), labels, after, before)
+
+
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31 UTC
+
+
+def _optional_time(v: Violations, message: Message, field: str) -> datetime | None:
+    """The timestamp in ``message.<field>``, None when unset."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+        v.add(field, "must be a valid timestamp between years 1 and 9999")
+        return None
+    return timestamp_from_proto(value)
 
 
 def cancel_from_proto(request: pb.CancelRunRequest) -> tuple[str, str, str]:
@@ -317,6 +382,7 @@ def summary_to_proto(summary: BatchSummary) -> pb.BatchSummary:
         latest_run_status=(
             RUN_STATUS_TO_PROTO[latest] if latest is not None else pb.RUN_STATUS_UNSPECIFIED
         ),
+        labels=dict(summary.labels),
     )
 
 
@@ -335,6 +401,10 @@ def create_batch_to_proto(batch: Batch) -> pb.CreateBatchResponse:
     return pb.CreateBatchResponse(batch=batch_to_proto(batch))
 
 
+def update_batch_to_proto(batch: Batch) -> pb.UpdateBatchResponse:
+    return pb.UpdateBatchResponse(batch=batch_to_proto(batch))
+
+
 def start_to_proto(run: PipelineRun) -> pb.StartPipelineResponse:
     pruned = run.pruned_steps
     return pb.StartPipelineResponse(
@@ -351,10 +421,10 @@ def status_to_proto(status: BatchStatus) -> pb.GetBatchStatusResponse:
     )
 
 
-def page_to_proto(page: BatchPage) -> pb.ListBatchesResponse:
+def page_to_proto(page: BatchPage, filters: BatchFilter) -> pb.ListBatchesResponse:
     return pb.ListBatchesResponse(
         batches=[summary_to_proto(s) for s in page.batches],
-        next_page_token=encode_token(page.next_cursor) if page.next_cursor else "",
+        next_page_token=encode_token(page.next_cursor, filters) if page.next_cursor else "",
     )
 
 

@@ -38,6 +38,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch = await self._service.create_batch(request_id, essays, metadata)
         return convert.create_batch_to_proto(batch)
 
+    async def UpdateBatch(
+        self, request: pb.UpdateBatchRequest, context: Context
+    ) -> pb.UpdateBatchResponse:
+        batch_id, update = convert.update_batch_from_proto(request)
+        return convert.update_batch_to_proto(await self._service.update_batch(batch_id, update))
+
     async def StartPipeline(
         self, request: pb.StartPipelineRequest, context: Context
     ) -> pb.StartPipelineResponse:
@@ -54,8 +60,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: Context
     ) -> pb.ListBatchesResponse:
-        size, cursor = convert.list_from_proto(request)
-        return convert.page_to_proto(await self._service.list_batches(size, cursor))
+        size, cursor, filters = convert.list_from_proto(request)
+        page = await self._service.list_batches(size, cursor, filters)
+        return convert.page_to_proto(page, filters)
 
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: Context

@@ -13,6 +13,7 @@
     ├── RunNotFinished              .run_id: retrying a run that is still active
     ├── NothingToRetry              .run_id, .steps: no step (of those named) to run again
     ├── RequestIdReused             .request_id, .field: the key was used for a different request
+    ├── UnknownFlag                 .flags: name -> why, flags no loaded pipeline uses
     ├── PipelineRejected            .target, .violations: the conductor refused to resolve it
     ├── UnknownCommand              .step, .command: a step's command has no topic
     ├── InvalidCompletion           .reason: a BatchStepCompleted fact that breaks the contract
@@ -25,7 +26,7 @@ consumer dead-letters them (permanent). Backends that are down raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -127,6 +128,15 @@ class RequestIdReused(BatchError):
         self.field = "request_id"
         self.detail = detail
         super().__init__(f"request_id '{request_id}' was already used for {detail}")
+
+
+class UnknownFlag(BatchError):
+    """The conductor refused flags that no step of its pipelines requires; ``flags`` maps each
+    to the conductor's description (which names the known flags)."""
+
+    def __init__(self, flags: Mapping[str, str]) -> None:
+        self.flags = dict(flags)
+        super().__init__("; ".join(self.flags.values()))
 
 
 @dataclass(frozen=True, slots=True)

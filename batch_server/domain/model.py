@@ -15,7 +15,7 @@ Every step change is a numbered ``Transition``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -87,6 +87,25 @@ class BatchMetadata:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+# The BatchMetadata fields UpdateBatch sets
+UPDATABLE_FIELDS = ("flags", "labels", "name", "course_code")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdate:
+    """UpdateBatch's change: the ``fields`` of ``metadata`` that replace the batch's (a map is
+    replaced whole). ``fields`` are some of ``UPDATABLE_FIELDS``."""
+
+    fields: frozenset[str]
+    metadata: BatchMetadata
+
+    def apply(self, current: BatchMetadata) -> BatchMetadata:
+        """``current`` with the named fields replaced; the same update again changes nothing."""
+        return replace(
+            current, **{name: getattr(self.metadata, name) for name in sorted(self.fields)}
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     batch_id: str
@@ -112,12 +131,18 @@ class BatchSummary:
     name: str
     essay_count: int
     created_at: datetime
-    latest_run_status: RunStatus | None
+    latest_run_status: RunStatus | None  # of its newest run; None without one
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """A step to run, as the conductor resolved it (pinned for the run)."""
+    """A step to run, as the conductor resolved it (pinned for the run).
+
+    ``timeout``: seconds the step may take after its dispatch (None: no timeout).
+    ``produces_text``: its outputs become the essays' latest text (the conductor applies that
+    rule when it announces the step's completion; this is for information).
+    """
 
     name: str
     command: str

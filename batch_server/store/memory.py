@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -16,13 +17,14 @@ from datetime import datetime
 from batch_server.domain.errors import BatchNotFound, RunConflict
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
     PipelineRun,
     StepResult,
     StepStatus,
     Transition,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from mesh.events.bus import EventPublisher, OutgoingEvent
@@ -71,20 +73,34 @@ class MemoryBatchStore:
         except KeyError:
             raise BatchNotFound(batch_id) from None
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with self._lock:
+            batch = await self.get_batch(batch_id)
+            if batch.metadata != expected:
+                return None
+            self._batches[batch_id] = dataclasses.replace(batch, metadata=metadata)
+            return self._batches[batch_id]
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
         ordered = sorted(
             self._batches.values(), key=lambda b: (b.created_at, b.batch_id), reverse=True
         )
         if after is not None:
             key = (after.created_at, after.batch_id)
             ordered = [b for b in ordered if (b.created_at, b.batch_id) < key]
-        return [self._summary(b) for b in ordered[:limit]]
+        selected = (s for s in map(self._summary, ordered) if filters.matches(s))
+        return list(itertools.islice(selected, limit))
 
     def _summary(self, batch: Batch) -> BatchSummary:
         runs = self._batch_runs.get(batch.batch_id) or []
         latest = self._runs[runs[-1]].status if runs else None
+        meta = batch.metadata
         return BatchSummary(
-            batch.batch_id, batch.metadata.name, len(batch.essays), batch.created_at, latest
+            batch.batch_id, meta.name, len(batch.essays), batch.created_at, latest, meta.labels
         )
 
     # --- runs -----------------------------------------------------------------------------

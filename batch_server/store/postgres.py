@@ -31,8 +31,8 @@ from typing import Any
 import asyncpg
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
-from batch_server.domain.model import Batch, BatchSummary, PipelineRun, Transition
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from batch_server.store import rows
@@ -69,12 +69,26 @@ SELECT batch_id, essay_id, client_ref, original_storage_id, current_storage_id
   FROM batch_essays WHERE batch_id = ANY($1::text[]) ORDER BY batch_id, position
 """
 _SELECT_REQUEST = "SELECT batch_id, fingerprint FROM batches WHERE request_id = $1"
+_UPDATE_METADATA = """
+UPDATE batches SET name = $6, course_code = $7, flags = $8::jsonb, labels = $9::jsonb
+ WHERE batch_id = $1 AND name = $2 AND course_code = $3 AND flags = $4::jsonb
+   AND labels = $5::jsonb
+RETURNING batch_id
+"""
+# One index range scan over batches_listing, newest first, with each batch's newest run read by
+# one probe of pipeline_runs_newest (an index-only scan); a label filter may use batches_labels.
+# $7: the statuses wanted, '' for "no run"; NULL: any.
 _LIST_BATCHES = """
-SELECT b.batch_id, b.name, b.essay_count, b.created_at,
-       (SELECT r.status FROM pipeline_runs r WHERE r.batch_id = b.batch_id
-         ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1) AS latest_status
+SELECT b.batch_id, b.name, b.essay_count, b.created_at, b.labels, newest.status AS latest_status
   FROM batches b
- WHERE $2::timestamptz IS NULL OR (b.created_at, b.batch_id) < ($2::timestamptz, $3::text)
+  LEFT JOIN LATERAL (
+       SELECT r.status FROM pipeline_runs r WHERE r.batch_id = b.batch_id
+        ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1) AS newest ON true
+ WHERE ($2::timestamptz IS NULL OR (b.created_at, b.batch_id) < ($2::timestamptz, $3::text))
+   AND ($4::timestamptz IS NULL OR b.created_at >= $4::timestamptz)
+   AND ($5::timestamptz IS NULL OR b.created_at < $5::timestamptz)
+   AND b.labels @> $6::jsonb
+   AND ($7::text[] IS NULL OR coalesce(newest.status, '') = ANY($7::text[]))
  ORDER BY b.created_at DESC, b.batch_id DESC
  LIMIT $1
 """
@@ -236,13 +250,33 @@ class PostgresBatchStore:
         async with translated(), self._pool.acquire() as conn:
             return await _batch(conn, batch_id)
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                _UPDATE_METADATA,
+                batch_id,
+                *_metadata_columns(expected),
+                *_metadata_columns(metadata),
+            )
+            batch = await _batch(conn, batch_id)  # BatchNotFound if there is none
+            return batch if updated is not None else None
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
+        statuses = [s.value if s is not None else "" for s in filters.latest_run_statuses]
         async with translated():
             found = await self._pool.fetch(
                 _LIST_BATCHES,
                 limit,
                 after.created_at if after else None,
                 after.batch_id if after else None,
+                filters.created_after,
+                filters.created_before,
+                json.dumps(dict(filters.labels)),
+                sorted(statuses) or None,
             )
         return [rows.summary(r) for r in found]
 
@@ -480,6 +514,16 @@ class _PostgresUnit:
                 if only is None or s.name in only
             ],
         )
+
+
+def _metadata_columns(metadata: BatchMetadata) -> tuple[str, str, str, str]:
+    """The columns UpdateBatch sets, from ``metadata``: name, course_code, flags, labels."""
+    return (
+        metadata.name,
+        metadata.course_code,
+        json.dumps(dict(metadata.flags)),
+        json.dumps(dict(metadata.labels)),
+    )
 
 
 def _snapshot(conn: Any) -> Any:

@@ -54,6 +54,7 @@ def summary(row: Row) -> BatchSummary:
         row["essay_count"],
         row["created_at"],
         RunStatus(latest) if latest is not None else None,
+        dict(_json(row["labels"])),
     )
 
 

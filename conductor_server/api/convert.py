@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from conductor_server.domain.catalog import PipelineCatalog
 from conductor_server.domain.counting import Verdict
 from conductor_server.domain.model import (
-    BatchRegistration,
     EssayStepResult,
     Outcome,
     OutcomeRecord,
@@ -53,13 +53,17 @@ STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
 }
 
 
-def registration_from_proto(request: pb.RegisterBatchRequest) -> BatchRegistration:
+def registration_from_proto(
+    request: pb.RegisterBatchRequest,
+) -> tuple[str, tuple[str, ...], dict[str, bool]]:
+    """``(batch_id, essay_ids, flags)``."""
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     essays = v.identifiers("essay_ids", request.essay_ids, MAX_ESSAYS_PER_BATCH)
-    flags = v.flags("flags", dict(request.flags))
+    flags = dict(request.flags)
+    v.flags("flags", flags)
     v.raise_if_any()
-    return BatchRegistration(batch_id, essays, flags)
+    return batch_id, essays, flags
 
 
 def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, dict[str, bool]]:
@@ -157,13 +161,33 @@ def batch_id_from_proto(value: str) -> str:
 
 
 def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
-    return pb.StepDefinition(
+    message = pb.StepDefinition(
         name=step.name,
         service=step.service,
         command=step.command,
         depends_on=step.depends_on,
         requires=step.requires,
         min_success_ratio=step.min_success_ratio,
+        produces_text=step.produces_text,
+    )
+    if step.timeout_seconds is not None:
+        message.timeout.FromTimedelta(timedelta(seconds=step.timeout_seconds))
+    return message
+
+
+def step_definition_from_proto(message: pb.StepDefinition) -> StepDefinition:
+    """A step as rendered by ``step_definition_to_proto`` (for clients and tests; not
+    validated)."""
+    timeout = message.timeout.ToTimedelta().total_seconds() if message.HasField("timeout") else None
+    return StepDefinition(
+        message.name,
+        message.service,
+        message.command,
+        tuple(message.depends_on),
+        tuple(message.requires),
+        message.min_success_ratio,
+        timeout,
+        message.produces_text,
     )
 
 

@@ -29,7 +29,8 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     ) -> pb.ListPipelinesResponse:
         catalog = self._conductor.catalog
         return pb.ListPipelinesResponse(
-            pipelines=[convert.pipeline_to_proto(p, catalog) for p in catalog.pipelines]
+            pipelines=[convert.pipeline_to_proto(p, catalog) for p in catalog.pipelines],
+            flags=catalog.flags,
         )
 
     async def GetPipeline(
@@ -44,12 +45,10 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     async def RegisterBatch(
         self, request: pb.RegisterBatchRequest, context: Context
     ) -> pb.RegisterBatchResponse:
-        registration = convert.registration_from_proto(request)
-        created = await self._conductor.register_batch(registration)
+        batch_id, essay_ids, flags = convert.registration_from_proto(request)
+        created = await self._conductor.register_batch(batch_id, essay_ids, flags)
         return pb.RegisterBatchResponse(
-            batch_id=registration.batch_id,
-            essay_count=len(registration.essay_ids),
-            created=created,
+            batch_id=batch_id, essay_count=len(essay_ids), created=created
         )
 
     async def ResolvePipeline(

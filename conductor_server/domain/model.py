@@ -37,7 +37,12 @@ class StepStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
-    """One step as defined in the pipeline YAML; the same name means the same step everywhere."""
+    """One step as defined in the pipeline YAML; the same name means the same step everywhere.
+
+    ``timeout_seconds``: how long after dispatch the step may take (None: no timeout).
+    ``produces_text``: whether an essay's output of the step is its new text, which later steps
+    read (spellcheck's corrected text) or only a result (an analysis).
+    """
 
     name: str
     service: str
@@ -45,6 +50,8 @@ class StepDefinition:
     depends_on: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     min_success_ratio: float = 1.0
+    timeout_seconds: float | None = None
+    produces_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)

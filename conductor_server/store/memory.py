@@ -116,6 +116,7 @@ class MemoryStateStore(AsyncResource):
             state,
             succeeded,
             record.trace,
+            produces_text=self._table[state.step].produces_text,
             epoch=batch.tally.counts[state.step].epoch,
             run_id=record.run_id,
             attempt=record.attempt,

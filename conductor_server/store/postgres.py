@@ -544,6 +544,7 @@ class PostgresStateStore(AsyncResource):
                         state,
                         [(e[0], e[1]) for e in essays],
                         record.trace,
+                        produces_text=self._table[state.step].produces_text,
                         epoch=tally.counts[state.step].epoch,
                         run_id=record.run_id,
                         attempt=record.attempt,

@@ -31,12 +31,12 @@ from conductor_server.store.errors import (
 
 S, F, T = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT
 
-# spellcheck -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0) -> review;
-# scoring (requires the flag prompt_attached)
+# spellcheck (produces text) -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0)
+# -> review; scoring (requires the flag prompt_attached)
 STEPS: dict[str, StepDefinition] = {
     step.name: step
     for step in (
-        StepDefinition("spellcheck", "spellchecker", "spellcheck"),
+        StepDefinition("spellcheck", "spellchecker", "spellcheck", produces_text=True),
         StepDefinition("nlp", "nlp", "nlp", depends_on=("spellcheck",)),
         StepDefinition(
             "cj_assessment",

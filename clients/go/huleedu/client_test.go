@@ -55,7 +55,7 @@ func (f *fakeBatch) GetBatchStatus(
 	}
 	if req.GetBatchId() == "missing" {
 		st, _ := status.New(codes.NotFound, "batch missing not found").WithDetails(
-			&errdetails.ErrorInfo{Reason: "NOT_FOUND", Domain: "batch.huleedu"},
+			&errdetails.ErrorInfo{Reason: "BATCH_NOT_FOUND", Domain: "batch.huleedu"},
 			&errdetails.ResourceInfo{ResourceType: "batch", ResourceName: "missing"},
 		)
 		return nil, st.Err()
@@ -186,7 +186,7 @@ func TestFailuresAreTypedErrors(t *testing.T) {
 	if !errors.As(err, &e) || !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("got %#v, want a NOT_FOUND *Error", err)
 	}
-	if e.Reason() != "NOT_FOUND" || e.ResourceInfo.GetResourceName() != "missing" {
+	if e.Reason() != "BATCH_NOT_FOUND" || e.ResourceInfo.GetResourceName() != "missing" {
 		t.Fatalf("details %v %v", e.ErrorInfo, e.ResourceInfo)
 	}
 	if status.Code(err) != codes.NotFound {

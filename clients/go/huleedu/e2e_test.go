@@ -107,7 +107,7 @@ func TestAnUnknownBatchIsNotFound(t *testing.T) {
 	if !errors.As(err, &e) || !errors.Is(err, huleedu.ErrNotFound) {
 		t.Fatalf("got %v, want NOT_FOUND", err)
 	}
-	if e.Reason() != "NOT_FOUND" || e.ResourceInfo.GetResourceName() != "no-such-batch" {
+	if e.Reason() != "BATCH_NOT_FOUND" || e.ResourceInfo.GetResourceName() != "no-such-batch" {
 		t.Fatalf("details: %v %v", e.ErrorInfo, e.ResourceInfo)
 	}
 }

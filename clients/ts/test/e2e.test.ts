@@ -51,7 +51,7 @@ test("an unknown batch is NOT_FOUND", async () => {
   await assert.rejects(batches().getBatchStatus({ batchId: "no-such-batch" }), (e: unknown) => {
     assert.ok(e instanceof MeshError, String(e));
     assert.equal(e.code, Code.NotFound);
-    assert.equal(e.reason, "NOT_FOUND");
+    assert.equal(e.reason, "BATCH_NOT_FOUND");
     assert.equal(e.resourceInfo?.resourceName, "no-such-batch");
     return true;
   });

@@ -300,7 +300,9 @@ class BatchMetadata(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-        true. Each name is at most 128 characters without whitespace, control characters or braces.
+        true. Each name is at most 128 characters without whitespace, control characters or braces,
+        and one some step of the loaded pipelines requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     @_builtins.property
@@ -341,7 +343,9 @@ class Essay(_message.Message):
     original_storage_id: _builtins.str
     """Content-store id of the original text."""
     current_storage_id: _builtins.str
-    """Content-store id of the latest text (changes when a step outputs a new version)."""
+    """Content-store id of the latest text: the output of the last step that produces text
+    (spellcheck's corrected essay), else the original.
+    """
     def __init__(
         self,
         *,

@@ -84,8 +84,9 @@ class BatchServiceStub:
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-    listing the known flags) for a flag no loaded pipeline uses.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _grpc.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
@@ -149,11 +150,15 @@ class BatchServiceStub:
     """
     UpdateBatch: _grpc.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]
     """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-    "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-    afterwards; the conductor learns them at once.
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
     NOT_FOUND: BATCH_NOT_FOUND.
-    INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-    out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
     """
     GetEssay: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]
     """One essay: its original and latest text, and per step its outcome, error and output. An
@@ -202,8 +207,9 @@ class BatchServiceAsyncStub(BatchServiceStub):
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-    listing the known flags) for a flag no loaded pipeline uses.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _aio.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]  # type: ignore[assignment]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
@@ -267,11 +273,15 @@ class BatchServiceAsyncStub(BatchServiceStub):
     """
     UpdateBatch: _aio.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]  # type: ignore[assignment]
     """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-    "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-    afterwards; the conductor learns them at once.
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
     NOT_FOUND: BATCH_NOT_FOUND.
-    INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-    out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
     """
     GetEssay: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]  # type: ignore[assignment]
     """One essay: its original and latest text, and per step its outcome, error and output. An
@@ -329,8 +339,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
         1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
         request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-        already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-        listing the known flags) for a flag no loaded pipeline uses.
+        already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+        flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+        pipelines requires. Nothing is stored when the request is refused.
         """
 
     @_abc_1.abstractmethod
@@ -436,11 +447,15 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.UpdateBatchResponse, _abc.Awaitable[_batch_pb2.UpdateBatchResponse]]:
         """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-        "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-        afterwards; the conductor learns them at once.
+        "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+        started or retried afterwards; the conductor learns them at once (before they are stored).
+        Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+        batch's original request still returns it (as it is now).
         NOT_FOUND: BATCH_NOT_FOUND.
-        INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-        out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+        INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+        another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+        whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+        UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
         """
 
     @_abc_1.abstractmethod

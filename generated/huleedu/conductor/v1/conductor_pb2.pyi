@@ -346,7 +346,8 @@ class RegisterBatchRequest(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-        most 128 characters.
+        most 128 characters, each a flag some step requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     def __init__(
@@ -425,14 +426,18 @@ class ResolvePipelineRequest(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     target: _builtins.str
-    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET)."""
+    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+    (PIPELINE_NOT_FOUND).
+    """
     dry_run: _builtins.bool
     """When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags for this resolution, merged over the batch's registered flags."""
+        """Flags for this resolution, merged over the batch's registered flags; each a flag some step
+        requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,
@@ -548,12 +553,14 @@ class ValidatePrerequisitesRequest(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags merged over the batch's registered flags."""
+        """Flags merged over the batch's registered flags; each a flag some step requires, else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,
@@ -612,9 +619,9 @@ class RecordStepOutcomeRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP)."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     essay_id: _builtins.str
     """An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED)."""
     outcome: _events_pb2.StepOutcome.ValueType
@@ -740,7 +747,7 @@ class GetBatchPipelineStateRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     def __init__(
         self,
         *,

@@ -139,8 +139,9 @@ class PipelineConductorServiceServicer:
         ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
         with a different essay set.
         INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-        flags, listing the known flags) for a flag no loaded pipeline uses.
+        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+        violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+        the loaded pipelines requires, true or false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,8 +83,9 @@ class PipelineConductorServiceStub:
     ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
     with a different essay set.
     INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-    flags, listing the known flags) for a flag no loaded pipeline uses.
+    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+    violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+    the loaded pipelines requires, true or false.
     """
     ResolvePipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
@@ -179,8 +180,9 @@ class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
     ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
     with a different essay set.
     INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-    flags, listing the known flags) for a flag no loaded pipeline uses.
+    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+    violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+    the loaded pipelines requires, true or false.
     """
     ResolvePipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]  # type: ignore[assignment]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
@@ -290,8 +292,9 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
         with a different essay set.
         INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-        flags, listing the known flags) for a flag no loaded pipeline uses.
+        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+        violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+        the loaded pipelines requires, true or false.
         """
 
     @_abc_1.abstractmethod

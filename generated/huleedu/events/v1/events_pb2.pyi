@@ -392,7 +392,10 @@ class EssayRef(_message.Message):
     essay_id: _builtins.str
     """The essay's id."""
     text_storage_id: _builtins.str
-    """Content-store id of the essay's latest text (the output of the last step that changed it)."""
+    """Content-store id of the essay's latest text: the output of the last step that produces text
+    (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+    the step's output when the step produces text, else empty (the text did not change).
+    """
     def __init__(
         self,
         *,
@@ -667,9 +670,11 @@ class BatchStepCompleted(_message.Message):
     """
     @_builtins.property
     def succeeded_essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayRef]:
-        """The essays that succeeded, with the step's output storage id (empty when the step produced no
-        new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-        race against separately consumed per-essay outcome events.
+        """The essays that succeeded, each with the step's output storage id as text_storage_id when the
+        step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+        output is a result, not the essay's new text), so the latest text of an essay is the last
+        non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+        with no race against separately consumed per-essay outcome events.
         """
 
     def __init__(

@@ -430,7 +430,9 @@ type BatchMetadata struct {
 	// Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty.
 	Language string `protobuf:"bytes,3,opt,name=language,proto3" json:"language,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-	// true. Each name is at most 128 characters without whitespace, control characters or braces.
+	// true. Each name is at most 128 characters without whitespace, control characters or braces,
+	// and one some step of the loaded pipelines requires (ListPipelines' flags), else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags map[string]bool `protobuf:"bytes,4,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Free-form labels: keys as flag names, values at most 256 bytes, no NUL.
 	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -512,7 +514,8 @@ type Essay struct {
 	ClientRef string `protobuf:"bytes,2,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
 	// Content-store id of the original text.
 	OriginalStorageId string `protobuf:"bytes,3,opt,name=original_storage_id,json=originalStorageId,proto3" json:"original_storage_id,omitempty"`
-	// Content-store id of the latest text (changes when a step outputs a new version).
+	// Content-store id of the latest text: the output of the last step that produces text
+	// (spellcheck's corrected essay), else the original.
 	CurrentStorageId string `protobuf:"bytes,4,opt,name=current_storage_id,json=currentStorageId,proto3" json:"current_storage_id,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

@@ -87,8 +87,9 @@ type BatchServiceClient interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-	// listing the known flags) for a flag no loaded pipeline uses.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(ctx context.Context, in *CreateBatchRequest, opts ...grpc.CallOption) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
@@ -145,11 +146,15 @@ type BatchServiceClient interface {
 	// REQUEST_ID_REUSED.
 	RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error)
 	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-	// "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-	// afterwards; the conductor learns them at once.
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
 	// NOT_FOUND: BATCH_NOT_FOUND.
-	// INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-	// out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
 	UpdateBatch(ctx context.Context, in *UpdateBatchRequest, opts ...grpc.CallOption) (*UpdateBatchResponse, error)
 	// One essay: its original and latest text, and per step its outcome, error and output. An
 	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).
@@ -322,8 +327,9 @@ type BatchServiceServer interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-	// listing the known flags) for a flag no loaded pipeline uses.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(context.Context, *CreateBatchRequest) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
@@ -380,11 +386,15 @@ type BatchServiceServer interface {
 	// REQUEST_ID_REUSED.
 	RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error)
 	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-	// "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-	// afterwards; the conductor learns them at once.
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
 	// NOT_FOUND: BATCH_NOT_FOUND.
-	// INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-	// out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
 	UpdateBatch(context.Context, *UpdateBatchRequest) (*UpdateBatchResponse, error)
 	// One essay: its original and latest text, and per step its outcome, error and output. An
 	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).

@@ -555,7 +555,8 @@ type RegisterBatchRequest struct {
 	// Registering the batch again with a different set: ALREADY_EXISTS.
 	EssayIds []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-	// most 128 characters.
+	// most 128 characters, each a flag some step requires (ListPipelines' flags), else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -679,11 +680,13 @@ func (x *RegisterBatchResponse) GetCreated() bool {
 // Request of ResolvePipeline.
 type ResolvePipelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
+	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+	// (PIPELINE_NOT_FOUND).
 	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	// Flags for this resolution, merged over the batch's registered flags.
+	// Flags for this resolution, merged over the batch's registered flags; each a flag some step
+	// requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
@@ -889,11 +892,12 @@ func (x *ResolvePipelineResponse) GetDefinitionVersion() string {
 // Request of ValidatePrerequisites.
 type ValidatePrerequisitesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A step name, at most 128 characters. Unknown: NOT_FOUND.
+	// A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	// Flags merged over the batch's registered flags.
+	// Flags merged over the batch's registered flags; each a flag some step requires, else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1008,9 +1012,9 @@ func (x *ValidatePrerequisitesResponse) GetStep() string {
 // Request of RecordStepOutcome.
 type RecordStepOutcomeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
+	// A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED).
 	EssayId string `protobuf:"bytes,3,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
@@ -1291,7 +1295,7 @@ func (x *RecordStepOutcomeResponse) GetVerdict() OutcomeVerdict {
 // Request of GetBatchPipelineState.
 type GetBatchPipelineStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -85,8 +85,9 @@ type PipelineConductorServiceClient interface {
 	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
 	// with a different essay set.
 	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-	// flags, listing the known flags) for a flag no loaded pipeline uses.
+	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+	// violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+	// the loaded pipelines requires, true or false.
 	RegisterBatch(ctx context.Context, in *RegisterBatchRequest, opts ...grpc.CallOption) (*RegisterBatchResponse, error)
 	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
 	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
@@ -281,8 +282,9 @@ type PipelineConductorServiceServer interface {
 	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
 	// with a different essay set.
 	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-	// flags, listing the known flags) for a flag no loaded pipeline uses.
+	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+	// violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+	// the loaded pipelines requires, true or false.
 	RegisterBatch(context.Context, *RegisterBatchRequest) (*RegisterBatchResponse, error)
 	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
 	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).

@@ -771,7 +771,9 @@ type EssayRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The essay's id.
 	EssayId string `protobuf:"bytes,1,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
-	// Content-store id of the essay's latest text (the output of the last step that changed it).
+	// Content-store id of the essay's latest text: the output of the last step that produces text
+	// (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+	// the step's output when the step produces text, else empty (the text did not change).
 	TextStorageId string `protobuf:"bytes,2,opt,name=text_storage_id,json=textStorageId,proto3" json:"text_storage_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1183,9 +1185,11 @@ type BatchStepCompleted struct {
 	Total uint32 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
 	// Whether succeeded / total reached the step's min_success_ratio.
 	Satisfied bool `protobuf:"varint,6,opt,name=satisfied,proto3" json:"satisfied,omitempty"`
-	// The essays that succeeded, with the step's output storage id (empty when the step produced no
-	// new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-	// race against separately consumed per-essay outcome events.
+	// The essays that succeeded, each with the step's output storage id as text_storage_id when the
+	// step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+	// output is a result, not the essay's new text), so the latest text of an essay is the last
+	// non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+	// with no race against separately consumed per-essay outcome events.
 	SucceededEssays []*EssayRef `protobuf:"bytes,7,rep,name=succeeded_essays,json=succeededEssays,proto3" json:"succeeded_essays,omitempty"`
 	// The run and attempt of the outcome (or timeout) that completed the step: a retry's
 	// attempt completes a step again, so a completion is new per (batch, step, run, attempt).

@@ -163,7 +163,9 @@ export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-   * true. Each name is at most 128 characters without whitespace, control characters or braces.
+   * true. Each name is at most 128 characters without whitespace, control characters or braces,
+   * and one some step of the loaded pipelines requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 4;
    */
@@ -212,7 +214,8 @@ export type Essay = Message<"huleedu.batch.v1.Essay"> & {
   originalStorageId: string;
 
   /**
-   * Content-store id of the latest text (changes when a step outputs a new version).
+   * Content-store id of the latest text: the output of the last step that produces text
+   * (spellcheck's corrected essay), else the original.
    *
    * @generated from field: string current_storage_id = 4;
    */
@@ -1484,8 +1487,9 @@ export const BatchService: GenService<{
    * INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
    * 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
    * request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-   * already used for another request; reason UNKNOWN_FLAG (BadRequest on metadata.flags,
-   * listing the known flags) for a flag no loaded pipeline uses.
+   * already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+   * flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+   * pipelines requires. Nothing is stored when the request is refused.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.CreateBatch
    */
@@ -1598,11 +1602,15 @@ export const BatchService: GenService<{
   },
   /**
    * Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
-   * "course_code"; a map is replaced whole). Flags take effect for runs started or retried
-   * afterwards; the conductor learns them at once.
+   * "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+   * started or retried afterwards; the conductor learns them at once (before they are stored).
+   * Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+   * batch's original request still returns it (as it is now).
    * NOT_FOUND: BATCH_NOT_FOUND.
-   * INVALID_ARGUMENT (BadRequest): an empty update_mask or one naming another field, metadata
-   * out of bounds (see BatchMetadata); UNKNOWN_FLAG.
+   * INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+   * another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+   * whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+   * UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
    *
    * @generated from rpc huleedu.batch.v1.BatchService.UpdateBatch
    */

@@ -262,7 +262,8 @@ export type RegisterBatchRequest = Message<"huleedu.conductor.v1.RegisterBatchRe
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-   * most 128 characters.
+   * most 128 characters, each a flag some step requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -318,21 +319,23 @@ export const RegisterBatchResponseSchema: GenMessage<RegisterBatchResponse> = /*
  */
 export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipelineRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
+   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+   * (PIPELINE_NOT_FOUND).
    *
    * @generated from field: string target = 2;
    */
   target: string;
 
   /**
-   * Flags for this resolution, merged over the batch's registered flags.
+   * Flags for this resolution, merged over the batch's registered flags; each a flag some step
+   * requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -437,21 +440,22 @@ export const ResolvePipelineResponseSchema: GenMessage<ResolvePipelineResponse> 
  */
 export type ValidatePrerequisitesRequest = Message<"huleedu.conductor.v1.ValidatePrerequisitesRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND.
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
   step: string;
 
   /**
-   * Flags merged over the batch's registered flags.
+   * Flags merged over the batch's registered flags; each a flag some step requires, else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -500,14 +504,14 @@ export const ValidatePrerequisitesResponseSchema: GenMessage<ValidatePrerequisit
  */
 export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepOutcomeRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
@@ -676,7 +680,7 @@ export const RecordStepOutcomeResponseSchema: GenMessage<RecordStepOutcomeRespon
  */
 export type GetBatchPipelineStateRequest = Message<"huleedu.conductor.v1.GetBatchPipelineStateRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
@@ -1204,8 +1208,9 @@ export const PipelineConductorService: GenService<{
    * ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
    * with a different essay set.
    * INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-   * malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (BadRequest on
-   * flags, listing the known flags) for a flag no loaded pipeline uses.
+   * malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+   * violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+   * the loaded pipelines requires, true or false.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RegisterBatch
    */

@@ -288,7 +288,9 @@ export type EssayRef = Message<"huleedu.events.v1.EssayRef"> & {
   essayId: string;
 
   /**
-   * Content-store id of the essay's latest text (the output of the last step that changed it).
+   * Content-store id of the essay's latest text: the output of the last step that produces text
+   * (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+   * the step's output when the step produces text, else empty (the text did not change).
    *
    * @generated from field: string text_storage_id = 2;
    */
@@ -564,9 +566,11 @@ export type BatchStepCompleted = Message<"huleedu.events.v1.BatchStepCompleted">
   satisfied: boolean;
 
   /**
-   * The essays that succeeded, with the step's output storage id (empty when the step produced no
-   * new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-   * race against separately consumed per-essay outcome events.
+   * The essays that succeeded, each with the step's output storage id as text_storage_id when the
+   * step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+   * output is a result, not the essay's new text), so the latest text of an essay is the last
+   * non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+   * with no race against separately consumed per-essay outcome events.
    *
    * @generated from field: repeated huleedu.events.v1.EssayRef succeeded_essays = 7;
    */
