@@ -89,12 +89,14 @@ def step_commands(bus: MemoryBus) -> list[ev.StepCommand]:
 
 @dataclass
 class Worker:
-    """Answers every StepCommand on the bus once, with outcomes from ``policy``."""
+    """Answers every StepCommand on the bus once, with outcomes from ``policy`` (of the
+    command's run and attempt), except the commands of the steps it keeps ``silent``."""
 
     bus: MemoryBus
     policy: Policy = always
     duplicate: bool = False  # publish every outcome twice
     answered: set[str] = field(default_factory=set)
+    silent: set[str] = field(default_factory=set)
 
     async def work(self) -> int:
         """Answer the commands not answered yet; return how many."""
@@ -102,6 +104,8 @@ class Worker:
         for kind in dict.fromkeys(COMMAND_KINDS.values()):
             for command_envelope in events_of(self.bus, kind):
                 if command_envelope.event_id in self.answered:
+                    continue
+                if command_envelope.step_command.step in self.silent:
                     continue
                 self.answered.add(command_envelope.event_id)
                 fresh += 1
@@ -119,6 +123,7 @@ class Worker:
                 outcome=ev.STEP_OUTCOME_SUCCEEDED if ok else ev.STEP_OUTCOME_FAILED,
                 output_storage_id=f"{command.step}-out-{essay.essay_id}" if ok else "",
                 run_id=command.run_id,
+                attempt=command.attempt,
             )
             built = envelope.build(payload, source_service="test-worker")
             outcomes.append(OutgoingEvent(EventKind.ESSAY_STEP_OUTCOME, built))
