@@ -6,14 +6,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batch_server.domain.errors import BatchNotFound
-from batch_server.domain.model import Batch, BatchMetadata, Essay, PipelineRun, RunStatus
+from batch_server.domain.errors import BatchNotFound, RunConflict
+from batch_server.domain.model import (
+    Batch,
+    BatchMetadata,
+    Essay,
+    PipelineRun,
+    RunStatus,
+    RunStep,
+    StepStatus,
+    Transition,
+)
 from batch_server.domain.paging import BatchFilter, PageCursor
-from batch_server.ports import BatchStore, NewBatch, ProgressWrite
+from batch_server.ports import BatchStore, DueStep, NewBatch, ProgressWrite, RetryRecord
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -167,3 +177,111 @@ class BatchStoreContract:
         assert [s.batch_id for s in first] == ["b4", "b2"]
         cursor = PageCursor(first[-1].created_at, first[-1].batch_id)
         assert [s.batch_id for s in await store.list_batches(2, cursor, even)] == ["b0"]
+
+
+def _run_with_steps(run_id: str, batch_id: str, status: RunStatus, *steps: RunStep) -> PipelineRun:
+    return PipelineRun(run_id, batch_id, "nlp", status, "v1", steps, T0, request_id=f"req-{run_id}")
+
+
+DISPATCHED = RunStep(
+    "spellcheck",
+    "spellcheck",
+    (),
+    StepStatus.DISPATCHED,
+    total=2,
+    essays=("b-e0", "b-e1"),
+    attempt=2,
+    timeout=30.0,
+    deadline=at(1),
+    retry_essays=("b-e1",),
+)
+
+
+class RunControlStoreContract:
+    """Attempts, deadlines and retry records, on every ``BatchStore``."""
+
+    async def test_a_run_keeps_its_attempt_its_steps_deadlines_and_its_transitions(
+        self, store: BatchStore
+    ) -> None:
+        await add(store, batch("b"))
+        run = dataclasses.replace(
+            _run_with_steps("r1", "b", RunStatus.RUNNING, DISPATCHED), attempt=2
+        )
+        moved = Transition(
+            "r1",
+            1,
+            "spellcheck",
+            StepStatus.DISPATCHED,
+            0,
+            0,
+            2,
+            RunStatus.RUNNING,
+            attempt=2,
+            step_attempt=2,
+            timed_out=0,
+            deadline=at(1),
+            cancel_reason="",
+        )
+        async with store.progress() as unit:
+            await unit.load(["b"])
+            await unit.save(ProgressWrite("b", run=run, new_run=True, transitions=(moved,)))
+        stored = await store.get_run("r1")
+        assert stored is not None
+        assert stored.attempt == 2
+        assert stored.steps == (DISPATCHED,)
+        assert await store.transitions_after("r1", 0) == [moved]
+
+    async def test_due_steps_are_claimed_once_per_lease(self, store: BatchStore) -> None:
+        await add(store, batch("b"))
+        run = _run_with_steps("r1", "b", RunStatus.RUNNING, DISPATCHED)
+        async with store.progress() as unit:
+            await unit.load(["b"])
+            await unit.save(ProgressWrite("b", run=run, new_run=True))
+        assert await store.claim_due(at(0.5), 30, 10) == []  # not due yet
+        assert await store.claim_due(at(2), 30, 10) == [DueStep("b", "r1", "spellcheck", 2)]
+        assert await store.claim_due(at(2.1), 30, 10) == []  # claimed within the lease
+        assert await store.claim_due(at(3), 30, 10) == [DueStep("b", "r1", "spellcheck", 2)]
+
+    async def test_a_completed_or_cancelled_step_is_never_due(self, store: BatchStore) -> None:
+        await add(store, batch("b"))
+        cancelled = dataclasses.replace(DISPATCHED, status=StepStatus.CANCELLED, deadline=None)
+        run = _run_with_steps("r1", "b", RunStatus.CANCELLED, cancelled)
+        async with store.progress() as unit:
+            await unit.load(["b"])
+            await unit.save(ProgressWrite("b", run=run, new_run=True))
+        assert await store.claim_due(at(60), 30, 10) == []
+
+    async def test_a_retry_is_recorded_under_its_request_id(self, store: BatchStore) -> None:
+        await add(store, batch("b"))
+        await add_run(store, "b", "r1", RunStatus.FAILED, at(1))
+        finished = await store.get_run("r1")
+        assert finished is not None
+        again = dataclasses.replace(finished, status=RunStatus.RUNNING, attempt=2)
+        record = RetryRecord("r1", 2, "key-1", ("spellcheck",), (("spellcheck", 3),))
+        async with store.progress() as unit:
+            await unit.load(["b"])
+            await unit.save(ProgressWrite("b", run=again, retry=record))
+        assert await store.retry_for_request("r1", "key-1") == record
+        assert await store.retry_for_request("r1", "key-2") is None
+        assert (await store.get_run("r1")).attempt == 2  # type: ignore[union-attr]
+
+    async def test_a_retry_while_another_run_is_active_is_a_conflict(
+        self, store: BatchStore
+    ) -> None:
+        await add(store, batch("b"))
+        await add_run(store, "b", "r1", RunStatus.FAILED, at(1))
+        await add_run(store, "b", "r2", RunStatus.RUNNING, at(2))
+        finished = await store.get_run("r1")
+        assert finished is not None
+        again = dataclasses.replace(finished, status=RunStatus.RUNNING, attempt=2)
+        record = RetryRecord("r1", 2, "key-1", (), ())
+
+        async def retried() -> None:
+            async with store.progress() as unit:
+                await unit.load(["b"])
+                await unit.save(ProgressWrite("b", run=again, retry=record))
+
+        with pytest.raises(RunConflict) as caught:
+            await retried()
+        assert caught.value.active_run_id == "r2"
+        assert (await store.get_run("r1")).status is RunStatus.FAILED  # type: ignore[union-attr]
