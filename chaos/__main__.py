@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for name, scenario in SCENARIOS.items():
-            print(f"{name:<20} {(scenario.__doc__ or '').splitlines()[0]}")
+            print(f"{name:<20} {' '.join((scenario.__doc__ or '').split())}")
         return 0
     profile = SHORT if args.short else FULL
     shutil.rmtree(OUT / "logs", ignore_errors=True)

@@ -36,6 +36,7 @@ from scripts.devstack import Devstack
 MID_RUN_TIMEOUT = 60.0
 PROBE_PAUSE = 0.05
 LOG_MARKS = ("ERROR", "CRITICAL", "Traceback")
+RESTART_GOAL = 1.0  # seconds from a process's start to its first answer (reported, not judged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Trial:
         self._load: Load | None = None
         self._began = time.monotonic()
         self.marks: dict[str, float] = {}  # what happened when (time.monotonic())
+        self.slow: list[str] = []  # restarts slower than RESTART_GOAL
 
     @property
     def scope(self) -> Scope:
@@ -169,7 +171,10 @@ class Trial:
                 batches = batch_pb2_grpc.BatchServiceStub(chan)
                 status = batch_pb2.GetBatchStatusRequest(batch_id=batch_id)
                 read = partial(batches.GetBatchStatus, status, timeout=1)
-            return await first_answer(read, server.started_at)
+            seconds = await first_answer(read, server.started_at)
+        if seconds > RESTART_GOAL:
+            self.slow.append(f"{server.name} answered {seconds:.2f} s after its start")
+        return seconds
 
     async def read_batch(self, batch_id: str) -> object:
         """GetBatchPipelineState on a conductor that runs (how a lost mirror comes back)."""
@@ -196,6 +201,7 @@ class Trial:
             else f"NOT settled {self.ctx.profile.settle:.0f} s after the load stopped"
         )
         self._judge_calls(found, frozenset(tolerated))
+        found.notes += [f"restart goal ({RESTART_GOAL:.0f} s) missed: {slow}" for slow in self.slow]
         await self._judge_servers(found)
         return Row(
             scenario=self.scenario,

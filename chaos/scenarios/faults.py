@@ -27,16 +27,44 @@ async def _caught_up(t: Trial, since: float, what: str, found: Findings) -> None
     )
 
 
+# The first thing each server's consumer writes after a moment: an outcome counted (the
+# conductor), a completion recorded (the BatchService).
+_CONSUMED = {
+    True: "SELECT extract(epoch FROM min(recorded_at)) FROM essay_step_outcomes "
+    "WHERE recorded_at > to_timestamp($1)",
+    False: "SELECT extract(epoch FROM min(recorded_at)) FROM batch_step_results "
+    "WHERE recorded_at > to_timestamp($1)",
+}
+
+
+async def _consumed_again(t: Trial, conductor: bool, since: float, found: Findings) -> None:
+    """Note how long after ``since`` (``time.time()``) the server's consumer wrote again."""
+    conn = await asyncpg.connect(t.mesh.database_url)
+    try:
+        for _ in range(1200):
+            first = await conn.fetchval(_CONSUMED[conductor], since)
+            if first is not None:
+                found.notes.append(
+                    f"its consumer wrote again {float(first) - since:.2f} s after the kill"
+                )
+                return
+            await asyncio.sleep(0.05)
+        found.notes.append("its consumer did not write again within 60 s of the kill")
+    finally:
+        await conn.close()
+
+
 async def _sigkill(ctx: Context, name: str, conductor: bool) -> Row:
     async with trial(ctx, name) as t:
         t.start()
         await t.mid_run()
         server = (t.mesh.conductors if conductor else t.mesh.batches)[0]
-        killed = time.monotonic()
+        killed, wall = time.monotonic(), time.time()
         t.mark(f"SIGKILL {server.name}")
         await server.kill()
         recover = await t.restart(server)
         found = Findings()
+        await _consumed_again(t, conductor, wall, found)
         await _caught_up(t, killed, "kill", found)
         await asyncio.sleep(ctx.profile.after)
         return await t.verdict(
