@@ -1,112 +1,20 @@
-"""``python -m chaos [--short] [--only NAME ...]``: run the scenarios, print the table.
-
-Uses the devstack of ``DEVSTACK_STATE_DIR`` (or ``.devstack``), starting it if it is down; the
-scenarios stop, kill and start its backends. Exits 1 when any scenario fails.
-"""
+"""``python -m chaos [--short] [--only NAME ...] [--list]``: the fault scenarios and their report
+(``chaos.runner``)."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import shutil
+import os
 import sys
-import time
-import traceback
-from collections.abc import Sequence
-from pathlib import Path
-
-from bench.harness.backends import Backends
-from chaos.check.findings import Findings
-from chaos.profile import FULL, SHORT
-from chaos.report import Row, details, table, write_json
-from chaos.scenarios import SCENARIOS
-from chaos.trial import Context
-from mesh.runtime import tune_gc
-from scripts.devstack import NAMES, Devstack
-
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / ".cache" / "chaos"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m chaos", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--short", action="store_true", help="the short form (CI)")
-    parser.add_argument(
-        "--only", nargs="+", choices=sorted(SCENARIOS), metavar="NAME", help="run only these"
-    )
-    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    return parser
+def main() -> int:
+    # Before gRPC is imported. This process starts the servers and devstack's tools while its
+    # gRPC threads are busy; gRPC's fork handlers then crashed a child now and then (SIGSEGV
+    # before exec: a server that never started, a pg_ctl that failed without a word).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from chaos.runner import main as run
 
-
-async def _scenario(ctx: Context, name: str) -> Row:
-    began = time.monotonic()
-    try:
-        row = await SCENARIOS[name](ctx)
-    except Exception as exc:  # a scenario that could not run fails, with why
-        logging.getLogger("chaos").exception("scenario %s", name)
-        found = Findings()
-        found.problem(f"the scenario could not run: {type(exc).__name__}: {exc}")
-        found.notes.append(traceback.format_exc(limit=4).replace("\n", " | "))
-        row = Row(name, findings=found, seconds=time.monotonic() - began, logs=str(ctx.logs))
-    finally:
-        for backend in NAMES:  # a scenario that failed midway may have left one down
-            if backend in _down(ctx.stack):
-                await asyncio.to_thread(ctx.stack.start, backend)
-    return row
-
-
-def _down(stack: Devstack) -> set[str]:
-    return {rec.name for rec, state in stack.status() if state == "stopped"}
-
-
-async def _run(names: Sequence[str], ctx: Context) -> list[Row]:
-    rows = []
-    for name in names:
-        print(f"chaos: {name} ...", file=sys.stderr, flush=True)
-        row = await _scenario(ctx, name)
-        print(f"chaos: {name}: {row.verdict} in {row.seconds:.0f} s", file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.list:
-        for name, scenario in SCENARIOS.items():
-            print(f"{name:<20} {' '.join((scenario.__doc__ or '').split())}")
-        return 0
-    profile = SHORT if args.short else FULL
-    shutil.rmtree(OUT / "logs", ignore_errors=True)
-    (OUT / "logs").mkdir(parents=True)
-    logging.basicConfig(
-        filename=OUT / "chaos.log",
-        filemode="w",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    stack = Devstack()
-    stack.up()
-    backends = Backends(stack.redis_url, stack.database_url, stack.kafka_bootstrap)
-    ctx = Context(profile, stack, backends, OUT / "logs")
-    tune_gc(10_000)
-    began = time.monotonic()
-    import uvloop
-
-    rows = uvloop.run(_run(args.only or list(SCENARIOS), ctx))
-    write_json(rows, OUT / "report.json")
-    print(table(rows))
-    print()
-    print(details(rows))
-    failed = [row.scenario for row in rows if row.verdict != "PASS"]
-    print(
-        f"\nchaos ({profile.name}): {len(rows) - len(failed)} of {len(rows)} scenarios passed "
-        f"in {time.monotonic() - began:.0f} s"
-        + (f"; FAILED: {', '.join(failed)}" if failed else "")
-    )
-    return 1 if failed else 0
+    return run()
 
 
 if __name__ == "__main__":

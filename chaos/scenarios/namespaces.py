@@ -30,7 +30,8 @@ async def _refused(intruder: Server, owner: str, found: Findings) -> None:
     elif code == 0 or not any(repr(owner) in line for line in said):
         found.problem(f"{intruder.name} exited {code} without naming the owner: {said[:1]}")
     else:
-        found.notes.append(f"{intruder.name} refused (exit {code}): {said[0][-150:]}")
+        message = said[0].split("] ", 1)[-1]  # after the log line's level, logger and cid
+        found.notes.append(f"{intruder.name} refused (exit {code}): {message}")
 
 
 async def _groups(a: Scope, b: Scope, found: Findings) -> None:
