@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: help venv protos run test test-fast check lint typecheck buflint protos-check wheel-check bench clean devstack-up devstack-down
+.PHONY: help venv protos run test test-fast check lint typecheck buflint protos-check wheel-check bench chaos clean devstack-up devstack-down
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,12 +26,14 @@ protos: $(STAMP) ## Regenerate generated/ from protos/
 run: $(STAMP) ## Start both servers (embedded backends unless REDIS_URL/DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set)
 	$(PY) -m launcher
 
-test: $(STAMP) ## Install everything, start the throwaway backends, run every test tier, stop the backends
+test: $(STAMP) ## Install everything, start the throwaway backends, run every test tier and the short chaos run, stop the backends
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; \
 	source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; \
+	$(PY) -m chaos --short; chaos=$$?; \
 	scripts/devstack down >&2; \
-	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
+	if [ $$rc -eq 0 ]; then rc=$$chaos; fi; exit $$rc
 
 test-fast: $(STAMP) ## Unit and service tests only (no backends)
 	$(PY) -m pytest tests/unit tests/service $(PYTEST_ARGS)
@@ -56,6 +59,10 @@ check: lint typecheck buflint protos-check wheel-check test ## Everything CI car
 bench: $(STAMP) ## Run every benchmark and refresh docs/benchmarks.md
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) scripts/bench_report.py $(BENCH_ARGS); rc=$$?; scripts/devstack down >&2; exit $$rc
+
+chaos: $(STAMP) ## Fault scenarios on the throwaway backends, checked from PostgreSQL, Redis and Kafka (CHAOS_ARGS=--short: the CI form)
+	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
+	$(PY) -m chaos $(CHAOS_ARGS); rc=$$?; scripts/devstack down >&2; exit $$rc
 
 devstack-up: ## Start throwaway Redis, PostgreSQL and Kafka (prints the env to source)
 	scripts/devstack up
