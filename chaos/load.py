@@ -34,6 +34,9 @@ class GaveUp(Exception):
 
 
 class Load:
+    """Batches and runs at a steady pace (see the module docstring); ``gave_up`` says which
+    creates or starts never got through."""
+
     def __init__(
         self,
         stubs: Stubs,
