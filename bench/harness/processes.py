@@ -135,8 +135,9 @@ async def wait_serving(process: Process, port: int) -> None:
     raise _failed(process, f"did not report SERVING within {START_TIMEOUT:.0f} s")
 
 
-async def _workers_holding(admin: Any, group_id: str, topics: set[str]) -> tuple[str, list[int]]:
-    """The worker group's state and, per member holding some of ``topics``, how many."""
+async def group_holdings(admin: Any, group_id: str, topics: set[str]) -> tuple[str, list[int]]:
+    """A consumer group's state and, per member holding some of ``topics``, how many of their
+    partitions (``admin``: an ``AIOKafkaAdminClient``)."""
     [response] = await admin.describe_consumer_groups([group_id])
     group = response.groups[0]  # (error, id, state, protocol type, protocol, members, ...)
     held = []
@@ -160,7 +161,7 @@ async def wait_workers(bootstrap: str, namespace: str, workers: Sequence[Process
             for worker in workers:
                 if worker.proc.returncode is not None:
                     raise _failed(worker, "exited")
-            state, held = await _workers_holding(admin, group_id, topics)
+            state, held = await group_holdings(admin, group_id, topics)
             complete = sum(held) == len(topics) * PARTITIONS
             if state == "Stable" and len(held) == len(workers) and complete:
                 return

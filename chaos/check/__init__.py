@@ -44,8 +44,8 @@ class Scope:
     bootstrap: str
     workers_group: str  # the scenario's workers, besides the servers' groups
 
-    def groups(self) -> dict[str, list[str]]:
-        """Each consumer group of the deployment (full name) and the topics it consumes."""
+    def server_groups(self) -> dict[str, list[str]]:
+        """The servers' consumer groups (full names) and the topics each consumes."""
         prefix, ns = topic_name_prefix(self.namespace), self.namespace
         return {
             prefix + ConductorOptions().consumer_group: [
@@ -54,8 +54,13 @@ class Scope:
             prefix + BatchOptions().consumer_group: [
                 topic_name(EventKind.BATCH_STEP_COMPLETED, ns)
             ],
-            prefix + self.workers_group: [topic_name(kind, ns) for kind in COMMANDS],
         }
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every consumer group of the deployment, the workers' too, with its topics."""
+        workers = topic_name_prefix(self.namespace) + self.workers_group
+        commands = [topic_name(kind, self.namespace) for kind in COMMANDS]
+        return {**self.server_groups(), workers: commands}
 
 
 _PENDING = """

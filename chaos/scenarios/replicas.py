@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.harness.processes import group_holdings
 from chaos.check import settle
 from chaos.check.findings import Findings
 from chaos.check.postgres import transitions
@@ -19,6 +23,27 @@ from clients import BatchClient
 from generated.huleedu.batch.v1 import batch_pb2
 
 WATCHERS_END = 60.0
+ASSIGNED_TIMEOUT = 60.0
+
+
+async def _assigned(t: Trial) -> None:
+    """Until both replicas of each server hold partitions of its group (they join in the
+    background once serving): killing one that holds none would test nothing of the groups."""
+    admin: Any = AIOKafkaAdminClient(bootstrap_servers=t.ctx.backends.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + ASSIGNED_TIMEOUT
+        while time.monotonic() < deadline:
+            holdings = [
+                await group_holdings(admin, group, set(topics))
+                for group, topics in t.scope.server_groups().items()
+            ]
+            if all(state == "Stable" and len(held) == 2 for state, held in holdings):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"the replicas did not all hold partitions within {ASSIGNED_TIMEOUT:.0f} s")
 
 
 async def _resumed(target: str, batch_id: str, run_id: str) -> batch_pb2.PipelineRun | None:
@@ -89,6 +114,7 @@ async def replica_killed(ctx: Context) -> Row:
             resumed[run_id] = asyncio.create_task(_resumed(both, batch_id, run_id))
 
         t.start(on_run=follow)
+        await _assigned(t)
         await t.mid_run()
         killed = time.monotonic()
         t.mark("SIGKILL conductor-1 and batch-1")
