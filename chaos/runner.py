@@ -26,6 +26,8 @@ from chaos.trial import Context
 from mesh.runtime import tune_gc
 from scripts.devstack import NAMES, Devstack
 
+log = logging.getLogger(__name__)
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".cache" / "chaos"
 
@@ -52,7 +54,7 @@ async def _scenario(ctx: Context, name: str) -> Row:
     try:
         row = await SCENARIOS[name](ctx)
     except Exception as exc:  # a scenario that could not run fails, with why
-        logging.getLogger("chaos").exception("scenario %s", name)
+        log.exception("scenario %s could not run", name)
         found = Findings()
         found.problem(f"the scenario could not run: {type(exc).__name__}: {exc}")
         found.notes.append(traceback.format_exc(limit=4).replace("\n", " | "))
