@@ -1,14 +1,16 @@
 """RPCs as the chaos scenarios make them: without the SDK's retries, every attempt tallied.
 
 The SDK retries UNAVAILABLE by itself; here each attempt counts, so the report shows what a
-caller without retries would have seen. Channels reconnect within 20-200 ms (gRPC's default
-backoff starts at 1 s), so the time from a server's start to its first answer is measured, not
-the channel's backoff.
+caller without retries would have seen. Like the SDK's, the channels watch the servers' health
+(gRPC client-side health checking), as a client that can drain cleanly must. Channels reconnect
+within 20-200 ms (gRPC's default backoff starts at 1 s), so the time from a server's start to
+its first answer is measured, not the channel's backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -28,7 +30,14 @@ CALL_TIMEOUT = 5.0
 # Codes that are answers, not failures: a target whose step completed unsatisfied.
 ANSWERS = frozenset({OK, "FAILED_PRECONDITION"})
 
+# Like the SDKs, the channel watches the server's health and sends nothing to one that is
+# NOT_SERVING (a drain): a call it would send fails UNAVAILABLE at once instead.
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+}
 _OPTIONS = [
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.enable_retries", 0),
     ("grpc.initial_reconnect_backoff_ms", 20),
     ("grpc.min_reconnect_backoff_ms", 20),

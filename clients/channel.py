@@ -70,8 +70,17 @@ def _service_config(services: tuple[str, ...]) -> str:
     # gRPC's own retry machinery: transparent, bounded, with backoff. Only UNAVAILABLE is retried:
     # every other code is an answer. Writes are safe to retry because every write RPC is idempotent
     # (request ids, per-essay outcome keys).
+    #
+    # Client-side health checking: the channel watches each server's grpc.health.v1 status and
+    # sends nothing to one that is NOT_SERVING (draining, or missing a backend); with every
+    # address NOT_SERVING a call fails UNAVAILABLE at once and is retried as above. A server that
+    # drains (DRAIN_SECONDS) therefore receives no new call before it stops, so no call can be
+    # caught queued by its shutdown. Health checking needs round_robin (it balances over every
+    # address the name resolves to).
     return json.dumps(
         {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
             "methodConfig": [
                 {
                     "name": [{"service": name} for name in services],
@@ -83,7 +92,7 @@ def _service_config(services: tuple[str, ...]) -> str:
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 
