@@ -18,8 +18,9 @@ PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_PLUGINS := .cache/bin/protoc-gen-go .cache/bin/protoc-gen-go-grpc
 TS_STAMP := clients/ts/node_modules/.installed
+CHAOS_ARGS ?=
 
-.PHONY: help venv protos run test test-fast check lint typecheck contracts protos-check wheel-check bench clean devstack-up devstack-down sdk-tools sdk-deps deploy-tools deploy-check
+.PHONY: help venv protos run test test-fast check lint typecheck contracts protos-check wheel-check bench chaos clean devstack-up devstack-down sdk-tools sdk-deps deploy-tools deploy-check
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,12 +62,14 @@ protos: $(STAMP) sdk-tools ## Regenerate generated/, clients/go/gen/ and clients
 run: $(STAMP) ## Start both servers (embedded backends unless REDIS_URL/DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set)
 	$(PY) -m launcher
 
-test: $(STAMP) sdk-deps deploy-tools ## Install everything, start the throwaway backends, run every test tier, stop the backends
+test: $(STAMP) sdk-deps deploy-tools ## Install everything, start the throwaway backends, run every test tier and the short chaos run, stop the backends
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; \
 	source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; \
+	$(PY) -m chaos --short; chaos=$$?; \
 	scripts/devstack down >&2; \
-	if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; fi; exit $$rc
+	if [ $$rc -eq 0 ]; then rc=$$chaos; fi; exit $$rc
 
 test-fast: $(STAMP) sdk-tools deploy-tools ## Unit and service tests only (no backends)
 	$(PY) -m pytest tests/unit tests/service $(PYTEST_ARGS)
@@ -92,6 +95,10 @@ check: lint typecheck contracts protos-check wheel-check test ## Everything CI c
 bench: $(STAMP) ## Run every benchmark and refresh docs/benchmarks.md
 	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
 	$(PY) scripts/bench_report.py $(BENCH_ARGS); rc=$$?; scripts/devstack down >&2; exit $$rc
+
+chaos: $(STAMP) ## Fault scenarios on the throwaway backends, checked from PostgreSQL, Redis and Kafka (CHAOS_ARGS=--short: the CI form)
+	@set -o pipefail; scripts/devstack up >&2 || exit 1; source "$${DEVSTACK_STATE_DIR:-.devstack}/env"; \
+	$(PY) -m chaos $(CHAOS_ARGS); rc=$$?; scripts/devstack down >&2; exit $$rc
 
 devstack-up: ## Start throwaway Redis, PostgreSQL and Kafka (prints the env to source)
 	scripts/devstack up

@@ -106,10 +106,10 @@ class ServerSettings:
     metrics_port: int = setting(0, "METRICS_PORT", "HTTP port of /metrics and /healthz (-1 = off)")
     max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
     drain_seconds: float = setting(
-        0.0,
+        1.0,
         "DRAIN_SECONDS",
-        "on SIGTERM, NOT_SERVING but still serving this long (behind a load balancer: its "
-        "health-check interval and more)",
+        "on SIGTERM, NOT_SERVING but still serving this long: clients watching health (the "
+        "SDKs) stop sending at once; behind a load balancer, its health-check interval and more",
     )
     shutdown_grace_seconds: float = setting(
         10.0, "SHUTDOWN_GRACE_SECONDS", "then how long in-flight calls have to finish"

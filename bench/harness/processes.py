@@ -1,4 +1,5 @@
-"""The mesh as a user runs it: both servers and the demo workers, each its own process.
+"""The mesh as a user runs it: both servers and the demo workers, each its own process (used by
+``bench/pipeline.py`` and by ``chaos``, which restarts and kills them).
 
 ``running_mesh`` starts the PipelineConductor, waits for its gRPC health to say SERVING, does the
 same for the BatchService, then starts the workers and waits until their consumer group is
@@ -29,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness.backends import Backends
 from launcher.workers import GROUP as WORKER_GROUP
-from mesh.events.topics import COMMAND_KINDS, topic_name
+from mesh.events.topics import COMMAND_KINDS, topic_name, topic_name_prefix
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOGS = ROOT / ".cache" / "bench"
@@ -56,9 +57,6 @@ def mesh_env(backends: Backends, database_url: str, namespace: str) -> dict[str,
         "BATCH_GRPC_PORT": str(batch),
         "BATCH_METRICS_PORT": str(batch_metrics),
         "BATCH_CONDUCTOR_ADDRESS": f"127.0.0.1:{conductor}",
-        # The Kafka may serve other namespaces too: keep the servers' groups to ours.
-        "CONDUCTOR_CONSUMER_GROUP": f"{namespace}-conductor",
-        "BATCH_CONSUMER_GROUP": f"{namespace}-batch",
     }
 
 
@@ -97,15 +95,19 @@ async def spawn(
     env: Mapping[str, str],
     args: Sequence[str] = (),
     bench: str = "pipeline",
+    log: Path | None = None,
 ) -> Process:
-    """``python -m module *args`` from the repository's root, its output in
-    ``.cache/bench/<bench>-<name>.log``."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with (LOGS / f"{bench}-{name}.log").open("wb") as log:
+    """``python -m module *args`` from the repository's root, its output appended to ``log``
+    (by default ``.cache/bench/<bench>-<name>.log``, emptied first)."""
+    if log is None:
+        log = LOGS / f"{bench}-{name}.log"
+        log.unlink(missing_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, *args, cwd=ROOT, env=dict(env), stdout=log, stderr=log
+            sys.executable, "-m", module, *args, cwd=ROOT, env=dict(env), stdout=out, stderr=out
         )
-        return Process(name, proc, Path(log.name))
+    return Process(name, proc, log)
 
 
 async def stop(process: Process) -> None:
@@ -141,9 +143,10 @@ async def wait_serving(process: Process, port: int) -> None:
     raise _failed(process, f"did not report SERVING within {START_TIMEOUT:.0f} s")
 
 
-async def _workers_holding(admin: Any, topics: set[str]) -> tuple[str, list[int]]:
-    """The worker group's state and, per member holding some of ``topics``, how many."""
-    [response] = await admin.describe_consumer_groups([WORKER_GROUP])
+async def group_holdings(admin: Any, group_id: str, topics: set[str]) -> tuple[str, list[int]]:
+    """A consumer group's state and, per member holding some of ``topics``, how many of their
+    partitions (``admin``: an ``AIOKafkaAdminClient``)."""
+    [response] = await admin.describe_consumer_groups([group_id])
     group = response.groups[0]  # (error, id, state, protocol type, protocol, members, ...)
     held = []
     for member in group[5]:  # a member's assignment is its last field in every version
@@ -157,6 +160,7 @@ async def wait_workers(bootstrap: str, namespace: str, workers: Sequence[Process
     """Until the worker group is stable, each worker holding some of our command partitions and
     all of them held: a late join would rebalance the group during a timed run."""
     topics = {topic_name(kind, namespace) for kind in COMMAND_KINDS.values()}
+    group_id = topic_name_prefix(namespace) + WORKER_GROUP  # groups carry the namespace too
     admin: Any = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -165,7 +169,7 @@ async def wait_workers(bootstrap: str, namespace: str, workers: Sequence[Process
             for worker in workers:
                 if worker.proc.returncode is not None:
                     raise _failed(worker, "exited")
-            state, held = await _workers_holding(admin, topics)
+            state, held = await group_holdings(admin, group_id, topics)
             complete = sum(held) == len(topics) * PARTITIONS
             if state == "Stable" and len(held) == len(workers) and complete:
                 return

@@ -4,6 +4,8 @@ finish, and a call that cannot finish in time ends UNAVAILABLE, never CANCELLED.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,3 +110,41 @@ async def serving_is(serving: Any, status: int) -> bool:
 
 async def refused(state: Any) -> bool:
     return bool(await state(0) is grpc.StatusCode.UNAVAILABLE)
+
+
+async def test_callers_watching_health_never_see_cancelled_across_a_drain(
+    server: GrpcServer,
+) -> None:
+    # Sixteen callers without retries, each calling again at once after any answer: the load a
+    # SIGTERM meets. Their channels watch health as the SDK's do, so the drain window (NOT_SERVING)
+    # stops them before the server stops: no call is left queued for grpc's shutdown to cancel.
+    target = f"127.0.0.1:{server.port}"
+    codes: Counter[str] = Counter()
+    done = asyncio.Event()
+    config = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+    }
+    options = [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 0)]
+
+    async def caller() -> None:
+        async with grpc.aio.insecure_channel(target, options=options) as channel:
+            stub = conductor_pb2_grpc.PipelineConductorServiceStub(channel)
+            request = pb.GetBatchPipelineStateRequest(batch_id="0.001")
+            while not done.is_set():
+                try:
+                    await stub.GetBatchPipelineState(request, timeout=5)
+                    codes["OK"] += 1
+                except grpc.aio.AioRpcError as exc:
+                    codes[exc.code().name] += 1
+                    await asyncio.sleep(0.001)
+
+    callers = [asyncio.create_task(caller()) for _ in range(16)]
+    await eventually(lambda: codes["OK"] >= 200, what="the callers under way")
+    await server.close()
+    await asyncio.sleep(0.2)  # calls made after the stop
+    done.set()
+    await asyncio.gather(*callers)
+    assert codes["CANCELLED"] == 0, codes
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+    assert codes["UNAVAILABLE"] > 0, codes
