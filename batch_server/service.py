@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from batch_server import events
 from batch_server.conductor import Conductor
 from batch_server.domain.errors import RequestIdReused, RunConflict, RunNotFound
+from batch_server.domain.essays import SpellcheckEssay
 from batch_server.domain.identity import batch_fingerprint, new_id
 from batch_server.domain.model import (
     Batch,
@@ -101,12 +102,14 @@ class BatchService:
         self._tracing = tracing
 
     async def trigger_spellcheck(self, text: str, language: str) -> SpellcheckTriggered:
-        """Store the text, then publish EssaySpellcheckRequested for a new essay id."""
+        """Store the text, then record the essay (readable by GetEssay) with its
+        EssaySpellcheckRequested."""
         essay_id = new_id()
         cid = correlation.current()
         [storage_id] = await self._content.put_many([text])
-        event = events.spellcheck_requested(essay_id, storage_id, language, cid, self._now())
-        await self._store.emit([event])
+        essay = SpellcheckEssay(essay_id, storage_id, language, self._now())
+        event = events.spellcheck_requested(essay_id, storage_id, language, cid, essay.created_at)
+        await self._store.add_spellcheck_essay(essay, [event])
         log.info("spellcheck requested for essay %s (text %s)", essay_id, storage_id)
         return SpellcheckTriggered(essay_id, cid, storage_id)
 
