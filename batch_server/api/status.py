@@ -5,6 +5,7 @@ error                      code                 details
 =========================  ===================  ==========================================
 BatchNotFound              NOT_FOUND            ResourceInfo(batch)
 RunNotFound                NOT_FOUND            ResourceInfo(pipeline_run)
+EssayNotFound              NOT_FOUND            ResourceInfo(essay)
 UnknownPipeline            NOT_FOUND            ResourceInfo(pipeline)
 ContentNotFound            NOT_FOUND            ResourceInfo(content)
 RunConflict                ABORTED              ResourceInfo(pipeline_run: the active run)
@@ -18,7 +19,8 @@ BackendUnavailable (mesh)  UNAVAILABLE          ResourceInfo(backend: content-se
 anything else              INTERNAL             (logged once with its traceback)
 =========================  ===================  ==========================================
 
-Every status also carries an ``ErrorInfo`` (domain ``batch.huleedu``, the reason below).
+Every status also carries an ``ErrorInfo`` (domain ``batch.huleedu``, the reason below;
+EssayNotFound's is ESSAY_NOT_FOUND, the other NotFound errors' NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from google.rpc import error_details_pb2 as details
 
 from batch_server.domain.errors import (
     ConductorFailed,
+    EssayNotFound,
     NotFound,
     PipelineRejected,
     RequestIdReused,
@@ -99,6 +102,7 @@ Code = grpc.StatusCode
 TABLE = StatusTable(
     DOMAIN,
     [
+        StatusRule(EssayNotFound, Code.NOT_FOUND, "ESSAY_NOT_FOUND", _not_found),
         StatusRule(NotFound, Code.NOT_FOUND, "NOT_FOUND", _not_found),
         StatusRule(RunConflict, Code.ABORTED, "ACTIVE_RUN_EXISTS", _run_conflict),
         StatusRule(RequestIdReused, Code.INVALID_ARGUMENT, "REQUEST_ID_REUSED", _request_reused),

@@ -105,15 +105,6 @@ class EssayCursor:
     position: int
 
 
-def page_size(requested: int) -> int:
-    """The page size for a request: 0 means the default; otherwise 1..MAX_PAGE_SIZE."""
-    if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= requested <= MAX_PAGE_SIZE:
-        raise ValueError(f"must be between 1 and {MAX_PAGE_SIZE:,} (or 0 for {DEFAULT_PAGE_SIZE})")
-    return requested
-
-
 def encode_token(cursor: EssayCursor) -> str:
     document = [_KIND, _VERSION, cursor.batch_id, cursor.position]
     raw = json.dumps(document, separators=(",", ":")).encode()
