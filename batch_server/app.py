@@ -64,14 +64,16 @@ async def serve(
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
     tracing: Tracing | None = None,
+    shared_content: ContentStore | None = None,
 ) -> None:
     """Run the BatchService until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server (its bound ``port`` and
     ``metrics_port``) once it serves. ``tracing``: the tracer to use (the caller's to close);
-    by default the ``OTEL_*`` settings'. Raises ``mesh.runtime.StartupError`` when a backend
-    cannot be reached at start-up.
+    by default the ``OTEL_*`` settings'. ``shared_content``: the content store to use instead
+    of the mode's own (tests share one with the workers they play). Raises
+    ``mesh.runtime.StartupError`` when a backend cannot be reached at start-up.
     """
     registry = CollectorRegistry()
     metrics = BatchMetrics(registry)
@@ -116,6 +118,8 @@ async def serve(
         if o.content_service_url:
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
+        if shared_content is not None:
+            content = shared_content
         client = await stack.enter_async_context(_conductor_client(settings, tracing))
         boundary = await stack.enter_async_context(open_boundary(settings, pool))
         conductor = Conductor(client)

@@ -1,5 +1,5 @@
 """The PipelineConductor as the BatchService sees it: register batches, resolve pipelines,
-reopen a run's essays for a retry, time steps out.
+reopen a run's essays for a retry, time steps out, read essays' step results.
 
 Wraps the SDK client (deadline per call; UNAVAILABLE retried by the channel's service config)
 and translates its ``RpcError`` into this service's errors, in one table:
@@ -13,7 +13,8 @@ RESOURCE_EXHAUSTED    (this service's own rate limit at the conductor: retry lat
 UNAUTHENTICATED,      ``ConductorFailed`` (→ INTERNAL), logged as an ERROR: the
 PERMISSION_DENIED     BatchService's own credentials (``CONDUCTOR_API_KEY``, its client
                       certificate) are wrong or lack a scope
-NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND)
+NOT_FOUND             ``UnknownPipeline`` (→ NOT_FOUND); for GetEssayOutcomes (the
+                      conductor does not know the batch) no step results
 FAILED_PRECONDITION   ``PipelineRejected`` with the conductor's PreconditionFailure
                       violations (→ FAILED_PRECONDITION with the same violations)
 INVALID_ARGUMENT,     ``UnknownFlag`` (→ INVALID_ARGUMENT, reason UNKNOWN_FLAG) with the
@@ -39,10 +40,12 @@ from batch_server.domain.errors import (
     UnknownFlag,
     UnknownPipeline,
 )
+from batch_server.domain.essays import EssayStepResult, Outcome
 from batch_server.domain.model import Batch, Resolution, StepPlan
 from clients.conductor import ConductorClient
 from clients.errors import RpcError
-from generated.huleedu.conductor.v1 import conductor_pb2
+from generated.huleedu.conductor.v1 import conductor_pb2 as cpb
+from generated.huleedu.events.v1 import events_pb2
 from mesh.errors import BackendUnavailable, FieldViolation, InvalidArgument
 from mesh.grpc.reasons import Reason
 
@@ -55,6 +58,10 @@ _UNREACHABLE = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+_OUTCOMES = {
+    events_pb2.STEP_OUTCOME_SUCCEEDED: Outcome.SUCCEEDED,
+    events_pb2.STEP_OUTCOME_FAILED: Outcome.FAILED,
+}
 
 
 class Conductor:
@@ -105,10 +112,37 @@ class Conductor:
             raise _translate(exc, None) from exc
         return len(response.timed_out_essay_ids)
 
+    async def essay_results(
+        self, batch_id: str, essay_ids: Sequence[str]
+    ) -> dict[str, tuple[EssayStepResult, ...]]:
+        """Each essay's step results in definition order (1 to 1,000 essays, one call). An essay
+        the conductor does not know, or of a batch it does not know (NOT_FOUND), has none."""
+        try:
+            response = await self._client.get_essay_outcomes(batch_id, essay_ids)
+        except RpcError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return {}
+            raise _translate(exc, None) from exc
+        return {
+            essay.essay_id: tuple(_step_result(r) for r in essay.steps) for essay in response.essays
+        }
 
-def _plan(step: conductor_pb2.StepDefinition) -> StepPlan:
+
+def _plan(step: cpb.StepDefinition) -> StepPlan:
     timeout = step.timeout.ToTimedelta().total_seconds() if step.HasField("timeout") else None
     return StepPlan(step.name, step.command, tuple(step.depends_on), timeout, step.produces_text)
+
+
+def _step_result(result: cpb.EssayStepResult) -> EssayStepResult:
+    return EssayStepResult(
+        result.step,
+        _OUTCOMES.get(result.outcome),
+        result.error.code,
+        result.error.message,
+        result.output_storage_id,
+        result.attempt,
+        result.run_id,
+    )
 
 
 def _translate(exc: RpcError, target: str | None) -> Exception:

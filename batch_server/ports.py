@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
@@ -121,7 +122,8 @@ class ProgressUnit(Protocol):
 
 
 class BatchStore(Protocol):
-    """Batches, essays, pipeline runs, their transitions and dispatch records.
+    """Batches, essays (of batches and of TriggerSpellcheck), pipeline runs, their transitions
+    and dispatch records.
 
     Raises ``mesh.errors.BackendUnavailable`` when the storage is down.
     """
@@ -164,8 +166,19 @@ class BatchStore(Protocol):
         """The run's transitions numbered above ``seq``, in order."""
         ...
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
-        """Publish events that come with no state change (through the outbox in PostgreSQL)."""
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
+        """Record an essay of TriggerSpellcheck and publish ``events`` (its request) with it."""
+        ...
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        """The essay with that id, of a batch or of TriggerSpellcheck; None if there is none."""
+        ...
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        """Up to ``limit`` of the batch's essays in batch order, those at positions after
+        ``after`` (-1: from the first); ``BatchNotFound`` if there is no such batch."""
         ...
 
     async def active_runs(self) -> tuple[int, datetime | None]:

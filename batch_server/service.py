@@ -28,6 +28,7 @@ from batch_server import events
 from batch_server.conductor import Conductor
 from batch_server.control import Retried, RunControl
 from batch_server.domain.errors import RequestIdReused, RunConflict, RunNotFound
+from batch_server.domain.essays import EssayCursor, EssayDetail, EssayView, SpellcheckEssay
 from batch_server.domain.identity import batch_fingerprint, new_id
 from batch_server.domain.model import (
     Batch,
@@ -40,6 +41,7 @@ from batch_server.domain.model import (
 )
 from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import apply_transition, start_run
+from batch_server.essays import EssayPage, EssayReader
 from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ContentStore, NewBatch, ProgressWrite
 from batch_server.watch import ProgressFeed
@@ -106,14 +108,17 @@ class BatchService:
         self._metrics = metrics
         self._tracing = tracing
         self._control = RunControl(store, conductor, feed, clock, metrics=metrics, tracing=tracing)
+        self._essays = EssayReader(store, content, conductor)
 
     async def trigger_spellcheck(self, text: str, language: str) -> SpellcheckTriggered:
-        """Store the text, then publish EssaySpellcheckRequested for a new essay id."""
+        """Store the text, then record the essay (readable by GetEssay) with its
+        EssaySpellcheckRequested."""
         essay_id = new_id()
         cid = correlation.current()
         [storage_id] = await self._content.put_many([text])
-        event = events.spellcheck_requested(essay_id, storage_id, language, cid, self._now())
-        await self._store.emit([event])
+        essay = SpellcheckEssay(essay_id, storage_id, language, self._now())
+        event = events.spellcheck_requested(essay_id, storage_id, language, cid, essay.created_at)
+        await self._store.add_spellcheck_essay(essay, [event])
         log.info("spellcheck requested for essay %s (text %s)", essay_id, storage_id)
         return SpellcheckTriggered(essay_id, cid, storage_id)
 
@@ -251,6 +256,16 @@ class BatchService:
         more = len(found) > page_size
         cursor = PageCursor(page[-1].created_at, page[-1].batch_id) if more and page else None
         return BatchPage(page, cursor)
+
+    async def get_essay(self, essay_id: str, batch_id: str, view: EssayView) -> EssayDetail:
+        """One essay (``batch_server.essays``)."""
+        return await self._essays.get(essay_id, batch_id, view)
+
+    async def list_essays(
+        self, batch_id: str, page_size: int, after: EssayCursor | None, view: EssayView
+    ) -> EssayPage:
+        """A page of a batch's essays (``batch_server.essays``)."""
+        return await self._essays.page(batch_id, page_size, after, view)
 
     async def watch(self, batch_id: str, run_id: str) -> AsyncIterator[RunUpdate]:
         """The run's state now, then every transition in order, until it ends.

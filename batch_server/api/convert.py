@@ -15,6 +15,15 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from batch_server.control import Retried
+from batch_server.domain import essays
+from batch_server.domain.essays import (
+    EssayCursor,
+    EssayDetail,
+    EssayStepResult,
+    EssayTexts,
+    EssayView,
+    Outcome,
+)
 from batch_server.domain.model import (
     DEFAULT_LANGUAGE,
     UPDATABLE_FIELDS,
@@ -37,6 +46,7 @@ from batch_server.domain.paging import (
     encode_token,
 )
 from batch_server.domain.paging import page_size as checked_page_size
+from batch_server.essays import EssayPage
 from batch_server.service import BatchPage, BatchStatus, RunUpdate, SpellcheckTriggered
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
@@ -70,6 +80,15 @@ STEP_STATUS_TO_PROTO: Mapping[StepStatus, pb.RunStepStatus.ValueType] = {
     StepStatus.CANCELLED: pb.RUN_STEP_STATUS_CANCELLED,
 }
 STEP_STATUS_FROM_PROTO = {v: k for k, v in STEP_STATUS_TO_PROTO.items()}
+ESSAY_VIEW_FROM_PROTO: Mapping[int, EssayView] = {
+    pb.ESSAY_VIEW_BASIC: EssayView.BASIC,
+    pb.ESSAY_VIEW_FULL: EssayView.FULL,
+}
+OUTCOME_TO_PROTO: Mapping[Outcome, events_pb2.StepOutcome.ValueType] = {
+    Outcome.SUCCEEDED: events_pb2.STEP_OUTCOME_SUCCEEDED,
+    Outcome.FAILED: events_pb2.STEP_OUTCOME_FAILED,
+}
+OUTCOME_FROM_PROTO = {v: k for k, v in OUTCOME_TO_PROTO.items()}
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -252,6 +271,48 @@ def watch_from_proto(request: pb.WatchBatchRequest) -> tuple[str, str]:
     run_id = v.optional_identifier("run_id", request.run_id)
     v.raise_if_any()
     return batch_id, run_id
+
+
+def get_essay_from_proto(request: pb.GetEssayRequest) -> tuple[str, str, EssayView]:
+    """``(essay_id, batch_id, view)``; an empty batch id means "any batch or none"."""
+    v = Violations()
+    essay_id = v.identifier("essay_id", request.essay_id)
+    batch_id = v.optional_identifier("batch_id", request.batch_id)
+    view = _view(v, request.view, EssayView.FULL)
+    v.raise_if_any()
+    return essay_id, batch_id, view
+
+
+def list_essays_from_proto(
+    request: pb.ListEssaysRequest,
+) -> tuple[str, int, EssayCursor | None, EssayView]:
+    """``(batch_id, page size, cursor, view)``; page size 0 means the default."""
+    v = Violations()
+    batch_id = v.identifier("batch_id", request.batch_id)
+    size = 0
+    try:
+        size = checked_page_size(request.page_size, essays.DEFAULT_PAGE_SIZE, essays.MAX_PAGE_SIZE)
+    except ValueError as exc:
+        v.add("page_size", str(exc))
+    cursor = None
+    if request.page_token:
+        try:
+            cursor = essays.decode_token(request.page_token, batch_id)
+        except InvalidPageToken as exc:
+            v.add("page_token", str(exc))
+    view = _view(v, request.view, EssayView.BASIC)
+    v.raise_if_any()
+    return batch_id, size, cursor, view
+
+
+def _view(v: Violations, value: int, default: EssayView) -> EssayView:
+    if value == pb.ESSAY_VIEW_UNSPECIFIED:
+        return default
+    view = ESSAY_VIEW_FROM_PROTO.get(value)
+    if view is None:
+        v.add("view", f"must be ESSAY_VIEW_BASIC or ESSAY_VIEW_FULL (got {value})")
+        return default
+    return view
 
 
 # --- values -----------------------------------------------------------------------------
@@ -442,4 +503,74 @@ def retry_to_proto(retried: Retried) -> pb.RetryRunResponse:
 def update_to_proto(update: RunUpdate, sequence: int) -> pb.WatchBatchResponse:
     return pb.WatchBatchResponse(
         run=run_to_proto(update.run), changed_step=update.changed_step, sequence=sequence
+    )
+
+
+def step_result_to_proto(result: EssayStepResult) -> pb.EssayStepResult:
+    message = pb.EssayStepResult(
+        step=result.step,
+        outcome=OUTCOME_TO_PROTO[result.outcome]
+        if result.outcome is not None
+        else events_pb2.STEP_OUTCOME_UNSPECIFIED,
+        output_storage_id=result.output_storage_id,
+        attempt=result.attempt,
+        run_id=result.run_id,
+    )
+    if result.error_code or result.error_message:
+        message.error.code = result.error_code
+        message.error.message = result.error_message
+    return message
+
+
+def essay_detail_to_proto(detail: EssayDetail) -> pb.EssayDetail:
+    essay = detail.essay
+    message = pb.EssayDetail(
+        essay_id=essay.essay_id,
+        batch_id=detail.batch_id,
+        client_ref=essay.client_ref,
+        original_storage_id=essay.original_storage_id,
+        current_storage_id=essay.current_storage_id,
+        steps=[step_result_to_proto(r) for r in detail.steps],
+    )
+    if detail.texts is not None:
+        message.original_text = detail.texts.original
+        message.current_text = detail.texts.current
+    return message
+
+
+def essay_detail_from_proto(message: pb.EssayDetail, view: EssayView) -> EssayDetail:
+    """An essay as rendered by ``essay_detail_to_proto`` in ``view`` (for tests; not
+    validated)."""
+    steps = tuple(
+        EssayStepResult(
+            r.step,
+            OUTCOME_FROM_PROTO.get(r.outcome),
+            r.error.code,
+            r.error.message,
+            r.output_storage_id,
+            r.attempt,
+            r.run_id,
+        )
+        for r in message.steps
+    )
+    essay = Essay(
+        message.essay_id,
+        message.client_ref,
+        message.original_storage_id,
+        message.current_storage_id,
+    )
+    texts = (
+        EssayTexts(message.original_text, message.current_text) if view is EssayView.FULL else None
+    )
+    return EssayDetail(message.batch_id, essay, steps, texts)
+
+
+def essay_to_proto(detail: EssayDetail) -> pb.GetEssayResponse:
+    return pb.GetEssayResponse(essay=essay_detail_to_proto(detail))
+
+
+def essay_page_to_proto(page: EssayPage) -> pb.ListEssaysResponse:
+    return pb.ListEssaysResponse(
+        essays=[essay_detail_to_proto(e) for e in page.essays],
+        next_page_token=essays.encode_token(page.next_cursor) if page.next_cursor else "",
     )

@@ -84,6 +84,17 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             sequence += 1
             yield convert.update_to_proto(update, sequence)
 
+    async def GetEssay(self, request: pb.GetEssayRequest, context: Context) -> pb.GetEssayResponse:
+        essay_id, batch_id, view = convert.get_essay_from_proto(request)
+        return convert.essay_to_proto(await self._service.get_essay(essay_id, batch_id, view))
+
+    async def ListEssays(
+        self, request: pb.ListEssaysRequest, context: Context
+    ) -> pb.ListEssaysResponse:
+        batch_id, size, cursor, view = convert.list_essays_from_proto(request)
+        page = await self._service.list_essays(batch_id, size, cursor, view)
+        return convert.essay_page_to_proto(page)
+
 
 def register(servicer: BatchServicer) -> Registration:
     """Adds ``servicer`` to a server."""

@@ -1,42 +1,6 @@
 """The BatchService's one error table: every error it raises and its gRPC status.
 
-=========================  =====================  ===================  ==========================
-error                      reason                 code                 details
-=========================  =====================  ===================  ==========================
-BatchNotFound              BATCH_NOT_FOUND        NOT_FOUND            ResourceInfo(batch)
-RunNotFound                RUN_NOT_FOUND          NOT_FOUND            ResourceInfo(pipeline_run)
-UnknownPipeline            PIPELINE_NOT_FOUND     NOT_FOUND            ResourceInfo(pipeline)
-ContentNotFound            CONTENT_NOT_FOUND      NOT_FOUND            ResourceInfo(content)
-RunConflict                ACTIVE_RUN_EXISTS      ABORTED              ResourceInfo(pipeline_run:
-                                                                       the active run)
-RunFinished                RUN_FINISHED           FAILED_PRECONDITION  PreconditionFailure(type
-                                                                       RUN)
-RunNotFinished             RUN_NOT_FINISHED       FAILED_PRECONDITION  PreconditionFailure(type
-                                                                       RUN)
-NothingToRetry             NOTHING_TO_RETRY       FAILED_PRECONDITION  PreconditionFailure(type
-                                                                       RUN)
-RequestIdReused            REQUEST_ID_REUSED      INVALID_ARGUMENT     BadRequest(request_id)
-UnknownFlag                UNKNOWN_FLAG           INVALID_ARGUMENT     BadRequest, one violation
-                                                                       per unknown flag
-                                                                       (metadata.flags[<name>])
-PipelineRejected           PREREQUISITES_NOT_MET  FAILED_PRECONDITION  PreconditionFailure: the
-                                                                       conductor's violations
-UnknownCommand             UNKNOWN_COMMAND        FAILED_PRECONDITION  PreconditionFailure(type
-                                                                       COMMAND)
-ConductorFailed            CONDUCTOR_FAILED       INTERNAL             ResourceInfo(backend
-                                                                       conductor)
-InvalidArgument (mesh)     INVALID_ARGUMENT       INVALID_ARGUMENT     BadRequest
-BackendUnavailable (mesh)  BACKEND_UNAVAILABLE    UNAVAILABLE          ResourceInfo(backend:
-                                                                       content-service,
-                                                                       postgresql, conductor,
-                                                                       batch-service)
-anything else              INTERNAL               INTERNAL             (logged once with its
-                                                                       traceback)
-=========================  =====================  ===================  ==========================
-
-Every status also carries an ``ErrorInfo`` (domain ``batch.huleedu``, the reason above; the
-reasons are ``mesh.grpc.reasons.Reason``, shared with the conductor).
-"""
+=========================  =====================  ===================  ==================="""
 
 from __future__ import annotations
 
@@ -49,6 +13,7 @@ from batch_server.domain.errors import (
     BatchNotFound,
     ConductorFailed,
     ContentNotFound,
+    EssayNotFound,
     NotFound,
     NothingToRetry,
     PipelineRejected,
@@ -141,6 +106,7 @@ TABLE = StatusTable(
     [
         StatusRule(BatchNotFound, Reason.BATCH_NOT_FOUND, _not_found),
         StatusRule(RunNotFound, Reason.RUN_NOT_FOUND, _not_found),
+        StatusRule(EssayNotFound, Reason.ESSAY_NOT_FOUND, _not_found),
         StatusRule(UnknownPipeline, Reason.PIPELINE_NOT_FOUND, _not_found),
         StatusRule(ContentNotFound, Reason.CONTENT_NOT_FOUND, _not_found),
         StatusRule(RunConflict, Reason.ACTIVE_RUN_EXISTS, _run_conflict),

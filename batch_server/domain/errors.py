@@ -6,6 +6,7 @@
     ├── NotFound                    .resource_type, .name
     │   ├── BatchNotFound           .batch_id: no such batch
     │   ├── RunNotFound             .batch_id, .run_id: no such run (or the batch has none)
+    │   ├── EssayNotFound           .essay_id, .batch_id: no such essay (in the batch given)
     │   ├── ContentNotFound         .storage_id: no stored text under that id
     │   └── UnknownPipeline         .target: the conductor knows no pipeline or step so named
     ├── RunConflict                 .batch_id, .active_run_id: another run of the batch is active
@@ -67,6 +68,20 @@ class RunNotFound(NotFound):
             else f"batch '{batch_id}' has no pipeline run"
         )
         super().__init__(run_id or batch_id, message)
+
+
+class EssayNotFound(NotFound):
+    resource_type = "essay"
+
+    def __init__(self, essay_id: str, batch_id: str = "") -> None:
+        self.essay_id = essay_id
+        self.batch_id = batch_id
+        message = (
+            f"batch '{batch_id}' has no essay '{essay_id}'"
+            if batch_id
+            else f"unknown essay '{essay_id}'"
+        )
+        super().__init__(essay_id, message)
 
 
 class ContentNotFound(NotFound):

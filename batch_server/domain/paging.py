@@ -83,12 +83,13 @@ class InvalidPageToken(ValueError):
     """The token was not produced by this service, or for another listing."""
 
 
-def page_size(requested: int) -> int:
-    """The page size for a request: 0 means the default; otherwise 1..MAX_PAGE_SIZE."""
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE, most: int = MAX_PAGE_SIZE) -> int:
+    """The page size for a request: 0 means ``default``; otherwise 1..``most`` (the defaults
+    are the listing of batches')."""
     if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= requested <= MAX_PAGE_SIZE:
-        raise ValueError(f"must be between 1 and {MAX_PAGE_SIZE} (or 0 for {DEFAULT_PAGE_SIZE})")
+        return default
+    if not 1 <= requested <= most:
+        raise ValueError(f"must be between 1 and {most:,} (or 0 for {default})")
     return requested
 
 

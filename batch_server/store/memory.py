@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
     BatchSummary,
+    Essay,
     PipelineRun,
     StepResult,
     StepStatus,
@@ -38,6 +40,8 @@ class MemoryBatchStore:
         self._lock = asyncio.Lock()
         self._batches: dict[str, Batch] = {}
         self._requests: dict[str, tuple[str, str]] = {}  # request id -> (batch id, fingerprint)
+        self._essay_places: dict[str, tuple[str, int]] = {}  # essay id -> (batch id, position)
+        self._spellchecks: dict[str, SpellcheckEssay] = {}  # TriggerSpellcheck's, by essay id
         self._results: dict[str, dict[str, StepResult]] = {}
         self._runs: dict[str, PipelineRun] = {}
         self._batch_runs: dict[str, list[str]] = {}  # batch id -> run ids, oldest first
@@ -59,6 +63,9 @@ class MemoryBatchStore:
             self._requests[new.request_id] = (batch.batch_id, new.fingerprint)
             self._results[batch.batch_id] = {}
             self._batch_runs[batch.batch_id] = []
+            self._essay_places.update(
+                (e.essay_id, (batch.batch_id, position)) for position, e in enumerate(batch.essays)
+            )
             return StoredRequest(batch, new.fingerprint)
 
     async def batch_for_request(self, request_id: str) -> StoredRequest | None:
@@ -124,9 +131,30 @@ class MemoryBatchStore:
     async def transitions_after(self, run_id: str, seq: int) -> list[Transition]:
         return [t for t in self._transitions.get(run_id, []) if t.seq > seq]
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
         async with self._lock:
             await self._publisher.publish_many(events)
+            self._spellchecks[essay.essay_id] = essay
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        place = self._essay_places.get(essay_id)
+        if place is not None:
+            batch_id, position = place
+            return StoredEssay(batch_id, position, self._batches[batch_id].essays[position])
+        single = self._spellchecks.get(essay_id)
+        if single is None:
+            return None
+        return StoredEssay("", 0, Essay(essay_id, "", single.storage_id, single.storage_id))
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        essays = (await self.get_batch(batch_id)).essays
+        start = after + 1
+        return [
+            StoredEssay(batch_id, position, essay)
+            for position, essay in enumerate(essays[start : start + limit], start)
+        ]
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         active = [run.created_at for run in self._runs.values() if not run.status.terminal]

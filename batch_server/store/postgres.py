@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
 from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
@@ -197,6 +198,30 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM pipeline_runs
  WHERE status IN ('pending', 'running')
 """
 
+_ESSAY_COLUMNS = "essay_id, client_ref, original_storage_id, current_storage_id"
+_FIND_ESSAY = f"""
+SELECT batch_id, position, {_ESSAY_COLUMNS} FROM batch_essays WHERE essay_id = $1
+UNION ALL
+SELECT '', 0, essay_id, '', storage_id, storage_id FROM spellcheck_essays WHERE essay_id = $1
+"""
+# One row per essay of the page, or one row of NULLs when the batch has none there: no row at
+# all means no such batch. One range scan of the primary key (batch_id, position).
+_LIST_ESSAYS = f"""
+SELECT b.batch_id, e.position, e.essay_id, e.client_ref, e.original_storage_id,
+       e.current_storage_id
+  FROM batches b
+  LEFT JOIN LATERAL (
+        SELECT position, {_ESSAY_COLUMNS} FROM batch_essays
+         WHERE batch_id = b.batch_id AND position > $2
+         ORDER BY position LIMIT $3
+       ) e ON true
+ WHERE b.batch_id = $1
+ ORDER BY e.position
+"""
+_INSERT_SPELLCHECK = """
+INSERT INTO spellcheck_essays (essay_id, storage_id, language, created_at) VALUES ($1, $2, $3, $4)
+"""
+
 
 class PostgresBatchStore:
     """A ``BatchStore`` over an asyncpg pool (owned by the caller)."""
@@ -300,9 +325,30 @@ class PostgresBatchStore:
             found = await self._pool.fetch(_SELECT_TRANSITIONS, run_id, seq)
         return [rows.transition(r) for r in found]
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _INSERT_SPELLCHECK,
+                essay.essay_id,
+                essay.storage_id,
+                essay.language,
+                essay.created_at,
+            )
             await outbox.enqueue(conn, events)
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        async with translated():
+            row = await self._pool.fetchrow(_FIND_ESSAY, essay_id)
+        return rows.stored_essay(row) if row is not None else None
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        async with translated():
+            found = await self._pool.fetch(_LIST_ESSAYS, batch_id, after, limit)
+        if not found:
+            raise BatchNotFound(batch_id)
+        return [rows.stored_essay(r) for r in found if r["essay_id"] is not None]
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         async with translated():

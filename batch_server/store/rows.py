@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from batch_server.domain.essays import StoredEssay
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
@@ -37,13 +38,20 @@ def batch(row: Row, essays: Iterable[Row]) -> Batch:
     )
     return Batch(
         row["batch_id"],
-        tuple(
-            Essay(e["essay_id"], e["client_ref"], e["original_storage_id"], e["current_storage_id"])
-            for e in essays
-        ),
+        tuple(essay(e) for e in essays),
         metadata,
         row["created_at"],
     )
+
+
+def essay(row: Row) -> Essay:
+    return Essay(
+        row["essay_id"], row["client_ref"], row["original_storage_id"], row["current_storage_id"]
+    )
+
+
+def stored_essay(row: Row) -> StoredEssay:
+    return StoredEssay(row["batch_id"], row["position"], essay(row))
 
 
 def summary(row: Row) -> BatchSummary:
