@@ -43,5 +43,5 @@ class BatchSettings(ServiceSettings):
     options: BatchOptions = field(default_factory=BatchOptions)
 
     prefix = "BATCH_"
-    server_defaults = {"grpc_port": 5000, "metrics_port": 9000}
+    server_defaults = {"grpc_port": 5000, "metrics_port": 9000, "drain_seconds": 1.0}
     options_type = BatchOptions

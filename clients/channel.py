@@ -71,19 +71,19 @@ def _service_config(methods: Sequence[str]) -> str:
     # only (a repeat of any other could do its work twice). Only UNAVAILABLE is retried: every
     # other code is an answer.
     #
-    # Client-side health checking: the channel watches each server's grpc.health.v1 status and
-    # sends nothing to one that is NOT_SERVING (draining, or missing a backend); with every
-    # address NOT_SERVING a call fails UNAVAILABLE at once (and an idempotent one is retried as
-    # above). A server that drains (DRAIN_SECONDS) therefore receives no new call before it
-    # stops, so no call can be caught queued by its shutdown. Health checking needs round_robin
-    # (it balances over every address the name resolves to).
+    # Client-side health checking: the channel watches each server's grpc.health.v1 service
+    # "accepting" (SERVING from start-up until the drain: mesh.grpc.health) and sends nothing to
+    # a server that is not; with every address so, a call fails UNAVAILABLE at once (and an
+    # idempotent one is retried as above). A server that drains (DRAIN_SECONDS) therefore
+    # receives no new call before it stops, so no call can be caught queued by its shutdown.
+    # Health checking needs round_robin (it balances over every address the name resolves to).
     names = []
     for full in methods:
         service, _, method = full.partition("/")
         names.append({"service": service, "method": method})
     health: dict[str, object] = {
         "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": ""},
+        "healthCheckConfig": {"serviceName": "accepting"},
     }
     if not names:
         return json.dumps(health)
