@@ -28,11 +28,12 @@ from batch_server.conductor import Conductor
 from batch_server.content.http import HttpContentStore
 from batch_server.content.memory import MemoryContentStore
 from batch_server.content.postgres import PostgresContentStore
+from batch_server.deadlines import DeadlineWatch
 from batch_server.events import SOURCE_SERVICE
 from batch_server.metrics import BatchMetrics
 from batch_server.monitor import RunMonitor
 from batch_server.ports import BatchStore, ContentStore
-from batch_server.service import BatchService
+from batch_server.service import BatchService, utc_now
 from batch_server.settings import BatchSettings
 from batch_server.store.memory import MemoryBatchStore
 from batch_server.store.postgres import MIGRATIONS, PROGRESS_CHANNEL, PostgresBatchStore
@@ -63,14 +64,16 @@ async def serve(
     bus: Bus | None = None,
     on_ready: Callable[[GrpcServer], None] | None = None,
     tracing: Tracing | None = None,
+    shared_content: ContentStore | None = None,
 ) -> None:
     """Run the BatchService until ``stop`` is set (SIGTERM/SIGINT in the entry point).
 
     ``bus``: the event bus to use (the launcher shares one between both servers); by default
     the mode's own. ``on_ready`` is called with the running server (its bound ``port`` and
     ``metrics_port``) once it serves. ``tracing``: the tracer to use (the caller's to close);
-    by default the ``OTEL_*`` settings'. Raises ``mesh.runtime.StartupError`` when a backend
-    cannot be reached at start-up.
+    by default the ``OTEL_*`` settings'. ``shared_content``: the content store to use instead
+    of the mode's own (tests share one with the workers they play). Raises
+    ``mesh.runtime.StartupError`` when a backend cannot be reached at start-up.
     """
     registry = CollectorRegistry()
     metrics = BatchMetrics(registry)
@@ -115,13 +118,21 @@ async def serve(
         if o.content_service_url:
             http = await stack.enter_async_context(HttpContentStore(o.content_service_url))
             content, probes["content-service"] = http, http.probe
+        if shared_content is not None:
+            content = shared_content
         client = await stack.enter_async_context(_conductor_client(settings, tracing))
         boundary = await stack.enter_async_context(open_boundary(settings, pool))
-        service = BatchService(
-            store, content, Conductor(client), feed, metrics=metrics, tracing=tracing
-        )
+        conductor = Conductor(client)
+        service = BatchService(store, content, conductor, feed, metrics=metrics, tracing=tracing)
         monitor = RunMonitor(store, metrics)
-        loops.append((monitor.run, monitor.stop))
+        deadlines = DeadlineWatch(
+            store,
+            conductor,
+            utc_now,
+            interval=o.deadline_poll_seconds,
+            metrics=metrics,
+        )
+        loops += [(monitor.run, monitor.stop), (deadlines.run, deadlines.stop)]
         await app.run_app(
             app.App(
                 name="BatchService",

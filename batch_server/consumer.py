@@ -65,6 +65,9 @@ def completion_from_proto(payload: events_pb2.BatchStepCompleted) -> StepComplet
         succeeded_essays=tuple(
             EssayRef(e.essay_id, e.text_storage_id) for e in payload.succeeded_essays
         ),
+        run_id=payload.run_id,
+        attempt=max(payload.attempt, 1),
+        timed_out=payload.timed_out,
     )
 
 

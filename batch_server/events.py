@@ -97,11 +97,12 @@ def step_command(
         essays=_refs(dispatch.essays),
         language=batch.metadata.language,
         parameters=parameters,
+        attempt=dispatch.attempt,
     )
     return _event(
         command_kind(dispatch.step, dispatch.command),
         payload,
-        identity.step_command_event_id(dispatch.run_id, dispatch.step),
+        identity.step_command_event_id(dispatch.run_id, dispatch.step, dispatch.attempt),
         run.correlation_id,
         now,
     )
@@ -120,11 +121,26 @@ def run_completed(summary: RunSummary) -> OutgoingEvent:
         succeeded_essay_count=summary.succeeded_essays,
         failed_essay_count=summary.failed_essays,
         duration=duration,
+        attempt=run.attempt,
     )
     return _event(
         EventKind.PIPELINE_RUN_COMPLETED,
         payload,
-        identity.run_completed_event_id(run.run_id),
+        identity.run_completed_event_id(run.run_id, run.attempt),
+        run.correlation_id,
+        run.finished_at or datetime.now(UTC),
+    )
+
+
+def run_cancelled(run: PipelineRun) -> OutgoingEvent:
+    """RunCancelled: workers drop the run's queued commands of this attempt and before."""
+    payload = ev.RunCancelled(
+        batch_id=run.batch_id, run_id=run.run_id, attempt=run.attempt, reason=run.cancel_reason
+    )
+    return _event(
+        EventKind.RUN_CANCELLED,
+        payload,
+        identity.run_cancelled_event_id(run.run_id, run.attempt),
         run.correlation_id,
         run.finished_at or datetime.now(UTC),
     )
@@ -145,6 +161,8 @@ def for_change(
         kind, run = EventKind.PIPELINE_RUN_COMPLETED, change.run
         with tracing.creating(kind.value, _attributes(run, "", 0, run.status.value)):
             others = (run_completed(change.summary),)
+            if run.status is RunStatus.CANCELLED:
+                others = (run_cancelled(run), *others)
     return tuple(commands), others
 
 

@@ -8,11 +8,13 @@
 - ``batch_active_runs`` and ``batch_oldest_active_run_age_seconds``: runs pending or running,
   and how long the oldest has been (refreshed by ``RunMonitor``; every replica reports the
   same database, so aggregate with ``max``).
+- ``batch_steps_timed_out_total{step}``: dispatched steps whose deadline passed and that the
+  conductor timed out (``DeadlineWatch``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from batch_server.domain.model import RunSummary
 
@@ -46,6 +48,12 @@ class BatchMetrics:
         self.oldest_active_run = Gauge(
             "batch_oldest_active_run_age_seconds",
             "Age of the oldest pending or running pipeline run (0 when there is none).",
+            registry=registry,
+        )
+        self.steps_timed_out = Counter(
+            "batch_steps_timed_out_total",
+            "Dispatched steps whose deadline passed and that the conductor timed out.",
+            ["step"],
             registry=registry,
         )
 

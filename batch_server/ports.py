@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
     Dispatch,
     PipelineRun,
     StepResult,
     Transition,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from mesh.events.bus import OutgoingEvent
 
@@ -59,6 +61,28 @@ class StoredRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryRecord:
+    """A RetryRun that started ``attempt`` of a run: its key, the steps it was limited to, and
+    what it sent again (step -> essay count; 0 for a step waiting on a dependency)."""
+
+    run_id: str
+    attempt: int
+    request_id: str
+    steps: tuple[str, ...]
+    retried: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DueStep:
+    """A dispatched step whose deadline passed: the conductor is to time it out."""
+
+    batch_id: str
+    run_id: str
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressWrite:
     """Everything one change of a batch's progress writes, atomically.
 
@@ -74,6 +98,7 @@ class ProgressWrite:
     result: StepResult | None = None
     texts: Mapping[str, str] = field(default_factory=dict)  # essay id -> latest storage id
     events: tuple[OutgoingEvent, ...] = ()
+    retry: RetryRecord | None = None
 
 
 class ProgressUnit(Protocol):
@@ -85,16 +110,20 @@ class ProgressUnit(Protocol):
 
     async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None: ...
 
+    async def get_run(self, run_id: str) -> PipelineRun | None: ...
+
     async def save(self, write: ProgressWrite) -> None:
         """Stage a write; everything staged commits when the unit ends without an error.
 
-        Raises ``RunConflict`` when a new run would be a second active run of its batch.
+        Raises ``RunConflict`` when a run it starts (or retries) would be a second active run of
+        its batch.
         """
         ...
 
 
 class BatchStore(Protocol):
-    """Batches, essays, pipeline runs, their transitions and dispatch records.
+    """Batches, essays (of batches and of TriggerSpellcheck), pipeline runs, their transitions
+    and dispatch records.
 
     Raises ``mesh.errors.BackendUnavailable`` when the storage is down.
     """
@@ -110,8 +139,19 @@ class BatchStore(Protocol):
         """The batch; ``BatchNotFound`` if there is none."""
         ...
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
-        """Up to ``limit`` batches, newest first, strictly after ``after``."""
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        """Replace the batch's metadata with ``metadata`` if it still is ``expected`` and return
+        the batch; None when another update changed it first. ``BatchNotFound`` if there is no
+        such batch."""
+        ...
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
+        """Up to ``limit`` batches that ``filters`` selects, newest first, strictly after
+        ``after``."""
         ...
 
     async def list_runs(self, batch_id: str) -> list[PipelineRun]:
@@ -126,12 +166,33 @@ class BatchStore(Protocol):
         """The run's transitions numbered above ``seq``, in order."""
         ...
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
-        """Publish events that come with no state change (through the outbox in PostgreSQL)."""
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
+        """Record an essay of TriggerSpellcheck and publish ``events`` (its request) with it."""
+        ...
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        """The essay with that id, of a batch or of TriggerSpellcheck; None if there is none."""
+        ...
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        """Up to ``limit`` of the batch's essays in batch order, those at positions after
+        ``after`` (-1: from the first); ``BatchNotFound`` if there is no such batch."""
         ...
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         """How many runs are pending or running, and when the oldest of them started."""
+        ...
+
+    async def retry_for_request(self, run_id: str, request_id: str) -> RetryRecord | None:
+        """The retry of the run made under ``request_id``, if any."""
+        ...
+
+    async def claim_due(self, now: datetime, lease: float, limit: int) -> list[DueStep]:
+        """Up to ``limit`` dispatched steps of active runs whose deadline is at or before
+        ``now``, each claimed for ``lease`` seconds (a step claimed less than ``lease`` seconds
+        ago, by any replica, is left out)."""
         ...
 
     def progress(self) -> AbstractAsyncContextManager[ProgressUnit]:

@@ -33,6 +33,9 @@ class BatchOptions:
     watch_poll_seconds: float = setting(
         1.0, "WATCH_POLL_SECONDS", "WatchBatch re-reads a run at least this often"
     )
+    deadline_poll_seconds: float = setting(
+        1.0, "DEADLINE_POLL_SECONDS", "how often step deadlines are checked (timeouts)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,5 +43,5 @@ class BatchSettings(ServiceSettings):
     options: BatchOptions = field(default_factory=BatchOptions)
 
     prefix = "BATCH_"
-    server_defaults = {"grpc_port": 5000, "metrics_port": 9000}
+    server_defaults = {"grpc_port": 5000, "metrics_port": 9000, "drain_seconds": 1.0}
     options_type = BatchOptions

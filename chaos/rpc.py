@@ -34,7 +34,7 @@ ANSWERS = frozenset({OK, "FAILED_PRECONDITION"})
 # NOT_SERVING (a drain): a call it would send fails UNAVAILABLE at once instead.
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
-    "healthCheckConfig": {"serviceName": ""},
+    "healthCheckConfig": {"serviceName": "accepting"},
 }
 _OPTIONS = [
     ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),

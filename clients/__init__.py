@@ -11,7 +11,15 @@ Credentials (an API key, TLS) come from the ``HULEEDU_*`` environment unless pas
 from clients.batch import BatchClient
 from clients.channel import Credentials
 from clients.conductor import ConductorClient
-from clients.enums import RunStatus, RunStepStatus, SkipReason, StepOutcome, StepStatus
+from clients.enums import (
+    EssayView,
+    OutcomeVerdict,
+    RunStatus,
+    RunStepStatus,
+    SkipReason,
+    StepOutcome,
+    StepStatus,
+)
 from clients.errors import RpcError
 
 __version__ = "0.1.0"
@@ -20,6 +28,8 @@ __all__ = [
     "BatchClient",
     "ConductorClient",
     "Credentials",
+    "EssayView",
+    "OutcomeVerdict",
     "RpcError",
     "RunStatus",
     "RunStepStatus",

@@ -4,8 +4,9 @@ translation."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from typing import TypeVar
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -19,6 +20,38 @@ from mesh.tracing import rpc
 
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
+Item = TypeVar("Item")
+
+
+class Paged(Protocol):
+    """A page of a listing (ListBatchesResponse, ListEssaysResponse)."""
+
+    @property
+    def next_page_token(self) -> str: ...
+
+
+Page = TypeVar("Page", bound=Paged)
+
+
+def ensure_request_id(given: str) -> str:
+    """``given``, or a new random request id: a call the channel may retry must carry one, so
+    that a repeat returns what the first attempt did instead of doing the work again."""
+    return given or f"py-{uuid.uuid4().hex}"
+
+
+async def pages(
+    fetch: Callable[[str], Awaitable[Page]], items: Callable[[Page], Iterable[Item]]
+) -> AsyncIterator[Item]:
+    """Every item of a paged listing: ``fetch(page_token)`` page after page (``""`` first) until
+    a page has no ``next_page_token``."""
+    token = ""
+    while True:
+        page = await fetch(token)
+        for item in items(page):
+            yield item
+        token = page.next_page_token
+        if not token:
+            return
 
 
 class ClientBase(AsyncResource):
@@ -32,6 +65,8 @@ class ClientBase(AsyncResource):
     """
 
     SERVICE = ""
+    # Methods of SERVICE that are safe to repeat, so retried on UNAVAILABLE.
+    IDEMPOTENT: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -50,8 +85,9 @@ class ClientBase(AsyncResource):
             if tracer_provider is not None
             else []
         )
+        idempotent = [f"{self.SERVICE}/{method}" for method in self.IDEMPOTENT]
         self._channel = open_channel(
-            target, self.SERVICE, credentials=credentials, interceptors=interceptors
+            target, idempotent, credentials=credentials, interceptors=interceptors
         )
         self._auth = credentials.metadata()
         self._closed = False

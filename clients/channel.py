@@ -66,24 +66,33 @@ def read_key(path: str) -> str:
         return file.readline().strip()
 
 
-def _service_config(services: tuple[str, ...]) -> str:
-    # gRPC's own retry machinery: transparent, bounded, with backoff. Only UNAVAILABLE is retried:
-    # every other code is an answer. Writes are safe to retry because every write RPC is idempotent
-    # (request ids, per-essay outcome keys).
+def _service_config(methods: Sequence[str]) -> str:
+    # gRPC's own retry machinery: transparent, bounded, with backoff, for the idempotent methods
+    # only (a repeat of any other could do its work twice). Only UNAVAILABLE is retried: every
+    # other code is an answer.
     #
-    # Client-side health checking: the channel watches each server's grpc.health.v1 status and
-    # sends nothing to one that is NOT_SERVING (draining, or missing a backend); with every
-    # address NOT_SERVING a call fails UNAVAILABLE at once and is retried as above. A server that
-    # drains (DRAIN_SECONDS) therefore receives no new call before it stops, so no call can be
-    # caught queued by its shutdown. Health checking needs round_robin (it balances over every
-    # address the name resolves to).
+    # Client-side health checking: the channel watches each server's grpc.health.v1 service
+    # "accepting" (SERVING from start-up until the drain: mesh.grpc.health) and sends nothing to
+    # a server that is not; with every address so, a call fails UNAVAILABLE at once (and an
+    # idempotent one is retried as above). A server that drains (DRAIN_SECONDS) therefore
+    # receives no new call before it stops, so no call can be caught queued by its shutdown.
+    # Health checking needs round_robin (it balances over every address the name resolves to).
+    names = []
+    for full in methods:
+        service, _, method = full.partition("/")
+        names.append({"service": service, "method": method})
+    health: dict[str, object] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": "accepting"},
+    }
+    if not names:
+        return json.dumps(health)
     return json.dumps(
         {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "healthCheckConfig": {"serviceName": ""},
+            **health,
             "methodConfig": [
                 {
-                    "name": [{"service": name} for name in services],
+                    "name": names,
                     "retryPolicy": {
                         "maxAttempts": 5,
                         "initialBackoff": "0.1s",
@@ -99,14 +108,15 @@ def _service_config(services: tuple[str, ...]) -> str:
 
 def open_channel(
     target: str,
-    *services: str,
+    idempotent: Sequence[str] = (),
     credentials: Credentials | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A channel to ``target`` (``host:port``) with retries for ``services``: TLS when
-    ``credentials`` ask for it, else plaintext; ``interceptors`` wrap every call."""
+    """A channel to ``target`` (``host:port``) retrying the ``idempotent`` methods (full names,
+    ``package.Service/Method``) on UNAVAILABLE: TLS when ``credentials`` ask for it, else
+    plaintext; ``interceptors`` wrap every call."""
     options: list[tuple[str, str | int]] = [
-        ("grpc.service_config", _service_config(services)),
+        ("grpc.service_config", _service_config(idempotent)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),

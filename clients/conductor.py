@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 
@@ -21,6 +21,21 @@ class ConductorClient(ClientBase):
     """
 
     SERVICE = "huleedu.conductor.v1.PipelineConductorService"
+    # ResolvePipeline too, though a repeat of a resolution that is not a dry run publishes its
+    # PhaseSkipped events again: the BatchService resolves through this client and rides out a
+    # conductor restart this way (the Go and TypeScript SDKs, for other callers, do not retry it).
+    IDEMPOTENT = (
+        "ListPipelines",
+        "ResolvePipeline",
+        "GetPipeline",
+        "RegisterBatch",
+        "ValidatePrerequisites",
+        "RecordStepOutcome",
+        "GetBatchPipelineState",
+        "ReopenEssays",
+        "ExpireStep",
+        "GetEssayOutcomes",
+    )
 
     def __init__(
         self,
@@ -84,7 +99,13 @@ class ConductorClient(ClientBase):
         event_id: str = "",
         output_storage_id: str = "",
         timeout: float | None = None,
+        *,
+        run_id: str = "",
+        attempt: int = 0,
+        error: events_pb2.ErrorDetail | None = None,
     ) -> pb.RecordStepOutcomeResponse:
+        """Count one essay's outcome of one step (of ``run_id``'s ``attempt``, when known);
+        the response's ``verdict`` (``OutcomeVerdict``) says whether it counted."""
         outcome = events_pb2.STEP_OUTCOME_SUCCEEDED if succeeded else events_pb2.STEP_OUTCOME_FAILED
         request = pb.RecordStepOutcomeRequest(
             batch_id=batch_id,
@@ -93,6 +114,9 @@ class ConductorClient(ClientBase):
             outcome=outcome,
             event_id=event_id,
             output_storage_id=output_storage_id,
+            run_id=run_id,
+            attempt=attempt,
+            error=error,
         )
         return await self._unary(self.stub.RecordStepOutcome, request, timeout)
 
@@ -101,3 +125,39 @@ class ConductorClient(ClientBase):
     ) -> pb.GetBatchPipelineStateResponse:
         request = pb.GetBatchPipelineStateRequest(batch_id=batch_id)
         return await self._unary(self.stub.GetBatchPipelineState, request, timeout)
+
+    async def reopen_essays(
+        self,
+        batch_id: str,
+        run_id: str,
+        attempt: int,
+        steps: Sequence[str],
+        timeout: float | None = None,
+    ) -> pb.ReopenEssaysResponse:
+        """Reopen, at ``attempt`` (2 or more) of ``run_id``, every essay of ``steps`` that failed
+        or has no outcome; per step, the essays open at the attempt. What RetryRun does at the
+        conductor."""
+        request = pb.ReopenEssaysRequest(
+            batch_id=batch_id, run_id=run_id, attempt=attempt, steps=steps
+        )
+        return await self._unary(self.stub.ReopenEssays, request, timeout)
+
+    async def expire_step(
+        self,
+        batch_id: str,
+        step: str,
+        run_id: str,
+        attempt: int = 0,
+        timeout: float | None = None,
+    ) -> pb.ExpireStepResponse:
+        """Fail with TIMED_OUT every essay of ``step`` still without an outcome for ``run_id``'s
+        ``attempt`` (0 means 1); what the BatchService does when a step's deadline passes."""
+        request = pb.ExpireStepRequest(batch_id=batch_id, step=step, run_id=run_id, attempt=attempt)
+        return await self._unary(self.stub.ExpireStep, request, timeout)
+
+    async def get_essay_outcomes(
+        self, batch_id: str, essay_ids: Sequence[str], timeout: float | None = None
+    ) -> pb.GetEssayOutcomesResponse:
+        """Every step result of each of ``essay_ids`` (1 to 1,000), in request order."""
+        request = pb.GetEssayOutcomesRequest(batch_id=batch_id, essay_ids=essay_ids)
+        return await self._unary(self.stub.GetEssayOutcomes, request, timeout)

@@ -64,6 +64,7 @@ class RunStepStatus(ContractEnum):
     UNSATISFIED = 4
     SKIPPED_DUE_TO_DEPENDENCY_FAILURE = 5
     SKIPPED_ALREADY_SATISFIED = 6
+    CANCELLED = 7
 
 
 class StepStatus(ContractEnum):
@@ -91,3 +92,21 @@ class SkipReason(ContractEnum):
 
     UNSPECIFIED = 0
     ALREADY_SATISFIED = 1
+
+
+class EssayView(ContractEnum):
+    """``huleedu.batch.v1.EssayView``: how much of an essay a read returns."""
+
+    UNSPECIFIED = 0
+    BASIC = 1
+    FULL = 2
+
+
+class OutcomeVerdict(ContractEnum):
+    """``huleedu.conductor.v1.OutcomeVerdict``: what recording an outcome did."""
+
+    UNSPECIFIED = 0
+    RECORDED = 1
+    DUPLICATE = 2
+    SUPERSEDED = 3
+    LATE = 4

@@ -35,7 +35,8 @@ class RpcError(Exception):
 
     @property
     def reason(self) -> str:
-        """The ErrorInfo reason (e.g. ``UNKNOWN_TARGET``), empty when there is none."""
+        """The ErrorInfo reason (e.g. ``BATCH_NOT_FOUND``; ``docs/errors.md`` lists them), empty
+        when there is none."""
         return next(
             (d.reason for d in self.details if isinstance(d, error_details_pb2.ErrorInfo)), ""
         )

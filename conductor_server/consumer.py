@@ -42,6 +42,9 @@ def outcome_from_event(
         event.outcome,
         event.output_storage_id,
         event_id,
+        event.run_id,
+        event.attempt,
+        event.error if event.HasField("error") else None,
         trace,
     )
 

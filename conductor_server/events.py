@@ -1,10 +1,16 @@
 """The events the conductor emits, built in one place for every mode.
 
-``BatchStepCompleted`` has a deterministic event id (``completion_event_id``, a uuid5 of batch
-and step): a step completes once per batch, so however many times the completion is written
-(a replayed outcome, a crash between writes, the outbox relay retrying) consumers see one id and
-drop the repeats. The in-memory store publishes it on the bus; the PostgreSQL store writes it to
+``BatchStepCompleted`` has a deterministic event id (``completion_event_id``, a uuid5 of batch,
+step and the step's epoch): a step completes once per epoch (``domain.counting``: a retry that
+reopens it starts the next), so however many times a completion is written (a replayed
+outcome, a crash between writes, the outbox relay retrying) consumers see one id and drop the
+repeats. The in-memory store publishes it on the bus; the PostgreSQL store writes it to
 the outbox in the transaction that counted the step's last outcome.
+
+Its succeeded essays carry their output storage id as ``text_storage_id`` only when the step
+produces text (``StepDefinition.produces_text``), so the BatchService's rule, "an essay's latest
+text is the output of the last step that produced one", holds without the BatchService knowing
+step definitions: an analysis step's output is a result, never the text the next step reads.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ SOURCE_SERVICE = "huleedu-pipeline-conductor"
 _COMPLETION_NAMESPACE = uuid.UUID("5b0c7f5e-8f52-4c55-9d7e-2f1d8f0c6a11")
 
 
-def completion_event_id(batch_id: str, step: str) -> str:
-    """The id of the one ``BatchStepCompleted`` event of ``step`` of ``batch_id``."""
-    return str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{batch_id}\x00{step}\x00completed"))
+def completion_event_id(batch_id: str, step: str, epoch: int = 1) -> str:
+    """The id of the one ``BatchStepCompleted`` event of ``step`` of ``batch_id`` in ``epoch``."""
+    suffix = "completed" if epoch == 1 else f"completed\x00{epoch}"
+    return str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{batch_id}\x00{step}\x00{suffix}"))
 
 
 def step_completed(
@@ -33,10 +40,17 @@ def step_completed(
     state: StepState,
     succeeded_essays: Sequence[tuple[str, str]],
     trace: str = "",
+    *,
+    produces_text: bool,
+    epoch: int = 1,
+    run_id: str = "",
+    attempt: int = 1,
 ) -> OutgoingEvent:
-    """``BatchStepCompleted`` for a complete ``state``; essays are ``(essay_id, output_id)`` in
-    batch order. ``trace``: the trace context of the outcome that completed the step (by
-    default the current one)."""
+    """``BatchStepCompleted`` for a complete ``state`` in the step's ``epoch``, completed by an
+    outcome (or a timeout) of ``run_id``'s ``attempt``; essays are ``(essay_id, output_id)`` in
+    batch order, and an output is the essay's new text only when the step ``produces_text``.
+    ``trace``: the trace context of the outcome that completed the step (by default the current
+    one)."""
     payload = events_pb2.BatchStepCompleted(
         batch_id=batch_id,
         step=state.step,
@@ -45,14 +59,17 @@ def step_completed(
         total=state.total,
         satisfied=state.status is StepStatus.SATISFIED,
         succeeded_essays=[
-            events_pb2.EssayRef(essay_id=essay, text_storage_id=output)
+            events_pb2.EssayRef(essay_id=essay, text_storage_id=output if produces_text else "")
             for essay, output in succeeded_essays
         ],
+        run_id=run_id,
+        attempt=attempt,
+        timed_out=state.timed_out,
     )
     wrapped = envelope.build(
         payload,
         source_service=SOURCE_SERVICE,
-        event_id=completion_event_id(batch_id, state.step),
+        event_id=completion_event_id(batch_id, state.step, epoch),
     )
     return OutgoingEvent(
         EventKind.BATCH_STEP_COMPLETED, wrapped, key=batch_id, trace=trace or propagation.current()

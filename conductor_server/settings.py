@@ -20,5 +20,5 @@ class ConductorSettings(ServiceSettings):
     options: ConductorOptions = field(default_factory=ConductorOptions)
 
     prefix = "CONDUCTOR_"
-    server_defaults = {"grpc_port": 5050, "metrics_port": 9050}
+    server_defaults = {"grpc_port": 5050, "metrics_port": 9050, "drain_seconds": 1.0}
     options_type = ConductorOptions

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from batch_server.settings import BatchSettings
 from conductor_server.settings import ConductorSettings
-from launcher.workers import ACCEPTED, COMMANDS, GROUP, DemoWorkers
+from launcher.workers import ACCEPTED, GROUP, TOPICS, DemoWorkers
 from mesh.app import open_bus
 from mesh.grpc.server import GrpcServer
 from mesh.runtime import StartupError, configure_logging, run, until_stopped
@@ -87,9 +87,15 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         if not args.no_workers:
             workers = bus.consumer(
                 GROUP,
-                COMMANDS,
+                TOPICS,
                 worker_tracing.consumer(
-                    DemoWorkers(bus, args.failure_rate, args.worker_delay, backends.kafka_namespace)
+                    DemoWorkers(
+                        bus,
+                        args.failure_rate,
+                        args.worker_delay,
+                        backends.kafka_namespace,
+                        args.silent_step,
+                    )
                 ),
                 service=GROUP,
                 accept=ACCEPTED,
@@ -157,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--worker-delay", type=float, default=0.5, help="seconds a demo worker takes per command"
+    )
+    parser.add_argument(
+        "--silent-step",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="the demo workers never answer this step (it times out after its timeout_seconds); "
+        "repeatable",
     )
     args = parser.parse_args(argv)
     settings = ConductorSettings.from_env(os.environ)

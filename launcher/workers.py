@@ -1,9 +1,12 @@
 """Demo workers: stand-ins for the spellchecker, NLP, CJ and AI-feedback services.
 
-They take every ``StepCommand`` and report an ``EssayStepOutcome`` per essay, failing a fixed
-share of essays. Which essays fail is a hash of (batch, step, essay), so a rerun fails the same
-ones; an outcome's event id is its command's followed by the essay id, so a redelivered command
-reports the same outcomes.
+They take every ``StepCommand`` and report an ``EssayStepOutcome`` per essay (with the command's
+run and attempt), failing a fixed share of essays. Which essays fail is a hash of (batch, step,
+essay, and the attempt from the second on), so a rerun fails the same ones and a retry fails
+others; an outcome's event id is its command's followed by the essay id, so a redelivered
+command reports the same outcomes. They follow ``RunCancelled``: a command of a cancelled run's
+attempt (or an earlier one) is dropped. Steps named "silent" are never answered, which shows a
+step timing out.
 
 They are also the load generator of ``bench/pipeline.py``, so they must cost far less than the
 servers they feed: each command's outcomes are built from one serialized template (only the
@@ -23,7 +26,7 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -41,15 +44,18 @@ log = logging.getLogger(__name__)
 
 GROUP = "demo-workers"
 COMMANDS = list(dict.fromkeys(COMMAND_KINDS.values()))
-ACCEPTED = frozenset({"step_command"})  # payload field names
+TOPICS = [*COMMANDS, EventKind.RUN_CANCELLED]  # what the workers subscribe to
+ACCEPTED = frozenset({"step_command", "run_cancelled"})  # payload field names
 _FAILURE = events_pb2.ErrorDetail(code="DEMO_FAILURE", message="demo worker failed it")
 
 
-def fails(batch_id: str, step: str, essay_id: str, failure_rate: float) -> bool:
-    """Whether the demo fails this essay in this step (stable across runs)."""
+def fails(batch_id: str, step: str, essay_id: str, failure_rate: float, attempt: int = 1) -> bool:
+    """Whether the demo fails this essay in this step (stable across runs; each attempt of a
+    retried run draws again)."""
     if failure_rate <= 0:
         return False
-    digest = hashlib.sha256(f"{batch_id}\x00{step}\x00{essay_id}".encode()).digest()
+    key = f"{batch_id}\x00{step}\x00{essay_id}" + (f"\x00{attempt}" if attempt > 1 else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < failure_rate
 
 
@@ -62,16 +68,31 @@ class DemoWorkers:
         failure_rate: float = 0.0,
         delay: float = 0.0,
         namespace: str = "",
+        silent: Collection[str] = (),
     ) -> None:
         self._writer = writer
         self._failure_rate = failure_rate
         self._delay = delay
         self._topic = topic_name(EventKind.ESSAY_STEP_OUTCOME, namespace)
+        self._silent = frozenset(silent)
+        self._cancelled: dict[str, int] = {}  # run id -> the attempt cancelled
 
     async def __call__(self, messages: Sequence[Message]) -> None:
         records: list[OutgoingRecord] = []
         for message in messages:
+            if message.envelope.HasField("run_cancelled"):
+                cancelled = message.envelope.run_cancelled
+                self._cancelled[cancelled.run_id] = max(cancelled.attempt, 1)
+        for message in messages:
+            if not message.envelope.HasField("step_command"):
+                continue
             command = message.envelope.step_command
+            if command.step in self._silent:
+                log.info("demo %s worker: silent, ignoring the command", command.step)
+                continue
+            if max(command.attempt, 1) <= self._cancelled.get(command.run_id, 0):
+                log.info("demo %s worker: run %s cancelled, dropped", command.step, command.run_id)
+                continue
             cause = message.trace or propagation.header(message.record.headers)
             records += self._outcomes(command, message.envelope, cause)
             log.info(
@@ -93,6 +114,7 @@ class DemoWorkers:
                 step=command.step,
                 run_id=command.run_id,
                 outcome=events_pb2.STEP_OUTCOME_SUCCEEDED,
+                attempt=max(command.attempt, 1),
             ),
             source_service=f"demo-{command.step}-worker",
             event_id="template",
@@ -106,7 +128,8 @@ class DemoWorkers:
             event.event_id = f"{received.event_id}:{essay.essay_id}"
             outcome = event.essay_step_outcome
             outcome.essay_id = essay.essay_id
-            if fails(command.batch_id, command.step, essay.essay_id, self._failure_rate):
+            attempt = max(command.attempt, 1)
+            if fails(command.batch_id, command.step, essay.essay_id, self._failure_rate, attempt):
                 outcome.outcome = events_pb2.STEP_OUTCOME_FAILED
                 outcome.error.CopyFrom(_FAILURE)
             records.append(
@@ -130,9 +153,11 @@ async def _serve(
     async with open_bus(backends, GROUP, CollectorRegistry()) as bus:
         workers = bus.consumer(
             GROUP,
-            COMMANDS,
+            TOPICS,
             tracing.consumer(
-                DemoWorkers(bus, args.failure_rate, args.delay, backends.kafka_namespace)
+                DemoWorkers(
+                    bus, args.failure_rate, args.delay, backends.kafka_namespace, args.silent_step
+                )
             ),
             service=GROUP,
             accept=ACCEPTED,
@@ -156,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--failure-rate", type=float, default=0.0, help="share of essays failed")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds a command takes")
+    parser.add_argument(
+        "--silent-step",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="never answer this step's commands (it times out); repeatable",
+    )
     args = parser.parse_args(argv)
     backends = from_env(BackendSettings, os.environ)
     server = from_env(ServerSettings, os.environ)

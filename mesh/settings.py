@@ -106,7 +106,7 @@ class ServerSettings:
     metrics_port: int = setting(0, "METRICS_PORT", "HTTP port of /metrics and /healthz (-1 = off)")
     max_message_bytes: int = setting(4 * 1024 * 1024, "MAX_MESSAGE_BYTES", "max gRPC message size")
     drain_seconds: float = setting(
-        1.0,
+        0.0,
         "DRAIN_SECONDS",
         "on SIGTERM, NOT_SERVING but still serving this long: clients watching health (the "
         "SDKs) stop sending at once; behind a load balancer, its health-check interval and more",

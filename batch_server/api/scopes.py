@@ -18,5 +18,10 @@ SCOPES = scope_table(
         "GetBatchStatus": Scope.BATCHES_READ,
         "ListBatches": Scope.BATCHES_READ,
         "WatchBatch": Scope.BATCHES_READ,
+        "CancelRun": Scope.BATCHES_WRITE,
+        "RetryRun": Scope.BATCHES_WRITE,
+        "UpdateBatch": Scope.BATCHES_WRITE,
+        "GetEssay": Scope.BATCHES_READ,
+        "ListEssays": Scope.BATCHES_READ,
     },
 )

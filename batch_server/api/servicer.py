@@ -38,6 +38,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch = await self._service.create_batch(request_id, essays, metadata)
         return convert.create_batch_to_proto(batch)
 
+    async def UpdateBatch(
+        self, request: pb.UpdateBatchRequest, context: Context
+    ) -> pb.UpdateBatchResponse:
+        batch_id, update = convert.update_batch_from_proto(request)
+        return convert.update_batch_to_proto(await self._service.update_batch(batch_id, update))
+
     async def StartPipeline(
         self, request: pb.StartPipelineRequest, context: Context
     ) -> pb.StartPipelineResponse:
@@ -54,8 +60,20 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: Context
     ) -> pb.ListBatchesResponse:
-        size, cursor = convert.list_from_proto(request)
-        return convert.page_to_proto(await self._service.list_batches(size, cursor))
+        size, cursor, filters = convert.list_from_proto(request)
+        page = await self._service.list_batches(size, cursor, filters)
+        return convert.page_to_proto(page, filters)
+
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: Context
+    ) -> pb.CancelRunResponse:
+        batch_id, run_id, reason = convert.cancel_from_proto(request)
+        return convert.cancel_to_proto(await self._service.cancel_run(batch_id, run_id, reason))
+
+    async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
+        batch_id, run_id, steps, request_id = convert.retry_from_proto(request)
+        retried = await self._service.retry_run(batch_id, run_id, steps, request_id)
+        return convert.retry_to_proto(retried)
 
     async def WatchBatch(
         self, request: pb.WatchBatchRequest, context: Context
@@ -65,6 +83,17 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         async for update in self._service.watch(batch_id, run_id):
             sequence += 1
             yield convert.update_to_proto(update, sequence)
+
+    async def GetEssay(self, request: pb.GetEssayRequest, context: Context) -> pb.GetEssayResponse:
+        essay_id, batch_id, view = convert.get_essay_from_proto(request)
+        return convert.essay_to_proto(await self._service.get_essay(essay_id, batch_id, view))
+
+    async def ListEssays(
+        self, request: pb.ListEssaysRequest, context: Context
+    ) -> pb.ListEssaysResponse:
+        batch_id, size, cursor, view = convert.list_essays_from_proto(request)
+        page = await self._service.list_essays(batch_id, size, cursor, view)
+        return convert.essay_page_to_proto(page)
 
 
 def register(servicer: BatchServicer) -> Registration:

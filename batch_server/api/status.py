@@ -1,42 +1,32 @@
 """The BatchService's one error table: every error it raises and its gRPC status.
 
-=========================  ===================  ==========================================
-error                      code                 details
-=========================  ===================  ==========================================
-BatchNotFound              NOT_FOUND            ResourceInfo(batch)
-RunNotFound                NOT_FOUND            ResourceInfo(pipeline_run)
-UnknownPipeline            NOT_FOUND            ResourceInfo(pipeline)
-ContentNotFound            NOT_FOUND            ResourceInfo(content)
-RunConflict                ABORTED              ResourceInfo(pipeline_run: the active run)
-RequestIdReused            INVALID_ARGUMENT     BadRequest(request_id)
-PipelineRejected           FAILED_PRECONDITION  PreconditionFailure: the conductor's violations
-UnknownCommand             FAILED_PRECONDITION  PreconditionFailure(type COMMAND)
-ConductorFailed            INTERNAL             ResourceInfo(backend conductor)
-InvalidArgument (mesh)     INVALID_ARGUMENT     BadRequest
-BackendUnavailable (mesh)  UNAVAILABLE          ResourceInfo(backend: content-service,
-                                                postgresql, conductor, batch-service)
-anything else              INTERNAL             (logged once with its traceback)
-=========================  ===================  ==========================================
-
-Every status also carries an ``ErrorInfo`` (domain ``batch.huleedu``, the reason below).
-"""
+=========================  =====================  ===================  ==================="""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2 as details
 
 from batch_server.domain.errors import (
+    BatchNotFound,
     ConductorFailed,
+    ContentNotFound,
+    EssayNotFound,
     NotFound,
+    NothingToRetry,
     PipelineRejected,
     RequestIdReused,
     RunConflict,
+    RunFinished,
+    RunNotFinished,
+    RunNotFound,
     UnknownCommand,
+    UnknownFlag,
+    UnknownPipeline,
 )
+from mesh.grpc.reasons import Reason
 from mesh.grpc.status import StatusRule, StatusTable
 
 DOMAIN = "batch.huleedu"
@@ -66,6 +56,15 @@ def _request_reused(exc: BaseException) -> Sequence[Message]:
     return [details.BadRequest(field_violations=[violation])]
 
 
+def _unknown_flags(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, UnknownFlag)
+    violations = [
+        details.BadRequest.FieldViolation(field=f"metadata.flags[{name}]", description=why)
+        for name, why in exc.flags.items()
+    ]
+    return [details.BadRequest(field_violations=violations)]
+
+
 def _rejected(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, PipelineRejected)
     violations = [
@@ -85,6 +84,14 @@ def _unknown_command(exc: BaseException) -> Sequence[Message]:
     return [details.PreconditionFailure(violations=[violation])]
 
 
+def _run_state(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, RunFinished | RunNotFinished | NothingToRetry)
+    violation = details.PreconditionFailure.Violation(
+        type="RUN", subject=exc.run_id, description=str(exc)
+    )
+    return [details.PreconditionFailure(violations=[violation])]
+
+
 def _conductor(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, ConductorFailed)
     return [
@@ -94,16 +101,22 @@ def _conductor(exc: BaseException) -> Sequence[Message]:
     ]
 
 
-Code = grpc.StatusCode
-
 TABLE = StatusTable(
     DOMAIN,
     [
-        StatusRule(NotFound, Code.NOT_FOUND, "NOT_FOUND", _not_found),
-        StatusRule(RunConflict, Code.ABORTED, "ACTIVE_RUN_EXISTS", _run_conflict),
-        StatusRule(RequestIdReused, Code.INVALID_ARGUMENT, "REQUEST_ID_REUSED", _request_reused),
-        StatusRule(PipelineRejected, Code.FAILED_PRECONDITION, "PRECONDITION", _rejected),
-        StatusRule(UnknownCommand, Code.FAILED_PRECONDITION, "UNKNOWN_COMMAND", _unknown_command),
-        StatusRule(ConductorFailed, Code.INTERNAL, "CONDUCTOR_FAILED", _conductor),
+        StatusRule(BatchNotFound, Reason.BATCH_NOT_FOUND, _not_found),
+        StatusRule(RunNotFound, Reason.RUN_NOT_FOUND, _not_found),
+        StatusRule(EssayNotFound, Reason.ESSAY_NOT_FOUND, _not_found),
+        StatusRule(UnknownPipeline, Reason.PIPELINE_NOT_FOUND, _not_found),
+        StatusRule(ContentNotFound, Reason.CONTENT_NOT_FOUND, _not_found),
+        StatusRule(RunConflict, Reason.ACTIVE_RUN_EXISTS, _run_conflict),
+        StatusRule(RunFinished, Reason.RUN_FINISHED, _run_state),
+        StatusRule(RunNotFinished, Reason.RUN_NOT_FINISHED, _run_state),
+        StatusRule(NothingToRetry, Reason.NOTHING_TO_RETRY, _run_state),
+        StatusRule(RequestIdReused, Reason.REQUEST_ID_REUSED, _request_reused),
+        StatusRule(UnknownFlag, Reason.UNKNOWN_FLAG, _unknown_flags),
+        StatusRule(PipelineRejected, Reason.PREREQUISITES_NOT_MET, _rejected),
+        StatusRule(UnknownCommand, Reason.UNKNOWN_COMMAND, _unknown_command),
+        StatusRule(ConductorFailed, Reason.CONDUCTOR_FAILED, _conductor),
     ],
 )

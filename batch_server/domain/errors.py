@@ -6,10 +6,15 @@
     ├── NotFound                    .resource_type, .name
     │   ├── BatchNotFound           .batch_id: no such batch
     │   ├── RunNotFound             .batch_id, .run_id: no such run (or the batch has none)
+    │   ├── EssayNotFound           .essay_id, .batch_id: no such essay (in the batch given)
     │   ├── ContentNotFound         .storage_id: no stored text under that id
     │   └── UnknownPipeline         .target: the conductor knows no pipeline or step so named
     ├── RunConflict                 .batch_id, .active_run_id: another run of the batch is active
+    ├── RunFinished                 .run_id, .status: cancelling a run that ended otherwise
+    ├── RunNotFinished              .run_id: retrying a run that is still active
+    ├── NothingToRetry              .run_id, .steps: no step (of those named) to run again
     ├── RequestIdReused             .request_id, .field: the key was used for a different request
+    ├── UnknownFlag                 .flags: name -> why, flags no loaded pipeline uses
     ├── PipelineRejected            .target, .violations: the conductor refused to resolve it
     ├── UnknownCommand              .step, .command: a step's command has no topic
     ├── InvalidCompletion           .reason: a BatchStepCompleted fact that breaks the contract
@@ -22,7 +27,7 @@ consumer dead-letters them (permanent). Backends that are down raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -65,6 +70,20 @@ class RunNotFound(NotFound):
         super().__init__(run_id or batch_id, message)
 
 
+class EssayNotFound(NotFound):
+    resource_type = "essay"
+
+    def __init__(self, essay_id: str, batch_id: str = "") -> None:
+        self.essay_id = essay_id
+        self.batch_id = batch_id
+        message = (
+            f"batch '{batch_id}' has no essay '{essay_id}'"
+            if batch_id
+            else f"unknown essay '{essay_id}'"
+        )
+        super().__init__(essay_id, message)
+
+
 class ContentNotFound(NotFound):
     resource_type = "content"
 
@@ -85,6 +104,37 @@ class RunConflict(BatchError):
         )
 
 
+class RunFinished(BatchError):
+    """CancelRun of a run that already ended (other than cancelled)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run '{run_id}' already ended {status}; nothing to cancel")
+
+
+class RunNotFinished(BatchError):
+    """RetryRun of a run that is still pending or running."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run '{run_id}' is still active; cancel it (CancelRun) or wait for it to end"
+        )
+
+
+class NothingToRetry(BatchError):
+    """RetryRun found no step with an essay to run again."""
+
+    def __init__(self, run_id: str, steps: Sequence[str] = ()) -> None:
+        self.run_id = run_id
+        self.steps = tuple(steps)
+        among = f" among {', '.join(self.steps)}" if self.steps else ""
+        super().__init__(
+            f"run '{run_id}' has no failed, cancelled or unfinished step{among} to retry"
+        )
+
+
 class RequestIdReused(BatchError):
     """An idempotency key came back with a different request."""
 
@@ -93,6 +143,15 @@ class RequestIdReused(BatchError):
         self.field = "request_id"
         self.detail = detail
         super().__init__(f"request_id '{request_id}' was already used for {detail}")
+
+
+class UnknownFlag(BatchError):
+    """The conductor refused flags that no step of its pipelines requires; ``flags`` maps each
+    to the conductor's description (which names the known flags)."""
+
+    def __init__(self, flags: Mapping[str, str]) -> None:
+        self.flags = dict(flags)
+        super().__init__("; ".join(self.flags.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,22 @@ def _derived(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(parts)))
 
 
-def step_command_event_id(run_id: str, step: str) -> str:
-    """The id of the one StepCommand of ``step`` in run ``run_id``."""
-    return _derived("step-command", run_id, step)
+def _of_attempt(attempt: int) -> tuple[str, ...]:
+    return () if attempt == 1 else (str(attempt),)  # attempt 1 keeps the ids of before retries
 
 
-def run_completed_event_id(run_id: str) -> str:
-    return _derived("run-completed", run_id)
+def step_command_event_id(run_id: str, step: str, attempt: int = 1) -> str:
+    """The id of the one StepCommand of ``step`` in ``attempt`` of run ``run_id``."""
+    return _derived("step-command", run_id, step, *_of_attempt(attempt))
+
+
+def run_completed_event_id(run_id: str, attempt: int = 1) -> str:
+    """The id of the PipelineRunCompleted of ``attempt`` of run ``run_id``."""
+    return _derived("run-completed", run_id, *_of_attempt(attempt))
+
+
+def run_cancelled_event_id(run_id: str, attempt: int = 1) -> str:
+    return _derived("run-cancelled", run_id, *_of_attempt(attempt))
 
 
 def batch_created_event_id(batch_id: str) -> str:

@@ -5,15 +5,17 @@ execution order (dependencies first): steps the conductor pruned come first, mar
 ``SKIPPED_ALREADY_SATISFIED``, then the steps to run in the conductor's order.
 
 Run states: ``PENDING`` → ``RUNNING`` → ``COMPLETED`` | ``COMPLETED_WITH_FAILURES`` | ``FAILED``
-(or ``CANCELLED``). Step states: ``PENDING`` → ``DISPATCHED`` → ``SATISFIED`` | ``UNSATISFIED``;
-a pending step may instead end ``SKIPPED_DUE_TO_DEPENDENCY_FAILURE``; pruned steps start (and
-stay) ``SKIPPED_ALREADY_SATISFIED``. Every step change is a numbered ``Transition``.
+| ``CANCELLED``; a retry (``domain.control``) takes a finished run back to ``RUNNING`` at its
+next *attempt*. Step states: ``PENDING`` → ``DISPATCHED`` → ``SATISFIED`` | ``UNSATISFIED``; a
+pending step may instead end ``SKIPPED_DUE_TO_DEPENDENCY_FAILURE``, a pending or dispatched one
+``CANCELLED`` (the run was cancelled); pruned steps start (and stay) ``SKIPPED_ALREADY_SATISFIED``.
+Every step change is a numbered ``Transition``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -47,6 +49,7 @@ class StepStatus(StrEnum):
     UNSATISFIED = "unsatisfied"
     SKIPPED_DUE_TO_DEPENDENCY_FAILURE = "skipped_due_to_dependency_failure"
     SKIPPED_ALREADY_SATISFIED = "skipped_already_satisfied"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -84,6 +87,25 @@ class BatchMetadata:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+# The BatchMetadata fields UpdateBatch sets
+UPDATABLE_FIELDS = ("flags", "labels", "name", "course_code")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdate:
+    """UpdateBatch's change: the ``fields`` of ``metadata`` that replace the batch's (a map is
+    replaced whole). ``fields`` are some of ``UPDATABLE_FIELDS``."""
+
+    fields: frozenset[str]
+    metadata: BatchMetadata
+
+    def apply(self, current: BatchMetadata) -> BatchMetadata:
+        """``current`` with the named fields replaced; the same update again changes nothing."""
+        return replace(
+            current, **{name: getattr(self.metadata, name) for name in sorted(self.fields)}
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     batch_id: str
@@ -109,16 +131,24 @@ class BatchSummary:
     name: str
     essay_count: int
     created_at: datetime
-    latest_run_status: RunStatus | None
+    latest_run_status: RunStatus | None  # of its newest run; None without one
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """A step to run, as the conductor resolved it (pinned for the run)."""
+    """A step to run, as the conductor resolved it (pinned for the run).
+
+    ``timeout``: seconds the step may take after its dispatch (None: no timeout).
+    ``produces_text``: its outputs become the essays' latest text (the conductor applies that
+    rule when it announces the step's completion; this is for information).
+    """
 
     name: str
     command: str
     depends_on: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds a dispatch may take; None: no timeout
+    produces_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +162,14 @@ class Resolution:
 
 @dataclass(frozen=True, slots=True)
 class RunStep:
-    """One step of a run. ``essays`` are the ids it was dispatched with (empty until then)."""
+    """One step of a run.
+
+    ``essays``: every essay it was dispatched with in the run (empty until then). ``attempt``:
+    the run's attempt that dispatched it last (0: never). ``retry_essays``: the essays a retry
+    reopened, sent with its next dispatch. ``deadline``: when its dispatch times out
+    (``timeout`` seconds after it), while it is dispatched. ``timed_out``: of the failures,
+    those that timed out.
+    """
 
     name: str
     command: str
@@ -142,6 +179,11 @@ class RunStep:
     failed: int = 0
     total: int = 0
     essays: tuple[str, ...] = ()
+    attempt: int = 0
+    timeout: float | None = None
+    deadline: datetime | None = None
+    timed_out: int = 0
+    retry_essays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +202,8 @@ class PipelineRun:
     correlation_id: str = ""
     version: int = 0
     completed_steps: tuple[str, ...] = ()  # in completion order
+    attempt: int = 1  # one more for each retry
+    cancel_reason: str = ""
 
     def step(self, name: str) -> RunStep | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -178,7 +222,8 @@ class PipelineRun:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """Step ``step`` of run ``run_id`` changed; ``run_status``/``finished_at`` as of then."""
+    """Step ``step`` of run ``run_id`` changed; the run's status, attempt, end and cancel reason
+    as of then."""
 
     run_id: str
     seq: int
@@ -189,6 +234,11 @@ class Transition:
     total: int
     run_status: RunStatus
     finished_at: datetime | None = None
+    attempt: int = 1
+    step_attempt: int = 0
+    timed_out: int = 0
+    deadline: datetime | None = None
+    cancel_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +246,7 @@ class StepCompletion:
     """The conductor's fact: every expected essay of ``step`` has an outcome (BatchStepCompleted).
 
     ``succeeded_essays`` carry the step's output storage id (empty when it made no new text).
+    ``run_id`` and ``attempt``: those of the outcome (or timeout) that completed the step.
     """
 
     batch_id: str
@@ -205,6 +256,9 @@ class StepCompletion:
     total: int
     satisfied: bool
     succeeded_essays: tuple[EssayRef, ...] = ()
+    run_id: str = ""
+    attempt: int = 1
+    timed_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +282,7 @@ class Dispatch:
     step: str
     command: str
     essays: tuple[EssayRef, ...]
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,20 @@ changes, so the result does not depend on the order of the steps:
 
 - a PENDING step whose dependencies are all satisfied (SATISFIED in this run, pruned as
   already satisfied, or satisfied for the batch before the run) is DISPATCHED with the essays
-  that succeeded in **every** dependency, each with its latest text storage id; with no such
-  essays there is nothing to send: it completes UNSATISFIED at once (0 of 0);
+  that succeeded in **every** dependency and were not sent to it before in the run, plus those a
+  retry reopened for it (``domain.control``), each with its latest text storage id, at the
+  run's attempt; with nothing to send, a step never dispatched completes UNSATISFIED at once
+  (0 of 0) and one dispatched before keeps the result of its last completion;
 - a PENDING step with a dependency that ended UNSATISFIED or was skipped is
   SKIPPED_DUE_TO_DEPENDENCY_FAILURE;
-- once no step is PENDING or DISPATCHED the run ends: FAILED if a step ended unsatisfied or
-  skipped, else COMPLETED_WITH_FAILURES if some essay failed a step, else COMPLETED.
+- once no step is PENDING or DISPATCHED the run ends: CANCELLED if a step was cancelled, FAILED
+  if a step ended unsatisfied or skipped, else COMPLETED_WITH_FAILURES if some essay failed a
+  step, else COMPLETED.
+
+A completion advances the run only if it answers the step's current dispatch: one of this run
+at the step's attempt, or (for a step at its first attempt) one of another run or of none,
+whose outcomes the conductor counted for the batch all the same. A dispatched step with a
+timeout gets a deadline; the BatchService asks the conductor to time it out when it passes.
 
 Each step change is a numbered ``Transition`` carrying the run's status as of that change, so a
 watcher replaying transitions sees every intermediate state. An essay's latest text is the output
@@ -22,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 from batch_server.domain.errors import InvalidCompletion, RunConflict
@@ -98,7 +106,7 @@ def start_run(
         if name not in planned
     ]
     steps = [
-        RunStep(plan.name, plan.command, plan.depends_on, StepStatus.PENDING)
+        RunStep(plan.name, plan.command, plan.depends_on, StepStatus.PENDING, timeout=plan.timeout)
         for plan in resolution.steps
     ]
     run = PipelineRun(
@@ -112,7 +120,7 @@ def start_run(
         request_id=request_id,
         correlation_id=correlation_id,
     )
-    return _advance(run, progress, now, [])
+    return advance(run, progress, now, [])
 
 
 def record_completion(progress: BatchProgress, completion: StepCompletion) -> RecordedCompletion:
@@ -172,18 +180,30 @@ def complete_step(
     step = run.step(completion.step) if run is not None else None
     if run is None or step is None or step.status is not StepStatus.DISPATCHED:
         return None
+    if not answers_dispatch(run, step, completion):
+        return None
     done = dataclasses.replace(
         step,
         status=StepStatus.SATISFIED if completion.satisfied else StepStatus.UNSATISFIED,
         succeeded=completion.succeeded,
         failed=completion.failed,
         total=completion.total,
+        timed_out=completion.timed_out,
+        deadline=None,
     )
     steps = tuple(done if s.name == step.name else s for s in run.steps)
-    run = dataclasses.replace(run, completed_steps=(*run.completed_steps, step.name))
+    if step.name not in run.completed_steps:
+        run = dataclasses.replace(run, completed_steps=(*run.completed_steps, step.name))
     transitions: list[Transition] = []
-    run = _changed(run, steps, done, now, transitions)
-    return _advance(run, progress, now, transitions)
+    run = changed(run, steps, done, now, transitions)
+    return advance(run, progress, now, transitions)
+
+
+def answers_dispatch(run: PipelineRun, step: RunStep, completion: StepCompletion) -> bool:
+    """Whether ``completion`` answers the step's current dispatch (see the module docstring)."""
+    if completion.run_id == run.run_id:
+        return completion.attempt == step.attempt
+    return step.attempt <= 1
 
 
 def summarize(run: PipelineRun, progress: BatchProgress) -> RunSummary:
@@ -207,6 +227,9 @@ def apply_transition(run: PipelineRun, transition: Transition) -> PipelineRun:
             succeeded=transition.succeeded,
             failed=transition.failed,
             total=transition.total,
+            attempt=transition.step_attempt,
+            timed_out=transition.timed_out,
+            deadline=transition.deadline,
         )
         if s.name == transition.step
         else s
@@ -218,6 +241,8 @@ def apply_transition(run: PipelineRun, transition: Transition) -> PipelineRun:
         status=transition.run_status,
         finished_at=transition.finished_at,
         version=transition.seq,
+        attempt=transition.attempt,
+        cancel_reason=transition.cancel_reason,
     )
 
 
@@ -229,6 +254,8 @@ def run_status(steps: Sequence[RunStep]) -> RunStatus:
             for s in steps
         )
         return RunStatus.RUNNING if started else RunStatus.PENDING
+    if any(s.status is StepStatus.CANCELLED for s in steps):
+        return RunStatus.CANCELLED
     if any(s.status in _FAILED_STEP for s in steps):
         return RunStatus.FAILED
     if any(s.failed for s in steps):
@@ -245,22 +272,22 @@ class _Readiness(Enum):
     BLOCKED = "blocked"
 
 
-def _advance(
+def advance(
     run: PipelineRun, progress: BatchProgress, now: datetime, transitions: list[Transition]
 ) -> RunChange:
     """Move every step that can move; ``run`` was active before the change being applied."""
     dispatches: list[Dispatch] = []
-    changed = True
-    while changed and not run.status.terminal:
-        changed = False
+    moving = True
+    while moving and not run.status.terminal:
+        moving = False
         for step in run.steps:
             if step.status is not StepStatus.PENDING:
                 continue
-            moved = _move(step, run, progress, dispatches)
+            moved = _move(step, run, progress, now, dispatches)
             if moved is not None:
                 steps = tuple(moved if s.name == step.name else s for s in run.steps)
-                run = _changed(run, steps, moved, now, transitions)
-                changed = True
+                run = changed(run, steps, moved, now, transitions)
+                moving = True
     if run.status is RunStatus.PENDING:  # nothing was dispatched: every step was pruned
         run = dataclasses.replace(run, status=run_status(run.steps))
     if run.status.terminal and run.finished_at is None:
@@ -270,7 +297,11 @@ def _advance(
 
 
 def _move(
-    step: RunStep, run: PipelineRun, progress: BatchProgress, dispatches: list[Dispatch]
+    step: RunStep,
+    run: PipelineRun,
+    progress: BatchProgress,
+    now: datetime,
+    dispatches: list[Dispatch],
 ) -> RunStep | None:
     """The step's next state, or None while it must wait."""
     readiness = _readiness(step, run, progress.results)
@@ -278,15 +309,56 @@ def _move(
         return None
     if readiness is _Readiness.BLOCKED:
         return dataclasses.replace(step, status=StepStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE)
-    essays = _eligible(step, progress)
+    essays = _to_send(step, progress)
     if not essays:
-        return dataclasses.replace(step, status=StepStatus.UNSATISFIED, total=0)
-    dispatches.append(Dispatch(run.run_id, run.batch_id, step.name, step.command, essays))
+        if not step.attempt:
+            return dataclasses.replace(step, status=StepStatus.UNSATISFIED, total=0)
+        return _as_last_completed(step, progress.results.get(step.name))
+    dispatch = Dispatch(run.run_id, run.batch_id, step.name, step.command, essays, run.attempt)
+    dispatches.append(dispatch)
+    sent = {e.essay_id for e in essays}
+    every = tuple(
+        e.essay_id for e in progress.batch.essays if e.essay_id in sent or e.essay_id in step.essays
+    )
+    deadline = now + timedelta(seconds=step.timeout) if step.timeout else None
     return dataclasses.replace(
         step,
         status=StepStatus.DISPATCHED,
-        total=len(essays),
-        essays=tuple(e.essay_id for e in essays),
+        total=len(every),
+        failed=max(len(every) - step.succeeded - len(essays), 0),
+        essays=every,
+        attempt=run.attempt,
+        deadline=deadline,
+        retry_essays=(),
+    )
+
+
+def _to_send(step: RunStep, progress: BatchProgress) -> tuple[EssayRef, ...]:
+    """What the step's next dispatch carries, in batch order: the essays a retry reopened for
+    it, and those eligible (``_eligible``) that it has not been sent in the run."""
+    reopened, sent = set(step.retry_essays), set(step.essays)
+    eligible = {ref.essay_id for ref in _eligible(step, progress)}
+    return tuple(
+        e.ref
+        for e in progress.batch.essays
+        if e.essay_id in reopened or (e.essay_id in eligible and e.essay_id not in sent)
+    )
+
+
+def _as_last_completed(step: RunStep, result: StepResult | None) -> RunStep:
+    """A step dispatched before that a retry has nothing new for: as its last completion left it."""
+    if result is None:
+        status = (
+            StepStatus.SATISFIED if step.succeeded and not step.failed else StepStatus.UNSATISFIED
+        )
+        return dataclasses.replace(step, status=status, retry_essays=())
+    return dataclasses.replace(
+        step,
+        status=StepStatus.SATISFIED if result.satisfied else StepStatus.UNSATISFIED,
+        succeeded=result.succeeded,
+        failed=result.failed,
+        total=result.total,
+        retry_essays=(),
     )
 
 
@@ -317,13 +389,14 @@ def _eligible(step: RunStep, progress: BatchProgress) -> tuple[EssayRef, ...]:
     )
 
 
-def _changed(
+def changed(
     run: PipelineRun,
     steps: tuple[RunStep, ...],
     step: RunStep,
     now: datetime,
     transitions: list[Transition],
 ) -> PipelineRun:
+    """``run`` with ``steps`` after ``step`` changed, its transition appended."""
     status = run_status(steps)
     finished_at = now if status.terminal else None
     seq = run.version + 1
@@ -338,6 +411,11 @@ def _changed(
             step.total,
             status,
             finished_at,
+            run.attempt,
+            step.attempt,
+            step.timed_out,
+            step.deadline,
+            run.cancel_reason,
         )
     )
     return dataclasses.replace(

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import (
     Batch,
+    BatchMetadata,
     BatchSummary,
+    Essay,
     PipelineRun,
     StepResult,
+    StepStatus,
     Transition,
 )
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
-from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
+from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from mesh.events.bus import EventPublisher, OutgoingEvent
 
 
@@ -35,11 +40,15 @@ class MemoryBatchStore:
         self._lock = asyncio.Lock()
         self._batches: dict[str, Batch] = {}
         self._requests: dict[str, tuple[str, str]] = {}  # request id -> (batch id, fingerprint)
+        self._essay_places: dict[str, tuple[str, int]] = {}  # essay id -> (batch id, position)
+        self._spellchecks: dict[str, SpellcheckEssay] = {}  # TriggerSpellcheck's, by essay id
         self._results: dict[str, dict[str, StepResult]] = {}
         self._runs: dict[str, PipelineRun] = {}
         self._batch_runs: dict[str, list[str]] = {}  # batch id -> run ids, oldest first
         self._transitions: dict[str, list[Transition]] = {}
-        self._dispatched: set[tuple[str, str]] = set()  # (run id, step)
+        self._dispatched: set[tuple[str, str, int]] = set()  # (run id, step, attempt)
+        self._retries: dict[tuple[str, str], RetryRecord] = {}  # (run id, request id)
+        self._claims: dict[tuple[str, str, int], datetime] = {}  # due step -> claimed at
 
     # --- batches ------------------------------------------------------------------------
 
@@ -54,6 +63,9 @@ class MemoryBatchStore:
             self._requests[new.request_id] = (batch.batch_id, new.fingerprint)
             self._results[batch.batch_id] = {}
             self._batch_runs[batch.batch_id] = []
+            self._essay_places.update(
+                (e.essay_id, (batch.batch_id, position)) for position, e in enumerate(batch.essays)
+            )
             return StoredRequest(batch, new.fingerprint)
 
     async def batch_for_request(self, request_id: str) -> StoredRequest | None:
@@ -68,20 +80,34 @@ class MemoryBatchStore:
         except KeyError:
             raise BatchNotFound(batch_id) from None
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with self._lock:
+            batch = await self.get_batch(batch_id)
+            if batch.metadata != expected:
+                return None
+            self._batches[batch_id] = dataclasses.replace(batch, metadata=metadata)
+            return self._batches[batch_id]
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
         ordered = sorted(
             self._batches.values(), key=lambda b: (b.created_at, b.batch_id), reverse=True
         )
         if after is not None:
             key = (after.created_at, after.batch_id)
             ordered = [b for b in ordered if (b.created_at, b.batch_id) < key]
-        return [self._summary(b) for b in ordered[:limit]]
+        selected = (s for s in map(self._summary, ordered) if filters.matches(s))
+        return list(itertools.islice(selected, limit))
 
     def _summary(self, batch: Batch) -> BatchSummary:
         runs = self._batch_runs.get(batch.batch_id) or []
         latest = self._runs[runs[-1]].status if runs else None
+        meta = batch.metadata
         return BatchSummary(
-            batch.batch_id, batch.metadata.name, len(batch.essays), batch.created_at, latest
+            batch.batch_id, meta.name, len(batch.essays), batch.created_at, latest, meta.labels
         )
 
     # --- runs -----------------------------------------------------------------------------
@@ -105,13 +131,56 @@ class MemoryBatchStore:
     async def transitions_after(self, run_id: str, seq: int) -> list[Transition]:
         return [t for t in self._transitions.get(run_id, []) if t.seq > seq]
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
         async with self._lock:
             await self._publisher.publish_many(events)
+            self._spellchecks[essay.essay_id] = essay
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        place = self._essay_places.get(essay_id)
+        if place is not None:
+            batch_id, position = place
+            return StoredEssay(batch_id, position, self._batches[batch_id].essays[position])
+        single = self._spellchecks.get(essay_id)
+        if single is None:
+            return None
+        return StoredEssay("", 0, Essay(essay_id, "", single.storage_id, single.storage_id))
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        essays = (await self.get_batch(batch_id)).essays
+        start = after + 1
+        return [
+            StoredEssay(batch_id, position, essay)
+            for position, essay in enumerate(essays[start : start + limit], start)
+        ]
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         active = [run.created_at for run in self._runs.values() if not run.status.terminal]
         return len(active), min(active, default=None)
+
+    async def retry_for_request(self, run_id: str, request_id: str) -> RetryRecord | None:
+        return self._retries.get((run_id, request_id))
+
+    async def claim_due(self, now: datetime, lease: float, limit: int) -> list[DueStep]:
+        due = []
+        for run in self._runs.values():
+            if run.status.terminal:
+                continue
+            for step in run.steps:
+                if step.status is not StepStatus.DISPATCHED or step.deadline is None:
+                    continue
+                key = (run.run_id, step.name, step.attempt)
+                claimed = self._claims.get(key)
+                if step.deadline <= now and (
+                    claimed is None or (now - claimed).total_seconds() >= lease
+                ):
+                    due.append(DueStep(run.batch_id, run.run_id, step.name, step.attempt))
+                    self._claims[key] = now
+                if len(due) >= limit:
+                    return due
+        return due
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_MemoryUnit]:
@@ -147,7 +216,7 @@ class MemoryBatchStore:
         dispatched = set(self._dispatched)
         for write in writes:
             for dispatch, event in write.commands:
-                key = (dispatch.run_id, dispatch.step)
+                key = (dispatch.run_id, dispatch.step, dispatch.attempt)
                 if key not in dispatched:
                     dispatched.add(key)
                     events.append(event)
@@ -176,6 +245,8 @@ class MemoryBatchStore:
                 self._batch_runs[batch_id].append(run.run_id)
             self._runs[run.run_id] = run
             self._transitions.setdefault(run.run_id, []).extend(write.transitions)
+        if write.retry is not None:
+            self._retries[write.retry.run_id, write.retry.request_id] = write.retry
 
 
 class _MemoryUnit:
@@ -193,8 +264,11 @@ class _MemoryUnit:
     async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None:
         return await self._store.run_for_request(batch_id, request_id)
 
+    async def get_run(self, run_id: str) -> PipelineRun | None:
+        return await self._store.get_run(run_id)
+
     async def save(self, write: ProgressWrite) -> None:
-        if write.new_run and write.run is not None:
+        if write.run is not None and (write.new_run or write.retry is not None):
             active = self._new_runs.get(write.batch_id) or self._store._active_run_id(
                 write.batch_id
             )

@@ -7,8 +7,12 @@ the state change that causes them; the relay publishes them with their ids. Conc
   so two units never deadlock), which serialises StartPipeline and completion handling per batch;
 - the partial unique index ``pipeline_runs_one_active`` makes a second active run of a batch
   impossible whatever the code above does: a violation becomes ``RunConflict``;
-- ``run_dispatches`` has the primary key (run_id, step): a command whose dispatch is already
-  recorded is never enqueued again; outbox event ids are deterministic as a second guard;
+- ``run_dispatches`` has the primary key (run_id, step, attempt): a command whose dispatch is
+  already recorded is never enqueued again; outbox event ids are deterministic as a second guard;
+- a retry that would make a run active while another run of the batch is (the same partial
+  unique index) becomes ``RunConflict`` too; ``run_retries`` keeps each retry's request id;
+- the deadline watch claims due steps with ``UPDATE ... RETURNING`` (``expiring_since``: a lease,
+  so replicas do not ask twice at once and a crashed one's claim is taken over);
 - CreateBatch inserts under the unique ``request_id``; a concurrent twin waits for the first and
   returns its batch.
 
@@ -27,10 +31,11 @@ from typing import Any
 import asyncpg
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
-from batch_server.domain.model import Batch, BatchSummary, PipelineRun, Transition
-from batch_server.domain.paging import PageCursor
+from batch_server.domain.essays import SpellcheckEssay, StoredEssay
+from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
+from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
-from batch_server.ports import NewBatch, ProgressWrite, StoredRequest
+from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from batch_server.store import rows
 from batch_server.store.errors import translated
 from mesh.events.bus import OutgoingEvent
@@ -65,12 +70,26 @@ SELECT batch_id, essay_id, client_ref, original_storage_id, current_storage_id
   FROM batch_essays WHERE batch_id = ANY($1::text[]) ORDER BY batch_id, position
 """
 _SELECT_REQUEST = "SELECT batch_id, fingerprint FROM batches WHERE request_id = $1"
+_UPDATE_METADATA = """
+UPDATE batches SET name = $6, course_code = $7, flags = $8::jsonb, labels = $9::jsonb
+ WHERE batch_id = $1 AND name = $2 AND course_code = $3 AND flags = $4::jsonb
+   AND labels = $5::jsonb
+RETURNING batch_id
+"""
+# One index range scan over batches_listing, newest first, with each batch's newest run read by
+# one probe of pipeline_runs_newest (an index-only scan); a label filter may use batches_labels.
+# $7: the statuses wanted, '' for "no run"; NULL: any.
 _LIST_BATCHES = """
-SELECT b.batch_id, b.name, b.essay_count, b.created_at,
-       (SELECT r.status FROM pipeline_runs r WHERE r.batch_id = b.batch_id
-         ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1) AS latest_status
+SELECT b.batch_id, b.name, b.essay_count, b.created_at, b.labels, newest.status AS latest_status
   FROM batches b
- WHERE $2::timestamptz IS NULL OR (b.created_at, b.batch_id) < ($2::timestamptz, $3::text)
+  LEFT JOIN LATERAL (
+       SELECT r.status FROM pipeline_runs r WHERE r.batch_id = b.batch_id
+        ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1) AS newest ON true
+ WHERE ($2::timestamptz IS NULL OR (b.created_at, b.batch_id) < ($2::timestamptz, $3::text))
+   AND ($4::timestamptz IS NULL OR b.created_at >= $4::timestamptz)
+   AND ($5::timestamptz IS NULL OR b.created_at < $5::timestamptz)
+   AND b.labels @> $6::jsonb
+   AND ($7::text[] IS NULL OR coalesce(newest.status, '') = ANY($7::text[]))
  ORDER BY b.created_at DESC, b.batch_id DESC
  LIMIT $1
 """
@@ -80,7 +99,7 @@ SELECT batch_id, step, satisfied, succeeded, failed, total, succeeded_essays
 """
 _RUN_COLUMNS = (
     "run_id, batch_id, request_id, pipeline, status, definition_version, correlation_id, "
-    "version, completed_steps, created_at, finished_at"
+    "version, completed_steps, created_at, finished_at, attempt, cancel_reason"
 )
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE run_id = $1"
 _SELECT_RUNS_OF_BATCH = (
@@ -95,40 +114,69 @@ _SELECT_ACTIVE_RUNS = (
     "AND status IN ('pending', 'running')"
 )
 _SELECT_STEPS = """
-SELECT run_id, step, command, depends_on, status, succeeded, failed, total, essay_ids
+SELECT run_id, step, command, depends_on, status, succeeded, failed, total, essay_ids, attempt,
+       timeout_seconds, deadline, timed_out, retry_essays
   FROM run_steps WHERE run_id = ANY($1::text[]) ORDER BY run_id, position
 """
 _INSERT_RUN = """
 INSERT INTO pipeline_runs (run_id, batch_id, request_id, pipeline, status, definition_version,
-                           correlation_id, version, completed_steps, created_at, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           correlation_id, version, completed_steps, created_at, finished_at,
+                           attempt, cancel_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 """
 _UPDATE_RUN = """
-UPDATE pipeline_runs SET status = $2, version = $3, completed_steps = $4, finished_at = $5
+UPDATE pipeline_runs SET status = $2, version = $3, completed_steps = $4, finished_at = $5,
+                         attempt = $6, cancel_reason = $7
  WHERE run_id = $1
 """
 _UPSERT_STEP = """
 INSERT INTO run_steps (run_id, position, step, command, depends_on, status, succeeded, failed,
-                       total, essay_ids)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       total, essay_ids, attempt, timeout_seconds, deadline, timed_out,
+                       retry_essays)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (run_id, step) DO UPDATE
    SET status = EXCLUDED.status, succeeded = EXCLUDED.succeeded, failed = EXCLUDED.failed,
-       total = EXCLUDED.total, essay_ids = EXCLUDED.essay_ids
+       total = EXCLUDED.total, essay_ids = EXCLUDED.essay_ids, attempt = EXCLUDED.attempt,
+       deadline = EXCLUDED.deadline, timed_out = EXCLUDED.timed_out,
+       retry_essays = EXCLUDED.retry_essays, expiring_since = NULL
 """
 _INSERT_TRANSITION = """
 INSERT INTO run_transitions (run_id, seq, step, step_status, succeeded, failed, total,
-                             run_status, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                             run_status, finished_at, attempt, step_attempt, timed_out,
+                             deadline, cancel_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 """
 _SELECT_TRANSITIONS = """
-SELECT run_id, seq, step, step_status, succeeded, failed, total, run_status, finished_at
+SELECT run_id, seq, step, step_status, succeeded, failed, total, run_status, finished_at,
+       attempt, step_attempt, timed_out, deadline, cancel_reason
   FROM run_transitions WHERE run_id = $1 AND seq > $2 ORDER BY seq
 """
 _RECORD_DISPATCHES = """
-INSERT INTO run_dispatches (run_id, step, event_id, essay_count)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+INSERT INTO run_dispatches (run_id, step, attempt, event_id, essay_count)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[])
 ON CONFLICT DO NOTHING
-RETURNING run_id, step
+RETURNING run_id, step, attempt
+"""
+_INSERT_RETRY = """
+INSERT INTO run_retries (run_id, attempt, request_id, steps, retried)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+"""
+_SELECT_RETRY = """
+SELECT run_id, attempt, request_id, steps, retried FROM run_retries
+ WHERE run_id = $1 AND request_id = $2
+"""
+# Dispatched steps (only active runs have any) past their deadline and not claimed within the
+# lease, oldest deadline first: claimed.
+_CLAIM_DUE = """
+UPDATE run_steps s SET expiring_since = $1
+  FROM pipeline_runs r
+ WHERE s.run_id = r.run_id
+   AND (s.run_id, s.step) IN (
+       SELECT d.run_id, d.step FROM run_steps d
+        WHERE d.status = 'dispatched' AND d.deadline <= $1
+          AND (d.expiring_since IS NULL OR d.expiring_since <= $1 - make_interval(secs => $2))
+        ORDER BY d.deadline LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING r.batch_id, s.run_id, s.step, s.attempt
 """
 _UPSERT_RESULT = """
 INSERT INTO batch_step_results (batch_id, step, satisfied, succeeded, failed, total,
@@ -148,6 +196,30 @@ _NOTIFY = "SELECT pg_notify($1, $2)"
 _ACTIVE_RUNS = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM pipeline_runs
  WHERE status IN ('pending', 'running')
+"""
+
+_ESSAY_COLUMNS = "essay_id, client_ref, original_storage_id, current_storage_id"
+_FIND_ESSAY = f"""
+SELECT batch_id, position, {_ESSAY_COLUMNS} FROM batch_essays WHERE essay_id = $1
+UNION ALL
+SELECT '', 0, essay_id, '', storage_id, storage_id FROM spellcheck_essays WHERE essay_id = $1
+"""
+# One row per essay of the page, or one row of NULLs when the batch has none there: no row at
+# all means no such batch. One range scan of the primary key (batch_id, position).
+_LIST_ESSAYS = f"""
+SELECT b.batch_id, e.position, e.essay_id, e.client_ref, e.original_storage_id,
+       e.current_storage_id
+  FROM batches b
+  LEFT JOIN LATERAL (
+        SELECT position, {_ESSAY_COLUMNS} FROM batch_essays
+         WHERE batch_id = b.batch_id AND position > $2
+         ORDER BY position LIMIT $3
+       ) e ON true
+ WHERE b.batch_id = $1
+ ORDER BY e.position
+"""
+_INSERT_SPELLCHECK = """
+INSERT INTO spellcheck_essays (essay_id, storage_id, language, created_at) VALUES ($1, $2, $3, $4)
 """
 
 
@@ -203,13 +275,33 @@ class PostgresBatchStore:
         async with translated(), self._pool.acquire() as conn:
             return await _batch(conn, batch_id)
 
-    async def list_batches(self, limit: int, after: PageCursor | None) -> list[BatchSummary]:
+    async def update_metadata(
+        self, batch_id: str, expected: BatchMetadata, metadata: BatchMetadata
+    ) -> Batch | None:
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                _UPDATE_METADATA,
+                batch_id,
+                *_metadata_columns(expected),
+                *_metadata_columns(metadata),
+            )
+            batch = await _batch(conn, batch_id)  # BatchNotFound if there is none
+            return batch if updated is not None else None
+
+    async def list_batches(
+        self, limit: int, after: PageCursor | None, filters: BatchFilter = UNFILTERED
+    ) -> list[BatchSummary]:
+        statuses = [s.value if s is not None else "" for s in filters.latest_run_statuses]
         async with translated():
             found = await self._pool.fetch(
                 _LIST_BATCHES,
                 limit,
                 after.created_at if after else None,
                 after.batch_id if after else None,
+                filters.created_after,
+                filters.created_before,
+                json.dumps(dict(filters.labels)),
+                sorted(statuses) or None,
             )
         return [rows.summary(r) for r in found]
 
@@ -233,14 +325,45 @@ class PostgresBatchStore:
             found = await self._pool.fetch(_SELECT_TRANSITIONS, run_id, seq)
         return [rows.transition(r) for r in found]
 
-    async def emit(self, events: Sequence[OutgoingEvent]) -> None:
+    async def add_spellcheck_essay(
+        self, essay: SpellcheckEssay, events: Sequence[OutgoingEvent]
+    ) -> None:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _INSERT_SPELLCHECK,
+                essay.essay_id,
+                essay.storage_id,
+                essay.language,
+                essay.created_at,
+            )
             await outbox.enqueue(conn, events)
+
+    async def find_essay(self, essay_id: str) -> StoredEssay | None:
+        async with translated():
+            row = await self._pool.fetchrow(_FIND_ESSAY, essay_id)
+        return rows.stored_essay(row) if row is not None else None
+
+    async def list_essays(self, batch_id: str, limit: int, after: int) -> list[StoredEssay]:
+        async with translated():
+            found = await self._pool.fetch(_LIST_ESSAYS, batch_id, after, limit)
+        if not found:
+            raise BatchNotFound(batch_id)
+        return [rows.stored_essay(r) for r in found if r["essay_id"] is not None]
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         async with translated():
             row = await self._pool.fetchrow(_ACTIVE_RUNS)
         return int(row["n"]), row["oldest"]
+
+    async def retry_for_request(self, run_id: str, request_id: str) -> RetryRecord | None:
+        async with translated():
+            row = await self._pool.fetchrow(_SELECT_RETRY, run_id, request_id)
+        return rows.retry(row) if row is not None else None
+
+    async def claim_due(self, now: datetime, lease: float, limit: int) -> list[DueStep]:
+        async with translated():
+            found = await self._pool.fetch(_CLAIM_DUE, now, lease, limit)
+        return [DueStep(r["batch_id"], r["run_id"], r["step"], r["attempt"]) for r in found]
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_PostgresUnit]:
@@ -283,6 +406,10 @@ class _PostgresUnit:
     async def run_for_request(self, batch_id: str, request_id: str) -> PipelineRun | None:
         return await _run_for_request(self._conn, batch_id, request_id)
 
+    async def get_run(self, run_id: str) -> PipelineRun | None:
+        found = await _runs(self._conn, await self._conn.fetch(_SELECT_RUN, run_id))
+        return found[0] if found else None
+
     async def save(self, write: ProgressWrite) -> None:
         conn = self._conn
         if write.run is not None:
@@ -304,9 +431,24 @@ class _PostgresUnit:
                         t.total,
                         t.run_status.value,
                         t.finished_at,
+                        t.attempt,
+                        t.step_attempt,
+                        t.timed_out,
+                        t.deadline,
+                        t.cancel_reason,
                     )
                     for t in write.transitions
                 ],
+            )
+        if write.retry is not None:
+            retry = write.retry
+            await conn.execute(
+                _INSERT_RETRY,
+                retry.run_id,
+                retry.attempt,
+                retry.request_id,
+                list(retry.steps),
+                json.dumps([list(pair) for pair in retry.retried]),
             )
         if write.result is not None:
             r = write.result
@@ -337,11 +479,12 @@ class _PostgresUnit:
             _RECORD_DISPATCHES,
             [d.run_id for d, _ in write.commands],
             [d.step for d, _ in write.commands],
+            [d.attempt for d, _ in write.commands],
             [e.envelope.event_id for _, e in write.commands],
             [len(d.essays) for d, _ in write.commands],
         )
-        new = {(r["run_id"], r["step"]) for r in recorded}
-        return [e for d, e in write.commands if (d.run_id, d.step) in new]
+        new = {(r["run_id"], r["step"], r["attempt"]) for r in recorded}
+        return [e for d, e in write.commands if (d.run_id, d.step, d.attempt) in new]
 
     async def _insert_run(self, run: PipelineRun) -> None:
         conn = self._conn
@@ -360,6 +503,8 @@ class _PostgresUnit:
                     list(run.completed_steps),
                     run.created_at,
                     run.finished_at,
+                    run.attempt,
+                    run.cancel_reason,
                 )
         except asyncpg.UniqueViolationError as exc:
             active = await conn.fetch(_SELECT_ACTIVE_RUNS, [run.batch_id])
@@ -371,14 +516,22 @@ class _PostgresUnit:
         await self._upsert_steps(run)
 
     async def _update_run(self, run: PipelineRun, changed: set[str]) -> None:
-        await self._conn.execute(
-            _UPDATE_RUN,
-            run.run_id,
-            run.status.value,
-            run.version,
-            list(run.completed_steps),
-            run.finished_at,
-        )
+        conn = self._conn
+        try:
+            async with conn.transaction():  # a savepoint: a retry's conflict is reported below
+                await conn.execute(
+                    _UPDATE_RUN,
+                    run.run_id,
+                    run.status.value,
+                    run.version,
+                    list(run.completed_steps),
+                    run.finished_at,
+                    run.attempt,
+                    run.cancel_reason,
+                )
+        except asyncpg.UniqueViolationError as exc:  # a retry while another run is active
+            active = await conn.fetch(_SELECT_ACTIVE_RUNS, [run.batch_id])
+            raise RunConflict(run.batch_id, active[0]["run_id"] if active else "?") from exc
         await self._upsert_steps(run, changed)
 
     async def _upsert_steps(self, run: PipelineRun, only: set[str] | None = None) -> None:
@@ -397,11 +550,26 @@ class _PostgresUnit:
                     s.failed,
                     s.total,
                     list(s.essays),
+                    s.attempt,
+                    s.timeout,
+                    s.deadline,
+                    s.timed_out,
+                    list(s.retry_essays),
                 )
                 for position, s in enumerate(run.steps)
                 if only is None or s.name in only
             ],
         )
+
+
+def _metadata_columns(metadata: BatchMetadata) -> tuple[str, str, str, str]:
+    """The columns UpdateBatch sets, from ``metadata``: name, course_code, flags, labels."""
+    return (
+        metadata.name,
+        metadata.course_code,
+        json.dumps(dict(metadata.flags)),
+        json.dumps(dict(metadata.labels)),
+    )
 
 
 def _snapshot(conn: Any) -> Any:

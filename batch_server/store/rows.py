@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from batch_server.domain.essays import StoredEssay
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
@@ -18,6 +19,7 @@ from batch_server.domain.model import (
     StepStatus,
     Transition,
 )
+from batch_server.ports import RetryRecord
 
 Row = Mapping[str, Any]
 
@@ -36,13 +38,20 @@ def batch(row: Row, essays: Iterable[Row]) -> Batch:
     )
     return Batch(
         row["batch_id"],
-        tuple(
-            Essay(e["essay_id"], e["client_ref"], e["original_storage_id"], e["current_storage_id"])
-            for e in essays
-        ),
+        tuple(essay(e) for e in essays),
         metadata,
         row["created_at"],
     )
+
+
+def essay(row: Row) -> Essay:
+    return Essay(
+        row["essay_id"], row["client_ref"], row["original_storage_id"], row["current_storage_id"]
+    )
+
+
+def stored_essay(row: Row) -> StoredEssay:
+    return StoredEssay(row["batch_id"], row["position"], essay(row))
 
 
 def summary(row: Row) -> BatchSummary:
@@ -53,6 +62,7 @@ def summary(row: Row) -> BatchSummary:
         row["essay_count"],
         row["created_at"],
         RunStatus(latest) if latest is not None else None,
+        dict(_json(row["labels"])),
     )
 
 
@@ -77,6 +87,11 @@ def run_step(row: Row) -> RunStep:
         row["failed"],
         row["total"],
         tuple(row["essay_ids"]),
+        row["attempt"],
+        row["timeout_seconds"],
+        row["deadline"],
+        row["timed_out"],
+        tuple(row["retry_essays"]),
     )
 
 
@@ -94,6 +109,8 @@ def run(row: Row, steps: Sequence[Row]) -> PipelineRun:
         correlation_id=row["correlation_id"],
         version=row["version"],
         completed_steps=tuple(row["completed_steps"]),
+        attempt=row["attempt"],
+        cancel_reason=row["cancel_reason"],
     )
 
 
@@ -116,4 +133,19 @@ def transition(row: Row) -> Transition:
         row["total"],
         RunStatus(row["run_status"]),
         row["finished_at"],
+        row["attempt"],
+        row["step_attempt"],
+        row["timed_out"],
+        row["deadline"],
+        row["cancel_reason"],
+    )
+
+
+def retry(row: Row) -> RetryRecord:
+    return RetryRecord(
+        row["run_id"],
+        row["attempt"],
+        row["request_id"],
+        tuple(row["steps"]),
+        tuple((step, int(count)) for step, count in _json(row["retried"])),
     )

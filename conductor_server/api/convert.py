@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from conductor_server.domain.catalog import PipelineCatalog
+from conductor_server.domain.counting import Verdict
 from conductor_server.domain.model import (
-    BatchRegistration,
+    EssayStepResult,
+    Outcome,
     OutcomeRecord,
     PipelineDefinition,
     StepDefinition,
@@ -18,13 +21,27 @@ from conductor_server.domain.model import (
     StepStatus,
 )
 from conductor_server.domain.resolution import Resolution
-from conductor_server.ports import BatchState, RecordResult
-from conductor_server.records import parse_outcome
+from conductor_server.ports import BatchState, Expired, RecordResult, Reopened
+from conductor_server.records import MAX_ATTEMPT, parse_outcome
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
 from mesh.validation import MAX_NAME_LENGTH, Violations
 
 MAX_ESSAYS_PER_BATCH = 100_000
+MAX_REOPENED_STEPS = 100
+MAX_ESSAYS_PER_READ = 1_000
+
+VERDICT_TO_PROTO: Mapping[Verdict, pb.OutcomeVerdict.ValueType] = {
+    Verdict.RECORDED: pb.OUTCOME_VERDICT_RECORDED,
+    Verdict.DUPLICATE: pb.OUTCOME_VERDICT_DUPLICATE,
+    Verdict.SUPERSEDED: pb.OUTCOME_VERDICT_SUPERSEDED,
+    Verdict.LATE: pb.OUTCOME_VERDICT_LATE,
+}
+OUTCOME_TO_PROTO: Mapping[Outcome, events_pb2.StepOutcome.ValueType] = {
+    Outcome.SUCCEEDED: events_pb2.STEP_OUTCOME_SUCCEEDED,
+    Outcome.FAILED: events_pb2.STEP_OUTCOME_FAILED,
+    Outcome.TIMED_OUT: events_pb2.STEP_OUTCOME_FAILED,  # a failure, with error code TIMED_OUT
+}
 
 STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
     StepStatus.WAITING: pb.STEP_STATUS_WAITING,
@@ -36,13 +53,17 @@ STATUS_TO_PROTO: Mapping[StepStatus, pb.StepStatus.ValueType] = {
 }
 
 
-def registration_from_proto(request: pb.RegisterBatchRequest) -> BatchRegistration:
+def registration_from_proto(
+    request: pb.RegisterBatchRequest,
+) -> tuple[str, tuple[str, ...], dict[str, bool]]:
+    """``(batch_id, essay_ids, flags)``."""
     v = Violations()
     batch_id = v.identifier("batch_id", request.batch_id)
     essays = v.identifiers("essay_ids", request.essay_ids, MAX_ESSAYS_PER_BATCH)
-    flags = v.flags("flags", dict(request.flags))
+    flags = dict(request.flags)
+    v.flags("flags", flags)
     v.raise_if_any()
-    return BatchRegistration(batch_id, essays, flags)
+    return batch_id, essays, flags
 
 
 def resolve_from_proto(request: pb.ResolvePipelineRequest) -> tuple[str, str, dict[str, bool]]:
@@ -78,7 +99,51 @@ def outcome_from_proto(request: pb.RecordStepOutcomeRequest) -> OutcomeRecord:
         request.outcome,
         request.output_storage_id,
         request.event_id,
+        request.run_id,
+        request.attempt,
+        request.error if request.HasField("error") else None,
     )
+
+
+def reopen_from_proto(request: pb.ReopenEssaysRequest) -> tuple[str, str, int, tuple[str, ...]]:
+    """``(batch_id, run_id, attempt, steps)``."""
+    v = Violations()
+    v.identifier("batch_id", request.batch_id)
+    v.identifier("run_id", request.run_id)
+    if not 2 <= request.attempt <= MAX_ATTEMPT:
+        v.add("attempt", f"must be 2 to {MAX_ATTEMPT:,} (a retry's attempt; got {request.attempt})")
+    steps = tuple(request.steps)
+    if not steps:
+        v.add("steps", "must name at least one step")
+    elif len(steps) > MAX_REOPENED_STEPS:
+        v.add("steps", f"must name at most {MAX_REOPENED_STEPS} steps (got {len(steps)})")
+    for index, step in enumerate(steps[:MAX_REOPENED_STEPS]):
+        v.identifier(f"steps[{index}]", step, MAX_NAME_LENGTH)
+        if step in steps[:index]:
+            v.add(f"steps[{index}]", f"repeats step {step!r}")
+    v.raise_if_any()
+    return request.batch_id, request.run_id, request.attempt, steps
+
+
+def expire_from_proto(request: pb.ExpireStepRequest) -> tuple[str, str, str, int]:
+    """``(batch_id, step, run_id, attempt)``."""
+    v = Violations()
+    v.identifier("batch_id", request.batch_id)
+    v.identifier("step", request.step, MAX_NAME_LENGTH)
+    v.identifier("run_id", request.run_id)
+    if request.attempt > MAX_ATTEMPT:
+        v.add("attempt", f"must be at most {MAX_ATTEMPT:,} (got {request.attempt})")
+    v.raise_if_any()
+    return request.batch_id, request.step, request.run_id, max(request.attempt, 1)
+
+
+def essay_outcomes_from_proto(request: pb.GetEssayOutcomesRequest) -> tuple[str, tuple[str, ...]]:
+    """``(batch_id, essay_ids)``."""
+    v = Violations()
+    v.identifier("batch_id", request.batch_id)
+    essays = v.identifiers("essay_ids", request.essay_ids, MAX_ESSAYS_PER_READ)
+    v.raise_if_any()
+    return request.batch_id, essays
 
 
 def name_from_proto(field: str, value: str) -> str:
@@ -96,13 +161,33 @@ def batch_id_from_proto(value: str) -> str:
 
 
 def step_definition_to_proto(step: StepDefinition) -> pb.StepDefinition:
-    return pb.StepDefinition(
+    message = pb.StepDefinition(
         name=step.name,
         service=step.service,
         command=step.command,
         depends_on=step.depends_on,
         requires=step.requires,
         min_success_ratio=step.min_success_ratio,
+        produces_text=step.produces_text,
+    )
+    if step.timeout_seconds is not None:
+        message.timeout.FromTimedelta(timedelta(seconds=step.timeout_seconds))
+    return message
+
+
+def step_definition_from_proto(message: pb.StepDefinition) -> StepDefinition:
+    """A step as rendered by ``step_definition_to_proto`` (for clients and tests; not
+    validated)."""
+    timeout = message.timeout.ToTimedelta().total_seconds() if message.HasField("timeout") else None
+    return StepDefinition(
+        message.name,
+        message.service,
+        message.command,
+        tuple(message.depends_on),
+        tuple(message.requires),
+        message.min_success_ratio,
+        timeout,
+        message.produces_text,
     )
 
 
@@ -158,6 +243,7 @@ def step_state_to_proto(state: StepState) -> pb.StepState:
         failed=state.failed,
         total=state.total,
         status=STATUS_TO_PROTO[state.status],
+        timed_out=state.timed_out,
     )
 
 
@@ -167,6 +253,54 @@ def record_result_to_proto(result: RecordResult) -> pb.RecordStepOutcomeResponse
         state=step_state_to_proto(result.state),
         newly_recorded=result.newly_recorded,
         completed_step=result.completed_step,
+        verdict=VERDICT_TO_PROTO[result.verdict]
+        if result.verdict
+        else pb.OUTCOME_VERDICT_UNSPECIFIED,
+    )
+
+
+def reopened_to_proto(reopened: list[Reopened]) -> pb.ReopenEssaysResponse:
+    return pb.ReopenEssaysResponse(
+        steps=[
+            pb.ReopenedStep(step=r.step, essay_ids=r.essay_ids, state=step_state_to_proto(r.state))
+            for r in reopened
+        ]
+    )
+
+
+def expired_to_proto(expired: Expired) -> pb.ExpireStepResponse:
+    return pb.ExpireStepResponse(
+        state=step_state_to_proto(expired.state), timed_out_essay_ids=expired.essay_ids
+    )
+
+
+def essay_result_to_proto(result: EssayStepResult) -> pb.EssayStepResult:
+    message = pb.EssayStepResult(
+        step=result.step,
+        outcome=OUTCOME_TO_PROTO[result.outcome]
+        if result.outcome is not None
+        else events_pb2.STEP_OUTCOME_UNSPECIFIED,
+        output_storage_id=result.output_storage_id,
+        run_id=result.run_id,
+        attempt=result.attempt,
+    )
+    if result.error_code or result.error_message:
+        message.error.code = result.error_code
+        message.error.message = result.error_message
+    if result.recorded_at is not None:
+        message.recorded_at.FromDatetime(result.recorded_at)
+    return message
+
+
+def essay_outcomes_to_proto(
+    batch_id: str, found: Mapping[str, list[EssayStepResult]]
+) -> pb.GetEssayOutcomesResponse:
+    return pb.GetEssayOutcomesResponse(
+        batch_id=batch_id,
+        essays=[
+            pb.EssayOutcomes(essay_id=essay, steps=[essay_result_to_proto(r) for r in results])
+            for essay, results in found.items()
+        ],
     )
 
 

@@ -3,7 +3,8 @@
 Beside the error table, applied by the same wrapper (``mesh.grpc.interceptor``); the scopes
 are ``mesh.security.scopes.Scope``. ``ResolvePipeline`` is a read even without ``dry_run``:
 the ``PhaseSkipped`` events it then emits report, they change no state, and operators need dry
-runs without the right to register batches.
+runs without the right to register batches. ``ReopenEssays`` and ``ExpireStep`` change a
+batch's counts for a run the BatchService controls: they need its scope, ``batches:register``.
 """
 
 from __future__ import annotations
@@ -21,5 +22,8 @@ SCOPES = scope_table(
         "ValidatePrerequisites": Scope.PIPELINES_READ,
         "RecordStepOutcome": Scope.OUTCOMES_RECORD,
         "GetBatchPipelineState": Scope.PIPELINES_READ,
+        "ReopenEssays": Scope.BATCHES_REGISTER,
+        "ExpireStep": Scope.BATCHES_REGISTER,
+        "GetEssayOutcomes": Scope.PIPELINES_READ,
     },
 )

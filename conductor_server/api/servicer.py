@@ -29,7 +29,8 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     ) -> pb.ListPipelinesResponse:
         catalog = self._conductor.catalog
         return pb.ListPipelinesResponse(
-            pipelines=[convert.pipeline_to_proto(p, catalog) for p in catalog.pipelines]
+            pipelines=[convert.pipeline_to_proto(p, catalog) for p in catalog.pipelines],
+            flags=catalog.flags,
         )
 
     async def GetPipeline(
@@ -44,12 +45,10 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     async def RegisterBatch(
         self, request: pb.RegisterBatchRequest, context: Context
     ) -> pb.RegisterBatchResponse:
-        registration = convert.registration_from_proto(request)
-        created = await self._conductor.register_batch(registration)
+        batch_id, essay_ids, flags = convert.registration_from_proto(request)
+        created = await self._conductor.register_batch(batch_id, essay_ids, flags)
         return pb.RegisterBatchResponse(
-            batch_id=registration.batch_id,
-            essay_count=len(registration.essay_ids),
-            created=created,
+            batch_id=batch_id, essay_count=len(essay_ids), created=created
         )
 
     async def ResolvePipeline(
@@ -79,6 +78,29 @@ class ConductorServicer(conductor_pb2_grpc.PipelineConductorServiceServicer):
     ) -> pb.GetBatchPipelineStateResponse:
         state = await self._conductor.batch_state(convert.batch_id_from_proto(request.batch_id))
         return convert.batch_state_to_proto(state)
+
+    async def ReopenEssays(
+        self, request: pb.ReopenEssaysRequest, context: Context
+    ) -> pb.ReopenEssaysResponse:
+        batch_id, run_id, attempt, steps = convert.reopen_from_proto(request)
+        return convert.reopened_to_proto(
+            await self._conductor.reopen(batch_id, run_id, attempt, steps)
+        )
+
+    async def ExpireStep(
+        self, request: pb.ExpireStepRequest, context: Context
+    ) -> pb.ExpireStepResponse:
+        batch_id, step, run_id, attempt = convert.expire_from_proto(request)
+        return convert.expired_to_proto(
+            await self._conductor.expire(batch_id, step, run_id, attempt)
+        )
+
+    async def GetEssayOutcomes(
+        self, request: pb.GetEssayOutcomesRequest, context: Context
+    ) -> pb.GetEssayOutcomesResponse:
+        batch_id, essay_ids = convert.essay_outcomes_from_proto(request)
+        found = await self._conductor.essay_results(batch_id, essay_ids)
+        return convert.essay_outcomes_to_proto(batch_id, found)
 
 
 def register(servicer: ConductorServicer) -> Registration:

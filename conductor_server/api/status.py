@@ -1,33 +1,55 @@
 """The conductor's one error table: every domain and state error and its gRPC status.
 
-=========================  ===================  ==========================================
-error                      code                 details
-=========================  ===================  ==========================================
-UnknownPipeline/Step/...   NOT_FOUND            ResourceInfo(pipeline / step / target)
-store.UnknownBatch         NOT_FOUND            ResourceInfo(batch)
-store.UnknownStep          NOT_FOUND            ResourceInfo(step)
-PreconditionFailed         FAILED_PRECONDITION  PreconditionFailure, one violation per unmet
-                                                flag (type FLAG) or dependency (type STEP)
-EssayNotExpected           FAILED_PRECONDITION  PreconditionFailure (type ESSAY)
-ConflictingOutcome         ALREADY_EXISTS       ResourceInfo(essay_outcome)
-RegistrationConflict       ALREADY_EXISTS       ResourceInfo(batch)
-InvalidRegistration        INVALID_ARGUMENT     BadRequest(essay_ids)
-InvalidArgument (mesh)     INVALID_ARGUMENT     BadRequest
-BackendUnavailable (mesh)  UNAVAILABLE          ResourceInfo(backend)
-anything else              INTERNAL             (logged once with its traceback)
-=========================  ===================  ==========================================
+=========================  =====================  ===================  ==========================
+error                      reason                 code                 details
+=========================  =====================  ===================  ==========================
+UnknownPipeline,           PIPELINE_NOT_FOUND     NOT_FOUND            ResourceInfo(pipeline /
+UnknownTarget                                                          pipeline or step)
+UnknownStep, store's       STEP_NOT_FOUND         NOT_FOUND            ResourceInfo(step)
+store.UnknownBatch         BATCH_NOT_FOUND        NOT_FOUND            ResourceInfo(batch)
+PreconditionFailed         PREREQUISITES_NOT_MET  FAILED_PRECONDITION  PreconditionFailure, one
+                                                                       violation per unmet flag
+                                                                       (type FLAG) or dependency
+                                                                       (type STEP)
+StepNotAllowed             PREREQUISITES_NOT_MET  FAILED_PRECONDITION  PreconditionFailure, one
+                                                                       violation per missing flag
+                                                                       (type FLAG)
+EssayNotExpected           ESSAY_NOT_EXPECTED     FAILED_PRECONDITION  PreconditionFailure (type
+                                                                       ESSAY)
+ConflictingOutcome         OUTCOME_CONFLICT       ALREADY_EXISTS       ResourceInfo(essay_outcome)
+RegistrationConflict       REGISTRATION_CONFLICT  ALREADY_EXISTS       ResourceInfo(batch)
+InvalidRegistration        INVALID_ARGUMENT       INVALID_ARGUMENT     BadRequest(essay_ids)
+UnknownFlag                UNKNOWN_FLAG           INVALID_ARGUMENT     BadRequest, one violation
+                                                                       per unknown flag
+                                                                       (flags[<name>], naming the
+                                                                       known flags)
+InvalidArgument (mesh)     INVALID_ARGUMENT       INVALID_ARGUMENT     BadRequest
+BackendUnavailable (mesh)  BACKEND_UNAVAILABLE    UNAVAILABLE          ResourceInfo(backend)
+anything else              INTERNAL               INTERNAL             (logged once with its
+                                                                       traceback)
+=========================  =====================  ===================  ==========================
+
+Every status also carries an ``ErrorInfo`` (domain ``conductor.huleedu``, the reason above; the
+reasons are ``mesh.grpc.reasons.Reason``, shared with the BatchService).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2 as details
 
-from conductor_server.domain.errors import NotFound, PreconditionFailed
+from conductor_server.domain.errors import (
+    NotFound,
+    PreconditionFailed,
+    UnknownFlag,
+    UnknownPipeline,
+    UnknownStep,
+    UnknownTarget,
+)
 from conductor_server.store import errors as state
+from mesh.grpc.reasons import Reason
 from mesh.grpc.status import StatusRule, StatusTable
 
 DOMAIN = "conductor.huleedu"
@@ -52,6 +74,15 @@ def _unknown_step(exc: BaseException) -> Sequence[Message]:
     return [_resource("step", exc.step)]
 
 
+def _unknown_flags(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, UnknownFlag)
+    violations = [
+        details.BadRequest.FieldViolation(field=f"flags[{name}]", description=exc.description(name))
+        for name in exc.unknown
+    ]
+    return [details.BadRequest(field_violations=violations)]
+
+
 def _preconditions(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, PreconditionFailed)
     violations = [
@@ -71,6 +102,17 @@ def _essay_not_expected(exc: BaseException) -> Sequence[Message]:
     return [details.PreconditionFailure(violations=[violation])]
 
 
+def _step_not_allowed(exc: BaseException) -> Sequence[Message]:
+    assert isinstance(exc, state.StepNotAllowed)
+    violations = [
+        details.PreconditionFailure.Violation(
+            type="FLAG", subject=flag, description=f"step '{exc.step}' requires flag '{flag}'"
+        )
+        for flag in exc.missing_flags
+    ]
+    return [details.PreconditionFailure(violations=violations)]
+
+
 def _conflicting(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, state.ConflictingOutcome)
     name = f"{exc.batch_id}/{exc.step}/{exc.essay_id}"
@@ -88,33 +130,22 @@ def _invalid_registration(exc: BaseException) -> Sequence[Message]:
     return [details.BadRequest(field_violations=[violation])]
 
 
-Code = grpc.StatusCode
-
 TABLE = StatusTable(
     DOMAIN,
     [
-        StatusRule(NotFound, Code.NOT_FOUND, "UNKNOWN_TARGET", _not_found),
-        StatusRule(state.UnknownBatch, Code.NOT_FOUND, "UNKNOWN_BATCH", _unknown_batch),
-        StatusRule(state.UnknownStep, Code.NOT_FOUND, "UNKNOWN_STEP", _unknown_step),
-        StatusRule(PreconditionFailed, Code.FAILED_PRECONDITION, "PRECONDITION", _preconditions),
+        StatusRule(UnknownPipeline, Reason.PIPELINE_NOT_FOUND, _not_found),
+        StatusRule(UnknownTarget, Reason.PIPELINE_NOT_FOUND, _not_found),
+        StatusRule(UnknownStep, Reason.STEP_NOT_FOUND, _not_found),
+        StatusRule(state.UnknownBatch, Reason.BATCH_NOT_FOUND, _unknown_batch),
+        StatusRule(UnknownFlag, Reason.UNKNOWN_FLAG, _unknown_flags),
+        StatusRule(state.UnknownStep, Reason.STEP_NOT_FOUND, _unknown_step),
+        StatusRule(PreconditionFailed, Reason.PREREQUISITES_NOT_MET, _preconditions),
+        StatusRule(state.EssayNotExpected, Reason.ESSAY_NOT_EXPECTED, _essay_not_expected),
+        StatusRule(state.StepNotAllowed, Reason.PREREQUISITES_NOT_MET, _step_not_allowed),
+        StatusRule(state.ConflictingOutcome, Reason.OUTCOME_CONFLICT, _conflicting),
         StatusRule(
-            state.EssayNotExpected,
-            Code.FAILED_PRECONDITION,
-            "ESSAY_NOT_EXPECTED",
-            _essay_not_expected,
+            state.RegistrationConflict, Reason.REGISTRATION_CONFLICT, _registration_conflict
         ),
-        StatusRule(state.ConflictingOutcome, Code.ALREADY_EXISTS, "OUTCOME_CONFLICT", _conflicting),
-        StatusRule(
-            state.RegistrationConflict,
-            Code.ALREADY_EXISTS,
-            "REGISTRATION_CONFLICT",
-            _registration_conflict,
-        ),
-        StatusRule(
-            state.InvalidRegistration,
-            Code.INVALID_ARGUMENT,
-            "INVALID_REGISTRATION",
-            _invalid_registration,
-        ),
+        StatusRule(state.InvalidRegistration, Reason.INVALID_ARGUMENT, _invalid_registration),
     ],
 )

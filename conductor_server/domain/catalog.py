@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from itertools import compress
 from types import MappingProxyType
 
-from conductor_server.domain.errors import UnknownPipeline, UnknownStep, UnknownTarget
+from conductor_server.domain.errors import UnknownFlag, UnknownPipeline, UnknownStep, UnknownTarget
 from conductor_server.domain.graph import StepGraph
 from conductor_server.domain.model import PipelineDefinition, StepDefinition
 
@@ -39,6 +39,8 @@ def normalized(step: StepDefinition) -> dict[str, object]:
         "depends_on": sorted(step.depends_on),
         "requires": sorted(step.requires),
         "min_success_ratio": float(step.min_success_ratio),
+        "timeout_seconds": None if step.timeout_seconds is None else float(step.timeout_seconds),
+        "produces_text": step.produces_text,
     }
 
 
@@ -69,12 +71,14 @@ class PipelineCatalog:
     """Validated pipeline definitions; build it with ``loader.parse_catalog``.
 
     ``steps`` is the global step table in declaration order (the order steps first appear in the
-    file); ``pipeline_versions`` maps each pipeline to its version; ``version`` covers them all.
+    file); ``flags`` every flag some step requires, sorted: the flag names a batch may use;
+    ``pipeline_versions`` maps each pipeline to its version; ``version`` covers them all.
     """
 
     source: str
     pipelines: tuple[PipelineDefinition, ...]
     steps: Mapping[str, StepDefinition] = field(init=False)
+    flags: tuple[str, ...] = field(init=False)
     pipeline_versions: Mapping[str, str] = field(init=False)
     version: str = field(init=False)
     _by_name: Mapping[str, PipelineDefinition] = field(init=False, repr=False, compare=False)
@@ -108,6 +112,7 @@ class PipelineCatalog:
         roots = {p.name: tuple({index[s.name]: None for s in p.steps}) for p in self.pipelines}
         set_ = object.__setattr__
         set_(self, "steps", MappingProxyType(table))
+        set_(self, "flags", tuple(sorted({flag for s in table.values() for flag in s.requires})))
         set_(self, "_by_name", MappingProxyType({p.name: p for p in self.pipelines}))
         set_(self, "_index", MappingProxyType(index))
         set_(self, "_roots", MappingProxyType(roots))
@@ -135,6 +140,12 @@ class PipelineCatalog:
             return self.steps[name]
         except KeyError:
             raise UnknownStep(name) from None
+
+    def check_flags(self, names: Iterable[str]) -> None:
+        """``UnknownFlag`` unless every name is one of ``flags``."""
+        unknown = sorted(set(names).difference(self.flags))
+        if unknown:
+            raise UnknownFlag(tuple(unknown), self.flags)
 
     def subgraph(self, target: str) -> Subgraph:
         """What ``target`` (a pipeline name, else a step name) needs, in stable topological order.

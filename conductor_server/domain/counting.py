@@ -22,13 +22,33 @@ so far; for a root step, every essay of the batch). The rules:
 
 Statuses follow from the counts (``StepTable.derive``): a step whose total is not known is
 BLOCKED when a dependency is UNSATISFIED or BLOCKED, else WAITING.
+
+**Attempts.** Each outcome carries the run and the attempt of the command it answers (a run's
+first attempt is 1; ``RetryRun`` starts the next). An essay's mark per step is the (run,
+attempt) of its counted outcome, or of the attempt a retry reopened it at; without a mark it is
+attempt 1. An outcome of the same run as the mark but an earlier attempt is SUPERSEDED and
+changes nothing; otherwise the rules above apply: within an attempt the first outcome counts.
+``reopen`` starts a new attempt of a run for a step: every essay the step expects that failed,
+timed out or never reported is marked with the new attempt and its failure no longer counts, so
+the essay's next outcome (of that attempt) counts instead. Essays that succeeded are never
+reopened. When an essay newly succeeds in every dependency of a dependant that is already ready
+(a retry turned a failure into a success), the dependant expects it too: its total grows by one.
+
+**Timeouts.** ``missing`` lists the essays a step still waits for; the store records each as
+TIMED_OUT, a failure counted like any other. A later outcome for such an essay is LATE and
+changes nothing (a retry reopens it).
+
+**Epochs.** Counts only grow except when a reopen clears failures, and a complete step is only
+incomplete again when a retry reopens it or it gains an essay. Each of those starts a new
+*epoch* of the step (``StepCount.epoch``, from 1): the completion event of a step is one per
+epoch, and the Redis mirror orders a step's counts by epoch first.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Collection, Container, Iterator, Mapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,6 +71,8 @@ class StepCount:
     failed: int = 0
     total: int | None = None
     eligible: int = 0
+    timed_out: int = 0  # of the failures, those recorded because the step timed out
+    epoch: int = 1
 
 
 class Verdict(StrEnum):
@@ -60,6 +82,8 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     NOT_EXPECTED = "not_expected"
+    SUPERSEDED = "superseded"  # of an attempt a later one of the same run replaced
+    LATE = "late"  # the essay timed out already
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +101,8 @@ class Entry:
 _NOT_EXPECTED = Entry(Verdict.NOT_EXPECTED)
 _DUPLICATE = Entry(Verdict.DUPLICATE)
 _RECORDED = Entry(Verdict.RECORDED)
+_SUPERSEDED = Entry(Verdict.SUPERSEDED)
+_LATE = Entry(Verdict.LATE)
 
 
 class StepTable:
@@ -118,7 +144,7 @@ class StepTable:
         status = counted_status(
             count.succeeded, count.failed, count.total, self.definitions[name].min_success_ratio
         )
-        return StepState(name, count.succeeded, count.failed, count.total, status)
+        return StepState(name, count.succeeded, count.failed, count.total, status, count.timed_out)
 
     def derive(self, counts: Mapping[str, StepCount]) -> tuple[StepState, ...]:
         """Every step's state, in dependency order, from a batch's counts."""
@@ -135,23 +161,32 @@ class StepTable:
         return tuple(states.values())
 
 
+Mark = tuple[str, int]  # (run id, attempt)
+
+
 @dataclass(slots=True)
 class BatchTally:
     """One batch's counts, and the outcomes of the essays it knows.
 
     ``outcomes`` maps essay -> step -> outcome for every essay the tally may be asked about;
-    ``members`` holds (at least) those of them that are in the batch. ``changed`` collects the
-    steps whose counts moved since it was made (what the PostgreSQL store writes back).
+    ``members`` holds (at least) those of them that are in the batch; ``marks`` maps essay ->
+    step -> (run, attempt) where that is not attempt 1. What the PostgreSQL store writes back:
+    ``changed``, the steps whose counts moved since the tally was made; ``reopened``, the
+    (essay, step) pairs a reopen cleared or marked.
     """
 
     table: StepTable
     counts: dict[str, StepCount]
     outcomes: dict[str, dict[str, Outcome]]
     members: Container[str]
+    marks: dict[str, dict[str, Mark]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
+    reopened: set[tuple[str, str]] = field(default_factory=set)
     _derived: tuple[StepState, ...] | None = None  # states(), until the counts move
 
-    def record(self, step: str, essay_id: str, outcome: Outcome) -> Entry:
+    def record(
+        self, step: str, essay_id: str, outcome: Outcome, run_id: str = "", attempt: int = 1
+    ) -> Entry:
         """Count one outcome of a step of the table (the caller checks the step exists)."""
         count = self.counts[step]
         if count.total is None or essay_id not in self.members:
@@ -159,12 +194,22 @@ class BatchTally:
         known = self.outcomes.setdefault(essay_id, {})
         if not _succeeded_in_all(known, self.table.depends_on[step]):
             return _NOT_EXPECTED
+        marks = self.marks.get(essay_id)
+        mark = marks.get(step) if marks else None
+        if mark is not None and mark[0] == run_id and attempt < mark[1]:
+            return _SUPERSEDED
         previous = known.get(step)
         if previous is not None:
+            if previous is Outcome.TIMED_OUT:
+                return _LATE
             if previous is outcome:
                 return _DUPLICATE
             return Entry(Verdict.CONFLICT, previous=previous)
         known[step] = outcome
+        if attempt > 1:
+            self.marks.setdefault(essay_id, {})[step] = (run_id, attempt)
+        elif mark is not None:
+            del self.marks[essay_id][step]
         self.changed.add(step)
         self._derived = None
         if outcome is Outcome.SUCCEEDED:
@@ -172,9 +217,78 @@ class BatchTally:
             self._count_eligible(step, known)
         else:
             count.failed += 1
+            if outcome is Outcome.TIMED_OUT:
+                count.timed_out += 1
         if count.succeeded + count.failed < count.total:
             return _RECORDED
         return Entry(Verdict.RECORDED, completed=True, cascaded=self._make_ready(step))
+
+    def mark(self, essay_id: str, step: str) -> Mark | None:
+        """The (run, attempt) of the essay's outcome of ``step``, or of the attempt it is open
+        at; None for attempt 1."""
+        marks = self.marks.get(essay_id)
+        return marks.get(step) if marks else None
+
+    def expects(self, step: str, essay_id: str) -> bool:
+        """Whether ``step`` expects an outcome of the essay (counted or not)."""
+        return (
+            self.counts[step].total is not None
+            and essay_id in self.members
+            and _succeeded_in_all(self.outcomes.get(essay_id, {}), self.table.depends_on[step])
+        )
+
+    def reopen(self, step: str, run_id: str, attempt: int, essay_ids: Iterable[str]) -> list[str]:
+        """Open ``step`` at (``run_id``, ``attempt``) for each essay of ``essay_ids`` (the
+        batch's, in order) that it expects and that failed, timed out or never reported;
+        answer the essays open at that attempt, in order (a repeat answers the same ones)."""
+        count = self.counts[step]
+        if count.total is None:
+            return []
+        opened: list[str] = []
+        cleared = False
+        for essay_id in essay_ids:
+            if not self.expects(step, essay_id):
+                continue
+            known = self.outcomes.setdefault(essay_id, {})
+            previous = known.get(step)
+            if previous is Outcome.SUCCEEDED:
+                continue
+            mark = self.mark(essay_id, step)
+            if mark == (run_id, attempt) and previous is None:
+                opened.append(essay_id)
+                continue
+            if mark is not None and mark[0] == run_id and mark[1] >= attempt:
+                continue
+            if previous is not None:
+                del known[step]
+                count.failed -= 1
+                if previous is Outcome.TIMED_OUT:
+                    count.timed_out -= 1
+                cleared = True
+            self.marks.setdefault(essay_id, {})[step] = (run_id, attempt)
+            self.reopened.add((essay_id, step))
+            opened.append(essay_id)
+        if cleared:  # a complete step always has a failure to clear when it is reopened
+            count.epoch += 1
+        if opened:
+            self.changed.add(step)
+            self._derived = None
+        return opened
+
+    def missing(self, step: str, run_id: str, attempt: int, essay_ids: Iterable[str]) -> list[str]:
+        """Of ``essay_ids`` (the batch's, in order), those ``step`` expects that have no outcome,
+        leaving out the essays open at a later attempt of ``run_id``: what timing out
+        (``run_id``, ``attempt``) records as TIMED_OUT."""
+        if self.counts[step].total is None:
+            return []
+        waiting = []
+        for essay_id in essay_ids:
+            if not self.expects(step, essay_id) or step in self.outcomes.get(essay_id, {}):
+                continue
+            mark = self.mark(essay_id, step)
+            if mark is None or mark[0] != run_id or mark[1] <= attempt:
+                waiting.append(essay_id)
+        return waiting
 
     def state(self, step: str) -> StepState:
         """The state of ``step`` now (WAITING or BLOCKED while its total is unknown)."""
@@ -190,10 +304,15 @@ class BatchTally:
 
     def _count_eligible(self, step: str, known: Mapping[str, Outcome]) -> None:
         for name in self.table.dependants[step]:
+            if not _succeeded_in_all(known, self.table.depends_on[name]):
+                continue
             dependant = self.counts[name]
-            if dependant.total is None and _succeeded_in_all(known, self.table.depends_on[name]):
-                dependant.eligible += 1
-                self.changed.add(name)
+            dependant.eligible += 1
+            self.changed.add(name)
+            if dependant.total is not None:  # ready already: a retry made the essay eligible
+                if dependant.succeeded + dependant.failed == dependant.total:
+                    dependant.epoch += 1
+                dependant.total += 1
 
     def _make_ready(self, step: str) -> tuple[str, ...]:
         """Fix the totals of the dependants of ``step`` that are ready now; return those that

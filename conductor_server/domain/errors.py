@@ -8,11 +8,14 @@
     │   ├── UnknownPipeline         no pipeline of that name
     │   ├── UnknownStep             no step of that name
     │   └── UnknownTarget           neither a pipeline nor a step
+    ├── UnknownFlag                 .unknown, .known: flag names no step requires, and those
+    │                               some step does
     └── PreconditionFailed          .target, .violations: tuple[Violation, ...]
 
 The gRPC layer maps these to status codes in one table (``DefinitionError`` is a start-up failure;
-``NotFound`` is NOT_FOUND with a ``ResourceInfo``; ``PreconditionFailed`` is FAILED_PRECONDITION
-with one ``PreconditionFailure`` violation per ``Violation``). The retry policy reads ``retriable``.
+``NotFound`` is NOT_FOUND with a ``ResourceInfo``; ``UnknownFlag`` is INVALID_ARGUMENT with one
+``BadRequest`` violation per unknown flag; ``PreconditionFailed`` is FAILED_PRECONDITION with one
+``PreconditionFailure`` violation per ``Violation``). The retry policy reads ``retriable``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class IssueKind(StrEnum):
     REPEATED_ENTRY = "repeated_entry"
     UNKNOWN_COMMAND = "unknown_command"
     RATIO_OUT_OF_RANGE = "ratio_out_of_range"
+    TIMEOUT_OUT_OF_RANGE = "timeout_out_of_range"
     NO_PIPELINES = "no_pipelines"
     EMPTY_PIPELINE = "empty_pipeline"
     DUPLICATE_STEP = "duplicate_step"
@@ -130,6 +134,20 @@ class UnknownTarget(NotFound):
     """The name is neither a pipeline nor a step."""
 
     resource_type = "pipeline or step"
+
+
+class UnknownFlag(ConductorError):
+    """Flag names that no step of the loaded pipelines requires (``unknown``, sorted), so no
+    batch can mean anything by them: most likely a typo of one of ``known``."""
+
+    def __init__(self, unknown: tuple[str, ...], known: tuple[str, ...]) -> None:
+        self.unknown = unknown
+        self.known = known
+        super().__init__("; ".join(self.description(name) for name in unknown))
+
+    def description(self, name: str) -> str:
+        """Why ``name`` is refused, naming the flags that are known."""
+        return f"unknown flag '{name}'; known flags: {', '.join(self.known) or 'none'}"
 
 
 class PreconditionFailed(ConductorError):

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    """One essay's result in one step."""
+    """One essay's result in one step. TIMED_OUT is a failure the conductor records itself for
+    an essay still without an outcome when its step's timeout expired."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    TIMED_OUT = "timed_out"
 
 
 class StepStatus(StrEnum):
@@ -34,7 +37,12 @@ class StepStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
-    """One step as defined in the pipeline YAML; the same name means the same step everywhere."""
+    """One step as defined in the pipeline YAML; the same name means the same step everywhere.
+
+    ``timeout_seconds``: how long after dispatch the step may take (None: no timeout).
+    ``produces_text``: whether an essay's output of the step is its new text, which later steps
+    read (spellcheck's corrected text) or only a result (an analysis).
+    """
 
     name: str
     service: str
@@ -42,6 +50,8 @@ class StepDefinition:
     depends_on: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     min_success_ratio: float = 1.0
+    timeout_seconds: float | None = None
+    produces_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,8 @@ class PipelineDefinition:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRecord:
-    """One essay's outcome of one step, as reported by a worker.
+    """One essay's outcome of one step, as reported by a worker (or TIMED_OUT, recorded by the
+    conductor), for the command of ``run_id``'s ``attempt``.
 
     ``trace`` is opaque here: the trace context of the report (a W3C ``traceparent``), which the
     completion this record causes carries on.
@@ -67,7 +78,29 @@ class OutcomeRecord:
     outcome: Outcome
     output_storage_id: str = ""
     event_id: str = ""
+    run_id: str = ""
+    attempt: int = 1
+    error_code: str = ""
+    error_message: str = ""
     trace: str = ""
+
+
+TIMED_OUT_CODE = "TIMED_OUT"  # the error code of an outcome recorded because its step timed out
+
+
+@dataclass(frozen=True, slots=True)
+class EssayStepResult:
+    """One step's result for one essay: its counted outcome, or ``None`` while the essay is open
+    at a new attempt (``run_id``, ``attempt``) with no outcome yet."""
+
+    step: str
+    outcome: Outcome | None
+    output_storage_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    run_id: str = ""
+    attempt: int = 1
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +114,15 @@ class BatchRegistration:
 
 @dataclass(frozen=True, slots=True)
 class StepState:
-    """Counts and derived status of one step of one batch. ``total`` is 0 while WAITING/BLOCKED."""
+    """Counts and derived status of one step of one batch. ``total`` is 0 while WAITING/BLOCKED;
+    ``timed_out`` counts the failures recorded because the step timed out."""
 
     step: str
     succeeded: int
     failed: int
     total: int
     status: StepStatus
+    timed_out: int = 0
 
     @property
     def complete(self) -> bool:

@@ -12,6 +12,8 @@
             depends_on: [str]         # optional: steps of the same pipeline
             requires: [str]           # optional: batch flags, e.g. prompt_attached
             min_success_ratio: float  # optional, in (0, 1], default 1.0
+            timeout_seconds: float    # optional, in (0, 604800] (7 days); absent: no timeout
+            produces_text: bool       # optional, default false: its output is the essay's new text
 
 Unknown keys are errors (a typo must not silently drop a dependency), and so are duplicate keys
 (plain YAML keeps the last one). Checks across steps and pipelines live in ``validation``.
@@ -33,8 +35,18 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TOP_FIELDS = frozenset({"pipelines"})
 _PIPELINE_FIELDS = frozenset({"description", "steps"})
 _STEP_FIELDS = frozenset(
-    {"name", "service", "command", "depends_on", "requires", "min_success_ratio"}
+    {
+        "name",
+        "service",
+        "command",
+        "depends_on",
+        "requires",
+        "min_success_ratio",
+        "timeout_seconds",
+        "produces_text",
+    }
 )
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -195,9 +207,15 @@ def _parse_step(
     depends_on = _names(raw, "depends_on", where)
     requires = _names(raw, "requires", where)
     ratio = _ratio(raw, where)
+    timeout = _timeout(raw, where)
+    produces_text = raw.get("produces_text", False)
+    if not isinstance(produces_text, bool):
+        where.add(IssueKind.INVALID_TYPE, "must be true or false", "produces_text")
     if len(where.issues) != before:
         return None
-    return StepDefinition(where.step, service, command, depends_on, requires, ratio)
+    return StepDefinition(
+        where.step, service, command, depends_on, requires, ratio, timeout, produces_text
+    )
 
 
 def _required_string(raw: dict[Any, Any], field: str, where: _Where) -> str:
@@ -237,4 +255,17 @@ def _ratio(raw: dict[Any, Any], where: _Where) -> float:
     if not 0 < value <= 1:  # also rejects NaN
         detail = f"{value} is outside (0, 1]"
         where.add(IssueKind.RATIO_OUT_OF_RANGE, detail, "min_success_ratio")
+    return float(value)
+
+
+def _timeout(raw: dict[Any, Any], where: _Where) -> float | None:
+    value = raw.get("timeout_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        where.add(IssueKind.INVALID_TYPE, "must be a number of seconds", "timeout_seconds")
+        return None
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:  # also rejects NaN and infinity
+        detail = f"{value} is outside (0, {MAX_TIMEOUT_SECONDS}] (at most 7 days)"
+        where.add(IssueKind.TIMEOUT_OUT_OF_RANGE, detail, "timeout_seconds")
     return float(value)

@@ -5,6 +5,8 @@
   touched is then merged into Redis (``RedisMirror``), even when nothing changed, so a repeated
   write (a redelivery after a crash between the two) brings Redis up to date.
 - **Reads** come from Redis; a batch Redis does not have is read from PostgreSQL and merged.
+  Per-essay results (``essay_results``) are not mirrored: they are read from PostgreSQL.
+- **Retries and timeouts** (``reopen``, ``expire``) are writes like the others.
 - **Redis down** does not stop the product: writes still count in PostgreSQL and every read
   falls back to it. A batch whose merge failed is stale: its reads go to PostgreSQL in this
   process, and it is written to PostgreSQL's mirror backlog (``conductor_mirror_backlog``), from
@@ -19,8 +21,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from conductor_server.domain.model import BatchRegistration, OutcomeRecord
-from conductor_server.ports import BatchState, RecordResult
+from conductor_server.domain.model import BatchRegistration, EssayStepResult, OutcomeRecord
+from conductor_server.ports import BatchState, Expired, RecordResult, Reopened
 from conductor_server.store.errors import StateBackendUnavailable, UnknownBatch
 from conductor_server.store.postgres import PostgresStateStore
 from conductor_server.store.redis_mirror import RedisMirror
@@ -61,6 +63,24 @@ class ComposedStateStore(AsyncResource):
         recorded = await self._durable.record(records)
         await self._merge(recorded.states)
         return recorded.results
+
+    async def reopen(
+        self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> list[Reopened]:
+        reopened, state = await self._durable.reopen_with_state(batch_id, run_id, attempt, steps)
+        await self._merge([state])
+        return reopened
+
+    async def expire(self, batch_id: str, step: str, run_id: str, attempt: int) -> Expired:
+        expired, state = await self._durable.expire_with_state(batch_id, step, run_id, attempt)
+        await self._merge([state])
+        return expired
+
+    async def essay_results(
+        self, batch_id: str, essay_ids: Sequence[str]
+    ) -> dict[str, list[EssayStepResult]]:
+        """Read from PostgreSQL: per-essay results are not mirrored."""
+        return await self._durable.essay_results(batch_id, essay_ids)
 
     async def batch_state(self, batch_id: str) -> BatchState:
         stale = batch_id in self._stale

@@ -8,6 +8,8 @@
     │   ├── UnknownStep             .batch_id, .step: the step is not in the step table
     │   ├── EssayNotExpected        .batch_id, .step, .essay_id: not in the batch, or not in the
     │   │                           step's expected set (including a step still WAITING/BLOCKED)
+    │   ├── StepNotAllowed          .batch_id, .step, .missing_flags: the step requires flags the
+    │   │                           batch does not have (dispatch would refuse it too)
     │   ├── ConflictingOutcome      .batch_id, .step, .essay_id, .recorded, .attempted: a second,
     │   │                           different outcome for an essay (the first one stands)
     │   ├── RegistrationConflict    .batch_id: registered again with a different essay set
@@ -21,6 +23,8 @@ returns permanent errors per record (one bad record does not fail the others) an
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from conductor_server.domain.model import BatchRegistration, Outcome
 from mesh.errors import BackendUnavailable
@@ -59,6 +63,17 @@ class EssayNotExpected(PermanentStateError):
         super().__init__(
             f"batch {batch_id!r}, step {step!r}: essay {essay_id!r} is not expected "
             "(not in the batch, failed a dependency, or the step is not ready)"
+        )
+
+
+class StepNotAllowed(PermanentStateError):
+    def __init__(self, batch_id: str, step: str, missing_flags: Sequence[str]) -> None:
+        self.batch_id = batch_id
+        self.step = step
+        self.missing_flags = tuple(missing_flags)
+        super().__init__(
+            f"batch {batch_id!r}: step {step!r} requires flags the batch does not have: "
+            f"{', '.join(self.missing_flags)}"
         )
 
 

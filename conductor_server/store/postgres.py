@@ -7,11 +7,13 @@ Schema: ``sql/0001_pipeline_state.sql``. One ``record_outcomes`` call is one tra
    step's outcome it already has;
 3. count the records with the rule (``conductor_server.domain.counting``) on a ``BatchTally`` of
    what was read;
-4. write the new outcomes (binary COPY), the counts that moved, and a ``BatchStepCompleted``
-   outbox row (``conductor_server.events``) for each step that completed, listing its succeeded
-   essays in batch order.
+4. write the new outcomes (binary COPY; an update of the row of an essay a retry reopened), the
+   counts that moved, and a ``BatchStepCompleted`` outbox row (``conductor_server.events``) for
+   each step that completed, listing its succeeded essays in batch order.
 
-A crash anywhere before the commit writes nothing; a redelivered record is a DUPLICATE.
+``reopen`` and ``expire`` are rare and need every essay of the batch: they read the whole batch
+under the same lock, then write the same way. A crash anywhere before the commit writes
+nothing; a redelivered record is a DUPLICATE.
 """
 
 from __future__ import annotations
@@ -23,33 +25,45 @@ from dataclasses import dataclass
 from typing import Any
 
 from conductor_server import events
-from conductor_server.domain.counting import BatchTally, StepCount, StepTable, replay
-from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord, StepDefinition
-from conductor_server.ports import BatchState, RecordResult
+from conductor_server.domain.counting import BatchTally, Mark, StepCount, StepTable, replay
+from conductor_server.domain.model import (
+    BatchRegistration,
+    EssayStepResult,
+    Outcome,
+    OutcomeRecord,
+    StepDefinition,
+)
+from conductor_server.ports import BatchState, Expired, RecordResult, Reopened
 from conductor_server.store import results
 from conductor_server.store.errors import (
     RegistrationConflict,
     StateBackendUnavailable,
     UnknownBatch,
+    UnknownStep,
     check_registration,
 )
+from conductor_server.store.results import timed_out
 from mesh.postgres import outbox
 from mesh.postgres.pool import TRANSIENT_ERRORS
 from mesh.resource import AsyncResource
 
 MIGRATIONS = {"mesh": "mesh.postgres.sql", "conductor": "conductor_server.store.sql"}
-_OUTCOME_LETTER = {"s": Outcome.SUCCEEDED, "f": Outcome.FAILED}
+_OUTCOME_LETTER = {"s": Outcome.SUCCEEDED, "f": Outcome.FAILED, "t": Outcome.TIMED_OUT}
+_OPEN = "o"  # the letter of a reopened essay's row, which has no outcome yet
+_SEPARATOR = "\x1f"  # between a step and its mark: names and ids never contain it
 
 _LOCK = """
 SELECT batch_id, essay_count, flags, version FROM conductor_batches
  WHERE batch_id = ANY($1::text[]) ORDER BY batch_id FOR NO KEY UPDATE
 """
 _COUNTS = """
-SELECT batch_id, step, succeeded, failed, total, eligible FROM processing_pipeline_state
- WHERE batch_id = ANY($1::text[])
+SELECT batch_id, step, succeeded, failed, total, eligible, timed_out, epoch
+  FROM processing_pipeline_state WHERE batch_id = ANY($1::text[])
 """
 # The named essays of one batch that are in it, with every outcome each already has, as the
-# outcome's first letter followed by the step. OFFSET 0 keeps the lateral subquery from being
+# outcome's first letter ('o' for an essay open at a new attempt) followed by the step, then,
+# for an attempt after the first, the attempt and the run. OFFSET 0 keeps the lateral subquery
+# from being
 # flattened into a join, so both lookups stay primary-key probes per named essay whatever the
 # table statistics say (on young tables the planner otherwise scans every essay of the batch).
 _ESSAYS = """
@@ -57,7 +71,10 @@ SELECT t.essay_id, m.position, m.done
   FROM unnest($2::text[]) AS t(essay_id)
  CROSS JOIN LATERAL (
        SELECT e.position,
-              ARRAY(SELECT left(o.outcome, 1) || o.step FROM essay_step_outcomes o
+              ARRAY(SELECT coalesce(left(o.outcome, 1), 'o') || o.step
+                           || CASE WHEN o.attempt > 1
+                                   THEN chr(31) || o.attempt || chr(31) || o.run_id ELSE '' END
+                      FROM essay_step_outcomes o
                      WHERE o.batch_id = e.batch_id AND o.essay_id = e.essay_id) AS done
          FROM conductor_batch_essays e
         WHERE e.batch_id = $1 AND e.essay_id = t.essay_id
@@ -71,15 +88,53 @@ _OUTCOME_COLUMNS = (
     "outcome",
     "output_storage_id",
     "event_id",
+    "run_id",
+    "attempt",
+    "error_code",
+    "error_message",
 )
+# An outcome of an essay a retry reopened: its row exists (with no outcome) already.
+_UPDATE_OUTCOMES = """
+UPDATE essay_step_outcomes o
+   SET outcome = t.outcome, output_storage_id = t.output_storage_id, event_id = t.event_id,
+       run_id = t.run_id, attempt = t.attempt, error_code = t.error_code,
+       error_message = t.error_message, recorded_at = now()
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::int[], $9::text[], $10::text[])
+       AS t(essay_id, step, outcome, output_storage_id, event_id, run_id, attempt, error_code,
+            error_message)
+ WHERE o.batch_id = $1 AND o.essay_id = t.essay_id AND o.step = t.step
+"""
+_REOPEN = """
+INSERT INTO essay_step_outcomes AS o (batch_id, essay_id, step, position, outcome, run_id,
+                                      attempt, recorded_at)
+SELECT $1, t.essay_id, t.step, t.position, NULL, $4, $5, NULL
+  FROM unnest($2::text[], $3::text[], $6::int[]) AS t(essay_id, step, position)
+ON CONFLICT (batch_id, essay_id, step) DO UPDATE
+   SET outcome = NULL, output_storage_id = '', event_id = '', run_id = excluded.run_id,
+       attempt = excluded.attempt, error_code = '', error_message = '', recorded_at = NULL
+"""
+_WHOLE_BATCH = """
+SELECT e.essay_id, e.position, o.step, o.outcome, o.run_id, o.attempt
+  FROM conductor_batch_essays e
+  LEFT JOIN essay_step_outcomes o ON o.batch_id = e.batch_id AND o.essay_id = e.essay_id
+ WHERE e.batch_id = $1
+ ORDER BY e.position
+"""
+_RESULTS = """
+SELECT essay_id, step, outcome, output_storage_id, error_code, error_message, run_id, attempt,
+       recorded_at
+  FROM essay_step_outcomes WHERE batch_id = $1 AND essay_id = ANY($2::text[])
+"""
 _UPDATE_COUNTS = """
 UPDATE processing_pipeline_state s
    SET succeeded = t.succeeded, failed = t.failed, total = t.total, eligible = t.eligible,
-       status = t.status, updated_at = now(),
+       status = t.status, timed_out = t.timed_out, epoch = t.epoch, updated_at = now(),
        completed_at = CASE WHEN t.succeeded + t.failed = t.total
                            THEN coalesce(s.completed_at, now()) END
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[])
-       AS t(batch_id, step, succeeded, failed, total, eligible, status)
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
+              $8::int[], $9::int[])
+       AS t(batch_id, step, succeeded, failed, total, eligible, status, timed_out, epoch)
  WHERE s.batch_id = t.batch_id AND s.step = t.step
 """
 _SUCCEEDED = """
@@ -103,7 +158,8 @@ SELECT $1, * FROM unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[],
 ON CONFLICT DO NOTHING
 """
 _STATE = """
-SELECT b.essay_count, b.flags, b.version, s.step, s.succeeded, s.failed, s.total, s.eligible
+SELECT b.essay_count, b.flags, b.version, s.step, s.succeeded, s.failed, s.total, s.eligible,
+       s.timed_out, s.epoch
   FROM conductor_batches b LEFT JOIN processing_pipeline_state s USING (batch_id)
  WHERE b.batch_id = $1
 """
@@ -112,8 +168,12 @@ INSERT INTO conductor_mirror_backlog (batch_id) SELECT unnest($1::text[]) ON CON
 """
 _STALE = "SELECT batch_id FROM conductor_mirror_backlog ORDER BY since LIMIT $1"
 _FORGET_STALE = "DELETE FROM conductor_mirror_backlog WHERE batch_id = ANY($1::text[])"
+_EXISTS = "SELECT 1 FROM conductor_batches WHERE batch_id = $1"
 _BATCH_ESSAYS = "SELECT essay_id FROM conductor_batch_essays WHERE batch_id = $1 ORDER BY position"
-_BATCH_OUTCOMES = "SELECT essay_id, step, outcome FROM essay_step_outcomes WHERE batch_id = $1"
+_BATCH_OUTCOMES = """
+SELECT essay_id, step, outcome FROM essay_step_outcomes
+ WHERE batch_id = $1 AND outcome IS NOT NULL
+"""
 
 
 def essays_digest(essay_ids: Sequence[str]) -> str:
@@ -130,9 +190,40 @@ def _unavailable() -> Iterator[None]:
         raise StateBackendUnavailable("postgresql", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _count_of(row: Any) -> StepCount:
+    return StepCount(
+        row["succeeded"],
+        row["failed"],
+        row["total"],
+        row["eligible"],
+        row["timed_out"],
+        row["epoch"],
+    )
+
+
+def _read_done(
+    done: Sequence[str],
+) -> tuple[dict[str, Outcome], dict[str, Mark], list[str]]:
+    """An essay's outcomes, marks and open steps from its ``_ESSAYS`` ``done`` array."""
+    outcomes: dict[str, Outcome] = {}
+    marks: dict[str, Mark] = {}
+    opened: list[str] = []
+    for item in done:
+        letter, step = item[0], item[1:]
+        if _SEPARATOR in step:
+            step, attempt, run_id = step.split(_SEPARATOR, 2)
+            marks[step] = (run_id, int(attempt))
+        if letter == _OPEN:
+            opened.append(step)
+        else:
+            outcomes[step] = _OUTCOME_LETTER[letter]
+    return outcomes, marks, opened
+
+
 @dataclass(slots=True)
 class _Locked:
-    """A batch locked for one call, and its tally of what the call read."""
+    """A batch locked for one call, its tally of what the call read, and the (essay, step) rows
+    of essays open at a new attempt (an outcome for one updates its row)."""
 
     batch_id: str
     essay_count: int
@@ -140,10 +231,29 @@ class _Locked:
     version: int
     tally: BatchTally
     positions: dict[str, int]
+    open_rows: set[tuple[str, str]]
+    members: set[str]
+
+    def add(self, essay_id: str, position: int, done: Sequence[str]) -> None:
+        """Add an essay of the batch, with what its ``done`` array says it has."""
+        outcomes, marks, opened = _read_done(done)
+        self.positions[essay_id] = position
+        self.members.add(essay_id)
+        self.tally.outcomes[essay_id] = outcomes
+        if marks:
+            self.tally.marks[essay_id] = marks
+        for step in opened:
+            self.open_rows.add((essay_id, step))
 
     def state(self) -> BatchState:
+        counts = self.tally.counts
         return BatchState(
-            self.batch_id, self.essay_count, self.flags, self.tally.states(), self.version
+            self.batch_id,
+            self.essay_count,
+            self.flags,
+            self.tally.states(),
+            self.version,
+            {step: count.epoch for step, count in counts.items()},
         )
 
 
@@ -224,54 +334,154 @@ class PostgresStateStore(AsyncResource):
         """``record_outcomes``, also answering the state after it of every batch it touched."""
         known = [r for r in records if r.step in self._table]
         if not known:
-            return Recorded(results.count(records, self._table, {}), [])
+            return Recorded(results.count(records, self._table, {}, {}), [])
         with _unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
                 locked = await self._load(conn, known)
                 tallies = {batch_id: batch.tally for batch_id, batch in locked.items()}
-                answers = results.count(records, self._table, tallies)
+                flags = {batch_id: batch.flags for batch_id, batch in locked.items()}
+                answers = results.count(records, self._table, tallies, flags)
                 await self._save(conn, locked, answers)
         return Recorded(answers, [batch.state() for batch in locked.values()])
 
     async def _load(self, conn: Any, records: Sequence[OutcomeRecord]) -> dict[str, _Locked]:
         """Lock the records' batches and read what counting the records needs."""
-        rows = await conn.fetch(_LOCK, sorted({r.batch_id for r in records}))
+        named: dict[str, set[str]] = {}
+        for record in records:
+            named.setdefault(record.batch_id, set()).add(record.essay_id)
+        return await self._lock(conn, named)
+
+    async def _lock(self, conn: Any, named: Mapping[str, set[str]]) -> dict[str, _Locked]:
+        """Lock the batches of ``named`` (batch -> essays) and read their counts and the named
+        essays; batches that do not exist are left out."""
+        rows = await conn.fetch(_LOCK, sorted(named))
         if not rows:
             return {}
         ids = [row["batch_id"] for row in rows]
         counts: dict[str, dict[str, StepCount]] = {batch_id: {} for batch_id in ids}
         for row in await conn.fetch(_COUNTS, ids):
-            counts[row["batch_id"]][row["step"]] = StepCount(
-                row["succeeded"], row["failed"], row["total"], row["eligible"]
-            )
-        named: dict[str, set[str]] = {batch_id: set() for batch_id in ids}
-        for record in records:
-            if record.batch_id in named:
-                named[record.batch_id].add(record.essay_id)
-        outcomes: dict[str, dict[str, dict[str, Outcome]]] = {batch_id: {} for batch_id in ids}
-        positions: dict[str, dict[str, int]] = {batch_id: {} for batch_id in ids}
-        for batch_id, essays in named.items():
-            for row in await conn.fetch(_ESSAYS, batch_id, list(essays)):
-                essay_id = row["essay_id"]
-                positions[batch_id][essay_id] = row["position"]
-                outcomes[batch_id][essay_id] = {d[1:]: _OUTCOME_LETTER[d[0]] for d in row["done"]}
+            counts[row["batch_id"]][row["step"]] = _count_of(row)
         locked: dict[str, _Locked] = {}
         for row in rows:
             batch_id = row["batch_id"]
             if any(step not in counts[batch_id] for step in self._table):
                 counts[batch_id] = await self._add_steps(conn, batch_id, counts[batch_id])
-            tally = BatchTally(
-                self._table, counts[batch_id], outcomes[batch_id], positions[batch_id].keys()
-            )
-            locked[batch_id] = _Locked(
+            members: set[str] = set()
+            batch = _Locked(
                 batch_id,
                 row["essay_count"],
                 frozenset(row["flags"]),
                 row["version"],
-                tally,
-                positions[batch_id],
+                BatchTally(self._table, counts[batch_id], {}, members),
+                {},
+                set(),
+                members,
             )
+            if named[batch_id]:
+                for essay in await conn.fetch(_ESSAYS, batch_id, list(named[batch_id])):
+                    batch.add(essay["essay_id"], essay["position"], essay["done"])
+            locked[batch_id] = batch
         return locked
+
+    async def _load_whole(self, conn: Any, batch_id: str) -> _Locked:
+        """Lock one batch and read all of it: every essay, in batch order, with its outcomes."""
+        locked = (await self._lock(conn, {batch_id: set()})).get(batch_id)
+        if locked is None:
+            raise UnknownBatch(batch_id)
+        done: dict[str, list[str]] = {}
+        for row in await conn.fetch(_WHOLE_BATCH, batch_id):
+            items = done.setdefault(row["essay_id"], [])
+            locked.positions[row["essay_id"]] = row["position"]
+            if row["step"] is None:
+                continue
+            letter = _OPEN if row["outcome"] is None else row["outcome"][0]
+            mark = f"{_SEPARATOR}{row['attempt']}{_SEPARATOR}{row['run_id']}"
+            items.append(f"{letter}{row['step']}{mark if row['attempt'] > 1 else ''}")
+        for essay_id, items in done.items():
+            locked.add(essay_id, locked.positions[essay_id], items)
+        return locked
+
+    # -- retries, timeouts ------------------------------------------------------------------
+
+    async def reopen(
+        self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> list[Reopened]:
+        return (await self.reopen_with_state(batch_id, run_id, attempt, steps))[0]
+
+    async def reopen_with_state(
+        self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> tuple[list[Reopened], BatchState]:
+        """``reopen``, also answering the batch's state after it."""
+        self._known_steps(batch_id, steps)
+        with _unavailable():
+            async with self._pool.acquire() as conn, conn.transaction():
+                batch = await self._load_whole(conn, batch_id)
+                essays = list(batch.positions)  # batch order
+                answers = []
+                for step in steps:
+                    opened = batch.tally.reopen(step, run_id, attempt, essays)
+                    answers.append(Reopened(step, tuple(opened), batch.tally.state(step)))
+                rows = sorted(batch.tally.reopened, key=lambda pair: batch.positions[pair[0]])
+                if rows:
+                    await conn.execute(
+                        _REOPEN,
+                        batch_id,
+                        [essay for essay, _ in rows],
+                        [step for _, step in rows],
+                        run_id,
+                        attempt,
+                        [batch.positions[essay] for essay, _ in rows],
+                    )
+                    await self._update_counts(conn, {batch_id: batch})
+        return answers, batch.state()
+
+    async def expire(self, batch_id: str, step: str, run_id: str, attempt: int) -> Expired:
+        return (await self.expire_with_state(batch_id, step, run_id, attempt))[0]
+
+    async def expire_with_state(
+        self, batch_id: str, step: str, run_id: str, attempt: int
+    ) -> tuple[Expired, BatchState]:
+        """``expire``, also answering the batch's state after it."""
+        self._known_steps(batch_id, [step])
+        with _unavailable():
+            async with self._pool.acquire() as conn, conn.transaction():
+                batch = await self._load_whole(conn, batch_id)
+                missing = batch.tally.missing(step, run_id, attempt, list(batch.positions))
+                records = [timed_out(batch_id, step, essay, run_id, attempt) for essay in missing]
+                answers = results.count(records, self._table, {batch_id: batch.tally}, None)
+                await self._save(conn, {batch_id: batch}, answers)
+        return Expired(tuple(missing), batch.tally.state(step)), batch.state()
+
+    def _known_steps(self, batch_id: str, steps: Sequence[str]) -> None:
+        for step in steps:
+            if step not in self._table:
+                raise UnknownStep(batch_id, step)
+
+    async def essay_results(
+        self, batch_id: str, essay_ids: Sequence[str]
+    ) -> dict[str, list[EssayStepResult]]:
+        with _unavailable():
+            async with self._pool.acquire() as conn:
+                if await conn.fetchval(_EXISTS, batch_id) is None:
+                    raise UnknownBatch(batch_id)
+                rows = await conn.fetch(_RESULTS, batch_id, list(essay_ids))
+        found: dict[str, dict[str, EssayStepResult]] = {essay: {} for essay in essay_ids}
+        for row in rows:
+            found[row["essay_id"]][row["step"]] = EssayStepResult(
+                row["step"],
+                None if row["outcome"] is None else Outcome(row["outcome"]),
+                row["output_storage_id"],
+                row["error_code"],
+                row["error_message"],
+                row["run_id"],
+                row["attempt"],
+                row["recorded_at"],
+            )
+        order = {step: n for n, step in enumerate(self._table)}
+        return {
+            essay: sorted(by_step.values(), key=lambda r: order.get(r.step, len(order)))
+            for essay, by_step in found.items()
+        }
 
     async def _add_steps(
         self, conn: Any, batch_id: str, counts: dict[str, StepCount]
@@ -292,6 +502,13 @@ class PostgresStateStore(AsyncResource):
         self, conn: Any, locked: Mapping[str, _Locked], answers: Sequence[RecordResult]
     ) -> None:
         """Write the counted outcomes, the counts that moved, and the completion events."""
+        new = [answer.record for answer in answers if answer.newly_recorded]
+        if not new:
+            return
+        reopened = [r for r in new if (r.essay_id, r.step) in locked[r.batch_id].open_rows]
+        if reopened:
+            await self._update_outcomes(conn, reopened)
+            new = [r for r in new if (r.essay_id, r.step) not in locked[r.batch_id].open_rows]
         rows = [
             (
                 r.batch_id,
@@ -301,30 +518,65 @@ class PostgresStateStore(AsyncResource):
                 r.outcome.value,
                 r.output_storage_id,
                 r.event_id,
+                r.run_id,
+                r.attempt,
+                r.error_code,
+                r.error_message,
             )
-            for r in (answer.record for answer in answers if answer.newly_recorded)
+            for r in new
         ]
-        if not rows:
-            return
-        await conn.copy_records_to_table(
-            "essay_step_outcomes", records=rows, columns=_OUTCOME_COLUMNS
-        )
+        if rows:
+            await conn.copy_records_to_table(
+                "essay_step_outcomes", records=rows, columns=_OUTCOME_COLUMNS
+            )
         await self._update_counts(conn, locked)
         announcements = []
         for answer in answers:
             if not answer.completed_step or answer.state is None:
                 continue
-            batch_id, trace = answer.record.batch_id, answer.record.trace
+            record = answer.record
+            tally = locked[record.batch_id].tally
             for state in (answer.state, *answer.cascaded):
-                essays = await conn.fetch(_SUCCEEDED, batch_id, state.step)
-                succeeded = [(e[0], e[1]) for e in essays]
-                announcements.append(events.step_completed(batch_id, state, succeeded, trace))
+                essays = await conn.fetch(_SUCCEEDED, record.batch_id, state.step)
+                announcements.append(
+                    events.step_completed(
+                        record.batch_id,
+                        state,
+                        [(e[0], e[1]) for e in essays],
+                        record.trace,
+                        produces_text=self._table[state.step].produces_text,
+                        epoch=tally.counts[state.step].epoch,
+                        run_id=record.run_id,
+                        attempt=record.attempt,
+                    )
+                )
         await outbox.enqueue(conn, announcements)
+
+    @staticmethod
+    async def _update_outcomes(conn: Any, records: Sequence[OutcomeRecord]) -> None:
+        """Outcomes of essays whose rows a reopen left open (one batch per statement)."""
+        by_batch: dict[str, list[OutcomeRecord]] = {}
+        for record in records:
+            by_batch.setdefault(record.batch_id, []).append(record)
+        for batch_id, rows in by_batch.items():
+            await conn.execute(
+                _UPDATE_OUTCOMES,
+                batch_id,
+                [r.essay_id for r in rows],
+                [r.step for r in rows],
+                [r.outcome.value for r in rows],
+                [r.output_storage_id for r in rows],
+                [r.event_id for r in rows],
+                [r.run_id for r in rows],
+                [r.attempt for r in rows],
+                [r.error_code for r in rows],
+                [r.error_message for r in rows],
+            )
 
     async def _update_counts(self, conn: Any, locked: Mapping[str, _Locked]) -> None:
         """Every step of each batch whose counts moved: a status may follow from another step's
         counts (a dependant BLOCKED by an unsatisfied dependency)."""
-        columns: list[list[Any]] = [[], [], [], [], [], [], []]
+        columns: list[list[Any]] = [[], [], [], [], [], [], [], [], []]
         for batch in locked.values():
             if not batch.tally.changed:
                 continue
@@ -342,6 +594,8 @@ class PostgresStateStore(AsyncResource):
                         count.total,
                         count.eligible,
                         states[step].status.value,
+                        count.timed_out,
+                        count.epoch,
                     ),
                     strict=True,
                 ):
@@ -375,15 +629,12 @@ class PostgresStateStore(AsyncResource):
         if not rows:
             raise UnknownBatch(batch_id)
         first = rows[0]
-        counts = {
-            row["step"]: StepCount(row["succeeded"], row["failed"], row["total"], row["eligible"])
-            for row in rows
-            if row["step"] is not None
-        }
+        counts = {row["step"]: _count_of(row) for row in rows if row["step"] is not None}
         return BatchState(
             batch_id,
             first["essay_count"],
             frozenset(first["flags"]),
             self._table.derive(counts),
             first["version"],
+            {step: count.epoch for step, count in counts.items()},
         )

@@ -148,7 +148,15 @@ class RedisMirror(AsyncResource):
             json.dumps(sorted(state.flags)),
         ]
         for step in state.steps:
-            args += [step.step, step.succeeded, step.step + keys.FAILED, step.failed]
+            epoch = state.epochs.get(step.step, 1)
+            args += [
+                step.step,
+                step.succeeded,
+                step.step + keys.FAILED,
+                keys.in_epoch(epoch, step.failed),
+                step.step + keys.TIMED_OUT,
+                keys.in_epoch(epoch, step.timed_out),
+            ]
             if step.status not in _UNKNOWN_TOTAL:
                 args += [step.step + keys.TOTAL, step.total]
         return args
@@ -163,10 +171,14 @@ class RedisMirror(AsyncResource):
         counts = {}
         for name in self._table:
             total = fields.get(name + keys.TOTAL)
+            epoch, failed = keys.epoch_and_count(int(fields.get(name + keys.FAILED, 0)))
+            _, timed_out = keys.epoch_and_count(int(fields.get(name + keys.TIMED_OUT, 0)))
             counts[name] = StepCount(
                 int(fields.get(name, 0)),
-                int(fields.get(name + keys.FAILED, 0)),
+                failed,
                 None if total is None else int(total),
+                timed_out=timed_out,
+                epoch=max(epoch, 1),
             )
         return BatchState(
             batch_id,
@@ -174,6 +186,7 @@ class RedisMirror(AsyncResource):
             frozenset(json.loads(fields[keys.FLAGS])),
             self._table.derive(counts),
             int(fields[keys.VERSION]),
+            {name: count.epoch for name, count in counts.items()},
         )
 
 

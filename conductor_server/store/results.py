@@ -5,22 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from conductor_server.domain.counting import BatchTally, StepTable, Verdict
-from conductor_server.domain.model import OutcomeRecord, StepState
+from conductor_server.domain.model import TIMED_OUT_CODE, Outcome, OutcomeRecord, StepState
 from conductor_server.ports import RecordResult
 from conductor_server.store.errors import (
     ConflictingOutcome,
     EssayNotExpected,
+    StepNotAllowed,
     UnknownBatch,
     UnknownStep,
 )
 
 
 def count(
-    records: Sequence[OutcomeRecord], table: StepTable, tallies: Mapping[str, BatchTally]
+    records: Sequence[OutcomeRecord],
+    table: StepTable,
+    tallies: Mapping[str, BatchTally],
+    flags: Mapping[str, frozenset[str]] | None,
 ) -> list[RecordResult]:
-    """Count each record, in order, on the tally of its batch; one result per record.
+    """Count each record, in order, on the tally of its batch (whose flags are ``flags``); one
+    result per record.
 
-    A record of a step the table does not have is refused before its batch is looked up. The
+    A record of a step the table does not have is refused before its batch is looked up; one of
+    a step that requires a flag the batch does not have is refused like a dispatch would be
+    (``flags`` None: no such check, for the timeouts the conductor records itself). The
     ``state`` of a result is its step's state once the whole call is counted (for the record
     that completed a step, its final state), built once per step and call.
     """
@@ -35,7 +42,13 @@ def count(
         if tally is None:
             answers.append(RecordResult(record, error=UnknownBatch(batch_id)))
             continue
-        entry = tally.record(step, record.essay_id, record.outcome)
+        requires = table[step].requires
+        if requires and flags is not None:
+            missing = [flag for flag in requires if flag not in flags[batch_id]]
+            if missing:
+                answers.append(RecordResult(record, error=StepNotAllowed(batch_id, step, missing)))
+                continue
+        entry = tally.record(step, record.essay_id, record.outcome, record.run_id, record.attempt)
         if entry.verdict is Verdict.NOT_EXPECTED:
             answers.append(
                 RecordResult(record, error=EssayNotExpected(batch_id, step, record.essay_id))
@@ -54,6 +67,7 @@ def count(
                     newly_recorded=entry.verdict is Verdict.RECORDED,
                     completed_step=entry.completed,
                     cascaded=cascaded,
+                    verdict=entry.verdict,
                 )
             )
     for answer in answers:
@@ -64,3 +78,17 @@ def count(
                 state = states[key] = tallies[key[0]].state(key[1])
             answer.state = state
     return answers
+
+
+def timed_out(batch_id: str, step: str, essay_id: str, run_id: str, attempt: int) -> OutcomeRecord:
+    """The outcome the conductor records for an essay whose step timed out."""
+    return OutcomeRecord(
+        batch_id,
+        step,
+        essay_id,
+        Outcome.TIMED_OUT,
+        run_id=run_id,
+        attempt=attempt,
+        error_code=TIMED_OUT_CODE,
+        error_message="the step's timeout expired before the essay's outcome arrived",
+    )

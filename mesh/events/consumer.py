@@ -72,6 +72,7 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     close_timeout: float = 30.0
+    commit_timeout: float = 10.0  # a stop's or revocation's commit, at most (then redelivered)
     group_instance_id: str = ""  # static membership when set
     leave_timeout: float = 5.0  # leaving the group on close, at most (it may still be joining)
     security: KafkaSecurity = PLAINTEXT
@@ -91,6 +92,7 @@ class Consumer(AsyncResource):
         accept: Collection[str] | None = None,
         metrics: ConsumerMetrics | None = None,
         vault: PayloadVault | None = None,
+        client: Any = None,  # an aiokafka consumer to use instead of one built from ``config``
     ) -> None:
         self._config = config
         self.topics = [topic_name(kind, config.namespace) for kind in kinds]
@@ -99,7 +101,7 @@ class Consumer(AsyncResource):
             dead_letters, consumer_group=config.group_id, service=config.service, vault=vault
         )
         self._metrics = metrics or ConsumerMetrics(CollectorRegistry())
-        self._kafka: Any = AIOKafkaConsumer(
+        self._kafka: Any = client or AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap_servers,
             group_id=config.group_id,
             client_id=config.client_id,
@@ -295,13 +297,27 @@ class Consumer(AsyncResource):
             self._next_commit_at = time.monotonic() + interval
 
     async def _flush_commits(self) -> None:
+        """Commit everything pending now, for ``commit_timeout`` at most: a commit retries
+        for as long as the group's coordinator is unreachable, and a stop or a rebalance must
+        not wait on it. Offsets not committed are records delivered again, which the handlers
+        are idempotent against."""
         self._commit_now.set()
         try:
-            if self._committing is not None:
-                await self._committing
-            await self._commit_pending()
+            await asyncio.wait_for(self._commit_all(), self._config.commit_timeout)
+        except TimeoutError:
+            log.warning(
+                "offsets of %s not committed within %g s: their records will be delivered again",
+                self._config.group_id,
+                self._config.commit_timeout,
+            )
+            self._pending.clear()
         finally:
             self._commit_now.clear()
+
+    async def _commit_all(self) -> None:
+        if self._committing is not None:
+            await self._committing
+        await self._commit_pending()
 
     async def _commit_pending(self) -> bool:
         """Commit every pending offset of an assigned partition; False if it must be retried."""

@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     BATCH_STEP_COMPLETED = "huleedu.batch.step.completed.v1"
     PHASE_SKIPPED = "huleedu.batch.phase.skipped.v1"
     PIPELINE_RUN_COMPLETED = "huleedu.batch.pipeline.run.completed.v1"
+    RUN_CANCELLED = "huleedu.batch.pipeline.run.cancelled.v1"
 
 
 # Step commands, by the name a pipeline definition's ``command`` field uses.

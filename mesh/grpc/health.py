@@ -11,6 +11,12 @@ alerting.
 The service name ``liveness`` answers SERVING from the end of start-up until the process exits,
 whatever the backends or the drain say: a liveness probe (Kubernetes) restarts a process that no
 longer answers, never one that is only waiting for a backend or draining.
+
+The service name ``accepting`` answers SERVING from the end of start-up until the drain begins,
+whatever the backends say: what the SDKs' channels watch (client-side health checking), so a
+client stops sending to a server that drains, yet still reaches one with a backend down (whose
+calls then fail with the server's own UNAVAILABLE, naming the backend, or succeed when they do
+not need it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[object]]
 LIVENESS = "liveness"  # the health service name of a liveness probe
+ACCEPTING = "accepting"  # SERVING between start-up and the drain: what clients watch
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -70,6 +77,7 @@ class HealthReporter:
         await self.check_backends()
         self._started = True
         await self.servicer.set(LIVENESS, SERVING)
+        await self.servicer.set(ACCEPTING, SERVING)
         await self._publish()
         if self._probes:
             self._task = asyncio.create_task(self._monitor(), name="health-monitor")
@@ -77,6 +85,7 @@ class HealthReporter:
     async def drain(self) -> None:
         """NOT_SERVING from now on (shutdown): load balancers stop sending new work."""
         self._draining = True
+        await self.servicer.set(ACCEPTING, NOT_SERVING)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,8 +1,10 @@
 """The table that turns any error into a gRPC status: the only place errors become codes.
 
-Each server builds one ``StatusTable`` from ``StatusRule`` rows. Rules match by ``isinstance``
-in order, the server's own rules before the shared ones (``MESH_RULES``); anything unmatched is
-INTERNAL and logged once, with its traceback, by the interceptor.
+Each server builds one ``StatusTable`` from ``StatusRule`` rows. A rule names a reason of the
+one vocabulary (``mesh.grpc.reasons.Reason``), and the status code is the reason's. Rules match
+by ``isinstance`` in order, the server's own rules before the shared ones (``MESH_RULES``);
+anything unmatched is INTERNAL (reason ``INTERNAL``, a generic message) and logged once, with
+its traceback, by the interceptor.
 
 Every status carries an ``ErrorInfo`` (the rule's reason, the server's domain, the error's type
 and the rule's ``metadata``). The shared rules:
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.errors import (
     BackendUnavailable,
@@ -40,6 +42,7 @@ from mesh.errors import (
     StreamLimited,
     Unauthenticated,
 )
+from mesh.grpc.reasons import Reason
 
 DetailBuilder = Callable[[BaseException], Sequence[Message]]
 MetadataBuilder = Callable[[BaseException], Mapping[str, str]]
@@ -55,13 +58,17 @@ def _no_metadata(_: BaseException) -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class StatusRule:
-    """Errors of type ``error`` become ``code`` with an ErrorInfo ``reason`` and extra details."""
+    """Errors of type ``error`` become the status of ``reason`` (its code, an ErrorInfo naming
+    it) with extra details."""
 
     error: type[BaseException]
-    code: grpc.StatusCode
-    reason: str
+    reason: Reason
     details: DetailBuilder = field(default=_no_details)
     metadata: MetadataBuilder = field(default=_no_metadata)  # more ErrorInfo metadata
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return self.reason.code
 
 
 def bad_request(exc: BaseException) -> Sequence[Message]:
@@ -110,15 +117,13 @@ def _rate_scope(exc: BaseException) -> Mapping[str, str]:
     return {"scope": exc.scope}
 
 
-Code = grpc.StatusCode
-
 MESH_RULES: tuple[StatusRule, ...] = (
-    StatusRule(InvalidArgument, Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", bad_request),
-    StatusRule(BackendUnavailable, Code.UNAVAILABLE, "BACKEND_UNAVAILABLE", backend_retry_info),
-    StatusRule(Unauthenticated, Code.UNAUTHENTICATED, "UNAUTHENTICATED"),
-    StatusRule(PermissionDenied, Code.PERMISSION_DENIED, "MISSING_SCOPE", metadata=_missing_scope),
-    StatusRule(RateLimited, Code.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_later, _rate_scope),
-    StatusRule(StreamLimited, Code.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", retry_later),
+    StatusRule(InvalidArgument, Reason.INVALID_ARGUMENT, bad_request),
+    StatusRule(BackendUnavailable, Reason.BACKEND_UNAVAILABLE, backend_retry_info),
+    StatusRule(Unauthenticated, Reason.UNAUTHENTICATED),
+    StatusRule(PermissionDenied, Reason.MISSING_SCOPE, metadata=_missing_scope),
+    StatusRule(RateLimited, Reason.RATE_LIMITED, retry_later, _rate_scope),
+    StatusRule(StreamLimited, Reason.TOO_MANY_STREAMS, retry_later),
 )
 
 
@@ -136,15 +141,20 @@ class StatusTable:
         """The status for ``exc``: its rule's code and details, or INTERNAL when unmapped."""
         rule = self.rule_for(exc)
         if rule is None:
-            return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            internal = error_details_pb2.ErrorInfo(reason=Reason.INTERNAL, domain=self._domain)
+            return _status(Reason.INTERNAL, "internal error", [internal])
         info = error_details_pb2.ErrorInfo(
             reason=rule.reason,
             domain=self._domain,
             metadata={"type": type(exc).__name__, **rule.metadata(exc)},
         )
-        details = []
-        for message in (info, *rule.details(exc)):
-            packed = any_pb2.Any()
-            packed.Pack(message)
-            details.append(packed)
-        return status_pb2.Status(code=rule.code.value[0], message=str(exc), details=details)
+        return _status(rule.reason, str(exc), [info, *rule.details(exc)])
+
+
+def _status(reason: Reason, message: str, details: Sequence[Message]) -> status_pb2.Status:
+    packed = []
+    for detail in details:
+        one = any_pb2.Any()
+        one.Pack(detail)
+        packed.append(one)
+    return status_pb2.Status(code=reason.code.value[0], message=message, details=packed)

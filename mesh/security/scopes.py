@@ -7,7 +7,8 @@ service or names one it does not have; the RPC wrapper refuses to serve a method
 =====================  =====================================================================
 scope                  RPCs
 =====================  =====================================================================
-batches:read           BatchService GetBatchStatus, ListBatches, WatchBatch
+batches:read           BatchService GetBatchStatus, ListBatches, WatchBatch, GetEssay,
+                       ListEssays
 batches:write          BatchService CreateBatch, StartPipeline, TriggerSpellcheck
 pipelines:read         Conductor ListPipelines, GetPipeline, ResolvePipeline,
                        ValidatePrerequisites, GetBatchPipelineState

@@ -73,6 +73,8 @@ class ServerProcess:
             f"{prefix}GRPC_PORT": str(self.port),
             f"{prefix}METRICS_PORT": str(self.metrics_port),
             f"{prefix}SHUTDOWN_GRACE_SECONDS": "10",
+            # no client here routes by health: the drain window would only slow every stop
+            f"{prefix}DRAIN_SECONDS": env.get(f"{prefix}DRAIN_SECONDS", "0"),
         }
         self.process: asyncio.subprocess.Process | None = None
 
@@ -237,6 +239,8 @@ async def sdk_mesh(
         sys.executable,
         "-m",
         "launcher.workers",
+        "--delay",
+        "0.3",  # a command takes a moment, so a test can cancel a run while it runs
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=workers_log,
@@ -251,7 +255,12 @@ async def sdk_mesh(
             "HULEEDU_CONDUCTOR_ADDRESS": conductor.address,
         }
         workers.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(workers.wait(), 30) == 0, "demo workers failed"
+        try:
+            code = await asyncio.wait_for(workers.wait(), 45)
+        except TimeoutError:
+            code = None
+        log = (tmp_path / "workers.log").read_text(errors="replace")[-4000:]
+        assert code == 0, f"demo workers ended with {code} after SIGTERM:\n{log}"
         assert await batch.terminate() == 0, batch.logs()
         assert await conductor.terminate() == 0, conductor.logs()
     finally:

@@ -21,6 +21,6 @@ async def test_grpcurl_describes_methods_and_messages_with_their_comments(
     conductor = sdk_mesh["HULEEDU_CONDUCTOR_ADDRESS"]
     resolve = "huleedu.conductor.v1.PipelineConductorService.ResolvePipeline"
     described = run_grpcurl(grpcurl, conductor, "describe", resolve)
-    assert "FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure)" in described
+    assert "FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure)" in described
     listed = run_grpcurl(grpcurl, conductor, "list")
     assert "grpc.reflection.v1.ServerReflection" in listed

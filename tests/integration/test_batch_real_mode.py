@@ -10,13 +10,16 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2 as details
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from batch_server.app import serve
 from batch_server.settings import BatchOptions, BatchSettings
-from clients import BatchClient
+from clients import BatchClient, RpcError
 from conductor_server.app import serve as serve_conductor
 from conductor_server.settings import ConductorSettings
 from generated.huleedu.batch.v1 import batch_pb2 as pb
@@ -182,3 +185,45 @@ async def test_an_unreachable_database_fails_start_up(real_settings: BatchSettin
     )
     with pytest.raises(StartupError, match="PostgreSQL unreachable"):
         await serve(broken, asyncio.Event())
+
+
+async def test_unknown_flags_store_nothing_in_postgresql(
+    real_settings: BatchSettings, database_url: str
+) -> None:
+    stop, task, server = await _serving(
+        lambda stop, ready: serve(real_settings, stop, on_ready=ready)
+    )
+    try:
+        async with BatchClient(f"127.0.0.1:{server.port}") as client:
+            with pytest.raises(RpcError) as caught:
+                await client.create_batch(["One."], flags={"promt": True}, request_id="r1")
+            assert caught.value.reason == "UNKNOWN_FLAG"
+            bad = caught.value.detail(details.BadRequest)
+            assert isinstance(bad, details.BadRequest)
+            assert [v.field for v in bad.field_violations] == ["metadata.flags[promt]"]
+            batch = await client.create_batch(["One."], request_id="r1")
+            request = pb.UpdateBatchRequest(
+                batch_id=batch.batch_id,
+                metadata=pb.BatchMetadata(name="renamed", flags={"promt": True}),
+                update_mask=field_mask_pb2.FieldMask(paths=["name", "flags"]),
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.stub.UpdateBatch(request, timeout=10)
+            assert RpcError.from_aio(refused.value).reason == "UNKNOWN_FLAG"
+            request.metadata.flags.clear()
+            request.metadata.flags["prompt_attached"] = True
+            updated = (await client.stub.UpdateBatch(request, timeout=10)).batch
+            assert (updated.metadata.name, dict(updated.metadata.flags)) == (
+                "renamed",
+                {"prompt_attached": True},
+            )
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM batches") == 1
+            assert await conn.fetchval("SELECT count(*) FROM content_blobs") == 1
+            assert await conn.fetchval("SELECT name FROM batches") == "renamed"
+        finally:
+            await conn.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

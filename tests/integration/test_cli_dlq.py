@@ -62,18 +62,20 @@ def test_list_show_and_replay_one_dead_letter(
     topic = topic_name(EventKind.ESSAY_STEP_OUTCOME, kafka_namespace)
     asyncio.run(_dead_letters_at_offset_0_of_two_partitions(kafka_bootstrap, topic))
 
-    def huleedu(*args: str) -> str:
-        assert cli.main(["dlq", *args, topic, "--kafka", kafka_bootstrap]) == 0
-        return capsys.readouterr().out
+    def huleedu(*args: str, status: int = 0) -> str:
+        argv = ["dlq", *args, topic, "--kafka", kafka_bootstrap, "--json"]
+        assert cli.main(argv) == status
+        out, err = capsys.readouterr()
+        return err if status else out
 
     listed = [json.loads(line) for line in huleedu("list").splitlines()]
     assert sorted((d["partition"], d["offset"]) for d in listed) == [(0, 0), (1, 0)]
 
     # offset 0 names a dead letter in each partition: the command refuses to guess
-    with pytest.raises(SystemExit, match=r"offset 0 is in DLQ partitions \[0, 1\]"):
-        huleedu("replay", "--offset", "0")
-    with pytest.raises(SystemExit, match=r"no dead letter of .* at partition 1 offset 7"):
-        huleedu("show", "--partition", "1", "--offset", "7")
+    refused = json.loads(huleedu("replay", "--offset", "0", status=1))
+    assert refused == {"error": "offset 0 is in DLQ partitions [0, 1]: pass --partition too"}
+    refused = json.loads(huleedu("show", "--partition", "1", "--offset", "7", status=1))
+    assert refused["error"].endswith(" at partition 1 offset 7")
 
     shown = json.loads(huleedu("show", "--partition", "1", "--offset", "0"))
     assert shown["dlq"]["partition"] == 1

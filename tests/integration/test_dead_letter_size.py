@@ -88,6 +88,7 @@ async def test_an_oversized_poison_leaves_its_partition_and_stays_replayable(
 
     async def huleedu(*args: str) -> str:  # the CLI runs its own event loop: in a thread
         command = ["dlq", *args, topic, "--kafka", kafka_bootstrap, "--database", database_url]
+        command.append("--json")
         assert await asyncio.to_thread(cli.main, command) == 0
         return capsys.readouterr().out
 

@@ -60,12 +60,13 @@ async def test_each_completed_step_writes_one_outbox_event(
             total=4,
             satisfied=True,
             succeeded_essays=[events_pb2.EssayRef(essay_id=e) for e in ESSAYS],
+            attempt=1,
         ),
         "triage": events_pb2.BatchStepCompleted(
-            batch_id="b1", step="triage", failed=4, total=4, satisfied=True
+            batch_id="b1", step="triage", failed=4, total=4, satisfied=True, attempt=1
         ),
         # review expects the essays that passed triage: none, so it completes unsatisfied.
-        "review": events_pb2.BatchStepCompleted(batch_id="b1", step="review"),
+        "review": events_pb2.BatchStepCompleted(batch_id="b1", step="review", attempt=1),
     }
     assert [r["event_id"] for r in rows] == [completion_event_id("b1", s) for s in expected]
     for row, (step, payload) in zip(rows, expected.items(), strict=True):
@@ -93,19 +94,26 @@ async def test_a_completion_lists_the_succeeded_essays_in_batch_order_with_their
         for essay, outcome in [("e2", S), ("e4", F), ("e1", S), ("e3", S)]
     ]
     await store.record_outcomes(records)
-    [payload] = await fetch(
-        database_url,
-        "SELECT payload FROM event_outbox WHERE event_id = $1",
-        completion_event_id("b2", "spellcheck"),
-    )
-    event = envelope.decode(payload["payload"], accept={"batch_step_completed"})
-    assert [
-        (r.essay_id, r.text_storage_id) for r in event.batch_step_completed.succeeded_essays
-    ] == [
+    assert await completed_essays(database_url, "b2", "spellcheck") == [
         ("e3", "text-e3"),
         ("e1", "text-e1"),
         ("e2", "text-e2"),
     ]
+    # triage's outputs are results, not texts: its completion lists the essays without them
+    triage = [OutcomeRecord("b2", "triage", e, S, f"triage-{e}", f"t-{e}") for e in order]
+    await store.record_outcomes(triage)
+    assert await completed_essays(database_url, "b2", "triage") == [(e, "") for e in order]
+
+
+async def completed_essays(database_url: str, batch_id: str, step: str) -> list[tuple[str, str]]:
+    """(essay id, text storage id) of each essay of the step's completion in the outbox."""
+    [payload] = await fetch(
+        database_url,
+        "SELECT payload FROM event_outbox WHERE event_id = $1",
+        completion_event_id(batch_id, step),
+    )
+    event = envelope.decode(payload["payload"], accept={"batch_step_completed"})
+    return [(r.essay_id, r.text_storage_id) for r in event.batch_step_completed.succeeded_essays]
 
 
 async def test_odd_values_are_stored_as_given(store: PostgresStateStore, database_url: str) -> None:
@@ -138,6 +146,7 @@ async def test_migrations_are_applied_once_and_recorded(
     rows = await fetch(database_url, "SELECT source, version, name FROM schema_migrations")
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
+        ("conductor", 2, "attempts_and_timeouts"),
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
         ("mesh", 2, "api_keys"),
     ]
@@ -192,6 +201,7 @@ async def test_a_step_the_table_gained_after_registration_is_counted_from_the_ou
         ("ai_feedback", "blocked"),
         ("triage", "in_progress"),
         ("review", "waiting"),
+        ("scoring", "not_started"),
     ]
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2 as details
 
 from batch_server.app import serve as serve_batch
+from batch_server.conductor import Conductor
+from batch_server.domain.model import Batch, BatchMetadata, Essay
 from clients import BatchClient, RpcError
 from conductor_server.app import serve as serve_conductor
 from conductor_server.settings import ConductorSettings
@@ -322,6 +325,11 @@ async def test_a_second_pipeline_prunes_what_the_batch_already_satisfied(
     worker = Worker(batches.bus)
     await batches.client.start_pipeline(batch.batch_id, "nlp")
     await _run_to_end(batches, batch.batch_id, worker)
+    # spellcheck produces text, nlp a result: the latest text is spellcheck's output
+    status = await batches.client.get_batch_status(batch.batch_id)
+    assert {e.current_storage_id for e in status.batch.essays} == {
+        f"spellcheck-out-{e.essay_id}" for e in batch.essays
+    }
     second = await batches.client.start_pipeline(batch.batch_id, "cj_assessment")
     assert list(second.steps) == ["cj_assessment"]
     assert list(second.pruned_steps) == ["spellcheck"]
@@ -334,8 +342,24 @@ async def test_a_second_pipeline_prunes_what_the_batch_already_satisfied(
     assert [(p.batch_id, p.step) for p in skipped] == [(batch.batch_id, "spellcheck")]
     cj = step_commands(batches.bus)[-1]
     assert cj.step == "cj_assessment"
-    # the latest text is the output of the last step that produced one (here: nlp)
-    assert {e.text_storage_id for e in cj.essays} == {f"nlp-out-{e.essay_id}" for e in batch.essays}
+    # the latest text is the output of the last step that produces text (here: spellcheck)
+    assert {e.text_storage_id for e in cj.essays} == {
+        f"spellcheck-out-{e.essay_id}" for e in batch.essays
+    }
+
+
+async def test_a_resolved_plan_carries_each_step_s_timeout_and_whether_it_produces_text(
+    conductor: RunningConductor,
+) -> None:
+    adapter = Conductor(conductor.client)
+    essays = (Essay("e1", "", "text-1", "text-1"),)
+    batch = Batch("b-plan", essays, BatchMetadata(flags=PROMPT), datetime.now(UTC))
+    await adapter.register(batch)
+    resolution = await adapter.resolve(batch, "nlp")
+    assert [(p.name, p.timeout, p.produces_text) for p in resolution.steps] == [
+        ("spellcheck", 900.0, True),
+        ("nlp", 1800.0, False),
+    ]
 
 
 async def test_a_run_with_every_step_pruned_completes_at_once(batches: RunningBatch) -> None:
@@ -441,7 +465,7 @@ async def test_start_pipeline_with_the_conductor_down_is_unavailable() -> None:
 async def test_get_batch_status_of_an_unknown_batch_is_not_found(batches: RunningBatch) -> None:
     error = await _failure(batches.client.get_batch_status("missing"))
     assert error.code == grpc.StatusCode.NOT_FOUND
-    assert error.reason == "NOT_FOUND"
+    assert error.reason == "BATCH_NOT_FOUND"
     bad = await _failure(batches.client.get_batch_status(""))
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
 

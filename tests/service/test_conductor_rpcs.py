@@ -14,6 +14,7 @@ from mesh.events.bus import OutgoingEvent
 from mesh.events.topics import EventKind, dlq_topic, topic_name
 from tests.service.conftest import RunningConductor
 from tests.support.polling import eventually
+from tests.support.status import violations
 
 ESSAYS = [f"e{i}" for i in range(10)]
 PROMPT = {"prompt_attached": True}
@@ -41,9 +42,11 @@ async def test_list_and_get_pipelines_show_definitions_with_versions(
     names = [p.name for p in listing.pipelines]
     assert names == ["spellcheck", "nlp", "cj_assessment", "ai_feedback", "comprehensive"]
     assert all(len(p.version) == 64 for p in listing.pipelines)
+    assert list(listing.flags) == ["prompt_attached"]  # every flag some step requires
     nlp = await conductor.client.get_pipeline("nlp")
     assert [s.name for s in nlp.steps] == ["spellcheck", "nlp"]
     assert list(nlp.steps[1].requires) == ["prompt_attached"]
+    assert [(s.timeout.seconds, s.produces_text) for s in nlp.steps] == [(900, True), (1800, False)]
 
 
 async def test_unknown_pipeline_is_not_found_with_resource_info(
@@ -66,6 +69,43 @@ async def test_register_batch_is_idempotent_and_rejects_a_different_essay_set(
     with pytest.raises(RpcError) as caught:
         await conductor.client.register_batch("b1", ESSAYS[:3])
     assert caught.value.code is grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_registering_an_unknown_flag_is_refused_naming_the_known_ones(
+    conductor: RunningConductor,
+) -> None:
+    for flags in ({"prompt_atached": True}, {"prompt_atached": False}):  # true or false
+        with pytest.raises(RpcError) as caught:
+            await conductor.client.register_batch("b1", ESSAYS, flags)
+        assert violations(caught.value, "UNKNOWN_FLAG") == [
+            ("flags[prompt_atached]", "unknown flag 'prompt_atached'; known flags: prompt_attached")
+        ]
+    with pytest.raises(RpcError) as caught:  # nothing was registered
+        await conductor.client.get_batch_pipeline_state("b1")
+    assert caught.value.reason == "BATCH_NOT_FOUND"
+    with pytest.raises(RpcError) as caught:  # every unknown flag, sorted, the known ones kept
+        await conductor.client.register_batch("b1", ESSAYS, {"zz": True, "aa": True, **PROMPT})
+    assert [field for field, _ in violations(caught.value, "UNKNOWN_FLAG")] == [
+        "flags[aa]",
+        "flags[zz]",
+    ]
+
+
+async def test_resolving_or_validating_with_an_unknown_flag_is_refused(
+    conductor: RunningConductor,
+) -> None:
+    await _register(conductor)
+    calls = [
+        conductor.client.resolve_pipeline("b1", "nlp", flags={"promt": True}, dry_run=True),
+        conductor.client.validate_prerequisites("b1", "spellcheck", flags={"promt": False}),
+        conductor.client.resolve_pipeline("unknown-batch", "nlp", flags={"promt": True}),
+    ]
+    for call in calls:
+        with pytest.raises(RpcError) as caught:
+            await call
+        [(field, _)] = violations(caught.value, "UNKNOWN_FLAG")
+        assert field == "flags[promt]"
+    assert _payloads(conductor, EventKind.PHASE_SKIPPED) == []
 
 
 @pytest.mark.parametrize(
@@ -118,7 +158,10 @@ async def test_unmet_gate_is_failed_precondition_naming_the_flag(
 
 async def test_unknown_target_and_unknown_batch_are_not_found(conductor: RunningConductor) -> None:
     await _register(conductor)
-    for batch, target, reason in [("b1", "nope", "UNKNOWN_TARGET"), ("zz", "nlp", "UNKNOWN_BATCH")]:
+    for batch, target, reason in [
+        ("b1", "nope", "PIPELINE_NOT_FOUND"),
+        ("zz", "nlp", "BATCH_NOT_FOUND"),
+    ]:
         with pytest.raises(RpcError) as caught:
             await conductor.client.resolve_pipeline(batch, target)
         assert caught.value.code is grpc.StatusCode.NOT_FOUND

@@ -123,7 +123,7 @@ async def test_callers_watching_health_never_see_cancelled_across_a_drain(
     done = asyncio.Event()
     config = {
         "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": ""},
+        "healthCheckConfig": {"serviceName": "accepting"},
     }
     options = [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 0)]
 

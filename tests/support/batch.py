@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch_server.app import serve
+from batch_server.ports import ContentStore
 from batch_server.settings import BatchOptions, BatchSettings
 from clients import BatchClient
 from generated.huleedu.events.v1 import events_pb2 as ev
@@ -58,11 +59,15 @@ def settings_for(conductor_address: str, **options: object) -> BatchSettings:
 
 
 @asynccontextmanager
-async def batch_service(settings: BatchSettings, bus: MemoryBus) -> AsyncIterator[RunningBatch]:
-    """``batch_server.app.serve`` on ``bus`` until the block ends."""
+async def batch_service(
+    settings: BatchSettings, bus: MemoryBus, content: ContentStore | None = None
+) -> AsyncIterator[RunningBatch]:
+    """``batch_server.app.serve`` on ``bus`` (and ``content``, if given) until the block ends."""
     stop = asyncio.Event()
     ready: asyncio.Future[GrpcServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, stop, bus=bus, on_ready=ready.set_result))
+    task = asyncio.create_task(
+        serve(settings, stop, bus=bus, on_ready=ready.set_result, shared_content=content)
+    )
     waiting: set[asyncio.Future[Any]] = {task, ready}
     done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
@@ -89,12 +94,19 @@ def step_commands(bus: MemoryBus) -> list[ev.StepCommand]:
 
 @dataclass
 class Worker:
-    """Answers every StepCommand on the bus once, with outcomes from ``policy``."""
+    """Answers every StepCommand on the bus once, with outcomes from ``policy`` (of the
+    command's run and attempt), except the commands of the steps it keeps ``silent``.
+
+    A success's output is ``<step>-out-<essay id>``, or with ``content`` a text stored there:
+    the essay's text with `` [<step>]`` appended. A failure carries the error ``TEST_FAILURE``.
+    """
 
     bus: MemoryBus
     policy: Policy = always
     duplicate: bool = False  # publish every outcome twice
     answered: set[str] = field(default_factory=set)
+    silent: set[str] = field(default_factory=set)
+    content: ContentStore | None = None
 
     async def work(self) -> int:
         """Answer the commands not answered yet; return how many."""
@@ -102,6 +114,8 @@ class Worker:
         for kind in dict.fromkeys(COMMAND_KINDS.values()):
             for command_envelope in events_of(self.bus, kind):
                 if command_envelope.event_id in self.answered:
+                    continue
+                if command_envelope.step_command.step in self.silent:
                     continue
                 self.answered.add(command_envelope.event_id)
                 fresh += 1
@@ -117,14 +131,25 @@ class Worker:
                 step=command.step,
                 essay_id=essay.essay_id,
                 outcome=ev.STEP_OUTCOME_SUCCEEDED if ok else ev.STEP_OUTCOME_FAILED,
-                output_storage_id=f"{command.step}-out-{essay.essay_id}" if ok else "",
+                output_storage_id=await self._output(command.step, essay) if ok else "",
                 run_id=command.run_id,
+                attempt=command.attempt,
             )
+            if not ok:
+                payload.error.code = "TEST_FAILURE"
+                payload.error.message = f"the test failed {command.step}"
             built = envelope.build(payload, source_service="test-worker")
             outcomes.append(OutgoingEvent(EventKind.ESSAY_STEP_OUTCOME, built))
         if self.duplicate:
             outcomes += outcomes
         await self.bus.publish_many(outcomes)
+
+    async def _output(self, step: str, essay: ev.EssayRef) -> str:
+        if self.content is None:
+            return f"{step}-out-{essay.essay_id}"
+        text = await self.content.get(essay.text_storage_id)
+        [storage_id] = await self.content.put_many([f"{text} [{step}]"])
+        return storage_id
 
     async def until(self, done: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
         """Keep answering commands until ``done()``."""

@@ -1,8 +1,15 @@
-"""Loopback ports for tests."""
+"""Loopback ports and in-process servers for tests."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from mesh.grpc.health import ACCEPTING
 
 
 def free_port() -> int:
@@ -11,3 +18,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def serving(register: Callable[[grpc.aio.Server], object]) -> AsyncIterator[str]:
+    """An in-process gRPC server on a free loopback port with what ``register`` adds (e.g.
+    ``lambda s: add_BatchServiceServicer_to_server(fake, s)``) and the standard health service,
+    its ``accepting`` service SERVING (the SDKs' channels watch it); its ``host:port``."""
+    server = grpc.aio.server()
+    register(server)
+    reporter = health.aio.HealthServicer()
+    await reporter.set(ACCEPTING, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(reporter, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)

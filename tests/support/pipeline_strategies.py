@@ -27,9 +27,17 @@ from mesh.events.topics import COMMAND_KINDS
 COMMANDS = frozenset(COMMAND_KINDS)
 FLAGS = ("prompt_attached", "class_linked")
 RATIOS = st.sampled_from([0.25, 0.5, 0.75, 0.9, 1.0])
+TIMEOUTS = st.none() | st.sampled_from([0.5, 60.0, 900.0, 1800.0, 604800.0])
 
 
-def _step(node: int, deps: Iterable[int], requires: Sequence[str], ratio: float) -> StepDefinition:
+def _step(
+    node: int,
+    deps: Iterable[int],
+    requires: Sequence[str],
+    ratio: float,
+    timeout: float | None = None,
+    produces_text: bool = False,
+) -> StepDefinition:
     return StepDefinition(
         name=f"s{node}",
         service="worker",
@@ -37,6 +45,8 @@ def _step(node: int, deps: Iterable[int], requires: Sequence[str], ratio: float)
         depends_on=tuple(f"s{dep}" for dep in deps),
         requires=tuple(requires),
         min_success_ratio=ratio,
+        timeout_seconds=timeout,
+        produces_text=produces_text,
     )
 
 
@@ -48,7 +58,8 @@ def dags(draw: st.DrawFn, max_steps: int = 10) -> list[StepDefinition]:
     for node in range(size):
         deps = draw(st.lists(st.integers(0, node - 1), unique=True, max_size=3)) if node else []
         requires = draw(st.lists(st.sampled_from(FLAGS), unique=True, max_size=1))
-        steps.append(_step(node, deps, requires, draw(RATIOS)))
+        timeout, text = draw(TIMEOUTS), draw(st.booleans())
+        steps.append(_step(node, deps, requires, draw(RATIOS), timeout, text))
     return list(draw(st.permutations(steps)))
 
 
@@ -72,7 +83,9 @@ def document(steps: Sequence[StepDefinition], pipeline: str = "everything") -> s
             "depends_on": list(step.depends_on),
             "requires": list(step.requires),
             "min_success_ratio": step.min_success_ratio,
+            "produces_text": step.produces_text,
         }
+        | ({} if step.timeout_seconds is None else {"timeout_seconds": step.timeout_seconds})
         for step in steps
     ]
     data = {"pipelines": {pipeline: {"description": "generated", "steps": raw_steps}}}

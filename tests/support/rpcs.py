@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
@@ -50,6 +51,15 @@ _SAMPLES: dict[str, Sample] = {
         output_storage_id="storage-1",
     ),
     "GetBatchPipelineState": lambda ids: cpb.GetBatchPipelineStateRequest(batch_id=ids["batch_id"]),
+    "ReopenEssays": lambda ids: cpb.ReopenEssaysRequest(
+        batch_id=ids["batch_id"], run_id=ids.get("run_id", "run-1"), attempt=2, steps=["spellcheck"]
+    ),
+    "ExpireStep": lambda ids: cpb.ExpireStepRequest(
+        batch_id=ids["batch_id"], step="spellcheck", run_id=ids.get("run_id", "run-1"), attempt=1
+    ),
+    "GetEssayOutcomes": lambda ids: cpb.GetEssayOutcomesRequest(
+        batch_id=ids["batch_id"], essay_ids=["essay-1"]
+    ),
     "TriggerSpellcheck": lambda ids: bpb.TriggerSpellcheckRequest(text="Teh essay.", language="en"),
     "CreateBatch": lambda ids: bpb.CreateBatchRequest(
         request_id=ids.get("request_id", ""),
@@ -70,6 +80,26 @@ _SAMPLES: dict[str, Sample] = {
     "WatchBatch": lambda ids: bpb.WatchBatchRequest(
         batch_id=ids["batch_id"], run_id=ids.get("run_id", "")
     ),
+    "CancelRun": lambda ids: bpb.CancelRunRequest(
+        batch_id=ids["batch_id"], run_id=ids.get("run_id", "run-1"), reason="wrong essays"
+    ),
+    "RetryRun": lambda ids: bpb.RetryRunRequest(
+        batch_id=ids["batch_id"],
+        run_id=ids.get("run_id", "run-1"),
+        steps=["spellcheck"],
+        request_id=ids.get("request_id", ""),
+    ),
+    "UpdateBatch": lambda ids: bpb.UpdateBatchRequest(
+        batch_id=ids["batch_id"],
+        metadata=bpb.BatchMetadata(
+            name="Class 9C", flags={"prompt_attached": True}, labels={"term": "autumn"}
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["name", "flags", "labels"]),
+    ),
+    "GetEssay": lambda ids: bpb.GetEssayRequest(
+        essay_id=ids.get("essay_id", "essay-1"), batch_id=ids["batch_id"]
+    ),
+    "ListEssays": lambda ids: bpb.ListEssaysRequest(batch_id=ids["batch_id"], page_size=10),
 }
 
 

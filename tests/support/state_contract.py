@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from conductor_server.domain.counting import Verdict
 from conductor_server.domain.model import (
+    TIMED_OUT_CODE,
     BatchRegistration,
     Outcome,
     OutcomeRecord,
@@ -22,17 +24,19 @@ from conductor_server.store.errors import (
     EssayNotExpected,
     InvalidRegistration,
     RegistrationConflict,
+    StepNotAllowed,
     UnknownBatch,
     UnknownStep,
 )
 
-S, F = Outcome.SUCCEEDED, Outcome.FAILED
+S, F, T = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT
 
-# spellcheck -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0) -> review
+# spellcheck (produces text) -> nlp, cj_assessment (ratio 0.5) -> ai_feedback; triage (ratio 0)
+# -> review; scoring (requires the flag prompt_attached)
 STEPS: dict[str, StepDefinition] = {
     step.name: step
     for step in (
-        StepDefinition("spellcheck", "spellchecker", "spellcheck"),
+        StepDefinition("spellcheck", "spellchecker", "spellcheck", produces_text=True),
         StepDefinition("nlp", "nlp", "nlp", depends_on=("spellcheck",)),
         StepDefinition(
             "cj_assessment",
@@ -44,13 +48,33 @@ STEPS: dict[str, StepDefinition] = {
         StepDefinition("ai_feedback", "ai", "ai_feedback", depends_on=("nlp", "cj_assessment")),
         StepDefinition("triage", "triage", "student_matching", min_success_ratio=0.0),
         StepDefinition("review", "review", "ai_feedback", depends_on=("triage",)),
+        StepDefinition("scoring", "scoring", "cj_assessment", requires=("prompt_attached",)),
     )
 }
 ESSAYS = ("e1", "e2", "e3", "e4")
 
 
-def rec(step: str, essay: str, outcome: Outcome = S, batch: str = "b1") -> OutcomeRecord:
-    return OutcomeRecord(batch, step, essay, outcome, event_id=f"{batch}/{step}/{essay}")
+def rec(
+    step: str,
+    essay: str,
+    outcome: Outcome = S,
+    batch: str = "b1",
+    run_id: str = "",
+    attempt: int = 1,
+    output: str = "",
+) -> OutcomeRecord:
+    return OutcomeRecord(
+        batch,
+        step,
+        essay,
+        outcome,
+        output,
+        f"{batch}/{step}/{essay}/{attempt}",
+        run_id,
+        attempt,
+        "" if outcome is S else "WORKER_FAILED",
+        "" if outcome is S else "the worker failed it",
+    )
 
 
 def registration(
@@ -266,3 +290,138 @@ class StateContract:
     async def test_close_is_idempotent(self, store: StateStore) -> None:
         await store.close()
         await store.close()
+
+
+class RunControlContract:
+    """Attempts, timeouts, per-essay results and the flag gate, on every ``StateStore``."""
+
+    async def test_a_step_whose_flag_the_batch_lacks_refuses_outcomes(
+        self, store: StateStore
+    ) -> None:
+        await store.register_batch(registration())
+        [refused] = await store.record_outcomes([rec("scoring", "e1")])
+        assert isinstance(refused.error, StepNotAllowed)
+        assert refused.error.missing_flags == ("prompt_attached",)
+        assert (await store.batch_state("b1")).step("scoring").succeeded == 0
+        await store.register_batch(registration("b1", ESSAYS, "prompt_attached"))
+        [counted] = await store.record_outcomes([rec("scoring", "e1")])
+        assert counted.ok
+        assert counted.newly_recorded
+
+    async def test_a_retry_reopens_only_failures_and_its_attempt_supersedes_earlier_ones(
+        self, store: StateStore
+    ) -> None:
+        await store.register_batch(registration())
+        first = {"e1": S, "e2": F, "e3": F, "e4": S}
+        results = await store.record_outcomes(
+            [rec("spellcheck", e, o, run_id="r1") for e, o in first.items()]
+        )
+        assert results[-1].completed_step
+        [reopened] = await store.reopen("b1", "r1", 2, ["spellcheck"])
+        assert reopened.essay_ids == ("e2", "e3")
+        assert reopened.state == StepState("spellcheck", 2, 0, 4, StepStatus.IN_PROGRESS)
+        [again] = await store.reopen("b1", "r1", 2, ["spellcheck"])  # a repeat: the same essays
+        assert again.essay_ids == ("e2", "e3")
+        stale = await store.record_outcomes(
+            [rec("spellcheck", "e2", S, run_id="r1"), rec("spellcheck", "e3", F, run_id="r1")]
+        )
+        assert [r.verdict for r in stale] == [Verdict.SUPERSEDED, Verdict.SUPERSEDED]
+        assert (await store.batch_state("b1")).step("spellcheck").failed == 0
+        retried = await store.record_outcomes(
+            [
+                rec("spellcheck", "e2", S, run_id="r1", attempt=2),
+                rec("spellcheck", "e3", F, run_id="r1", attempt=2),
+            ]
+        )
+        assert [r.verdict for r in retried] == [Verdict.RECORDED, Verdict.RECORDED]
+        assert retried[-1].completed_step
+        state = (await store.batch_state("b1")).step("spellcheck")
+        assert state == StepState("spellcheck", 3, 1, 4, StepStatus.UNSATISFIED)
+        [repeat] = await store.record_outcomes([rec("spellcheck", "e3", F, "b1", "r1", 2)])
+        assert repeat.verdict is Verdict.DUPLICATE
+        [late] = await store.record_outcomes([rec("spellcheck", "e3", S, run_id="r1")])
+        assert late.verdict is Verdict.SUPERSEDED
+        results_now = await store.essay_results("b1", ["e2", "e3"])
+        assert [(r.outcome, r.run_id, r.attempt) for r in results_now["e2"]] == [(S, "r1", 2)]
+        assert [(r.outcome, r.error_code) for r in results_now["e3"]] == [(F, "WORKER_FAILED")]
+
+    async def test_reopening_a_step_of_another_run_does_not_supersede_it(
+        self, store: StateStore
+    ) -> None:
+        await store.register_batch(registration())
+        await store.record_outcomes([rec("spellcheck", "e1", F, run_id="r1")])
+        [reopened] = await store.reopen("b1", "r1", 2, ["spellcheck"])
+        assert reopened.essay_ids == ESSAYS  # e1 failed, the others never reported
+        [other] = await store.record_outcomes([rec("spellcheck", "e2", S, run_id="r2")])
+        assert other.verdict is Verdict.RECORDED  # another run's attempt 1 is not superseded
+
+    async def test_a_retry_success_makes_a_ready_dependant_expect_the_essay(
+        self, store: StateStore
+    ) -> None:
+        await store.register_batch(registration())
+        await record_all(store, "triage", {"e1": S, "e2": F, "e3": F, "e4": F})
+        await record_all(store, "review", {"e1": S})
+        assert (await store.batch_state("b1")).step("review").status is StepStatus.SATISFIED
+        [reopened] = await store.reopen("b1", "r1", 2, ["triage"])
+        assert reopened.essay_ids == ("e2", "e3", "e4")
+        [success] = await store.record_outcomes([rec("triage", "e2", S, "b1", "r1", 2)])
+        assert success.ok
+        review = (await store.batch_state("b1")).step("review")
+        assert review == StepState("review", 1, 0, 2, StepStatus.IN_PROGRESS)
+        [done] = await store.record_outcomes([rec("review", "e2", S, "b1", "r1", 2)])
+        assert done.completed_step
+        assert done.state == StepState("review", 2, 0, 2, StepStatus.SATISFIED)
+
+    async def test_a_timeout_fails_the_missing_essays_and_late_outcomes_change_nothing(
+        self, store: StateStore
+    ) -> None:
+        await store.register_batch(registration())
+        await store.record_outcomes([rec("spellcheck", "e1", run_id="r1")])
+        await store.record_outcomes([rec("spellcheck", "e2", F, run_id="r1")])
+        expired = await store.expire("b1", "spellcheck", "r1", 1)
+        assert expired.essay_ids == ("e3", "e4")
+        assert expired.state == StepState("spellcheck", 1, 3, 4, StepStatus.UNSATISFIED, 2)
+        assert (await store.batch_state("b1")).step("spellcheck").timed_out == 2
+        [late] = await store.record_outcomes([rec("spellcheck", "e3", S, run_id="r1")])
+        assert late.verdict is Verdict.LATE
+        assert (await store.expire("b1", "spellcheck", "r1", 1)).essay_ids == ()
+        [e3] = (await store.essay_results("b1", ["e3"]))["e3"]
+        assert (e3.outcome, e3.error_code, e3.run_id, e3.attempt) == (T, TIMED_OUT_CODE, "r1", 1)
+        [reopened] = await store.reopen("b1", "r1", 2, ["spellcheck"])
+        assert reopened.essay_ids == ("e2", "e3", "e4")
+        assert reopened.state == StepState("spellcheck", 1, 0, 4, StepStatus.IN_PROGRESS, 0)
+
+    async def test_a_timeout_leaves_essays_open_at_a_later_attempt(self, store: StateStore) -> None:
+        await store.register_batch(registration())
+        await store.record_outcomes([rec("spellcheck", e, F, run_id="r1") for e in ESSAYS[:2]])
+        await store.reopen("b1", "r1", 2, ["spellcheck"])
+        assert (await store.expire("b1", "spellcheck", "r1", 1)).essay_ids == ()
+        assert (await store.expire("b1", "spellcheck", "r1", 2)).essay_ids == ESSAYS
+
+    async def test_essay_results_in_step_order_with_outputs(self, store: StateStore) -> None:
+        await store.register_batch(registration())
+        await store.record_outcomes(
+            [rec("triage", "e1", F), rec("spellcheck", "e1", S, output="t1")]
+        )
+        found = await store.essay_results("b1", ["e1", "e2", "stranger"])
+        assert [(r.step, r.outcome, r.output_storage_id) for r in found["e1"]] == [
+            ("spellcheck", S, "t1"),
+            ("triage", F, ""),
+        ]
+        assert found["e1"][0].recorded_at is not None
+        assert found["e2"] == []
+        assert found["stranger"] == []
+        with pytest.raises(UnknownBatch):
+            await store.essay_results("nope", ["e1"])
+
+    async def test_unknown_batch_or_step_changes_nothing(self, store: StateStore) -> None:
+        await store.register_batch(registration())
+        with pytest.raises(UnknownBatch):
+            await store.reopen("nope", "r1", 2, ["spellcheck"])
+        with pytest.raises(UnknownStep):
+            await store.reopen("b1", "r1", 2, ["spellcheck", "nope"])
+        with pytest.raises(UnknownStep):
+            await store.expire("b1", "nope", "r1", 1)
+        with pytest.raises(UnknownBatch):
+            await store.expire("nope", "spellcheck", "r1", 1)
+        assert (await store.batch_state("b1")).step("spellcheck").status is StepStatus.NOT_STARTED

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from batch_server.domain import errors
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
+    BatchSummary,
     Dispatch,
     Essay,
     EssayRef,
@@ -25,6 +27,8 @@ from batch_server.domain.model import (
     StepStatus,
 )
 from batch_server.domain.paging import (
+    UNFILTERED,
+    BatchFilter,
     InvalidPageToken,
     PageCursor,
     decode_token,
@@ -87,18 +91,139 @@ def test_a_run_round_trips(run: PipelineRun) -> None:
     assert convert.run_from_proto(convert.run_to_proto(run)) == run
 
 
-@given(times, ids)
-def test_a_page_token_round_trips(when: datetime, batch_id: str) -> None:
+names = st.text("abcdefghij_", min_size=1, max_size=8)
+filters = st.builds(
+    BatchFilter,
+    latest_run_statuses=st.frozensets(st.none() | st.sampled_from(RunStatus)),
+    # label values: what a proto string can hold (no surrogates), and no NUL (refused earlier)
+    labels=st.dictionaries(
+        names,
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=9),
+    ),
+    created_after=st.none() | times.map(lambda t: t.replace(year=1990)),
+    created_before=st.none() | times.map(lambda t: t.replace(year=2100)),
+)
+
+
+def list_request(wanted: BatchFilter, token: str = "") -> pb.ListBatchesRequest:
+    """The ListBatches request for ``wanted`` (what a client sends)."""
+    request = pb.ListBatchesRequest(
+        page_token=token,
+        latest_run_statuses=[
+            convert.RUN_STATUS_TO_PROTO[s] if s is not None else pb.RUN_STATUS_UNSPECIFIED
+            for s in wanted.latest_run_statuses
+        ],
+        labels=dict(wanted.labels),
+    )
+    for field, value in (
+        ("created_after", wanted.created_after),
+        ("created_before", wanted.created_before),
+    ):
+        if value is not None:
+            getattr(request, field).CopyFrom(convert.timestamp_to_proto(value))
+    return request
+
+
+@given(times, ids, filters)
+def test_a_page_token_round_trips_for_its_filters(
+    when: datetime, batch_id: str, wanted: BatchFilter
+) -> None:
     cursor = PageCursor(when, batch_id)
-    token = encode_token(cursor)
-    assert decode_token(token) == cursor
+    token = encode_token(cursor, wanted)
+    assert decode_token(token, wanted) == cursor
     assert token.isascii()
+    assert convert.list_from_proto(list_request(wanted, token)) == (50, cursor, wanted)
 
 
-@pytest.mark.parametrize("token", ["", "!!", "e30", "WzIsIngiLCJ5Il0", "WzEsIjIwMjUiLCJ4Il0"])
+@given(filters, filters)
+def test_a_page_token_is_refused_for_other_filters(first: BatchFilter, second: BatchFilter) -> None:
+    token = encode_token(PageCursor(datetime(2026, 1, 1, tzinfo=UTC), "b1"), first)
+    if first == second:
+        assert first.fingerprint == second.fingerprint
+        return
+    assert first.fingerprint != second.fingerprint
+    with pytest.raises(InvalidPageToken, match="other filters"):
+        decode_token(token, second)
+
+
+def test_equal_filters_have_one_fingerprint_whatever_the_order_or_time_zone() -> None:
+    when = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    a = BatchFilter(frozenset({RunStatus.FAILED, None}), {"a": "1", "b": "2"}, when)
+    b = BatchFilter(
+        frozenset({None, RunStatus.FAILED}),
+        {"b": "2", "a": "1"},
+        when.astimezone(timezone(timedelta(hours=2))),
+    )
+    assert a.fingerprint == b.fingerprint
+
+
+def test_a_token_of_an_unfiltered_listing_from_before_filters_still_pages() -> None:
+    legacy = (
+        "WzEsIjIwMjYtMDEtMDFUMDA6MDA6MDArMDA6MDAiLCJiMSJd"  # [1, "2026-01-01T00:00:00+00:00", "b1"]
+    )
+    cursor = decode_token(legacy, UNFILTERED)
+    assert cursor == PageCursor(datetime(2026, 1, 1, tzinfo=UTC), "b1")
+    with pytest.raises(InvalidPageToken):
+        decode_token(legacy, BatchFilter(labels={"a": "1"}))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "!!",
+        "e30",
+        "WzIsIngiLCJ5Il0",
+        "WzEsIjIwMjUiLCJ4Il0",
+        "WzIsIjIwMjYtMDEtMDFUMDA6MDA6MDArMDA6MDAiLCJiMSJd",
+    ],
+)
 def test_foreign_page_tokens_are_refused(token: str) -> None:
     with pytest.raises(InvalidPageToken):
-        decode_token(token)
+        decode_token(token, UNFILTERED)
+
+
+def test_a_filter_selects_by_newest_run_labels_and_creation_time() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    summary = BatchSummary("b1", "", 1, when, RunStatus.FAILED, {"term": "spring", "room": "4"})
+    fresh = BatchSummary("b2", "", 1, when, None, {})
+    assert BatchFilter().matches(summary)
+    assert BatchFilter().matches(fresh)
+    assert BatchFilter(frozenset({RunStatus.FAILED})).matches(summary)
+    assert not BatchFilter(frozenset({RunStatus.FAILED})).matches(fresh)
+    assert BatchFilter(frozenset({None, RunStatus.COMPLETED})).matches(fresh)
+    assert not BatchFilter(frozenset({None, RunStatus.COMPLETED})).matches(summary)
+    assert BatchFilter(labels={"term": "spring"}).matches(summary)
+    assert not BatchFilter(labels={"term": "spring", "room": "5"}).matches(summary)
+    assert not BatchFilter(labels={"term": ""}).matches(fresh)  # a missing label is no match
+    assert BatchFilter(created_after=when).matches(summary)  # inclusive
+    assert not BatchFilter(created_before=when).matches(summary)  # exclusive
+    assert BatchFilter(created_before=when + timedelta(microseconds=1)).matches(summary)
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        (lambda r: r.latest_run_statuses.append(99), ["latest_run_statuses[0]"]),
+        (lambda r: r.labels.update({"bad key": "v"}), ["labels['bad key']"]),
+        (lambda r: r.labels.update({"k": "v" * 257}), ["labels['k']"]),
+        (lambda r: setattr(r.created_after, "seconds", 10**12), ["created_after"]),
+        (
+            lambda r: (r.created_after.FromSeconds(100), r.created_before.FromSeconds(100)),
+            ["created_after"],
+        ),
+        (
+            lambda r: (r.created_after.FromSeconds(101), r.created_before.FromSeconds(100)),
+            ["created_after"],
+        ),
+    ],
+)
+def test_bad_filters_are_invalid_arguments(change: Any, fields: list[str]) -> None:
+    request = pb.ListBatchesRequest()
+    change(request)
+    with pytest.raises(InvalidArgument) as caught:
+        convert.list_from_proto(request)
+    assert [v.field for v in caught.value.violations] == fields
 
 
 def test_page_sizes() -> None:

@@ -104,7 +104,7 @@ def test_the_next_step_gets_the_succeeded_essays_and_their_latest_text() -> None
     [dispatch] = after.dispatches
     assert dispatch.essays == (EssayRef("e0", "spellcheck-e0"), EssayRef("e2", "spellcheck-e2"))
     assert after.run.step("spellcheck") == RunStep(
-        "spellcheck", "spellcheck", (), StepStatus.SATISFIED, 2, 1, 3, ("e0", "e1", "e2")
+        "spellcheck", "spellcheck", (), StepStatus.SATISFIED, 2, 1, 3, ("e0", "e1", "e2"), 1
     )
     assert progress.batch.essays[1].current_storage_id == "orig-1"
     _, end = _apply(progress, _completion("nlp", ["e0", "e2"], 0), T0 + timedelta(seconds=5))

@@ -24,12 +24,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
         """
         import sys
         from clients import cli
+        from clients.cli import conductor
 
-        async def pipelines(args):
+        async def pipelines(client, args, out):
             for n in range(100_000):
                 print(f"line {n}")
 
-        cli._conductor = pipelines
+        conductor.pipelines = pipelines
         sys.exit(cli.main(["conductor", "pipelines"]))
         """
     )

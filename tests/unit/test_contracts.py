@@ -42,6 +42,7 @@ def test_the_event_contract_has_every_payload_the_design_requires() -> None:
         "PhaseSkipped",
         "PipelineRunCompleted",
         "DeadLetter",
+        "RunCancelled",
     }
 
 

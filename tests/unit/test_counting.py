@@ -101,6 +101,7 @@ def test_derive_applies_the_completion_rules() -> None:
         StepState("ai_feedback", 0, 0, 0, StepStatus.BLOCKED),  # blocked through its dependencies
         StepState("triage", 1, 0, 4, StepStatus.IN_PROGRESS),
         StepState("review", 0, 0, 0, StepStatus.WAITING),
+        StepState("scoring", 0, 0, 0, StepStatus.WAITING),  # no count: nothing known yet
     )
 
 

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conductor_server.domain.catalog import PipelineCatalog
-from conductor_server.domain.errors import DefinitionError, DefinitionIssue, IssueKind
+from conductor_server.domain.errors import DefinitionError, DefinitionIssue, IssueKind, UnknownFlag
 from conductor_server.domain.loader import parse_catalog
 from mesh.events.topics import COMMAND_KINDS
 from pipelines import default_definitions
@@ -62,6 +62,11 @@ def test_the_shipped_file_defines_the_reference_pipelines_in_file_order() -> Non
     assert all(step.command in COMMANDS for step in catalog.steps.values())
     steps_of_comprehensive = [step.name for step in catalog.pipeline("comprehensive").steps]
     assert steps_of_comprehensive == ["spellcheck", "cj_assessment", "nlp", "ai_feedback"]
+    # only spellcheck's output is the essays' new text; every step has a timeout
+    texts = {name: step.produces_text for name, step in catalog.steps.items()}
+    assert texts == {"spellcheck": True, "nlp": False, "cj_assessment": False, "ai_feedback": False}
+    timeouts = {name: step.timeout_seconds for name, step in catalog.steps.items()}
+    assert timeouts == {"spellcheck": 900, "nlp": 1800, "cj_assessment": 1800, "ai_feedback": 1800}
 
 
 def test_versions_are_sha256_of_canonical_json_of_the_normalized_steps_in_order() -> None:
@@ -75,6 +80,8 @@ def test_versions_are_sha256_of_canonical_json_of_the_normalized_steps_in_order(
             "depends_on": sorted(s.depends_on),
             "requires": sorted(s.requires),
             "min_success_ratio": s.min_success_ratio,
+            "timeout_seconds": s.timeout_seconds,
+            "produces_text": s.produces_text,
         }
         for s in steps
     ]
@@ -119,7 +126,41 @@ def test_a_step_defaults_to_no_dependencies_no_gates_and_ratio_one() -> None:
     """)
     step = catalog.step("only")
     assert (step.depends_on, step.requires, step.min_success_ratio) == ((), (), 1.0)
+    assert (step.timeout_seconds, step.produces_text) == (None, False)  # no timeout, no text
     assert catalog.pipeline("solo").description == ""
+
+
+def pipelines(**steps: str) -> str:
+    """Definition YAML of pipelines named by the keywords, each with the one step given."""
+    return (
+        "pipelines: {"
+        + ", ".join(f"{name}: {{steps: [{step}]}}" for name, step in steps.items())
+        + "}"
+    )
+
+
+def step_with(fields: str) -> str:
+    return "{name: a, service: worker, command: spellcheck, " + fields + "}"
+
+
+def test_a_timeout_is_a_number_of_seconds_up_to_seven_days() -> None:
+    for written, seconds in [("0.5", 0.5), ("900", 900.0), ("604800", 604800.0)]:
+        step = step_with(f"timeout_seconds: {written}, produces_text: true")
+        loaded = load(pipelines(p=step)).step("a")
+        assert (loaded.timeout_seconds, loaded.produces_text) == (seconds, True)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    ["timeout_seconds: 60", "timeout_seconds: 60.5", "produces_text: true"],
+)
+def test_timeout_and_produces_text_are_part_of_a_step_s_meaning(fields: str) -> None:
+    plain = load(pipelines(p=GOOD_STEP))
+    changed = load(pipelines(p=step_with(fields)))
+    assert changed.pipeline_versions["p"] != plain.pipeline_versions["p"]
+    issue = only(pipelines(p=GOOD_STEP, q=step_with(fields)))
+    assert (issue.kind, issue.pipeline, issue.step) == (IssueKind.CONFLICTING_STEP, "q", "a")
+    assert fields.split(":")[0] in issue.detail
 
 
 GOOD_STEP = "{name: a, service: worker, command: spellcheck}"
@@ -171,6 +212,24 @@ GOOD_STEP = "{name: a, service: worker, command: spellcheck}"
          IssueKind.RATIO_OUT_OF_RANGE, "p", "a", "min_success_ratio"),
         ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, min_success_ratio: yes}]}}",
          IssueKind.INVALID_TYPE, "p", "a", "min_success_ratio"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: 0}]}}",
+         IssueKind.TIMEOUT_OUT_OF_RANGE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: -5}]}}",
+         IssueKind.TIMEOUT_OUT_OF_RANGE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: 604801}]}}",
+         IssueKind.TIMEOUT_OUT_OF_RANGE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: .inf}]}}",
+         IssueKind.TIMEOUT_OUT_OF_RANGE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: .nan}]}}",
+         IssueKind.TIMEOUT_OUT_OF_RANGE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: 15m}]}}",
+         IssueKind.INVALID_TYPE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, timeout_seconds: true}]}}",
+         IssueKind.INVALID_TYPE, "p", "a", "timeout_seconds"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, produces_text: 1}]}}",
+         IssueKind.INVALID_TYPE, "p", "a", "produces_text"),
+        ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, produces_text: text}]}}",
+         IssueKind.INVALID_TYPE, "p", "a", "produces_text"),
         ("pipelines: {p: {steps: [{name: a, service: w, command: nlp, depends_on: [z]}]}}",
          IssueKind.UNKNOWN_DEPENDENCY, "p", "a", "depends_on"),
         ("pipelines: {p: {steps: [" + GOOD_STEP + ", " + GOOD_STEP + "]}}",
@@ -297,3 +356,24 @@ def test_the_error_message_lists_every_issue() -> None:
     assert message.startswith("2 problem(s)")
     assert "pipeline 'p'" in message
     assert "pipeline 'q', step 'steps[0]'" in message
+
+
+def test_the_known_flags_are_those_some_step_requires() -> None:
+    catalog = shipped()
+    assert catalog.flags == ("prompt_attached",)
+    catalog.check_flags(["prompt_attached"])
+    with pytest.raises(UnknownFlag) as caught:
+        catalog.check_flags(["zz", "prompt_attached", "aa"])
+    assert (caught.value.unknown, caught.value.known) == (("aa", "zz"), ("prompt_attached",))
+    assert caught.value.description("aa") == "unknown flag 'aa'; known flags: prompt_attached"
+    two = load("""
+        pipelines:
+          p:
+            steps:
+              - {name: a, service: w, command: spellcheck, requires: [zeta, alpha]}
+              - {name: b, service: w, command: nlp, requires: [alpha]}
+    """)
+    assert two.flags == ("alpha", "zeta")
+    with pytest.raises(UnknownFlag) as caught:
+        load(pipelines(p=GOOD_STEP)).check_flags(["prompt_attached"])
+    assert str(caught.value) == "unknown flag 'prompt_attached'; known flags: none"

@@ -139,3 +139,8 @@ def test_pruning_removes_exactly_the_satisfied_steps_and_keeps_the_order(
     assert kept == [name for name in full if name not in satisfied]
     assert pruned == [name for name in full if name in satisfied]
     assert outcome.version == catalog.subgraph(target).version
+
+
+@given(dags())
+def test_loading_keeps_every_field_of_every_step(steps: list[StepDefinition]) -> None:
+    assert dict(catalog_of(steps).steps) == {step.name: step for step in steps}

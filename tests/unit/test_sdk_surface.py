@@ -17,38 +17,67 @@ from generated.huleedu.events.v1 import events_pb2
 
 SURFACE = {
     BatchClient: {
+        "IDEMPOTENT": "attribute",
         "SERVICE": "attribute",
+        "cancel_run": "(self, batch_id: 'str', run_id: 'str', reason: 'str' = '', "
+        "timeout: 'float | None' = None) -> 'pb.PipelineRun'",
         "close": "(self) -> 'None'",
         "create_batch": "(self, texts: 'Sequence[str]', request_id: 'str' = '', name: 'str' = '', "
         "flags: 'Mapping[str, bool] | None' = None, language: 'str' = '', course_code: 'str' = '', "
-        "timeout: 'float | None' = None) -> 'pb.Batch'",
+        "timeout: 'float | None' = None, *, labels: 'Mapping[str, str] | None' = None) "
+        "-> 'pb.Batch'",
         "get_batch_status": "(self, batch_id: 'str', timeout: 'float | None' = None) "
         "-> 'pb.GetBatchStatusResponse'",
-        "iter_batches": "(self, page_size: 'int' = 100) -> 'AsyncIterator[pb.BatchSummary]'",
+        "get_essay": "(self, essay_id: 'str', batch_id: 'str' = '', "
+        "view: 'EssayView' = EssayView.FULL, timeout: 'float | None' = None) -> 'pb.EssayDetail'",
+        "iter_batches": "(self, page_size: 'int' = 100, *, statuses: 'Sequence[int]' = (), "
+        "labels: 'Mapping[str, str] | None' = None, created_after: 'datetime | None' = None, "
+        "created_before: 'datetime | None' = None) -> 'AsyncIterator[pb.BatchSummary]'",
+        "iter_essays": "(self, batch_id: 'str', page_size: 'int' = 100, "
+        "view: 'EssayView' = EssayView.BASIC) -> 'AsyncIterator[pb.EssayDetail]'",
         "list_batches": "(self, page_size: 'int' = 0, page_token: 'str' = '', "
-        "timeout: 'float | None' = None) -> 'pb.ListBatchesResponse'",
+        "timeout: 'float | None' = None, *, statuses: 'Sequence[int]' = (), "
+        "labels: 'Mapping[str, str] | None' = None, created_after: 'datetime | None' = None, "
+        "created_before: 'datetime | None' = None) -> 'pb.ListBatchesResponse'",
+        "list_essays": "(self, batch_id: 'str', page_size: 'int' = 0, page_token: 'str' = '', "
+        "view: 'EssayView' = EssayView.BASIC, timeout: 'float | None' = None) "
+        "-> 'pb.ListEssaysResponse'",
+        "retry_run": "(self, batch_id: 'str', run_id: 'str', steps: 'Sequence[str]' = (), "
+        "request_id: 'str' = '', timeout: 'float | None' = None) -> 'pb.RetryRunResponse'",
         "start": "(self) -> 'None'",
         "start_pipeline": "(self, batch_id: 'str', pipeline: 'str', request_id: 'str' = '', "
         "timeout: 'float | None' = None) -> 'pb.StartPipelineResponse'",
         "trigger_spellcheck": "(self, text: 'str', language: 'str' = '', "
         "timeout: 'float | None' = None) -> 'pb.TriggerSpellcheckResponse'",
+        "update_batch": "(self, batch_id: 'str', *, flags: 'Mapping[str, bool] | None' = None, "
+        "labels: 'Mapping[str, str] | None' = None, name: 'str | None' = None, "
+        "course_code: 'str | None' = None, timeout: 'float | None' = None) -> 'pb.Batch'",
         "watch_batch": "(self, batch_id: 'str', run_id: 'str' = '', "
-        "timeout: 'float | None' = None, *, resume_for: 'float' = 60.0) "
+        "timeout: 'float | None' = None, *, resume_for: 'float' = 60.0, "
+        "on_resume: 'Callable[[RpcError, float], object] | None' = None) "
         "-> 'AsyncIterator[pb.WatchBatchResponse]'",
     },
     ConductorClient: {
+        "IDEMPOTENT": "attribute",
         "SERVICE": "attribute",
         "close": "(self) -> 'None'",
+        "expire_step": "(self, batch_id: 'str', step: 'str', run_id: 'str', attempt: 'int' = 0, "
+        "timeout: 'float | None' = None) -> 'pb.ExpireStepResponse'",
         "get_batch_pipeline_state": "(self, batch_id: 'str', timeout: 'float | None' = None) "
         "-> 'pb.GetBatchPipelineStateResponse'",
+        "get_essay_outcomes": "(self, batch_id: 'str', essay_ids: 'Sequence[str]', "
+        "timeout: 'float | None' = None) -> 'pb.GetEssayOutcomesResponse'",
         "get_pipeline": "(self, name: 'str', timeout: 'float | None' = None) -> 'pb.Pipeline'",
         "list_pipelines": "(self, timeout: 'float | None' = None) -> 'pb.ListPipelinesResponse'",
         "record_step_outcome": "(self, batch_id: 'str', step: 'str', essay_id: 'str', "
         "succeeded: 'bool', event_id: 'str' = '', output_storage_id: 'str' = '', "
-        "timeout: 'float | None' = None) -> 'pb.RecordStepOutcomeResponse'",
+        "timeout: 'float | None' = None, *, run_id: 'str' = '', attempt: 'int' = 0, "
+        "error: 'events_pb2.ErrorDetail | None' = None) -> 'pb.RecordStepOutcomeResponse'",
         "register_batch": "(self, batch_id: 'str', essay_ids: 'list[str]', "
         "flags: 'Mapping[str, bool] | None' = None, timeout: 'float | None' = None) "
         "-> 'pb.RegisterBatchResponse'",
+        "reopen_essays": "(self, batch_id: 'str', run_id: 'str', attempt: 'int', "
+        "steps: 'Sequence[str]', timeout: 'float | None' = None) -> 'pb.ReopenEssaysResponse'",
         "resolve_pipeline": "(self, batch_id: 'str', target: 'str', "
         "flags: 'Mapping[str, bool] | None' = None, dry_run: 'bool' = False, "
         "timeout: 'float | None' = None) -> 'pb.ResolvePipelineResponse'",
@@ -83,6 +112,8 @@ def test_the_package_exports_exactly_this() -> None:
         "BatchClient",
         "ConductorClient",
         "Credentials",
+        "EssayView",
+        "OutcomeVerdict",
         "RpcError",
         "RunStatus",
         "RunStepStatus",
@@ -114,6 +145,8 @@ def test_the_enums_are_the_contracts() -> None:
         (enums.StepStatus, conductor_pb2.StepStatus, "STEP_STATUS_"),
         (enums.StepOutcome, events_pb2.StepOutcome, "STEP_OUTCOME_"),
         (enums.SkipReason, events_pb2.SkipReason, "SKIP_REASON_"),
+        (enums.EssayView, batch_pb2.EssayView, "ESSAY_VIEW_"),
+        (enums.OutcomeVerdict, conductor_pb2.OutcomeVerdict, "OUTCOME_VERDICT_"),
     ]
     for ours, theirs, prefix in pairs:
         proto = {v.name.removeprefix(prefix): v.number for v in theirs.DESCRIPTOR.values}

@@ -23,16 +23,30 @@ def test_least_privilege_table() -> None:
         for method, scope in table.items():
             by_scope.setdefault(scope, set()).add(method.rsplit("/", 1)[1])
     assert by_scope == {
-        Scope.BATCHES_READ: {"GetBatchStatus", "ListBatches", "WatchBatch"},
-        Scope.BATCHES_WRITE: {"CreateBatch", "StartPipeline", "TriggerSpellcheck"},
+        Scope.BATCHES_READ: {
+            "GetBatchStatus",
+            "ListBatches",
+            "WatchBatch",
+            "GetEssay",
+            "ListEssays",
+        },
+        Scope.BATCHES_WRITE: {
+            "CreateBatch",
+            "StartPipeline",
+            "TriggerSpellcheck",
+            "CancelRun",
+            "RetryRun",
+            "UpdateBatch",
+        },
         Scope.PIPELINES_READ: {
             "ListPipelines",
             "GetPipeline",
             "ResolvePipeline",
             "ValidatePrerequisites",
             "GetBatchPipelineState",
+            "GetEssayOutcomes",
         },
-        Scope.BATCHES_REGISTER: {"RegisterBatch"},
+        Scope.BATCHES_REGISTER: {"RegisterBatch", "ReopenEssays", "ExpireStep"},
         Scope.OUTCOMES_RECORD: {"RecordStepOutcome"},
     }
 

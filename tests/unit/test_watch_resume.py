@@ -104,3 +104,15 @@ async def test_resume_for_zero_never_resumes() -> None:
     with pytest.raises(RpcError):
         await watched(server, resume_for=0)
     assert len(server.requests) == 1
+
+
+async def test_on_resume_is_told_each_attempt_to_resume() -> None:
+    server = Server(Stream([START], cut()), Stream([], cut()), Stream([END], None))
+    told: list[tuple[grpc.StatusCode, float]] = []
+    async with BatchClient("127.0.0.1:1") as client:
+        client.stub.WatchBatch = server  # type: ignore[assignment]
+        watch = client.watch_batch("b", on_resume=lambda e, pause: told.append((e.code, pause)))
+        updates = [update async for update in watch]
+    assert [u.run for u in updates] == [START, END]
+    assert [code for code, _ in told] == [grpc.StatusCode.UNAVAILABLE] * 2
+    assert 0.07 < told[0][1] <= 0.1 < told[1][1] <= 0.2  # the backoff, less its jitter

@@ -29,6 +29,11 @@ var batchIdempotent = []string{
 	batchv1.BatchService_GetBatchStatus_FullMethodName,
 	batchv1.BatchService_ListBatches_FullMethodName,
 	batchv1.BatchService_WatchBatch_FullMethodName,
+	batchv1.BatchService_CancelRun_FullMethodName, // cancelling a cancelled run returns it
+	batchv1.BatchService_RetryRun_FullMethodName,  // with the request id the SDK fills in
+	batchv1.BatchService_UpdateBatch_FullMethodName,
+	batchv1.BatchService_GetEssay_FullMethodName,
+	batchv1.BatchService_ListEssays_FullMethodName,
 }
 
 // NewBatchClient connects lazily to the BatchService at target ("host:port", or any gRPC target).
@@ -82,6 +87,9 @@ var conductorIdempotent = []string{
 	conductorv1.PipelineConductorService_ValidatePrerequisites_FullMethodName,
 	conductorv1.PipelineConductorService_RecordStepOutcome_FullMethodName,
 	conductorv1.PipelineConductorService_GetBatchPipelineState_FullMethodName,
+	conductorv1.PipelineConductorService_ReopenEssays_FullMethodName,
+	conductorv1.PipelineConductorService_ExpireStep_FullMethodName,
+	conductorv1.PipelineConductorService_GetEssayOutcomes_FullMethodName,
 }
 
 // NewConductorClient connects lazily to the PipelineConductor at target.
@@ -97,7 +105,7 @@ func NewConductorClient(target string, opts ...Option) (*ConductorClient, error)
 func (c *ConductorClient) Close() error { return c.conn.Close() }
 
 // unaryInterceptor gives a call without a deadline the default one, fills in missing request ids
-// (so that retrying a create or start is safe) and turns failures into *Error.
+// (so that retrying a create, start or retry is safe) and turns failures into *Error.
 func unaryInterceptor(timeout time.Duration) grpc.UnaryClientInterceptor {
 	return func(
 		ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
@@ -122,6 +130,12 @@ func withRequestID(req any) any {
 			return r
 		}
 	case *batchv1.StartPipelineRequest:
+		if r.GetRequestId() == "" {
+			r = proto.CloneOf(r)
+			r.RequestId = newRequestID()
+			return r
+		}
+	case *batchv1.RetryRunRequest:
 		if r.GetRequestId() == "" {
 			r = proto.CloneOf(r)
 			r.RequestId = newRequestID()

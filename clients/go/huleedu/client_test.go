@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	batchv1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/batch/v1"
+	conductorv1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/conductor/v1"
 )
 
 // fakeBatch fails each method with UNAVAILABLE `failures` times, then answers; it records what
@@ -28,6 +29,7 @@ type fakeBatch struct {
 	deadlines []time.Duration
 	auth      []string
 	requestID string
+	retryIDs  []string
 }
 
 func (f *fakeBatch) record(ctx context.Context, method string) error {
@@ -53,7 +55,7 @@ func (f *fakeBatch) GetBatchStatus(
 	}
 	if req.GetBatchId() == "missing" {
 		st, _ := status.New(codes.NotFound, "batch missing not found").WithDetails(
-			&errdetails.ErrorInfo{Reason: "NOT_FOUND", Domain: "batch.huleedu"},
+			&errdetails.ErrorInfo{Reason: "BATCH_NOT_FOUND", Domain: "batch.huleedu"},
 			&errdetails.ResourceInfo{ResourceType: "batch", ResourceName: "missing"},
 		)
 		return nil, st.Err()
@@ -84,6 +86,29 @@ func (f *fakeBatch) CreateBatch(
 		return nil, st.Err()
 	}
 	return &batchv1.CreateBatchResponse{Batch: &batchv1.Batch{BatchId: "b"}}, nil
+}
+
+func (f *fakeBatch) RetryRun(
+	ctx context.Context, req *batchv1.RetryRunRequest,
+) (*batchv1.RetryRunResponse, error) {
+	f.mu.Lock()
+	f.retryIDs = append(f.retryIDs, req.GetRequestId())
+	f.mu.Unlock()
+	if err := f.record(ctx, "RetryRun"); err != nil {
+		return nil, err
+	}
+	run := &batchv1.PipelineRun{RunId: req.GetRunId(), Attempt: 2, Status: batchv1.RunStatus_RUN_STATUS_RUNNING}
+	return &batchv1.RetryRunResponse{Run: run}, nil
+}
+
+func (f *fakeBatch) CancelRun(
+	ctx context.Context, req *batchv1.CancelRunRequest,
+) (*batchv1.CancelRunResponse, error) {
+	if err := f.record(ctx, "CancelRun"); err != nil {
+		return nil, err
+	}
+	run := &batchv1.PipelineRun{RunId: req.GetRunId(), Status: batchv1.RunStatus_RUN_STATUS_CANCELLED}
+	return &batchv1.CancelRunResponse{Run: run}, nil
 }
 
 func serve(t *testing.T, fake *fakeBatch, opts ...Option) *BatchClient {
@@ -161,7 +186,7 @@ func TestFailuresAreTypedErrors(t *testing.T) {
 	if !errors.As(err, &e) || !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("got %#v, want a NOT_FOUND *Error", err)
 	}
-	if e.Reason() != "NOT_FOUND" || e.ResourceInfo.GetResourceName() != "missing" {
+	if e.Reason() != "BATCH_NOT_FOUND" || e.ResourceInfo.GetResourceName() != "missing" {
 		t.Fatalf("details %v %v", e.ErrorInfo, e.ResourceInfo)
 	}
 	if status.Code(err) != codes.NotFound {
@@ -173,5 +198,72 @@ func TestFailuresAreTypedErrors(t *testing.T) {
 	}
 	if v := e.BadRequest.GetFieldViolations(); len(v) != 1 || v[0].GetField() != "essays" {
 		t.Fatalf("field violations %v", v)
+	}
+}
+
+func TestRetryRunIsRetriedUnderTheOneRequestIDTheSDKFilledIn(t *testing.T) {
+	fake := &fakeBatch{failures: 2, calls: map[string]int{}}
+	client := serve(t, fake)
+	request := &batchv1.RetryRunRequest{BatchId: "b", RunId: "r", Steps: []string{"nlp"}}
+	res, err := client.RetryRun(context.Background(), request)
+	if err != nil {
+		t.Fatalf("RetryRun: %v", err)
+	}
+	if res.GetRun().GetAttempt() != 2 || len(fake.retryIDs) != 3 {
+		t.Fatalf("got %v after %d attempts, want attempt 2 after 3", res, len(fake.retryIDs))
+	}
+	if fake.retryIDs[0] == "" || fake.retryIDs[1] != fake.retryIDs[0] || fake.retryIDs[2] != fake.retryIDs[0] {
+		t.Fatalf("request ids %q, want one non-empty id for every attempt", fake.retryIDs)
+	}
+	if request.GetRequestId() != "" {
+		t.Fatalf("the caller's request was changed: %q", request.GetRequestId())
+	}
+	if _, err := client.RetryRun(context.Background(), &batchv1.RetryRunRequest{BatchId: "b", RunId: "r", RequestId: "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	if last := fake.retryIDs[len(fake.retryIDs)-1]; last != "mine" {
+		t.Fatalf("the caller's request id became %q", last)
+	}
+}
+
+func TestCancelRunIsRetriedOnUnavailable(t *testing.T) {
+	fake := &fakeBatch{failures: 1, calls: map[string]int{}}
+	client := serve(t, fake)
+	res, err := client.CancelRun(context.Background(), &batchv1.CancelRunRequest{BatchId: "b", RunId: "r"})
+	if err != nil || res.GetRun().GetStatus() != batchv1.RunStatus_RUN_STATUS_CANCELLED || fake.calls["CancelRun"] != 2 {
+		t.Fatalf("got %v, %v after %d calls", res, err, fake.calls["CancelRun"])
+	}
+}
+
+// Every RPC is either retried or named here with the reason it is not: a new RPC must be classified.
+func TestEveryRPCIsRetriedUnlessARepeatWouldDoItsWorkTwice(t *testing.T) {
+	notRetried := map[string]bool{
+		batchv1.BatchService_TriggerSpellcheck_FullMethodName:               true, // stores the text again
+		conductorv1.PipelineConductorService_ResolvePipeline_FullMethodName: true, // publishes events
+	}
+	for _, service := range []struct {
+		desc       grpc.ServiceDesc
+		idempotent []string
+	}{
+		{batchv1.BatchService_ServiceDesc, batchIdempotent},
+		{conductorv1.PipelineConductorService_ServiceDesc, conductorIdempotent},
+	} {
+		retried := map[string]bool{}
+		for _, name := range service.idempotent {
+			retried[name] = true
+		}
+		names := []string{}
+		for _, m := range service.desc.Methods {
+			names = append(names, m.MethodName)
+		}
+		for _, s := range service.desc.Streams {
+			names = append(names, s.StreamName)
+		}
+		for _, name := range names {
+			full := "/" + service.desc.ServiceName + "/" + name
+			if retried[full] == notRetried[full] {
+				t.Errorf("%s: retried %v, listed as not retried %v", full, retried[full], notRetried[full])
+			}
+		}
 	}
 }

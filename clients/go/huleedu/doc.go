@@ -12,8 +12,9 @@
 //   - a deadline (10 s unless WithTimeout says otherwise) on unary calls that have none; streams
 //     (WatchBatch) run until the run ends or their context is done;
 //   - retries with exponential backoff on UNAVAILABLE for the idempotent calls only (see
-//     RetryPolicy); CreateBatch and StartPipeline are made idempotent by a request id the SDK
-//     fills in when the caller leaves it empty;
+//     RetryPolicy); CreateBatch, StartPipeline and RetryRun are made idempotent by a request id
+//     the SDK fills in when the caller leaves it empty (so a retry cannot start a second
+//     attempt); TriggerSpellcheck and ResolvePipeline are never retried;
 //   - failures as *Error, with the google.rpc details the servers attach (ErrorInfo, BadRequest,
 //     PreconditionFailure, RetryInfo, ResourceInfo) as typed fields; errors.Is matches the
 //     sentinels ErrNotFound, ErrInvalidArgument, ErrFailedPrecondition and the others.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	batchv1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/batch/v1"
 	conductorv1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/conductor/v1"
@@ -106,7 +107,7 @@ func TestAnUnknownBatchIsNotFound(t *testing.T) {
 	if !errors.As(err, &e) || !errors.Is(err, huleedu.ErrNotFound) {
 		t.Fatalf("got %v, want NOT_FOUND", err)
 	}
-	if e.Reason() != "NOT_FOUND" || e.ResourceInfo.GetResourceName() != "no-such-batch" {
+	if e.Reason() != "BATCH_NOT_FOUND" || e.ResourceInfo.GetResourceName() != "no-such-batch" {
 		t.Fatalf("details: %v %v", e.ErrorInfo, e.ResourceInfo)
 	}
 }
@@ -145,5 +146,99 @@ func TestAGatedPipelineWithoutItsFlagIsAFailedPrecondition(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("violations %v, want FLAG prompt_attached", e.PreconditionFailure.GetViolations())
+	}
+}
+
+// Needs the run control of issue #19 on the servers: CancelRun, RetryRun.
+func TestACancelledRunEndsCancelledAndARetryFinishesIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := batchClient(t)
+	created, err := client.CreateBatch(ctx, &batchv1.CreateBatchRequest{
+		Essays:   []*batchv1.EssayInput{{Text: "Teh first essay."}, {Text: "A second essay."}},
+		Metadata: &batchv1.BatchMetadata{Flags: map[string]bool{"prompt_attached": true}},
+	})
+	if err != nil {
+		t.Fatalf("CreateBatch: %v", err)
+	}
+	batchID := created.GetBatch().GetBatchId()
+	started, err := client.StartPipeline(ctx, &batchv1.StartPipelineRequest{BatchId: batchID, Pipeline: "comprehensive"})
+	if err != nil {
+		t.Fatalf("StartPipeline: %v", err)
+	}
+	runID := started.GetRun().GetRunId()
+	request := &batchv1.CancelRunRequest{BatchId: batchID, RunId: runID, Reason: "wrong prompt"}
+	cancelled, err := client.CancelRun(ctx, request)
+	if err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	run := cancelled.GetRun()
+	if run.GetStatus() != batchv1.RunStatus_RUN_STATUS_CANCELLED || run.GetCancelReason() != "wrong prompt" {
+		t.Fatalf("cancelled run %v", run)
+	}
+	if again, err := client.CancelRun(ctx, request); err != nil || again.GetRun().GetStatus() != batchv1.RunStatus_RUN_STATUS_CANCELLED {
+		t.Fatalf("cancelling again: %v, %v", again, err)
+	}
+	retried, err := client.RetryRun(ctx, &batchv1.RetryRunRequest{BatchId: batchID, RunId: runID})
+	if err != nil {
+		t.Fatalf("RetryRun: %v", err)
+	}
+	if retried.GetRun().GetAttempt() != 2 || len(retried.GetRetriedSteps()) == 0 {
+		t.Fatalf("retried %v", retried)
+	}
+	var last *batchv1.WatchBatchResponse
+	err = client.Watch(ctx, batchID, runID, func(u *batchv1.WatchBatchResponse) error {
+		last = u
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if last.GetRun().GetStatus() != batchv1.RunStatus_RUN_STATUS_COMPLETED || last.GetRun().GetAttempt() != 2 {
+		t.Fatalf("the retried run ended %v", last.GetRun())
+	}
+	_, err = client.RetryRun(ctx, &batchv1.RetryRunRequest{BatchId: batchID, RunId: runID})
+	var e *huleedu.Error
+	if !errors.As(err, &e) || !errors.Is(err, huleedu.ErrFailedPrecondition) || e.Reason() != "NOTHING_TO_RETRY" {
+		t.Fatalf("retrying a completed run: %v, want FAILED_PRECONDITION NOTHING_TO_RETRY", err)
+	}
+}
+
+// Needs UpdateBatch, GetEssay and ListEssays (issue #19) on the servers.
+func TestABatchIsUpdatedAndItsEssaysRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client := batchClient(t)
+	created, err := client.CreateBatch(ctx, &batchv1.CreateBatchRequest{
+		Essays: []*batchv1.EssayInput{{Text: "Teh first essay.", ClientRef: "a"}, {Text: "Second.", ClientRef: "b"}},
+	})
+	if err != nil {
+		t.Fatalf("CreateBatch: %v", err)
+	}
+	batchID := created.GetBatch().GetBatchId()
+	updated, err := client.UpdateBatch(ctx, &batchv1.UpdateBatchRequest{
+		BatchId:    batchID,
+		Metadata:   &batchv1.BatchMetadata{Labels: map[string]string{"term": "ht25"}, Name: "ignored"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"labels"}},
+	})
+	if err != nil {
+		t.Fatalf("UpdateBatch: %v", err)
+	}
+	if meta := updated.GetBatch().GetMetadata(); meta.GetLabels()["term"] != "ht25" || meta.GetName() != "" {
+		t.Fatalf("metadata after the update %v", meta)
+	}
+	page, err := client.ListEssays(ctx, &batchv1.ListEssaysRequest{BatchId: batchID, PageSize: 1})
+	if err != nil {
+		t.Fatalf("ListEssays: %v", err)
+	}
+	if len(page.GetEssays()) != 1 || page.GetEssays()[0].GetClientRef() != "a" || page.GetNextPageToken() == "" {
+		t.Fatalf("first page %v", page)
+	}
+	essay, err := client.GetEssay(ctx, &batchv1.GetEssayRequest{EssayId: page.GetEssays()[0].GetEssayId()})
+	if err != nil {
+		t.Fatalf("GetEssay: %v", err)
+	}
+	if essay.GetEssay().GetOriginalText() != "Teh first essay." || essay.GetEssay().GetBatchId() != batchID {
+		t.Fatalf("essay %v", essay.GetEssay())
 	}
 }

@@ -16,8 +16,9 @@ import (
 type Error struct {
 	Code    codes.Code
 	Message string
-	// ErrorInfo carries the machine-readable reason (e.g. "NOT_FOUND", "PRECONDITION") and the
-	// error domain ("batch.huleedu", "conductor.huleedu").
+	// ErrorInfo carries the machine-readable reason (e.g. "BATCH_NOT_FOUND",
+	// "PREREQUISITES_NOT_MET"; docs/errors.md lists them) and the error domain ("batch.huleedu",
+	// "conductor.huleedu").
 	ErrorInfo *errdetails.ErrorInfo
 	// BadRequest names each invalid field (INVALID_ARGUMENT).
 	BadRequest *errdetails.BadRequest

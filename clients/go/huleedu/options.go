@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking (healthCheckConfig)
 )
 
 // DefaultTimeout is the deadline of a unary call whose context has none.
@@ -103,7 +104,11 @@ func dial(target string, o options, idempotent []string) (*grpc.ClientConn, erro
 	return grpc.NewClient(target, append(dialOptions, o.dialOptions...)...)
 }
 
-// serviceConfig is the gRPC service config retrying UNAVAILABLE for the idempotent methods.
+// serviceConfig is the gRPC service config retrying UNAVAILABLE for the idempotent methods, with
+// client-side health checking: the channel watches each server's grpc.health.v1 service
+// "accepting" (SERVING from start-up until the server drains) and sends nothing to one that is
+// not, so a server that drains receives no new call before it stops. Health checking needs round_robin, which
+// balances over every address the target resolves to.
 func serviceConfig(p RetryPolicy, idempotent []string) (string, error) {
 	type name struct {
 		Service string `json:"service"`
@@ -117,11 +122,16 @@ func serviceConfig(p RetryPolicy, idempotent []string) (string, error) {
 		}
 		names = append(names, name{service, method})
 	}
+	config := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"healthCheckConfig":   map[string]any{"serviceName": "accepting"},
+	}
 	if p.MaxAttempts < 2 {
-		return "{}", nil
+		out, err := json.Marshal(config)
+		return string(out), err
 	}
 	seconds := func(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
-	config := map[string]any{"methodConfig": []any{map[string]any{
+	config["methodConfig"] = []any{map[string]any{
 		"name": names,
 		"retryPolicy": map[string]any{
 			"maxAttempts":          p.MaxAttempts,
@@ -130,7 +140,7 @@ func serviceConfig(p RetryPolicy, idempotent []string) (string, error) {
 			"backoffMultiplier":    p.Multiplier,
 			"retryableStatusCodes": []string{"UNAVAILABLE"},
 		},
-	}}}
+	}}
 	out, err := json.Marshal(config)
 	return string(out), err
 }

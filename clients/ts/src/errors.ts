@@ -28,7 +28,8 @@ export class MeshError extends Error {
   readonly code: Code;
   /** The server's message, without the code. */
   readonly rawMessage: string;
-  /** The machine-readable reason ("NOT_FOUND", "PRECONDITION", ...) and the error domain. */
+  /** The machine-readable reason ("BATCH_NOT_FOUND", "PREREQUISITES_NOT_MET", ...; docs/errors.md
+   * lists them) and the error domain. */
   readonly errorInfo?: ErrorInfo;
   /** Each invalid field (INVALID_ARGUMENT). */
   readonly badRequest?: BadRequest;

@@ -45,24 +45,34 @@ export interface ClientOptions {
 /**
  * Methods ("package.Service/Method") retried on UNAVAILABLE. Left out: TriggerSpellcheck (a
  * repeat stores the text again) and ResolvePipeline (it publishes PhaseSkipped events unless
- * dry_run). CreateBatch and StartPipeline are idempotent through the request id the SDK fills in.
+ * dry_run). CreateBatch, StartPipeline and RetryRun are idempotent through the request id the SDK
+ * fills in (so a retry cannot start a second attempt); cancelling a cancelled run returns it.
  */
 export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
   "huleedu.batch.v1.BatchService/CreateBatch",
   "huleedu.batch.v1.BatchService/StartPipeline",
   "huleedu.batch.v1.BatchService/GetBatchStatus",
   "huleedu.batch.v1.BatchService/ListBatches",
+  "huleedu.batch.v1.BatchService/CancelRun",
+  "huleedu.batch.v1.BatchService/RetryRun",
+  "huleedu.batch.v1.BatchService/UpdateBatch",
+  "huleedu.batch.v1.BatchService/GetEssay",
+  "huleedu.batch.v1.BatchService/ListEssays",
   "huleedu.conductor.v1.PipelineConductorService/ListPipelines",
   "huleedu.conductor.v1.PipelineConductorService/GetPipeline",
   "huleedu.conductor.v1.PipelineConductorService/RegisterBatch",
   "huleedu.conductor.v1.PipelineConductorService/ValidatePrerequisites",
   "huleedu.conductor.v1.PipelineConductorService/RecordStepOutcome",
   "huleedu.conductor.v1.PipelineConductorService/GetBatchPipelineState",
+  "huleedu.conductor.v1.PipelineConductorService/ReopenEssays",
+  "huleedu.conductor.v1.PipelineConductorService/ExpireStep",
+  "huleedu.conductor.v1.PipelineConductorService/GetEssayOutcomes",
 ]);
 
 const WITH_REQUEST_ID = new Set([
   "huleedu.batch.v1.BatchService/CreateBatch",
   "huleedu.batch.v1.BatchService/StartPipeline",
+  "huleedu.batch.v1.BatchService/RetryRun",
 ]);
 
 type HeadersInit = ConstructorParameters<typeof Headers>[0];

@@ -51,7 +51,7 @@ test("an unknown batch is NOT_FOUND", async () => {
   await assert.rejects(batches().getBatchStatus({ batchId: "no-such-batch" }), (e: unknown) => {
     assert.ok(e instanceof MeshError, String(e));
     assert.equal(e.code, Code.NotFound);
-    assert.equal(e.reason, "NOT_FOUND");
+    assert.equal(e.reason, "BATCH_NOT_FOUND");
     assert.equal(e.resourceInfo?.resourceName, "no-such-batch");
     return true;
   });
@@ -86,4 +86,64 @@ test("a gated pipeline without its flag is FAILED_PRECONDITION with its violatio
       return true;
     },
   );
+});
+
+// Needs the run control of issue #19 on the servers: CancelRun, RetryRun.
+test("a cancelled run ends CANCELLED and a retry finishes it", async () => {
+  const client = batches();
+  const { batch: created } = await client.createBatch({
+    essays: [{ text: "Teh first essay." }, { text: "A second essay." }],
+    metadata: { flags: { prompt_attached: true } },
+  });
+  assert.ok(created);
+  const batchId = created.batchId;
+  const started = await client.startPipeline({ batchId, pipeline: "comprehensive" });
+  const runId = started.run?.runId ?? "";
+  const cancelled = await client.cancelRun({ batchId, runId, reason: "wrong prompt" });
+  assert.equal(cancelled.run?.status, batch.RunStatus.CANCELLED);
+  assert.equal(cancelled.run?.cancelReason, "wrong prompt");
+  const retried = await client.retryRun({ batchId, runId });
+  assert.equal(retried.run?.attempt, 2);
+  assert.ok(retried.retriedSteps.length > 0);
+  let last: batch.WatchBatchResponse | undefined;
+  for await (const update of client.watchBatch({ batchId, runId }, { timeoutMs: 120_000 })) {
+    last = update;
+  }
+  assert.equal(batch.RunStatus[last?.run?.status ?? 0], "COMPLETED");
+  assert.equal(last?.run?.attempt, 2);
+  await assert.rejects(client.retryRun({ batchId, runId }), (e: unknown) => {
+    assert.ok(e instanceof MeshError, String(e));
+    assert.equal(e.code, Code.FailedPrecondition);
+    assert.equal(e.reason, "NOTHING_TO_RETRY");
+    return true;
+  });
+});
+
+// Needs UpdateBatch, GetEssay and ListEssays (issue #19) on the servers.
+test("a batch is updated and its essays read", async () => {
+  const client = batches();
+  const { batch: created } = await client.createBatch({
+    essays: [
+      { text: "Teh first essay.", clientRef: "a" },
+      { text: "Second.", clientRef: "b" },
+    ],
+  });
+  assert.ok(created);
+  const batchId = created.batchId;
+  const updated = await client.updateBatch({
+    batchId,
+    metadata: { labels: { term: "ht25" }, name: "ignored" },
+    updateMask: { paths: ["labels"] },
+  });
+  assert.equal(updated.batch?.metadata?.labels["term"], "ht25");
+  assert.equal(updated.batch?.metadata?.name, "");
+  const page = await client.listEssays({ batchId, pageSize: 1 });
+  assert.deepEqual(
+    page.essays.map((e) => e.clientRef),
+    ["a"],
+  );
+  assert.ok(page.nextPageToken);
+  const { essay } = await client.getEssay({ essayId: page.essays[0]?.essayId ?? "" });
+  assert.equal(essay?.originalText, "Teh first essay.");
+  assert.equal(essay?.batchId, batchId);
 });

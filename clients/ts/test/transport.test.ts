@@ -6,11 +6,14 @@ import { test } from "node:test";
 import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import {
   BatchService,
+  CancelRunResponseSchema,
   GetBatchStatusResponseSchema,
+  RetryRunResponseSchema,
   TriggerSpellcheckResponseSchema,
   CreateBatchResponseSchema,
 } from "../src/gen/huleedu/batch/v1/batch_pb.js";
-import { createMeshTransport, MeshError } from "../src/index.js";
+import { PipelineConductorService } from "../src/gen/huleedu/conductor/v1/conductor_pb.js";
+import { createMeshTransport, IDEMPOTENT_METHODS, MeshError } from "../src/index.js";
 
 interface Call {
   method: string;
@@ -35,6 +38,8 @@ function fake(failures: number, failure = new ConnectError("try again", Code.Una
         GetBatchStatus: GetBatchStatusResponseSchema,
         TriggerSpellcheck: TriggerSpellcheckResponseSchema,
         CreateBatch: CreateBatchResponseSchema,
+        CancelRun: CancelRunResponseSchema,
+        RetryRun: RetryRunResponseSchema,
       }[method.name as "GetBatchStatus"];
       return { stream: false, service: method.parent, method, header: new Headers(), trailer: new Headers(), message: create(schema) };
     },
@@ -93,4 +98,36 @@ test("failures are MeshErrors with their details decoded", async () => {
     assert.equal(e.preconditionFailure, undefined);
     return true;
   });
+});
+
+test("RetryRun is retried under the one request id the SDK filled in", async () => {
+  const { calls, inner } = fake(2);
+  const client = createClient(BatchService, createMeshTransport({ baseUrl: "", retry }, inner));
+  await client.retryRun({ batchId: "b", runId: "r", steps: ["nlp"] });
+  const ids = calls.map((c) => String(c.input["requestId"]));
+  assert.equal(ids.length, 3);
+  assert.match(ids[0] ?? "", /^ts-/);
+  assert.deepEqual(new Set(ids).size, 1);
+  await client.retryRun({ batchId: "b", runId: "r", requestId: "mine" });
+  assert.equal(calls.at(-1)?.input["requestId"], "mine");
+});
+
+test("CancelRun is retried on UNAVAILABLE", async () => {
+  const { calls, inner } = fake(1);
+  const client = createClient(BatchService, createMeshTransport({ baseUrl: "", retry }, inner));
+  await client.cancelRun({ batchId: "b", runId: "r", reason: "wrong prompt" });
+  assert.equal(calls.length, 2);
+});
+
+test("every unary RPC is retried unless a repeat would do its work twice", () => {
+  const notRetried = new Set([
+    "huleedu.batch.v1.BatchService/TriggerSpellcheck", // stores the text again
+    "huleedu.conductor.v1.PipelineConductorService/ResolvePipeline", // publishes events
+  ]);
+  for (const service of [BatchService, PipelineConductorService]) {
+    for (const method of service.methods.filter((m) => m.methodKind === "unary")) {
+      const name = `${service.typeName}/${method.name}`;
+      assert.notEqual(IDEMPOTENT_METHODS.has(name), notRetried.has(name), name);
+    }
+  }
 });

@@ -18,9 +18,10 @@ Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
 
 Access (docs/security.md): with authentication on, every call carries an API key
 ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
-batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
-is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch, StartPipeline, CancelRun,
+RetryRun and UpdateBatch need the scope batches:write; GetBatchStatus, ListBatches,
+WatchBatch, GetEssay and ListEssays need batches:read; without it a call is
+PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
 (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
 bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
 either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
@@ -28,6 +29,7 @@ either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -63,7 +65,7 @@ class _RunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunStatus.V
     RUN_STATUS_FAILED: _RunStatus.ValueType  # 5
     """A step completed unsatisfied."""
     RUN_STATUS_CANCELLED: _RunStatus.ValueType  # 6
-    """Cancelled."""
+    """Cancelled (CancelRun); RetryRun may start a new attempt."""
 
 class RunStatus(_RunStatus, metaclass=_RunStatusEnumTypeWrapper):
     """Status of a pipeline run."""
@@ -81,7 +83,7 @@ RUN_STATUS_COMPLETED_WITH_FAILURES: RunStatus.ValueType  # 4
 RUN_STATUS_FAILED: RunStatus.ValueType  # 5
 """A step completed unsatisfied."""
 RUN_STATUS_CANCELLED: RunStatus.ValueType  # 6
-"""Cancelled."""
+"""Cancelled (CancelRun); RetryRun may start a new attempt."""
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
 
 class _RunStepStatus:
@@ -104,6 +106,8 @@ class _RunStepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunStep
     """Not run: a dependency completed unsatisfied."""
     RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED: _RunStepStatus.ValueType  # 6
     """Not run: the batch had already satisfied it (pruned)."""
+    RUN_STEP_STATUS_CANCELLED: _RunStepStatus.ValueType  # 7
+    """Not finished: the run was cancelled while the step was pending or dispatched."""
 
 class RunStepStatus(_RunStepStatus, metaclass=_RunStepStatusEnumTypeWrapper):
     """Status of one step within a run."""
@@ -122,7 +126,33 @@ RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE: RunStepStatus.ValueType  # 5
 """Not run: a dependency completed unsatisfied."""
 RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED: RunStepStatus.ValueType  # 6
 """Not run: the batch had already satisfied it (pruned)."""
+RUN_STEP_STATUS_CANCELLED: RunStepStatus.ValueType  # 7
+"""Not finished: the run was cancelled while the step was pending or dispatched."""
 Global___RunStepStatus: _TypeAlias = RunStepStatus  # noqa: Y015
+
+class _EssayView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EssayViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EssayView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ESSAY_VIEW_UNSPECIFIED: _EssayView.ValueType  # 0
+    """The method's default: FULL for GetEssay, BASIC for ListEssays."""
+    ESSAY_VIEW_BASIC: _EssayView.ValueType  # 1
+    """Ids, storage ids and step results, no texts."""
+    ESSAY_VIEW_FULL: _EssayView.ValueType  # 2
+    """BASIC and the original and latest texts."""
+
+class EssayView(_EssayView, metaclass=_EssayViewEnumTypeWrapper):
+    """How much of an essay a read returns."""
+
+ESSAY_VIEW_UNSPECIFIED: EssayView.ValueType  # 0
+"""The method's default: FULL for GetEssay, BASIC for ListEssays."""
+ESSAY_VIEW_BASIC: EssayView.ValueType  # 1
+"""Ids, storage ids and step results, no texts."""
+ESSAY_VIEW_FULL: EssayView.ValueType  # 2
+"""BASIC and the original and latest texts."""
+Global___EssayView: _TypeAlias = EssayView  # noqa: Y015
 
 @_typing.final
 class TriggerSpellcheckRequest(_message.Message):
@@ -270,7 +300,9 @@ class BatchMetadata(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-        true. Each name is at most 128 characters without whitespace, control characters or braces.
+        true. Each name is at most 128 characters without whitespace, control characters or braces,
+        and one some step of the loaded pipelines requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     @_builtins.property
@@ -311,7 +343,9 @@ class Essay(_message.Message):
     original_storage_id: _builtins.str
     """Content-store id of the original text."""
     current_storage_id: _builtins.str
-    """Content-store id of the latest text (changes when a step outputs a new version)."""
+    """Content-store id of the latest text: the output of the last step that produces text
+    (spellcheck's corrected essay), else the original.
+    """
     def __init__(
         self,
         *,
@@ -440,6 +474,9 @@ class RunStep(_message.Message):
     SUCCEEDED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """The step."""
     status: Global___RunStepStatus.ValueType
@@ -450,6 +487,16 @@ class RunStep(_message.Message):
     """Essays that failed."""
     total: _builtins.int
     """Essays expected."""
+    attempt: _builtins.int
+    """The run's attempt in which the step was last dispatched (0: never dispatched)."""
+    timed_out: _builtins.int
+    """Of the failed essays, those that timed out."""
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the dispatched step times out (its definition's timeout after dispatch); unset when
+        it has no timeout or is not dispatched.
+        """
+
     def __init__(
         self,
         *,
@@ -458,10 +505,13 @@ class RunStep(_message.Message):
         succeeded: _builtins.int = ...,
         failed: _builtins.int = ...,
         total: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        timed_out: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "status", b"status", "step", b"step", "succeeded", b"succeeded", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline", b"deadline", "failed", b"failed", "status", b"status", "step", b"step", "succeeded", b"succeeded", "timed_out", b"timed_out", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -481,6 +531,8 @@ class PipelineRun(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Generated run id."""
     batch_id: _builtins.str
@@ -491,6 +543,10 @@ class PipelineRun(_message.Message):
     """Its status."""
     definition_version: _builtins.str
     """The definition version pinned at start."""
+    attempt: _builtins.int
+    """1 for the run's first attempt, one more for each RetryRun."""
+    cancel_reason: _builtins.str
+    """Why it was cancelled (CancelRun's reason); empty unless cancelled."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunStep]:
         """Its steps in execution order (pruned steps included, marked as skipped)."""
@@ -514,10 +570,12 @@ class PipelineRun(_message.Message):
         steps: _abc.Iterable[Global___RunStep] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "created_at", b"created_at", "definition_version", b"definition_version", "finished_at", b"finished_at", "pipeline", b"pipeline", "run_id", b"run_id", "status", b"status", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "definition_version", b"definition_version", "finished_at", b"finished_at", "pipeline", b"pipeline", "run_id", b"run_id", "status", b"status", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -658,23 +716,69 @@ class ListBatchesRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LATEST_RUN_STATUSES_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum batches to return, 1-500; 50 when 0. Outside 0-500: INVALID_ARGUMENT."""
     page_token: _builtins.str
     """next_page_token of a previous response; empty for the first page. A token this service did
-    not issue: INVALID_ARGUMENT.
+    not issue, or issued for other filters: INVALID_ARGUMENT.
     """
+    @_builtins.property
+    def latest_run_statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]:
+        """Only batches whose newest run has one of these statuses (RUN_STATUS_UNSPECIFIED: batches
+        without a run); empty: any.
+        """
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only batches with every one of these labels (key and value equal); empty: any."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only batches created at or after this time; unset: no lower bound."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only batches created before this time; unset: no upper bound."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        latest_run_statuses: _abc.Iterable[Global___RunStatus.ValueType] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "labels", b"labels", "latest_run_statuses", b"latest_run_statuses", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -686,11 +790,32 @@ class BatchSummary(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BATCH_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ESSAY_COUNT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LATEST_RUN_STATUS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch."""
     name: _builtins.str
@@ -703,6 +828,10 @@ class BatchSummary(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its labels."""
+
     def __init__(
         self,
         *,
@@ -711,10 +840,11 @@ class BatchSummary(_message.Message):
         essay_count: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         latest_run_status: Global___RunStatus.ValueType = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "created_at", b"created_at", "essay_count", b"essay_count", "latest_run_status", b"latest_run_status", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "created_at", b"created_at", "essay_count", b"essay_count", "labels", b"labels", "latest_run_status", b"latest_run_status", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -805,3 +935,424 @@ class WatchBatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchBatchResponse: _TypeAlias = WatchBatchResponse  # noqa: Y015
+
+@_typing.final
+class CancelRunRequest(_message.Message):
+    """Request of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch (an id)."""
+    run_id: _builtins.str
+    """The run to cancel (an id); a run of the batch."""
+    reason: _builtins.str
+    """Why (shown on the run and in RunCancelled); at most 256 bytes, no NUL. Optional."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunRequest: _TypeAlias = CancelRunRequest  # noqa: Y015
+
+@_typing.final
+class CancelRunResponse(_message.Message):
+    """Response of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PipelineRun:
+        """The run, cancelled."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___PipelineRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
+
+@_typing.final
+class RetryRunRequest(_message.Message):
+    """Request of RetryRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch (an id)."""
+    run_id: _builtins.str
+    """The finished run to retry (an id)."""
+    request_id: _builtins.str
+    """Client-chosen idempotency key (an id); a repeat returns the run as that retry left it.
+    Empty: no idempotency. Reusing a key for another run or step list is INVALID_ARGUMENT
+    (REQUEST_ID_REUSED).
+    """
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these steps of the run (and their dependants in it); empty: every step with essays to
+        run again.
+        """
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        steps: _abc.Iterable[_builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "request_id", b"request_id", "run_id", b"run_id", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRunRequest: _TypeAlias = RetryRunRequest  # noqa: Y015
+
+@_typing.final
+class RetriedStep(_message.Message):
+    """A step a retry dispatched again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ESSAY_COUNT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """The step."""
+    essay_count: _builtins.int
+    """How many essays its new command carries (0 while it waits for a dependency)."""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        essay_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["essay_count", b"essay_count", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetriedStep: _TypeAlias = RetriedStep  # noqa: Y015
+
+@_typing.final
+class RetryRunResponse(_message.Message):
+    """Response of RetryRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    RETRIED_STEPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PipelineRun:
+        """The run, at its new attempt."""
+
+    @_builtins.property
+    def retried_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetriedStep]:
+        """Steps of the new attempt: dispatched now or waiting for a retried dependency."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___PipelineRun | None = ...,
+        retried_steps: _abc.Iterable[Global___RetriedStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retried_steps", b"retried_steps", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRunResponse: _TypeAlias = RetryRunResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBatchRequest(_message.Message):
+    """Request of UpdateBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch (an id)."""
+    @_builtins.property
+    def metadata(self) -> Global___BatchMetadata:
+        """The new values of the fields named by update_mask."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields of metadata to replace: "flags", "labels", "name", "course_code". Required."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        metadata: Global___BatchMetadata | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "metadata", b"metadata", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBatchRequest: _TypeAlias = UpdateBatchRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBatchResponse(_message.Message):
+    """Response of UpdateBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___Batch:
+        """The batch after the update."""
+
+    def __init__(
+        self,
+        *,
+        batch: Global___Batch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBatchResponse: _TypeAlias = UpdateBatchResponse  # noqa: Y015
+
+@_typing.final
+class EssayStepResult(_message.Message):
+    """One step's result for one essay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    OUTPUT_STORAGE_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """The step."""
+    outcome: _events_pb2.StepOutcome.ValueType
+    """SUCCEEDED or FAILED; unspecified while the essay waits for an outcome of a new attempt."""
+    output_storage_id: _builtins.str
+    """Content-store id of the step's output, if any."""
+    attempt: _builtins.int
+    """The attempt of the run the result belongs to."""
+    run_id: _builtins.str
+    """The run the result belongs to."""
+    @_builtins.property
+    def error(self) -> _events_pb2.ErrorDetail:
+        """Why it failed (code TIMED_OUT when the step timed out); empty on success."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        outcome: _events_pb2.StepOutcome.ValueType = ...,
+        error: _events_pb2.ErrorDetail | None = ...,
+        output_storage_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EssayStepResult: _TypeAlias = EssayStepResult  # noqa: Y015
+
+@_typing.final
+class EssayDetail(_message.Message):
+    """An essay with its texts and step results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESSAY_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_REF_FIELD_NUMBER: _builtins.int
+    ORIGINAL_STORAGE_ID_FIELD_NUMBER: _builtins.int
+    CURRENT_STORAGE_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_TEXT_FIELD_NUMBER: _builtins.int
+    CURRENT_TEXT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    essay_id: _builtins.str
+    """The essay."""
+    batch_id: _builtins.str
+    """Its batch; empty for an essay of TriggerSpellcheck."""
+    client_ref: _builtins.str
+    """The caller's reference from EssayInput."""
+    original_storage_id: _builtins.str
+    """Content-store id of the original text."""
+    current_storage_id: _builtins.str
+    """Content-store id of the latest text."""
+    original_text: _builtins.str
+    """The original text (ESSAY_VIEW_FULL only)."""
+    current_text: _builtins.str
+    """The latest text, after every step that produces text (ESSAY_VIEW_FULL only)."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayStepResult]:
+        """Its result of each step it has one of, in definition order."""
+
+    def __init__(
+        self,
+        *,
+        essay_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        client_ref: _builtins.str = ...,
+        original_storage_id: _builtins.str = ...,
+        current_storage_id: _builtins.str = ...,
+        original_text: _builtins.str = ...,
+        current_text: _builtins.str = ...,
+        steps: _abc.Iterable[Global___EssayStepResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "client_ref", b"client_ref", "current_storage_id", b"current_storage_id", "current_text", b"current_text", "essay_id", b"essay_id", "original_storage_id", b"original_storage_id", "original_text", b"original_text", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EssayDetail: _TypeAlias = EssayDetail  # noqa: Y015
+
+@_typing.final
+class GetEssayRequest(_message.Message):
+    """Request of GetEssay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESSAY_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    essay_id: _builtins.str
+    """The essay (an id)."""
+    batch_id: _builtins.str
+    """Its batch (an id), optional: when set, an essay of another batch is NOT_FOUND."""
+    view: Global___EssayView.ValueType
+    """How much to return; FULL when unspecified."""
+    def __init__(
+        self,
+        *,
+        essay_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        view: Global___EssayView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "essay_id", b"essay_id", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEssayRequest: _TypeAlias = GetEssayRequest  # noqa: Y015
+
+@_typing.final
+class GetEssayResponse(_message.Message):
+    """Response of GetEssay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESSAY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def essay(self) -> Global___EssayDetail:
+        """The essay."""
+
+    def __init__(
+        self,
+        *,
+        essay: Global___EssayDetail | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["essay", b"essay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["essay", b"essay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEssayResponse: _TypeAlias = GetEssayResponse  # noqa: Y015
+
+@_typing.final
+class ListEssaysRequest(_message.Message):
+    """Request of ListEssays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch (an id)."""
+    page_size: _builtins.int
+    """Maximum essays to return, 1-1,000; 100 when 0."""
+    page_token: _builtins.str
+    """next_page_token of a previous response; empty for the first page."""
+    view: Global___EssayView.ValueType
+    """How much to return; BASIC when unspecified."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        view: Global___EssayView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEssaysRequest: _TypeAlias = ListEssaysRequest  # noqa: Y015
+
+@_typing.final
+class ListEssaysResponse(_message.Message):
+    """Response of ListEssays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESSAYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayDetail]:
+        """This page, in batch order."""
+
+    def __init__(
+        self,
+        *,
+        essays: _abc.Iterable[Global___EssayDetail] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["essays", b"essays", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEssaysResponse: _TypeAlias = ListEssaysResponse  # noqa: Y015

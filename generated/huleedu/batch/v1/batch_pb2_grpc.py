@@ -29,7 +29,8 @@ class BatchServiceStub:
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -77,13 +78,39 @@ class BatchServiceStub:
                 request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
                 response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
                 _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/huleedu.batch.v1.BatchService/CancelRun',
+                request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.RetryRun = channel.unary_unary(
+                '/huleedu.batch.v1.BatchService/RetryRun',
+                request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunRequest.SerializeToString,
+                response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunResponse.FromString,
+                _registered_method=True)
+        self.UpdateBatch = channel.unary_unary(
+                '/huleedu.batch.v1.BatchService/UpdateBatch',
+                request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchRequest.SerializeToString,
+                response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchResponse.FromString,
+                _registered_method=True)
+        self.GetEssay = channel.unary_unary(
+                '/huleedu.batch.v1.BatchService/GetEssay',
+                request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayRequest.SerializeToString,
+                response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayResponse.FromString,
+                _registered_method=True)
+        self.ListEssays = channel.unary_unary(
+                '/huleedu.batch.v1.BatchService/ListEssays',
+                request_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysRequest.SerializeToString,
+                response_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysResponse.FromString,
+                _registered_method=True)
 
 
 class BatchServiceServicer:
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -112,7 +139,9 @@ class BatchServiceServicer:
         INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
         1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
         request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-        already used for another request.
+        already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+        flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+        pipelines requires. Nothing is stored when the request is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,13 +151,14 @@ class BatchServiceServicer:
         """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
         batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
         request_id: a repeat returns the original run.
-        NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+        NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+        name (PIPELINE_NOT_FOUND).
         ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
         batch is pending or running; one run per batch at a time.
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-        batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-        step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-        a step's command has no topic.
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+        flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+        or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+        COMMAND) when a step's command has no topic.
         INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
         INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
         """
@@ -138,15 +168,18 @@ class BatchServiceServicer:
 
     def GetBatchStatus(self, request, context):
         """A batch and its runs, newest run first.
-        NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+        NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+        batch_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBatches(self, request, context):
-        """Batches, newest first, one page at a time.
-        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+        """Batches, newest first, one page at a time, optionally filtered (by their newest run's
+        status, labels, creation time).
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+        or issued for other filters, created_after not before created_before.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,8 +189,81 @@ class BatchServiceServicer:
         """Streams a run's progress: the current state at once, then one update per change, and ends
         (status OK) when the run reaches a terminal status. A client may re-open it after
         UNAVAILABLE: each update carries the whole run.
-        NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+        NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+        run (RUN_NOT_FOUND).
         UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+        end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+        a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+        are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+        returns it.
+        NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+        FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+        INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryRun(self, request, context):
+        """Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+        essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+        dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+        for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+        those steps of the run (and their dependants). Within an attempt the first outcome of an
+        essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+        request_id: a repeat returns the run as that retry left it.
+        NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+        ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+        FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+        (no step of the run, or of those named, has an essay to run again); reason
+        PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+        INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+        REQUEST_ID_REUSED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBatch(self, request, context):
+        """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+        "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+        started or retried afterwards; the conductor learns them at once (before they are stored).
+        Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+        batch's original request still returns it (as it is now).
+        NOT_FOUND: BATCH_NOT_FOUND.
+        INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+        another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+        whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+        UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEssay(self, request, context):
+        """One essay: its original and latest text, and per step its outcome, error and output. An
+        essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+        NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+        INVALID_ARGUMENT (BadRequest): malformed ids.
+        UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEssays(self, request, context):
+        """A batch's essays in batch order, one page at a time, each with its step results (and, with
+        view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+        NOT_FOUND: BATCH_NOT_FOUND.
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+        service or for another batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +302,31 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchRequest.FromString,
                     response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchResponse.SerializeToString,
             ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunRequest.FromString,
+                    response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RetryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRun,
+                    request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunRequest.FromString,
+                    response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunResponse.SerializeToString,
+            ),
+            'UpdateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBatch,
+                    request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchRequest.FromString,
+                    response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchResponse.SerializeToString,
+            ),
+            'GetEssay': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEssay,
+                    request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayRequest.FromString,
+                    response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayResponse.SerializeToString,
+            ),
+            'ListEssays': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEssays,
+                    request_deserializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysRequest.FromString,
+                    response_serializer=huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'huleedu.batch.v1.BatchService', rpc_method_handlers)
@@ -208,7 +339,8 @@ class BatchService:
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -372,6 +504,141 @@ class BatchService:
             '/huleedu.batch.v1.BatchService/WatchBatch',
             huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
             huleedu_dot_batch_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.batch.v1.BatchService/CancelRun',
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunRequest.SerializeToString,
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.batch.v1.BatchService/RetryRun',
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunRequest.SerializeToString,
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.RetryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.batch.v1.BatchService/UpdateBatch',
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchRequest.SerializeToString,
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.UpdateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEssay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.batch.v1.BatchService/GetEssay',
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayRequest.SerializeToString,
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.GetEssayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEssays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.batch.v1.BatchService/ListEssays',
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysRequest.SerializeToString,
+            huleedu_dot_batch_dot_v1_dot_batch__pb2.ListEssaysResponse.FromString,
             options,
             channel_credentials,
             insecure,

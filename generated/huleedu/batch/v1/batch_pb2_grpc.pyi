@@ -18,9 +18,10 @@ Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
 
 Access (docs/security.md): with authentication on, every call carries an API key
 ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
-batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
-is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch, StartPipeline, CancelRun,
+RetryRun and UpdateBatch need the scope batches:write; GetBatchStatus, ListBatches,
+WatchBatch, GetEssay and ListEssays need batches:read; without it a call is
+PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
 (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
 bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
 either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
@@ -53,7 +54,8 @@ class BatchServiceStub:
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -82,36 +84,95 @@ class BatchServiceStub:
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _grpc.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
     batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
     request_id: a repeat returns the original run.
-    NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+    NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+    name (PIPELINE_NOT_FOUND).
     ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
     batch is pending or running; one run per batch at a time.
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-    batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-    step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-    a step's command has no topic.
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+    flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+    or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+    COMMAND) when a step's command has no topic.
     INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
     INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
     """
     GetBatchStatus: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetBatchStatusRequest, _batch_pb2.GetBatchStatusResponse]
     """A batch and its runs, newest run first.
-    NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+    NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+    batch_id.
     """
     ListBatches: _grpc.UnaryUnaryMultiCallable[_batch_pb2.ListBatchesRequest, _batch_pb2.ListBatchesResponse]
-    """Batches, newest first, one page at a time.
-    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+    """Batches, newest first, one page at a time, optionally filtered (by their newest run's
+    status, labels, creation time).
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+    or issued for other filters, created_after not before created_before.
     """
     WatchBatch: _grpc.UnaryStreamMultiCallable[_batch_pb2.WatchBatchRequest, _batch_pb2.WatchBatchResponse]
     """Streams a run's progress: the current state at once, then one update per change, and ends
     (status OK) when the run reaches a terminal status. A client may re-open it after
     UNAVAILABLE: each update carries the whole run.
-    NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+    NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+    run (RUN_NOT_FOUND).
     UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+    """
+    CancelRun: _grpc.UnaryUnaryMultiCallable[_batch_pb2.CancelRunRequest, _batch_pb2.CancelRunResponse]
+    """Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+    end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+    a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+    are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+    returns it.
+    NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+    FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+    INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+    """
+    RetryRun: _grpc.UnaryUnaryMultiCallable[_batch_pb2.RetryRunRequest, _batch_pb2.RetryRunResponse]
+    """Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+    essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+    dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+    for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+    those steps of the run (and their dependants). Within an attempt the first outcome of an
+    essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+    request_id: a repeat returns the run as that retry left it.
+    NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+    ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+    FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+    (no step of the run, or of those named, has an essay to run again); reason
+    PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+    INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+    REQUEST_ID_REUSED.
+    """
+    UpdateBatch: _grpc.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]
+    """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
+    NOT_FOUND: BATCH_NOT_FOUND.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+    """
+    GetEssay: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]
+    """One essay: its original and latest text, and per step its outcome, error and output. An
+    essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+    NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+    INVALID_ARGUMENT (BadRequest): malformed ids.
+    UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+    """
+    ListEssays: _grpc.UnaryUnaryMultiCallable[_batch_pb2.ListEssaysRequest, _batch_pb2.ListEssaysResponse]
+    """A batch's essays in batch order, one page at a time, each with its step results (and, with
+    view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+    NOT_FOUND: BATCH_NOT_FOUND.
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+    service or for another batch.
     """
 
 @_typing.type_check_only
@@ -119,7 +180,8 @@ class BatchServiceAsyncStub(BatchServiceStub):
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -145,43 +207,103 @@ class BatchServiceAsyncStub(BatchServiceStub):
     INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
     1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
     request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-    already used for another request.
+    already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+    flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+    pipelines requires. Nothing is stored when the request is refused.
     """
     StartPipeline: _aio.UnaryUnaryMultiCallable[_batch_pb2.StartPipelineRequest, _batch_pb2.StartPipelineResponse]  # type: ignore[assignment]
     """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
     batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
     request_id: a repeat returns the original run.
-    NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+    NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+    name (PIPELINE_NOT_FOUND).
     ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
     batch is pending or running; one run per batch at a time.
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-    batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-    step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-    a step's command has no topic.
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+    flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+    or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+    COMMAND) when a step's command has no topic.
     INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
     INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
     """
     GetBatchStatus: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetBatchStatusRequest, _batch_pb2.GetBatchStatusResponse]  # type: ignore[assignment]
     """A batch and its runs, newest run first.
-    NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+    NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+    batch_id.
     """
     ListBatches: _aio.UnaryUnaryMultiCallable[_batch_pb2.ListBatchesRequest, _batch_pb2.ListBatchesResponse]  # type: ignore[assignment]
-    """Batches, newest first, one page at a time.
-    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+    """Batches, newest first, one page at a time, optionally filtered (by their newest run's
+    status, labels, creation time).
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+    or issued for other filters, created_after not before created_before.
     """
     WatchBatch: _aio.UnaryStreamMultiCallable[_batch_pb2.WatchBatchRequest, _batch_pb2.WatchBatchResponse]  # type: ignore[assignment]
     """Streams a run's progress: the current state at once, then one update per change, and ends
     (status OK) when the run reaches a terminal status. A client may re-open it after
     UNAVAILABLE: each update carries the whole run.
-    NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+    NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+    run (RUN_NOT_FOUND).
     UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+    """
+    CancelRun: _aio.UnaryUnaryMultiCallable[_batch_pb2.CancelRunRequest, _batch_pb2.CancelRunResponse]  # type: ignore[assignment]
+    """Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+    end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+    a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+    are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+    returns it.
+    NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+    FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+    INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+    """
+    RetryRun: _aio.UnaryUnaryMultiCallable[_batch_pb2.RetryRunRequest, _batch_pb2.RetryRunResponse]  # type: ignore[assignment]
+    """Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+    essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+    dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+    for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+    those steps of the run (and their dependants). Within an attempt the first outcome of an
+    essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+    request_id: a repeat returns the run as that retry left it.
+    NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+    ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+    FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+    (no step of the run, or of those named, has an essay to run again); reason
+    PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+    INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+    REQUEST_ID_REUSED.
+    """
+    UpdateBatch: _aio.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchRequest, _batch_pb2.UpdateBatchResponse]  # type: ignore[assignment]
+    """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+    "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+    started or retried afterwards; the conductor learns them at once (before they are stored).
+    Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+    batch's original request still returns it (as it is now).
+    NOT_FOUND: BATCH_NOT_FOUND.
+    INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+    another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+    whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+    UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+    """
+    GetEssay: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetEssayRequest, _batch_pb2.GetEssayResponse]  # type: ignore[assignment]
+    """One essay: its original and latest text, and per step its outcome, error and output. An
+    essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+    NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+    INVALID_ARGUMENT (BadRequest): malformed ids.
+    UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+    """
+    ListEssays: _aio.UnaryUnaryMultiCallable[_batch_pb2.ListEssaysRequest, _batch_pb2.ListEssaysResponse]  # type: ignore[assignment]
+    """A batch's essays in batch order, one page at a time, each with its step results (and, with
+    view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+    NOT_FOUND: BATCH_NOT_FOUND.
+    INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+    service or for another batch.
     """
 
 class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Batches of essays and the pipeline runs over them.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+    "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
     applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
     PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
     Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -217,7 +339,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
         1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
         request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-        already used for another request.
+        already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+        flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+        pipelines requires. Nothing is stored when the request is refused.
         """
 
     @_abc_1.abstractmethod
@@ -229,13 +353,14 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
         batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
         request_id: a repeat returns the original run.
-        NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+        NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+        name (PIPELINE_NOT_FOUND).
         ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
         batch is pending or running; one run per batch at a time.
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-        batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-        step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-        a step's command has no topic.
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+        flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+        or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+        COMMAND) when a step's command has no topic.
         INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
         INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
         """
@@ -247,7 +372,8 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.GetBatchStatusResponse, _abc.Awaitable[_batch_pb2.GetBatchStatusResponse]]:
         """A batch and its runs, newest run first.
-        NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+        NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+        batch_id.
         """
 
     @_abc_1.abstractmethod
@@ -256,8 +382,10 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.ListBatchesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.ListBatchesResponse, _abc.Awaitable[_batch_pb2.ListBatchesResponse]]:
-        """Batches, newest first, one page at a time.
-        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+        """Batches, newest first, one page at a time, optionally filtered (by their newest run's
+        status, labels, creation time).
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+        or issued for other filters, created_after not before created_before.
         """
 
     @_abc_1.abstractmethod
@@ -269,8 +397,91 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a run's progress: the current state at once, then one update per change, and ends
         (status OK) when the run reaches a terminal status. A client may re-open it after
         UNAVAILABLE: each update carries the whole run.
-        NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+        NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+        run (RUN_NOT_FOUND).
         UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelRun(
+        self,
+        request: _batch_pb2.CancelRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.CancelRunResponse, _abc.Awaitable[_batch_pb2.CancelRunResponse]]:
+        """Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+        end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+        a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+        are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+        returns it.
+        NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+        FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+        INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryRun(
+        self,
+        request: _batch_pb2.RetryRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.RetryRunResponse, _abc.Awaitable[_batch_pb2.RetryRunResponse]]:
+        """Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+        essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+        dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+        for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+        those steps of the run (and their dependants). Within an attempt the first outcome of an
+        essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+        request_id: a repeat returns the run as that retry left it.
+        NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+        ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+        FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+        (no step of the run, or of those named, has an essay to run again); reason
+        PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+        INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+        REQUEST_ID_REUSED.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateBatch(
+        self,
+        request: _batch_pb2.UpdateBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.UpdateBatchResponse, _abc.Awaitable[_batch_pb2.UpdateBatchResponse]]:
+        """Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+        "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+        started or retried afterwards; the conductor learns them at once (before they are stored).
+        Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+        batch's original request still returns it (as it is now).
+        NOT_FOUND: BATCH_NOT_FOUND.
+        INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+        another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+        whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+        UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+        """
+
+    @_abc_1.abstractmethod
+    def GetEssay(
+        self,
+        request: _batch_pb2.GetEssayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.GetEssayResponse, _abc.Awaitable[_batch_pb2.GetEssayResponse]]:
+        """One essay: its original and latest text, and per step its outcome, error and output. An
+        essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+        NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+        INVALID_ARGUMENT (BadRequest): malformed ids.
+        UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEssays(
+        self,
+        request: _batch_pb2.ListEssaysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.ListEssaysResponse, _abc.Awaitable[_batch_pb2.ListEssaysResponse]]:
+        """A batch's essays in batch order, one page at a time, each with its step results (and, with
+        view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+        NOT_FOUND: BATCH_NOT_FOUND.
+        INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+        service or for another batch.
         """
 
 def add_BatchServiceServicer_to_server(servicer: BatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

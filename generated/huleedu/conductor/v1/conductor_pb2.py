@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from generated.huleedu.events.v1 import events_pb2 as huleedu_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$huleedu/conductor/v1/conductor.proto\x12\x14huleedu.conductor.v1\x1a\x1ehuleedu/events/v1/events.proto\"\x81\x01\n\x0eStepDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x12\n\ndepends_on\x18\x04 \x03(\t\x12\x10\n\x08requires\x18\x05 \x03(\t\x12\x19\n\x11min_success_ratio\x18\x06 \x01(\x01\"s\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x33\n\x05steps\x18\x03 \x03(\x0b\x32$.huleedu.conductor.v1.StepDefinition\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x16\n\x14ListPipelinesRequest\"J\n\x15ListPipelinesResponse\x12\x31\n\tpipelines\x18\x01 \x03(\x0b\x32\x1e.huleedu.conductor.v1.Pipeline\"\"\n\x12GetPipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x13GetPipelineResponse\x12\x30\n\x08pipeline\x18\x01 \x01(\x0b\x32\x1e.huleedu.conductor.v1.Pipeline\"\xaf\x01\n\x14RegisterBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tessay_ids\x18\x02 \x03(\t\x12\x44\n\x05\x66lags\x18\x03 \x03(\x0b\x32\x35.huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"O\n\x15RegisterBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ssay_count\x18\x02 \x01(\r\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\xc1\x01\n\x16ResolvePipelineRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x46\n\x05\x66lags\x18\x03 \x03(\x0b\x32\x37.huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"I\n\nPrunedStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.huleedu.events.v1.SkipReason\"\xc4\x01\n\x17ResolvePipelineResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x33\n\x05steps\x18\x03 \x03(\x0b\x32$.huleedu.conductor.v1.StepDefinition\x12\x36\n\x0cpruned_steps\x18\x04 \x03(\x0b\x32 .huleedu.conductor.v1.PrunedStep\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x05 \x01(\t\"\xba\x01\n\x1cValidatePrerequisitesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12L\n\x05\x66lags\x18\x03 \x03(\x0b\x32=.huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"?\n\x1dValidatePrerequisitesResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\"\xaa\x01\n\x18RecordStepOutcomeRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x10\n\x08\x65ssay_id\x18\x03 \x01(\t\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.huleedu.events.v1.StepOutcome\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x19\n\x11output_storage_id\x18\x06 \x01(\t\"}\n\tStepState\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12\r\n\x05total\x18\x04 \x01(\r\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .huleedu.conductor.v1.StepStatus\"{\n\x19RecordStepOutcomeResponse\x12.\n\x05state\x18\x01 \x01(\x0b\x32\x1f.huleedu.conductor.v1.StepState\x12\x16\n\x0enewly_recorded\x18\x02 \x01(\x08\x12\x16\n\x0e\x63ompleted_step\x18\x03 \x01(\x08\"0\n\x1cGetBatchPipelineStateRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xf3\x01\n\x1dGetBatchPipelineStateResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ssay_count\x18\x02 \x01(\r\x12M\n\x05\x66lags\x18\x03 \x03(\x0b\x32>.huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry\x12.\n\x05steps\x18\x04 \x03(\x0b\x32\x1f.huleedu.conductor.v1.StepState\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01*\xcd\x01\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_WAITING\x10\x01\x12\x1b\n\x17STEP_STATUS_NOT_STARTED\x10\x02\x12\x1b\n\x17STEP_STATUS_IN_PROGRESS\x10\x03\x12\x19\n\x15STEP_STATUS_SATISFIED\x10\x04\x12\x1b\n\x17STEP_STATUS_UNSATISFIED\x10\x05\x12\x17\n\x13STEP_STATUS_BLOCKED\x10\x06\x32\xbe\x06\n\x18PipelineConductorService\x12h\n\rListPipelines\x12*.huleedu.conductor.v1.ListPipelinesRequest\x1a+.huleedu.conductor.v1.ListPipelinesResponse\x12\x62\n\x0bGetPipeline\x12(.huleedu.conductor.v1.GetPipelineRequest\x1a).huleedu.conductor.v1.GetPipelineResponse\x12h\n\rRegisterBatch\x12*.huleedu.conductor.v1.RegisterBatchRequest\x1a+.huleedu.conductor.v1.RegisterBatchResponse\x12n\n\x0fResolvePipeline\x12,.huleedu.conductor.v1.ResolvePipelineRequest\x1a-.huleedu.conductor.v1.ResolvePipelineResponse\x12\x80\x01\n\x15ValidatePrerequisites\x12\x32.huleedu.conductor.v1.ValidatePrerequisitesRequest\x1a\x33.huleedu.conductor.v1.ValidatePrerequisitesResponse\x12t\n\x11RecordStepOutcome\x12..huleedu.conductor.v1.RecordStepOutcomeRequest\x1a/.huleedu.conductor.v1.RecordStepOutcomeResponse\x12\x80\x01\n\x15GetBatchPipelineState\x12\x32.huleedu.conductor.v1.GetBatchPipelineStateRequest\x1a\x33.huleedu.conductor.v1.GetBatchPipelineStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$huleedu/conductor/v1/conductor.proto\x12\x14huleedu.conductor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehuleedu/events/v1/events.proto\"\xc4\x01\n\x0eStepDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x12\n\ndepends_on\x18\x04 \x03(\t\x12\x10\n\x08requires\x18\x05 \x03(\t\x12\x19\n\x11min_success_ratio\x18\x06 \x01(\x01\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rproduces_text\x18\x08 \x01(\x08\"s\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x33\n\x05steps\x18\x03 \x03(\x0b\x32$.huleedu.conductor.v1.StepDefinition\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x16\n\x14ListPipelinesRequest\"Y\n\x15ListPipelinesResponse\x12\x31\n\tpipelines\x18\x01 \x03(\x0b\x32\x1e.huleedu.conductor.v1.Pipeline\x12\r\n\x05\x66lags\x18\x02 \x03(\t\"\"\n\x12GetPipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x13GetPipelineResponse\x12\x30\n\x08pipeline\x18\x01 \x01(\x0b\x32\x1e.huleedu.conductor.v1.Pipeline\"\xaf\x01\n\x14RegisterBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tessay_ids\x18\x02 \x03(\t\x12\x44\n\x05\x66lags\x18\x03 \x03(\x0b\x32\x35.huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"O\n\x15RegisterBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ssay_count\x18\x02 \x01(\r\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\xc1\x01\n\x16ResolvePipelineRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x46\n\x05\x66lags\x18\x03 \x03(\x0b\x32\x37.huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"I\n\nPrunedStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.huleedu.events.v1.SkipReason\"\xc4\x01\n\x17ResolvePipelineResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x33\n\x05steps\x18\x03 \x03(\x0b\x32$.huleedu.conductor.v1.StepDefinition\x12\x36\n\x0cpruned_steps\x18\x04 \x03(\x0b\x32 .huleedu.conductor.v1.PrunedStep\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x05 \x01(\t\"\xba\x01\n\x1cValidatePrerequisitesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12L\n\x05\x66lags\x18\x03 \x03(\x0b\x32=.huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"?\n\x1dValidatePrerequisitesResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\"\xfa\x01\n\x18RecordStepOutcomeRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x10\n\x08\x65ssay_id\x18\x03 \x01(\t\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.huleedu.events.v1.StepOutcome\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x19\n\x11output_storage_id\x18\x06 \x01(\t\x12-\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1e.huleedu.events.v1.ErrorDetail\x12\x0e\n\x06run_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\"\x90\x01\n\tStepState\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12\r\n\x05total\x18\x04 \x01(\r\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .huleedu.conductor.v1.StepStatus\x12\x11\n\ttimed_out\x18\x06 \x01(\r\"\xb2\x01\n\x19RecordStepOutcomeResponse\x12.\n\x05state\x18\x01 \x01(\x0b\x32\x1f.huleedu.conductor.v1.StepState\x12\x16\n\x0enewly_recorded\x18\x02 \x01(\x08\x12\x16\n\x0e\x63ompleted_step\x18\x03 \x01(\x08\x12\x35\n\x07verdict\x18\x04 \x01(\x0e\x32$.huleedu.conductor.v1.OutcomeVerdict\"0\n\x1cGetBatchPipelineStateRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xf3\x01\n\x1dGetBatchPipelineStateResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ssay_count\x18\x02 \x01(\r\x12M\n\x05\x66lags\x18\x03 \x03(\x0b\x32>.huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry\x12.\n\x05steps\x18\x04 \x03(\x0b\x32\x1f.huleedu.conductor.v1.StepState\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"W\n\x13ReopenEssaysRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x03(\t\"_\n\x0cReopenedStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x11\n\tessay_ids\x18\x02 \x03(\t\x12.\n\x05state\x18\x03 \x01(\x0b\x32\x1f.huleedu.conductor.v1.StepState\"I\n\x14ReopenEssaysResponse\x12\x31\n\x05steps\x18\x01 \x03(\x0b\x32\".huleedu.conductor.v1.ReopenedStep\"T\n\x11\x45xpireStepRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\"a\n\x12\x45xpireStepResponse\x12.\n\x05state\x18\x01 \x01(\x0b\x32\x1f.huleedu.conductor.v1.StepState\x12\x1b\n\x13timed_out_essay_ids\x18\x02 \x03(\t\">\n\x17GetEssayOutcomesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tessay_ids\x18\x02 \x03(\t\"\xec\x01\n\x0f\x45ssayStepResult\x12\x0c\n\x04step\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.huleedu.events.v1.StepOutcome\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1e.huleedu.events.v1.ErrorDetail\x12\x19\n\x11output_storage_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\rEssayOutcomes\x12\x10\n\x08\x65ssay_id\x18\x01 \x01(\t\x12\x34\n\x05steps\x18\x02 \x03(\x0b\x32%.huleedu.conductor.v1.EssayStepResult\"a\n\x18GetEssayOutcomesResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x33\n\x06\x65ssays\x18\x02 \x03(\x0b\x32#.huleedu.conductor.v1.EssayOutcomes*\xa8\x01\n\x0eOutcomeVerdict\x12\x1f\n\x1bOUTCOME_VERDICT_UNSPECIFIED\x10\x00\x12\x1c\n\x18OUTCOME_VERDICT_RECORDED\x10\x01\x12\x1d\n\x19OUTCOME_VERDICT_DUPLICATE\x10\x02\x12\x1e\n\x1aOUTCOME_VERDICT_SUPERSEDED\x10\x03\x12\x18\n\x14OUTCOME_VERDICT_LATE\x10\x04*\xcd\x01\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_WAITING\x10\x01\x12\x1b\n\x17STEP_STATUS_NOT_STARTED\x10\x02\x12\x1b\n\x17STEP_STATUS_IN_PROGRESS\x10\x03\x12\x19\n\x15STEP_STATUS_SATISFIED\x10\x04\x12\x1b\n\x17STEP_STATUS_UNSATISFIED\x10\x05\x12\x17\n\x13STEP_STATUS_BLOCKED\x10\x06\x32\xf9\x08\n\x18PipelineConductorService\x12h\n\rListPipelines\x12*.huleedu.conductor.v1.ListPipelinesRequest\x1a+.huleedu.conductor.v1.ListPipelinesResponse\x12\x62\n\x0bGetPipeline\x12(.huleedu.conductor.v1.GetPipelineRequest\x1a).huleedu.conductor.v1.GetPipelineResponse\x12h\n\rRegisterBatch\x12*.huleedu.conductor.v1.RegisterBatchRequest\x1a+.huleedu.conductor.v1.RegisterBatchResponse\x12n\n\x0fResolvePipeline\x12,.huleedu.conductor.v1.ResolvePipelineRequest\x1a-.huleedu.conductor.v1.ResolvePipelineResponse\x12\x80\x01\n\x15ValidatePrerequisites\x12\x32.huleedu.conductor.v1.ValidatePrerequisitesRequest\x1a\x33.huleedu.conductor.v1.ValidatePrerequisitesResponse\x12t\n\x11RecordStepOutcome\x12..huleedu.conductor.v1.RecordStepOutcomeRequest\x1a/.huleedu.conductor.v1.RecordStepOutcomeResponse\x12\x80\x01\n\x15GetBatchPipelineState\x12\x32.huleedu.conductor.v1.GetBatchPipelineStateRequest\x1a\x33.huleedu.conductor.v1.GetBatchPipelineStateResponse\x12\x65\n\x0cReopenEssays\x12).huleedu.conductor.v1.ReopenEssaysRequest\x1a*.huleedu.conductor.v1.ReopenEssaysResponse\x12_\n\nExpireStep\x12\'.huleedu.conductor.v1.ExpireStepRequest\x1a(.huleedu.conductor.v1.ExpireStepResponse\x12q\n\x10GetEssayOutcomes\x12-.huleedu.conductor.v1.GetEssayOutcomesRequest\x1a..huleedu.conductor.v1.GetEssayOutcomesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,52 +42,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEPREREQUISITESREQUEST_FLAGSENTRY']._serialized_options = b'8\001'
   _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._loaded_options = None
   _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._serialized_options = b'8\001'
-  _globals['_STEPSTATUS']._serialized_start=2257
-  _globals['_STEPSTATUS']._serialized_end=2462
-  _globals['_STEPDEFINITION']._serialized_start=95
-  _globals['_STEPDEFINITION']._serialized_end=224
-  _globals['_PIPELINE']._serialized_start=226
-  _globals['_PIPELINE']._serialized_end=341
-  _globals['_LISTPIPELINESREQUEST']._serialized_start=343
-  _globals['_LISTPIPELINESREQUEST']._serialized_end=365
-  _globals['_LISTPIPELINESRESPONSE']._serialized_start=367
-  _globals['_LISTPIPELINESRESPONSE']._serialized_end=441
-  _globals['_GETPIPELINEREQUEST']._serialized_start=443
-  _globals['_GETPIPELINEREQUEST']._serialized_end=477
-  _globals['_GETPIPELINERESPONSE']._serialized_start=479
-  _globals['_GETPIPELINERESPONSE']._serialized_end=550
-  _globals['_REGISTERBATCHREQUEST']._serialized_start=553
-  _globals['_REGISTERBATCHREQUEST']._serialized_end=728
-  _globals['_REGISTERBATCHREQUEST_FLAGSENTRY']._serialized_start=684
-  _globals['_REGISTERBATCHREQUEST_FLAGSENTRY']._serialized_end=728
-  _globals['_REGISTERBATCHRESPONSE']._serialized_start=730
-  _globals['_REGISTERBATCHRESPONSE']._serialized_end=809
-  _globals['_RESOLVEPIPELINEREQUEST']._serialized_start=812
-  _globals['_RESOLVEPIPELINEREQUEST']._serialized_end=1005
-  _globals['_RESOLVEPIPELINEREQUEST_FLAGSENTRY']._serialized_start=684
-  _globals['_RESOLVEPIPELINEREQUEST_FLAGSENTRY']._serialized_end=728
-  _globals['_PRUNEDSTEP']._serialized_start=1007
-  _globals['_PRUNEDSTEP']._serialized_end=1080
-  _globals['_RESOLVEPIPELINERESPONSE']._serialized_start=1083
-  _globals['_RESOLVEPIPELINERESPONSE']._serialized_end=1279
-  _globals['_VALIDATEPREREQUISITESREQUEST']._serialized_start=1282
-  _globals['_VALIDATEPREREQUISITESREQUEST']._serialized_end=1468
-  _globals['_VALIDATEPREREQUISITESREQUEST_FLAGSENTRY']._serialized_start=684
-  _globals['_VALIDATEPREREQUISITESREQUEST_FLAGSENTRY']._serialized_end=728
-  _globals['_VALIDATEPREREQUISITESRESPONSE']._serialized_start=1470
-  _globals['_VALIDATEPREREQUISITESRESPONSE']._serialized_end=1533
-  _globals['_RECORDSTEPOUTCOMEREQUEST']._serialized_start=1536
-  _globals['_RECORDSTEPOUTCOMEREQUEST']._serialized_end=1706
-  _globals['_STEPSTATE']._serialized_start=1708
-  _globals['_STEPSTATE']._serialized_end=1833
-  _globals['_RECORDSTEPOUTCOMERESPONSE']._serialized_start=1835
-  _globals['_RECORDSTEPOUTCOMERESPONSE']._serialized_end=1958
-  _globals['_GETBATCHPIPELINESTATEREQUEST']._serialized_start=1960
-  _globals['_GETBATCHPIPELINESTATEREQUEST']._serialized_end=2008
-  _globals['_GETBATCHPIPELINESTATERESPONSE']._serialized_start=2011
-  _globals['_GETBATCHPIPELINESTATERESPONSE']._serialized_end=2254
-  _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._serialized_start=684
-  _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._serialized_end=728
-  _globals['_PIPELINECONDUCTORSERVICE']._serialized_start=2465
-  _globals['_PIPELINECONDUCTORSERVICE']._serialized_end=3295
+  _globals['_OUTCOMEVERDICT']._serialized_start=3497
+  _globals['_OUTCOMEVERDICT']._serialized_end=3665
+  _globals['_STEPSTATUS']._serialized_start=3668
+  _globals['_STEPSTATUS']._serialized_end=3873
+  _globals['_STEPDEFINITION']._serialized_start=160
+  _globals['_STEPDEFINITION']._serialized_end=356
+  _globals['_PIPELINE']._serialized_start=358
+  _globals['_PIPELINE']._serialized_end=473
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=475
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=497
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=499
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=588
+  _globals['_GETPIPELINEREQUEST']._serialized_start=590
+  _globals['_GETPIPELINEREQUEST']._serialized_end=624
+  _globals['_GETPIPELINERESPONSE']._serialized_start=626
+  _globals['_GETPIPELINERESPONSE']._serialized_end=697
+  _globals['_REGISTERBATCHREQUEST']._serialized_start=700
+  _globals['_REGISTERBATCHREQUEST']._serialized_end=875
+  _globals['_REGISTERBATCHREQUEST_FLAGSENTRY']._serialized_start=831
+  _globals['_REGISTERBATCHREQUEST_FLAGSENTRY']._serialized_end=875
+  _globals['_REGISTERBATCHRESPONSE']._serialized_start=877
+  _globals['_REGISTERBATCHRESPONSE']._serialized_end=956
+  _globals['_RESOLVEPIPELINEREQUEST']._serialized_start=959
+  _globals['_RESOLVEPIPELINEREQUEST']._serialized_end=1152
+  _globals['_RESOLVEPIPELINEREQUEST_FLAGSENTRY']._serialized_start=831
+  _globals['_RESOLVEPIPELINEREQUEST_FLAGSENTRY']._serialized_end=875
+  _globals['_PRUNEDSTEP']._serialized_start=1154
+  _globals['_PRUNEDSTEP']._serialized_end=1227
+  _globals['_RESOLVEPIPELINERESPONSE']._serialized_start=1230
+  _globals['_RESOLVEPIPELINERESPONSE']._serialized_end=1426
+  _globals['_VALIDATEPREREQUISITESREQUEST']._serialized_start=1429
+  _globals['_VALIDATEPREREQUISITESREQUEST']._serialized_end=1615
+  _globals['_VALIDATEPREREQUISITESREQUEST_FLAGSENTRY']._serialized_start=831
+  _globals['_VALIDATEPREREQUISITESREQUEST_FLAGSENTRY']._serialized_end=875
+  _globals['_VALIDATEPREREQUISITESRESPONSE']._serialized_start=1617
+  _globals['_VALIDATEPREREQUISITESRESPONSE']._serialized_end=1680
+  _globals['_RECORDSTEPOUTCOMEREQUEST']._serialized_start=1683
+  _globals['_RECORDSTEPOUTCOMEREQUEST']._serialized_end=1933
+  _globals['_STEPSTATE']._serialized_start=1936
+  _globals['_STEPSTATE']._serialized_end=2080
+  _globals['_RECORDSTEPOUTCOMERESPONSE']._serialized_start=2083
+  _globals['_RECORDSTEPOUTCOMERESPONSE']._serialized_end=2261
+  _globals['_GETBATCHPIPELINESTATEREQUEST']._serialized_start=2263
+  _globals['_GETBATCHPIPELINESTATEREQUEST']._serialized_end=2311
+  _globals['_GETBATCHPIPELINESTATERESPONSE']._serialized_start=2314
+  _globals['_GETBATCHPIPELINESTATERESPONSE']._serialized_end=2557
+  _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._serialized_start=831
+  _globals['_GETBATCHPIPELINESTATERESPONSE_FLAGSENTRY']._serialized_end=875
+  _globals['_REOPENESSAYSREQUEST']._serialized_start=2559
+  _globals['_REOPENESSAYSREQUEST']._serialized_end=2646
+  _globals['_REOPENEDSTEP']._serialized_start=2648
+  _globals['_REOPENEDSTEP']._serialized_end=2743
+  _globals['_REOPENESSAYSRESPONSE']._serialized_start=2745
+  _globals['_REOPENESSAYSRESPONSE']._serialized_end=2818
+  _globals['_EXPIRESTEPREQUEST']._serialized_start=2820
+  _globals['_EXPIRESTEPREQUEST']._serialized_end=2904
+  _globals['_EXPIRESTEPRESPONSE']._serialized_start=2906
+  _globals['_EXPIRESTEPRESPONSE']._serialized_end=3003
+  _globals['_GETESSAYOUTCOMESREQUEST']._serialized_start=3005
+  _globals['_GETESSAYOUTCOMESREQUEST']._serialized_end=3067
+  _globals['_ESSAYSTEPRESULT']._serialized_start=3070
+  _globals['_ESSAYSTEPRESULT']._serialized_end=3306
+  _globals['_ESSAYOUTCOMES']._serialized_start=3308
+  _globals['_ESSAYOUTCOMES']._serialized_end=3395
+  _globals['_GETESSAYOUTCOMESRESPONSE']._serialized_start=3397
+  _globals['_GETESSAYOUTCOMESRESPONSE']._serialized_end=3494
+  _globals['_PIPELINECONDUCTORSERVICE']._serialized_start=3876
+  _globals['_PIPELINECONDUCTORSERVICE']._serialized_end=5021
 # @@protoc_insertion_point(module_scope)

@@ -17,9 +17,10 @@ Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
 
 Access (docs/security.md): with authentication on, every call carries an API key
 ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
-BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
-RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+credentials are UNAUTHENTICATED. RegisterBatch, ReopenEssays and ExpireStep need the scope
+batches:register (the BatchService's own identity), RecordStepOutcome outcomes:record (workers
+and ELS), every other RPC pipelines:read; without it a call is PERMISSION_DENIED with an
+ErrorInfo naming the scope.
 Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
 bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
 bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
@@ -27,7 +28,9 @@ bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from generated.huleedu.events.v1 import events_pb2 as _events_pb2
@@ -41,6 +44,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _OutcomeVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutcomeVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_VERDICT_UNSPECIFIED: _OutcomeVerdict.ValueType  # 0
+    """Not set."""
+    OUTCOME_VERDICT_RECORDED: _OutcomeVerdict.ValueType  # 1
+    """Counted now."""
+    OUTCOME_VERDICT_DUPLICATE: _OutcomeVerdict.ValueType  # 2
+    """The same outcome was already counted for this attempt: nothing changed."""
+    OUTCOME_VERDICT_SUPERSEDED: _OutcomeVerdict.ValueType  # 3
+    """Of an attempt the run superseded (RetryRun): nothing changed."""
+    OUTCOME_VERDICT_LATE: _OutcomeVerdict.ValueType  # 4
+    """The essay had timed out already: nothing changed."""
+
+class OutcomeVerdict(_OutcomeVerdict, metaclass=_OutcomeVerdictEnumTypeWrapper):
+    """What recording an outcome did."""
+
+OUTCOME_VERDICT_UNSPECIFIED: OutcomeVerdict.ValueType  # 0
+"""Not set."""
+OUTCOME_VERDICT_RECORDED: OutcomeVerdict.ValueType  # 1
+"""Counted now."""
+OUTCOME_VERDICT_DUPLICATE: OutcomeVerdict.ValueType  # 2
+"""The same outcome was already counted for this attempt: nothing changed."""
+OUTCOME_VERDICT_SUPERSEDED: OutcomeVerdict.ValueType  # 3
+"""Of an attempt the run superseded (RetryRun): nothing changed."""
+OUTCOME_VERDICT_LATE: OutcomeVerdict.ValueType  # 4
+"""The essay had timed out already: nothing changed."""
+Global___OutcomeVerdict: _TypeAlias = OutcomeVerdict  # noqa: Y015
 
 class _StepStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -94,6 +129,8 @@ class StepDefinition(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     REQUIRES_FIELD_NUMBER: _builtins.int
     MIN_SUCCESS_RATIO_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    PRODUCES_TEXT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique step name, e.g. "spellcheck"."""
     service: _builtins.str
@@ -102,6 +139,10 @@ class StepDefinition(_message.Message):
     """Command kind the step is started with."""
     min_success_ratio: _builtins.float
     """Fraction of expected essays that must succeed for the step to be satisfied, in (0, 1]."""
+    produces_text: _builtins.bool
+    """Whether the step's output (output_storage_id) becomes the essay's latest text (spellcheck's
+    corrected text does; an analysis step's output does not).
+    """
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Steps that must be satisfied first, in declaration order."""
@@ -109,6 +150,12 @@ class StepDefinition(_message.Message):
     @_builtins.property
     def requires(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Batch flags that must be true, e.g. "prompt_attached"."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long after its command is dispatched the step may take; essays without an outcome by
+        then fail with TIMED_OUT. Unset: no timeout.
+        """
 
     def __init__(
         self,
@@ -119,10 +166,12 @@ class StepDefinition(_message.Message):
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
         requires: _abc.Iterable[_builtins.str] | None = ...,
         min_success_ratio: _builtins.float = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        produces_text: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "depends_on", b"depends_on", "min_success_ratio", b"min_success_ratio", "name", b"name", "requires", b"requires", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "depends_on", b"depends_on", "min_success_ratio", b"min_success_ratio", "name", b"name", "produces_text", b"produces_text", "requires", b"requires", "service", b"service", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,18 +237,24 @@ class ListPipelinesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PIPELINES_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pipelines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pipeline]:
         """Every pipeline, in file order."""
+
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every flag some step requires, sorted: the flag names batches may set."""
 
     def __init__(
         self,
         *,
         pipelines: _abc.Iterable[Global___Pipeline] | None = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipelines", b"pipelines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "pipelines", b"pipelines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,7 +346,8 @@ class RegisterBatchRequest(_message.Message):
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-        most 128 characters.
+        most 128 characters, each a flag some step requires (ListPipelines' flags), else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
         """
 
     def __init__(
@@ -370,14 +426,18 @@ class ResolvePipelineRequest(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     target: _builtins.str
-    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET)."""
+    """A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+    (PIPELINE_NOT_FOUND).
+    """
     dry_run: _builtins.bool
     """When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags for this resolution, merged over the batch's registered flags."""
+        """Flags for this resolution, merged over the batch's registered flags; each a flag some step
+        requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,
@@ -493,12 +553,14 @@ class ValidatePrerequisitesRequest(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     @_builtins.property
     def flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
-        """Flags merged over the batch's registered flags."""
+        """Flags merged over the batch's registered flags; each a flag some step requires, else
+        INVALID_ARGUMENT (UNKNOWN_FLAG).
+        """
 
     def __init__(
         self,
@@ -553,10 +615,13 @@ class RecordStepOutcomeRequest(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_STORAGE_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     step: _builtins.str
-    """A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP)."""
+    """A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND)."""
     essay_id: _builtins.str
     """An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED)."""
     outcome: _events_pb2.StepOutcome.ValueType
@@ -567,6 +632,14 @@ class RecordStepOutcomeRequest(_message.Message):
     """
     output_storage_id: _builtins.str
     """Content-store id of the step's output, if any (an id of at most 1,024 characters)."""
+    run_id: _builtins.str
+    """The run whose command the outcome answers (an id), if known."""
+    attempt: _builtins.int
+    """The attempt of that command; 0 means 1."""
+    @_builtins.property
+    def error(self) -> _events_pb2.ErrorDetail:
+        """Why it failed (code at most 128 characters, message at most 1,024 bytes); empty on success."""
+
     def __init__(
         self,
         *,
@@ -576,10 +649,13 @@ class RecordStepOutcomeRequest(_message.Message):
         outcome: _events_pb2.StepOutcome.ValueType = ...,
         event_id: _builtins.str = ...,
         output_storage_id: _builtins.str = ...,
+        error: _events_pb2.ErrorDetail | None = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "essay_id", b"essay_id", "event_id", b"event_id", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "error", b"error", "essay_id", b"essay_id", "event_id", b"event_id", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -596,6 +672,7 @@ class StepState(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """The step."""
     succeeded: _builtins.int
@@ -606,6 +683,8 @@ class StepState(_message.Message):
     """Essays expected; 0 while WAITING."""
     status: Global___StepStatus.ValueType
     """Derived status."""
+    timed_out: _builtins.int
+    """Of the failed essays, those that timed out."""
     def __init__(
         self,
         *,
@@ -614,10 +693,11 @@ class StepState(_message.Message):
         failed: _builtins.int = ...,
         total: _builtins.int = ...,
         status: Global___StepStatus.ValueType = ...,
+        timed_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "status", b"status", "step", b"step", "succeeded", b"succeeded", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "status", b"status", "step", b"step", "succeeded", b"succeeded", "timed_out", b"timed_out", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -632,10 +712,13 @@ class RecordStepOutcomeResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     NEWLY_RECORDED_FIELD_NUMBER: _builtins.int
     COMPLETED_STEP_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
     newly_recorded: _builtins.bool
     """False when this essay's outcome had already been recorded (a repeat)."""
     completed_step: _builtins.bool
     """True when this very outcome made the step complete."""
+    verdict: Global___OutcomeVerdict.ValueType
+    """What the call did (newly_recorded is verdict == RECORDED)."""
     @_builtins.property
     def state(self) -> Global___StepState:
         """The step's state after recording."""
@@ -646,10 +729,11 @@ class RecordStepOutcomeResponse(_message.Message):
         state: Global___StepState | None = ...,
         newly_recorded: _builtins.bool = ...,
         completed_step: _builtins.bool = ...,
+        verdict: Global___OutcomeVerdict.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_step", b"completed_step", "newly_recorded", b"newly_recorded", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_step", b"completed_step", "newly_recorded", b"newly_recorded", "state", b"state", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -663,7 +747,7 @@ class GetBatchPipelineStateRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
-    """A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH)."""
+    """A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND)."""
     def __init__(
         self,
         *,
@@ -734,3 +818,295 @@ class GetBatchPipelineStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetBatchPipelineStateResponse: _TypeAlias = GetBatchPipelineStateResponse  # noqa: Y015
+
+@_typing.final
+class ReopenEssaysRequest(_message.Message):
+    """Request of ReopenEssays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """A registered batch (an id)."""
+    run_id: _builtins.str
+    """The run being retried (an id)."""
+    attempt: _builtins.int
+    """The run's new attempt, at least 2."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The steps to reopen (names, 1 to 100, no repeats)."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        steps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "run_id", b"run_id", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenEssaysRequest: _TypeAlias = ReopenEssaysRequest  # noqa: Y015
+
+@_typing.final
+class ReopenedStep(_message.Message):
+    """The essays one step reopened."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ESSAY_IDS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """The step."""
+    @_builtins.property
+    def essay_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Essays open at the attempt, in batch order: what the retry dispatches."""
+
+    @_builtins.property
+    def state(self) -> Global___StepState:
+        """The step's state after reopening."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        essay_ids: _abc.Iterable[_builtins.str] | None = ...,
+        state: Global___StepState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["essay_ids", b"essay_ids", "state", b"state", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenedStep: _TypeAlias = ReopenedStep  # noqa: Y015
+
+@_typing.final
+class ReopenEssaysResponse(_message.Message):
+    """Response of ReopenEssays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReopenedStep]:
+        """One entry per requested step, in request order."""
+
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___ReopenedStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenEssaysResponse: _TypeAlias = ReopenEssaysResponse  # noqa: Y015
+
+@_typing.final
+class ExpireStepRequest(_message.Message):
+    """Request of ExpireStep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """A registered batch (an id)."""
+    step: _builtins.str
+    """The step whose timeout expired."""
+    run_id: _builtins.str
+    """The run whose dispatch timed out (an id)."""
+    attempt: _builtins.int
+    """The run's attempt that timed out; 0 means 1."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        step: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireStepRequest: _TypeAlias = ExpireStepRequest  # noqa: Y015
+
+@_typing.final
+class ExpireStepResponse(_message.Message):
+    """Response of ExpireStep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_ESSAY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def state(self) -> Global___StepState:
+        """The step's state after expiring."""
+
+    @_builtins.property
+    def timed_out_essay_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Essays recorded as TIMED_OUT by this call, in batch order (empty for a repeat)."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___StepState | None = ...,
+        timed_out_essay_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "timed_out_essay_ids", b"timed_out_essay_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireStepResponse: _TypeAlias = ExpireStepResponse  # noqa: Y015
+
+@_typing.final
+class GetEssayOutcomesRequest(_message.Message):
+    """Request of GetEssayOutcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ESSAY_IDS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """A registered batch (an id)."""
+    @_builtins.property
+    def essay_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Essays of the batch, 1 to 1,000 ids."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        essay_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "essay_ids", b"essay_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEssayOutcomesRequest: _TypeAlias = GetEssayOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class EssayStepResult(_message.Message):
+    """One step's outcome of one essay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    OUTPUT_STORAGE_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """The step."""
+    outcome: _events_pb2.StepOutcome.ValueType
+    """SUCCEEDED or FAILED; unspecified while the essay is open at an attempt with no outcome yet."""
+    output_storage_id: _builtins.str
+    """Content-store id of the step's output, if any."""
+    run_id: _builtins.str
+    """The run of the counted outcome (or of the attempt the essay is open at)."""
+    attempt: _builtins.int
+    """The attempt of the counted outcome (or the attempt the essay is open at)."""
+    @_builtins.property
+    def error(self) -> _events_pb2.ErrorDetail:
+        """Why it failed (code TIMED_OUT when its step timed out); empty on success."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the outcome was recorded; unset while open."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        outcome: _events_pb2.StepOutcome.ValueType = ...,
+        error: _events_pb2.ErrorDetail | None = ...,
+        output_storage_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "recorded_at", b"recorded_at", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EssayStepResult: _TypeAlias = EssayStepResult  # noqa: Y015
+
+@_typing.final
+class EssayOutcomes(_message.Message):
+    """Every step result of one essay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESSAY_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    essay_id: _builtins.str
+    """The essay."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayStepResult]:
+        """One entry per step with an outcome (or open at an attempt), in definition order."""
+
+    def __init__(
+        self,
+        *,
+        essay_id: _builtins.str = ...,
+        steps: _abc.Iterable[Global___EssayStepResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["essay_id", b"essay_id", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EssayOutcomes: _TypeAlias = EssayOutcomes  # noqa: Y015
+
+@_typing.final
+class GetEssayOutcomesResponse(_message.Message):
+    """Response of GetEssayOutcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ESSAYS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch."""
+    @_builtins.property
+    def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayOutcomes]:
+        """One entry per requested essay, in request order."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        essays: _abc.Iterable[Global___EssayOutcomes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "essays", b"essays"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEssayOutcomesResponse: _TypeAlias = GetEssayOutcomesResponse  # noqa: Y015

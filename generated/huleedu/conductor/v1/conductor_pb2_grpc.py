@@ -29,7 +29,8 @@ class PipelineConductorServiceStub:
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -82,13 +83,29 @@ class PipelineConductorServiceStub:
                 request_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateRequest.SerializeToString,
                 response_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateResponse.FromString,
                 _registered_method=True)
+        self.ReopenEssays = channel.unary_unary(
+                '/huleedu.conductor.v1.PipelineConductorService/ReopenEssays',
+                request_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysRequest.SerializeToString,
+                response_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysResponse.FromString,
+                _registered_method=True)
+        self.ExpireStep = channel.unary_unary(
+                '/huleedu.conductor.v1.PipelineConductorService/ExpireStep',
+                request_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepRequest.SerializeToString,
+                response_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepResponse.FromString,
+                _registered_method=True)
+        self.GetEssayOutcomes = channel.unary_unary(
+                '/huleedu.conductor.v1.PipelineConductorService/GetEssayOutcomes',
+                request_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesRequest.SerializeToString,
+                response_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineConductorServiceServicer:
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -109,7 +126,7 @@ class PipelineConductorServiceServicer:
 
     def GetPipeline(self, request, context):
         """Returns one pipeline definition.
-        NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+        NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
         INVALID_ARGUMENT: a malformed name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -122,7 +139,9 @@ class PipelineConductorServiceServicer:
         ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
         with a different essay set.
         INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-        malformed or duplicate essay id, a malformed flag name.
+        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+        violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+        the loaded pipelines requires, true or false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,12 +151,12 @@ class PipelineConductorServiceServicer:
         """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
         batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
         A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-        NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-        (UNKNOWN_TARGET).
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-        that is not true (violation type FLAG, subject the flag), or needs a step the batch
-        completed unsatisfied, which cannot run again (type STEP, subject the step).
-        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+        NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+        (PIPELINE_NOT_FOUND).
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+        requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+        the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,10 +165,10 @@ class PipelineConductorServiceServicer:
     def ValidatePrerequisites(self, request, context):
         """OK when a step may run now for a batch: every flag it requires is true and every step it
         depends on is satisfied.
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-        flag (type FLAG) and per dependency not satisfied yet (type STEP).
-        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+        unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,12 +176,16 @@ class PipelineConductorServiceServicer:
 
     def RecordStepOutcome(self, request, context):
         """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-        (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+        (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+        DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+        timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
         ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-        the other outcome for this step.
-        FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-        not one the step expects (not in the batch, or it did not succeed in every dependency).
-        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+        the other outcome for this step and attempt.
+        FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+        (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+        reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+        the batch, the step's dependencies are not complete, or it did not succeed in every one).
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
         INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -171,7 +194,42 @@ class PipelineConductorServiceServicer:
 
     def GetBatchPipelineState(self, request, context):
         """Per-step counts and status of a batch.
-        NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+        NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+        batch_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenEssays(self, request, context):
+        """Starts a new attempt of a run for the steps named: every essay a step expects that failed
+        (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+        counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+        Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+        (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+        repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+        INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireStep(self, request, context):
+        """A step's timeout expired for a run's attempt: every essay the step expects that still has
+        no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+        code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+        nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+        NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEssayOutcomes(self, request, context):
+        """Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+        NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+        more than 1,000. Essays not in the batch are answered with no steps.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +273,21 @@ def add_PipelineConductorServiceServicer_to_server(servicer, server):
                     request_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateRequest.FromString,
                     response_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateResponse.SerializeToString,
             ),
+            'ReopenEssays': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenEssays,
+                    request_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysRequest.FromString,
+                    response_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysResponse.SerializeToString,
+            ),
+            'ExpireStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireStep,
+                    request_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepRequest.FromString,
+                    response_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepResponse.SerializeToString,
+            ),
+            'GetEssayOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEssayOutcomes,
+                    request_deserializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesRequest.FromString,
+                    response_serializer=huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'huleedu.conductor.v1.PipelineConductorService', rpc_method_handlers)
@@ -227,7 +300,8 @@ class PipelineConductorService:
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -418,6 +492,87 @@ class PipelineConductorService:
             '/huleedu.conductor.v1.PipelineConductorService/GetBatchPipelineState',
             huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateRequest.SerializeToString,
             huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetBatchPipelineStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenEssays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.conductor.v1.PipelineConductorService/ReopenEssays',
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysRequest.SerializeToString,
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ReopenEssaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.conductor.v1.PipelineConductorService/ExpireStep',
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepRequest.SerializeToString,
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.ExpireStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEssayOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.conductor.v1.PipelineConductorService/GetEssayOutcomes',
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesRequest.SerializeToString,
+            huleedu_dot_conductor_dot_v1_dot_conductor__pb2.GetEssayOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,

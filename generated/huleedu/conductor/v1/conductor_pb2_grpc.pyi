@@ -17,9 +17,10 @@ Bad input is INVALID_ARGUMENT with a BadRequest naming every bad field.
 
 Access (docs/security.md): with authentication on, every call carries an API key
 ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
-BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
-RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+credentials are UNAUTHENTICATED. RegisterBatch, ReopenEssays and ExpireStep need the scope
+batches:register (the BatchService's own identity), RecordStepOutcome outcomes:record (workers
+and ELS), every other RPC pipelines:read; without it a call is PERMISSION_DENIED with an
+ErrorInfo naming the scope.
 Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
 bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
 bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
@@ -52,7 +53,8 @@ class PipelineConductorServiceStub:
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -72,7 +74,7 @@ class PipelineConductorServiceStub:
     """Lists every loaded pipeline definition. Never fails but for the codes every call may return."""
     GetPipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.GetPipelineRequest, _conductor_pb2.GetPipelineResponse]
     """Returns one pipeline definition.
-    NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+    NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
     INVALID_ARGUMENT: a malformed name.
     """
     RegisterBatch: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.RegisterBatchRequest, _conductor_pb2.RegisterBatchResponse]
@@ -81,40 +83,69 @@ class PipelineConductorServiceStub:
     ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
     with a different essay set.
     INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-    malformed or duplicate essay id, a malformed flag name.
+    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+    violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+    the loaded pipelines requires, true or false.
     """
     ResolvePipeline: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
     batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
     A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-    NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-    (UNKNOWN_TARGET).
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-    that is not true (violation type FLAG, subject the flag), or needs a step the batch
-    completed unsatisfied, which cannot run again (type STEP, subject the step).
-    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+    NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+    (PIPELINE_NOT_FOUND).
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+    requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+    the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
     """
     ValidatePrerequisites: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]
     """OK when a step may run now for a batch: every flag it requires is true and every step it
     depends on is satisfied.
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-    flag (type FLAG) and per dependency not satisfied yet (type STEP).
-    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+    unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
     """
     RecordStepOutcome: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.RecordStepOutcomeRequest, _conductor_pb2.RecordStepOutcomeResponse]
     """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-    (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+    (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+    DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+    timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
     ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-    the other outcome for this step.
-    FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-    not one the step expects (not in the batch, or it did not succeed in every dependency).
-    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+    the other outcome for this step and attempt.
+    FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+    (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+    reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+    the batch, the step's dependencies are not complete, or it did not succeed in every one).
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
     INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
     """
     GetBatchPipelineState: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.GetBatchPipelineStateRequest, _conductor_pb2.GetBatchPipelineStateResponse]
     """Per-step counts and status of a batch.
-    NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+    NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+    batch_id.
+    """
+    ReopenEssays: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ReopenEssaysRequest, _conductor_pb2.ReopenEssaysResponse]
+    """Starts a new attempt of a run for the steps named: every essay a step expects that failed
+    (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+    counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+    Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+    (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+    repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+    INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+    """
+    ExpireStep: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.ExpireStepRequest, _conductor_pb2.ExpireStepResponse]
+    """A step's timeout expired for a run's attempt: every essay the step expects that still has
+    no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+    code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+    nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+    NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+    """
+    GetEssayOutcomes: _grpc.UnaryUnaryMultiCallable[_conductor_pb2.GetEssayOutcomesRequest, _conductor_pb2.GetEssayOutcomesResponse]
+    """Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+    NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+    more than 1,000. Essays not in the batch are answered with no steps.
     """
 
 @_typing.type_check_only
@@ -122,7 +153,8 @@ class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -139,7 +171,7 @@ class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
     """Lists every loaded pipeline definition. Never fails but for the codes every call may return."""
     GetPipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.GetPipelineRequest, _conductor_pb2.GetPipelineResponse]  # type: ignore[assignment]
     """Returns one pipeline definition.
-    NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+    NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
     INVALID_ARGUMENT: a malformed name.
     """
     RegisterBatch: _aio.UnaryUnaryMultiCallable[_conductor_pb2.RegisterBatchRequest, _conductor_pb2.RegisterBatchResponse]  # type: ignore[assignment]
@@ -148,47 +180,77 @@ class PipelineConductorServiceAsyncStub(PipelineConductorServiceStub):
     ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
     with a different essay set.
     INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-    malformed or duplicate essay id, a malformed flag name.
+    malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+    violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+    the loaded pipelines requires, true or false.
     """
     ResolvePipeline: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ResolvePipelineRequest, _conductor_pb2.ResolvePipelineResponse]  # type: ignore[assignment]
     """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
     batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
     A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-    NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-    (UNKNOWN_TARGET).
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-    that is not true (violation type FLAG, subject the flag), or needs a step the batch
-    completed unsatisfied, which cannot run again (type STEP, subject the step).
-    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+    NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+    (PIPELINE_NOT_FOUND).
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+    requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+    the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
     """
     ValidatePrerequisites: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ValidatePrerequisitesRequest, _conductor_pb2.ValidatePrerequisitesResponse]  # type: ignore[assignment]
     """OK when a step may run now for a batch: every flag it requires is true and every step it
     depends on is satisfied.
-    FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-    flag (type FLAG) and per dependency not satisfied yet (type STEP).
-    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+    FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+    unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+    INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
     """
     RecordStepOutcome: _aio.UnaryUnaryMultiCallable[_conductor_pb2.RecordStepOutcomeRequest, _conductor_pb2.RecordStepOutcomeResponse]  # type: ignore[assignment]
     """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-    (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+    (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+    DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+    timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
     ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-    the other outcome for this step.
-    FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-    not one the step expects (not in the batch, or it did not succeed in every dependency).
-    NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+    the other outcome for this step and attempt.
+    FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+    (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+    reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+    the batch, the step's dependencies are not complete, or it did not succeed in every one).
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
     INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
     """
     GetBatchPipelineState: _aio.UnaryUnaryMultiCallable[_conductor_pb2.GetBatchPipelineStateRequest, _conductor_pb2.GetBatchPipelineStateResponse]  # type: ignore[assignment]
     """Per-step counts and status of a batch.
-    NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+    NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+    batch_id.
+    """
+    ReopenEssays: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ReopenEssaysRequest, _conductor_pb2.ReopenEssaysResponse]  # type: ignore[assignment]
+    """Starts a new attempt of a run for the steps named: every essay a step expects that failed
+    (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+    counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+    Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+    (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+    repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+    NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+    INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+    """
+    ExpireStep: _aio.UnaryUnaryMultiCallable[_conductor_pb2.ExpireStepRequest, _conductor_pb2.ExpireStepResponse]  # type: ignore[assignment]
+    """A step's timeout expired for a run's attempt: every essay the step expects that still has
+    no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+    code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+    nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+    NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+    """
+    GetEssayOutcomes: _aio.UnaryUnaryMultiCallable[_conductor_pb2.GetEssayOutcomesRequest, _conductor_pb2.GetEssayOutcomesResponse]  # type: ignore[assignment]
+    """Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+    NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+    more than 1,000. Essays not in the batch are answered with no steps.
     """
 
 class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Pipeline resolution and step-outcome counting for batches of essays.
 
     Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-    "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+    "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+    BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
     where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
     once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
     UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -215,7 +277,7 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.GetPipelineResponse, _abc.Awaitable[_conductor_pb2.GetPipelineResponse]]:
         """Returns one pipeline definition.
-        NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+        NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
         INVALID_ARGUMENT: a malformed name.
         """
 
@@ -230,7 +292,9 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
         with a different essay set.
         INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-        malformed or duplicate essay id, a malformed flag name.
+        malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+        violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+        the loaded pipelines requires, true or false.
         """
 
     @_abc_1.abstractmethod
@@ -242,12 +306,12 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
         batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
         A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-        NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-        (UNKNOWN_TARGET).
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-        that is not true (violation type FLAG, subject the flag), or needs a step the batch
-        completed unsatisfied, which cannot run again (type STEP, subject the step).
-        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+        NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+        (PIPELINE_NOT_FOUND).
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+        requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+        the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
         """
 
     @_abc_1.abstractmethod
@@ -258,10 +322,10 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_conductor_pb2.ValidatePrerequisitesResponse, _abc.Awaitable[_conductor_pb2.ValidatePrerequisitesResponse]]:
         """OK when a step may run now for a batch: every flag it requires is true and every step it
         depends on is satisfied.
-        FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-        flag (type FLAG) and per dependency not satisfied yet (type STEP).
-        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+        FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+        unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+        INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
         """
 
     @_abc_1.abstractmethod
@@ -271,12 +335,16 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.RecordStepOutcomeResponse, _abc.Awaitable[_conductor_pb2.RecordStepOutcomeResponse]]:
         """Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-        (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+        (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+        DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+        timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
         ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-        the other outcome for this step.
-        FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-        not one the step expects (not in the batch, or it did not succeed in every dependency).
-        NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+        the other outcome for this step and attempt.
+        FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+        (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+        reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+        the batch, the step's dependencies are not complete, or it did not succeed in every one).
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
         INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
         """
 
@@ -287,7 +355,48 @@ class PipelineConductorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conductor_pb2.GetBatchPipelineStateResponse, _abc.Awaitable[_conductor_pb2.GetBatchPipelineStateResponse]]:
         """Per-step counts and status of a batch.
-        NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+        NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+        batch_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ReopenEssays(
+        self,
+        request: _conductor_pb2.ReopenEssaysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conductor_pb2.ReopenEssaysResponse, _abc.Awaitable[_conductor_pb2.ReopenEssaysResponse]]:
+        """Starts a new attempt of a run for the steps named: every essay a step expects that failed
+        (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+        counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+        Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+        (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+        repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+        NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+        INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+        """
+
+    @_abc_1.abstractmethod
+    def ExpireStep(
+        self,
+        request: _conductor_pb2.ExpireStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conductor_pb2.ExpireStepResponse, _abc.Awaitable[_conductor_pb2.ExpireStepResponse]]:
+        """A step's timeout expired for a run's attempt: every essay the step expects that still has
+        no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+        code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+        nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+        NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEssayOutcomes(
+        self,
+        request: _conductor_pb2.GetEssayOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conductor_pb2.GetEssayOutcomesResponse, _abc.Awaitable[_conductor_pb2.GetEssayOutcomesResponse]]:
+        """Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+        NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+        more than 1,000. Essays not in the batch are answered with no steps.
         """
 
 def add_PipelineConductorServiceServicer_to_server(servicer: PipelineConductorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehuleedu/events/v1/events.proto\x12\x11huleedu.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x06\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x33\n\x0f\x65vent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esource_service\x18\x04 \x01(\t\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..huleedu.events.v1.EventEnvelope.MetadataEntry\x12Q\n\x1a\x65ssay_spellcheck_requested\x18\n \x01(\x0b\x32+.huleedu.events.v1.EssaySpellcheckRequestedH\x00\x12\x38\n\rbatch_created\x18\x0b \x01(\x0b\x32\x1f.huleedu.events.v1.BatchCreatedH\x00\x12\x36\n\x0cstep_command\x18\x0c \x01(\x0b\x32\x1e.huleedu.events.v1.StepCommandH\x00\x12\x41\n\x12\x65ssay_step_outcome\x18\r \x01(\x0b\x32#.huleedu.events.v1.EssayStepOutcomeH\x00\x12\x45\n\x14\x62\x61tch_step_completed\x18\x0e \x01(\x0b\x32%.huleedu.events.v1.BatchStepCompletedH\x00\x12\x38\n\rphase_skipped\x18\x0f \x01(\x0b\x32\x1f.huleedu.events.v1.PhaseSkippedH\x00\x12I\n\x16pipeline_run_completed\x18\x10 \x01(\x0b\x32\'.huleedu.events.v1.PipelineRunCompletedH\x00\x12\x34\n\x0b\x64\x65\x61\x64_letter\x18\x11 \x01(\x0b\x32\x1d.huleedu.events.v1.DeadLetterH\x00\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"F\n\tEntityRef\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\"W\n\x0eSystemMetadata\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\"\xe3\x01\n\x18\x45ssaySpellcheckRequested\x12\x30\n\nentity_ref\x18\x01 \x01(\x0b\x32\x1c.huleedu.events.v1.EntityRef\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.huleedu.events.v1.EssayStatus\x12:\n\x0fsystem_metadata\x18\x03 \x01(\x0b\x32!.huleedu.events.v1.SystemMetadata\x12\x17\n\x0ftext_storage_id\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\"5\n\x08\x45ssayRef\x12\x10\n\x08\x65ssay_id\x18\x01 \x01(\t\x12\x17\n\x0ftext_storage_id\x18\x02 \x01(\t\"\xb6\x01\n\x0c\x42\x61tchCreated\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12+\n\x06\x65ssays\x18\x02 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\x12\x39\n\x05\x66lags\x18\x03 \x03(\x0b\x32*.huleedu.events.v1.BatchCreated.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"\x84\x02\n\x0bStepCommand\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12+\n\x06\x65ssays\x18\x05 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x42\n\nparameters\x18\x07 \x03(\x0b\x32..huleedu.events.v1.StepCommand.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcf\x01\n\x10\x45ssayStepOutcome\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x10\n\x08\x65ssay_id\x18\x03 \x01(\t\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.huleedu.events.v1.StepOutcome\x12\x19\n\x11output_storage_id\x18\x05 \x01(\t\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.huleedu.events.v1.ErrorDetail\x12\x0e\n\x06run_id\x18\x07 \x01(\t\",\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb0\x01\n\x12\x42\x61tchStepCompleted\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x11\n\tsucceeded\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\r\x12\x11\n\tsatisfied\x18\x06 \x01(\x08\x12\x35\n\x10succeeded_essays\x18\x07 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\"m\n\x0cPhaseSkipped\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.huleedu.events.v1.SkipReason\x12\x0e\n\x06target\x18\x04 \x01(\t\"\xfb\x01\n\x14PipelineRunCompleted\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08pipeline\x18\x03 \x01(\t\x12.\n\x07outcome\x18\x04 \x01(\x0e\x32\x1d.huleedu.events.v1.RunOutcome\x12\x17\n\x0f\x63ompleted_steps\x18\x05 \x03(\t\x12\x1d\n\x15succeeded_essay_count\x18\x06 \x01(\r\x12\x1a\n\x12\x66\x61iled_essay_count\x18\x07 \x01(\r\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"=\n\tErrorInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\xb2\x03\n\nDeadLetter\x12\x16\n\x0eoriginal_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x30\n\nerror_info\x18\x08 \x01(\x0b\x32\x1c.huleedu.events.v1.ErrorInfo\x12\x16\n\x0e\x63onsumer_group\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12-\n\tfailed_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_size\x18\r \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x0e \x01(\t\x12:\n\x0fpayload_storage\x18\x0f \x01(\x0e\x32!.huleedu.events.v1.PayloadStorage*P\n\x0b\x45ssayStatus\x12\x1c\n\x18\x45SSAY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1f\x45SSAY_STATUS_PENDING_SPELLCHECK\x10\x01*`\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02*L\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dSKIP_REASON_ALREADY_SATISFIED\x10\x01*\xa0\x01\n\nRunOutcome\x12\x1b\n\x17RUN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15RUN_OUTCOME_COMPLETED\x10\x01\x12\'\n#RUN_OUTCOME_COMPLETED_WITH_FAILURES\x10\x02\x12\x16\n\x12RUN_OUTCOME_FAILED\x10\x03\x12\x19\n\x15RUN_OUTCOME_CANCELLED\x10\x04*p\n\x0ePayloadStorage\x12\x1f\n\x1bPAYLOAD_STORAGE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPAYLOAD_STORAGE_POSTGRESQL\x10\x01\x12\x1d\n\x19PAYLOAD_STORAGE_DISCARDED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehuleedu/events/v1/events.proto\x12\x11huleedu.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x06\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x33\n\x0f\x65vent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esource_service\x18\x04 \x01(\t\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..huleedu.events.v1.EventEnvelope.MetadataEntry\x12Q\n\x1a\x65ssay_spellcheck_requested\x18\n \x01(\x0b\x32+.huleedu.events.v1.EssaySpellcheckRequestedH\x00\x12\x38\n\rbatch_created\x18\x0b \x01(\x0b\x32\x1f.huleedu.events.v1.BatchCreatedH\x00\x12\x36\n\x0cstep_command\x18\x0c \x01(\x0b\x32\x1e.huleedu.events.v1.StepCommandH\x00\x12\x41\n\x12\x65ssay_step_outcome\x18\r \x01(\x0b\x32#.huleedu.events.v1.EssayStepOutcomeH\x00\x12\x45\n\x14\x62\x61tch_step_completed\x18\x0e \x01(\x0b\x32%.huleedu.events.v1.BatchStepCompletedH\x00\x12\x38\n\rphase_skipped\x18\x0f \x01(\x0b\x32\x1f.huleedu.events.v1.PhaseSkippedH\x00\x12I\n\x16pipeline_run_completed\x18\x10 \x01(\x0b\x32\'.huleedu.events.v1.PipelineRunCompletedH\x00\x12\x34\n\x0b\x64\x65\x61\x64_letter\x18\x11 \x01(\x0b\x32\x1d.huleedu.events.v1.DeadLetterH\x00\x12\x38\n\rrun_cancelled\x18\x12 \x01(\x0b\x32\x1f.huleedu.events.v1.RunCancelledH\x00\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"F\n\tEntityRef\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\"W\n\x0eSystemMetadata\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\"\xe3\x01\n\x18\x45ssaySpellcheckRequested\x12\x30\n\nentity_ref\x18\x01 \x01(\x0b\x32\x1c.huleedu.events.v1.EntityRef\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.huleedu.events.v1.EssayStatus\x12:\n\x0fsystem_metadata\x18\x03 \x01(\x0b\x32!.huleedu.events.v1.SystemMetadata\x12\x17\n\x0ftext_storage_id\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\"5\n\x08\x45ssayRef\x12\x10\n\x08\x65ssay_id\x18\x01 \x01(\t\x12\x17\n\x0ftext_storage_id\x18\x02 \x01(\t\"\xb6\x01\n\x0c\x42\x61tchCreated\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12+\n\x06\x65ssays\x18\x02 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\x12\x39\n\x05\x66lags\x18\x03 \x03(\x0b\x32*.huleedu.events.v1.BatchCreated.FlagsEntry\x1a,\n\nFlagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"\x95\x02\n\x0bStepCommand\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12+\n\x06\x65ssays\x18\x05 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x42\n\nparameters\x18\x07 \x03(\x0b\x32..huleedu.events.v1.StepCommand.ParametersEntry\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe0\x01\n\x10\x45ssayStepOutcome\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x10\n\x08\x65ssay_id\x18\x03 \x01(\t\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.huleedu.events.v1.StepOutcome\x12\x19\n\x11output_storage_id\x18\x05 \x01(\t\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.huleedu.events.v1.ErrorDetail\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\",\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe4\x01\n\x12\x42\x61tchStepCompleted\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x11\n\tsucceeded\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\r\x12\x11\n\tsatisfied\x18\x06 \x01(\x08\x12\x35\n\x10succeeded_essays\x18\x07 \x03(\x0b\x32\x1b.huleedu.events.v1.EssayRef\x12\x0e\n\x06run_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12\x11\n\ttimed_out\x18\n \x01(\r\"m\n\x0cPhaseSkipped\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.huleedu.events.v1.SkipReason\x12\x0e\n\x06target\x18\x04 \x01(\t\"\x8c\x02\n\x14PipelineRunCompleted\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08pipeline\x18\x03 \x01(\t\x12.\n\x07outcome\x18\x04 \x01(\x0e\x32\x1d.huleedu.events.v1.RunOutcome\x12\x17\n\x0f\x63ompleted_steps\x18\x05 \x03(\t\x12\x1d\n\x15succeeded_essay_count\x18\x06 \x01(\r\x12\x1a\n\x12\x66\x61iled_essay_count\x18\x07 \x01(\r\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\"Q\n\x0cRunCancelled\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"=\n\tErrorInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\xb2\x03\n\nDeadLetter\x12\x16\n\x0eoriginal_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x30\n\nerror_info\x18\x08 \x01(\x0b\x32\x1c.huleedu.events.v1.ErrorInfo\x12\x16\n\x0e\x63onsumer_group\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12-\n\tfailed_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_size\x18\r \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x0e \x01(\t\x12:\n\x0fpayload_storage\x18\x0f \x01(\x0e\x32!.huleedu.events.v1.PayloadStorage*P\n\x0b\x45ssayStatus\x12\x1c\n\x18\x45SSAY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1f\x45SSAY_STATUS_PENDING_SPELLCHECK\x10\x01*`\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02*L\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dSKIP_REASON_ALREADY_SATISFIED\x10\x01*\xa0\x01\n\nRunOutcome\x12\x1b\n\x17RUN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15RUN_OUTCOME_COMPLETED\x10\x01\x12\'\n#RUN_OUTCOME_COMPLETED_WITH_FAILURES\x10\x02\x12\x16\n\x12RUN_OUTCOME_FAILED\x10\x03\x12\x19\n\x15RUN_OUTCOME_CANCELLED\x10\x04*p\n\x0ePayloadStorage\x12\x1f\n\x1bPAYLOAD_STORAGE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPAYLOAD_STORAGE_POSTGRESQL\x10\x01\x12\x1d\n\x19PAYLOAD_STORAGE_DISCARDED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,48 +39,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHCREATED_FLAGSENTRY']._serialized_options = b'8\001'
   _globals['_STEPCOMMAND_PARAMETERSENTRY']._loaded_options = None
   _globals['_STEPCOMMAND_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_ESSAYSTATUS']._serialized_start=3141
-  _globals['_ESSAYSTATUS']._serialized_end=3221
-  _globals['_STEPOUTCOME']._serialized_start=3223
-  _globals['_STEPOUTCOME']._serialized_end=3319
-  _globals['_SKIPREASON']._serialized_start=3321
-  _globals['_SKIPREASON']._serialized_end=3397
-  _globals['_RUNOUTCOME']._serialized_start=3400
-  _globals['_RUNOUTCOME']._serialized_end=3560
-  _globals['_PAYLOADSTORAGE']._serialized_start=3562
-  _globals['_PAYLOADSTORAGE']._serialized_end=3674
+  _globals['_ESSAYSTATUS']._serialized_start=3385
+  _globals['_ESSAYSTATUS']._serialized_end=3465
+  _globals['_STEPOUTCOME']._serialized_start=3467
+  _globals['_STEPOUTCOME']._serialized_end=3563
+  _globals['_SKIPREASON']._serialized_start=3565
+  _globals['_SKIPREASON']._serialized_end=3641
+  _globals['_RUNOUTCOME']._serialized_start=3644
+  _globals['_RUNOUTCOME']._serialized_end=3804
+  _globals['_PAYLOADSTORAGE']._serialized_start=3806
+  _globals['_PAYLOADSTORAGE']._serialized_end=3918
   _globals['_EVENTENVELOPE']._serialized_start=119
-  _globals['_EVENTENVELOPE']._serialized_end=945
-  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_start=887
-  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_end=934
-  _globals['_ENTITYREF']._serialized_start=947
-  _globals['_ENTITYREF']._serialized_end=1017
-  _globals['_SYSTEMMETADATA']._serialized_start=1019
-  _globals['_SYSTEMMETADATA']._serialized_end=1106
-  _globals['_ESSAYSPELLCHECKREQUESTED']._serialized_start=1109
-  _globals['_ESSAYSPELLCHECKREQUESTED']._serialized_end=1336
-  _globals['_ESSAYREF']._serialized_start=1338
-  _globals['_ESSAYREF']._serialized_end=1391
-  _globals['_BATCHCREATED']._serialized_start=1394
-  _globals['_BATCHCREATED']._serialized_end=1576
-  _globals['_BATCHCREATED_FLAGSENTRY']._serialized_start=1532
-  _globals['_BATCHCREATED_FLAGSENTRY']._serialized_end=1576
-  _globals['_STEPCOMMAND']._serialized_start=1579
-  _globals['_STEPCOMMAND']._serialized_end=1839
-  _globals['_STEPCOMMAND_PARAMETERSENTRY']._serialized_start=1790
-  _globals['_STEPCOMMAND_PARAMETERSENTRY']._serialized_end=1839
-  _globals['_ESSAYSTEPOUTCOME']._serialized_start=1842
-  _globals['_ESSAYSTEPOUTCOME']._serialized_end=2049
-  _globals['_ERRORDETAIL']._serialized_start=2051
-  _globals['_ERRORDETAIL']._serialized_end=2095
-  _globals['_BATCHSTEPCOMPLETED']._serialized_start=2098
-  _globals['_BATCHSTEPCOMPLETED']._serialized_end=2274
-  _globals['_PHASESKIPPED']._serialized_start=2276
-  _globals['_PHASESKIPPED']._serialized_end=2385
-  _globals['_PIPELINERUNCOMPLETED']._serialized_start=2388
-  _globals['_PIPELINERUNCOMPLETED']._serialized_end=2639
-  _globals['_ERRORINFO']._serialized_start=2641
-  _globals['_ERRORINFO']._serialized_end=2702
-  _globals['_DEADLETTER']._serialized_start=2705
-  _globals['_DEADLETTER']._serialized_end=3139
+  _globals['_EVENTENVELOPE']._serialized_end=1003
+  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_start=945
+  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_end=992
+  _globals['_ENTITYREF']._serialized_start=1005
+  _globals['_ENTITYREF']._serialized_end=1075
+  _globals['_SYSTEMMETADATA']._serialized_start=1077
+  _globals['_SYSTEMMETADATA']._serialized_end=1164
+  _globals['_ESSAYSPELLCHECKREQUESTED']._serialized_start=1167
+  _globals['_ESSAYSPELLCHECKREQUESTED']._serialized_end=1394
+  _globals['_ESSAYREF']._serialized_start=1396
+  _globals['_ESSAYREF']._serialized_end=1449
+  _globals['_BATCHCREATED']._serialized_start=1452
+  _globals['_BATCHCREATED']._serialized_end=1634
+  _globals['_BATCHCREATED_FLAGSENTRY']._serialized_start=1590
+  _globals['_BATCHCREATED_FLAGSENTRY']._serialized_end=1634
+  _globals['_STEPCOMMAND']._serialized_start=1637
+  _globals['_STEPCOMMAND']._serialized_end=1914
+  _globals['_STEPCOMMAND_PARAMETERSENTRY']._serialized_start=1865
+  _globals['_STEPCOMMAND_PARAMETERSENTRY']._serialized_end=1914
+  _globals['_ESSAYSTEPOUTCOME']._serialized_start=1917
+  _globals['_ESSAYSTEPOUTCOME']._serialized_end=2141
+  _globals['_ERRORDETAIL']._serialized_start=2143
+  _globals['_ERRORDETAIL']._serialized_end=2187
+  _globals['_BATCHSTEPCOMPLETED']._serialized_start=2190
+  _globals['_BATCHSTEPCOMPLETED']._serialized_end=2418
+  _globals['_PHASESKIPPED']._serialized_start=2420
+  _globals['_PHASESKIPPED']._serialized_end=2529
+  _globals['_PIPELINERUNCOMPLETED']._serialized_start=2532
+  _globals['_PIPELINERUNCOMPLETED']._serialized_end=2800
+  _globals['_RUNCANCELLED']._serialized_start=2802
+  _globals['_RUNCANCELLED']._serialized_end=2883
+  _globals['_ERRORINFO']._serialized_start=2885
+  _globals['_ERRORINFO']._serialized_end=2946
+  _globals['_DEADLETTER']._serialized_start=2949
+  _globals['_DEADLETTER']._serialized_end=3383
 # @@protoc_insertion_point(module_scope)

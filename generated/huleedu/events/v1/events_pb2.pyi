@@ -194,6 +194,7 @@ class EventEnvelope(_message.Message):
     PHASE_SKIPPED_FIELD_NUMBER: _builtins.int
     PIPELINE_RUN_COMPLETED_FIELD_NUMBER: _builtins.int
     DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    RUN_CANCELLED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id of this event. Deterministic where the event can be emitted more than once
     (for example a step completion), so consumers can drop repeats by id.
@@ -246,6 +247,10 @@ class EventEnvelope(_message.Message):
     def dead_letter(self) -> Global___DeadLetter:
         """A record a consumer could not process, wrapped for the dead-letter topic."""
 
+    @_builtins.property
+    def run_cancelled(self) -> Global___RunCancelled:
+        """BatchService: a pipeline run was cancelled; workers drop its queued commands."""
+
     def __init__(
         self,
         *,
@@ -264,12 +269,13 @@ class EventEnvelope(_message.Message):
         phase_skipped: Global___PhaseSkipped | None = ...,
         pipeline_run_completed: Global___PipelineRunCompleted | None = ...,
         dead_letter: Global___DeadLetter | None = ...,
+        run_cancelled: Global___RunCancelled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_created", b"batch_created", "batch_step_completed", b"batch_step_completed", "dead_letter", b"dead_letter", "essay_spellcheck_requested", b"essay_spellcheck_requested", "essay_step_outcome", b"essay_step_outcome", "event_timestamp", b"event_timestamp", "payload", b"payload", "phase_skipped", b"phase_skipped", "pipeline_run_completed", b"pipeline_run_completed", "step_command", b"step_command"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_created", b"batch_created", "batch_step_completed", b"batch_step_completed", "dead_letter", b"dead_letter", "essay_spellcheck_requested", b"essay_spellcheck_requested", "essay_step_outcome", b"essay_step_outcome", "event_timestamp", b"event_timestamp", "payload", b"payload", "phase_skipped", b"phase_skipped", "pipeline_run_completed", b"pipeline_run_completed", "run_cancelled", b"run_cancelled", "step_command", b"step_command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_created", b"batch_created", "batch_step_completed", b"batch_step_completed", "correlation_id", b"correlation_id", "dead_letter", b"dead_letter", "essay_spellcheck_requested", b"essay_spellcheck_requested", "essay_step_outcome", b"essay_step_outcome", "event_id", b"event_id", "event_timestamp", b"event_timestamp", "event_type", b"event_type", "metadata", b"metadata", "payload", b"payload", "phase_skipped", b"phase_skipped", "pipeline_run_completed", b"pipeline_run_completed", "schema_version", b"schema_version", "source_service", b"source_service", "step_command", b"step_command"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_created", b"batch_created", "batch_step_completed", b"batch_step_completed", "correlation_id", b"correlation_id", "dead_letter", b"dead_letter", "essay_spellcheck_requested", b"essay_spellcheck_requested", "essay_step_outcome", b"essay_step_outcome", "event_id", b"event_id", "event_timestamp", b"event_timestamp", "event_type", b"event_type", "metadata", b"metadata", "payload", b"payload", "phase_skipped", b"phase_skipped", "pipeline_run_completed", b"pipeline_run_completed", "run_cancelled", b"run_cancelled", "schema_version", b"schema_version", "source_service", b"source_service", "step_command", b"step_command"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["essay_spellcheck_requested", "batch_created", "step_command", "essay_step_outcome", "batch_step_completed", "phase_skipped", "pipeline_run_completed", "dead_letter"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["essay_spellcheck_requested", "batch_created", "step_command", "essay_step_outcome", "batch_step_completed", "phase_skipped", "pipeline_run_completed", "dead_letter", "run_cancelled"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -386,7 +392,10 @@ class EssayRef(_message.Message):
     essay_id: _builtins.str
     """The essay's id."""
     text_storage_id: _builtins.str
-    """Content-store id of the essay's latest text (the output of the last step that changed it)."""
+    """Content-store id of the essay's latest text: the output of the last step that produces text
+    (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+    the step's output when the step produces text, else empty (the text did not change).
+    """
     def __init__(
         self,
         *,
@@ -488,6 +497,7 @@ class StepCommand(_message.Message):
     ESSAYS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch."""
     run_id: _builtins.str
@@ -498,6 +508,11 @@ class StepCommand(_message.Message):
     """The command kind from the step definition, e.g. "nlp"."""
     language: _builtins.str
     """Language of the batch's essays."""
+    attempt: _builtins.int
+    """The run's attempt this command belongs to: 1 for the run's first, one more for each
+    RetryRun. Workers echo it in EssayStepOutcome.attempt. 0 (from producers that predate it)
+    means 1.
+    """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayRef]:
         """Essays to process (those that succeeded in every dependency), with their latest text."""
@@ -516,10 +531,11 @@ class StepCommand(_message.Message):
         essays: _abc.Iterable[Global___EssayRef] | None = ...,
         language: _builtins.str = ...,
         parameters: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "command", b"command", "essays", b"essays", "language", b"language", "parameters", b"parameters", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "command", b"command", "essays", b"essays", "language", b"language", "parameters", b"parameters", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -544,6 +560,7 @@ class EssayStepOutcome(_message.Message):
     OUTPUT_STORAGE_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch the essay belongs to (an id)."""
     step: _builtins.str
@@ -556,6 +573,11 @@ class EssayStepOutcome(_message.Message):
     """Content-store id of the step's output (e.g. the corrected text), empty when none (an id)."""
     run_id: _builtins.str
     """The run whose command caused this outcome, if known."""
+    attempt: _builtins.int
+    """The attempt of the command (StepCommand.attempt); 0 means 1. Within an attempt the first
+    outcome of an essay counts; an outcome of an attempt the same run superseded (RetryRun)
+    changes nothing.
+    """
     @_builtins.property
     def error(self) -> Global___ErrorDetail:
         """Why it failed; empty on success."""
@@ -570,10 +592,11 @@ class EssayStepOutcome(_message.Message):
         output_storage_id: _builtins.str = ...,
         error: Global___ErrorDetail | None = ...,
         run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "error", b"error", "essay_id", b"essay_id", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "error", b"error", "essay_id", b"essay_id", "outcome", b"outcome", "output_storage_id", b"output_storage_id", "run_id", b"run_id", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,7 +611,9 @@ class ErrorDetail(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """Stable error code, e.g. "SPELLCHECK_TIMEOUT"."""
+    """Stable error code, e.g. "SPELLCHECK_FAILED"; "TIMED_OUT" is the conductor's own, for an
+    essay whose step timed out before it reported.
+    """
     message: _builtins.str
     """Human-readable message."""
     def __init__(
@@ -618,6 +643,9 @@ class BatchStepCompleted(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     SATISFIED_FIELD_NUMBER: _builtins.int
     SUCCEEDED_ESSAYS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch."""
     step: _builtins.str
@@ -630,11 +658,23 @@ class BatchStepCompleted(_message.Message):
     """Essays expected (succeeded + failed == total)."""
     satisfied: _builtins.bool
     """Whether succeeded / total reached the step's min_success_ratio."""
+    run_id: _builtins.str
+    """The run and attempt of the outcome (or timeout) that completed the step: a retry's
+    attempt completes a step again, so a completion is new per (batch, step, run, attempt).
+    """
+    attempt: _builtins.int
+    """See run_id; 0 means 1."""
+    timed_out: _builtins.int
+    """Of the failed essays, those that timed out (the step's timeout expired before they
+    reported).
+    """
     @_builtins.property
     def succeeded_essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayRef]:
-        """The essays that succeeded, with the step's output storage id (empty when the step produced no
-        new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-        race against separately consumed per-essay outcome events.
+        """The essays that succeeded, each with the step's output storage id as text_storage_id when the
+        step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+        output is a result, not the essay's new text), so the latest text of an essay is the last
+        non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+        with no race against separately consumed per-essay outcome events.
         """
 
     def __init__(
@@ -647,10 +687,13 @@ class BatchStepCompleted(_message.Message):
         total: _builtins.int = ...,
         satisfied: _builtins.bool = ...,
         succeeded_essays: _abc.Iterable[Global___EssayRef] | None = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        timed_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "failed", b"failed", "satisfied", b"satisfied", "step", b"step", "succeeded", b"succeeded", "succeeded_essays", b"succeeded_essays", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "failed", b"failed", "run_id", b"run_id", "satisfied", b"satisfied", "step", b"step", "succeeded", b"succeeded", "succeeded_essays", b"succeeded_essays", "timed_out", b"timed_out", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -704,6 +747,7 @@ class PipelineRunCompleted(_message.Message):
     SUCCEEDED_ESSAY_COUNT_FIELD_NUMBER: _builtins.int
     FAILED_ESSAY_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch."""
     run_id: _builtins.str
@@ -716,13 +760,15 @@ class PipelineRunCompleted(_message.Message):
     """Essays that succeeded in every step of the run."""
     failed_essay_count: _builtins.int
     """Essays that failed some step of the run."""
+    attempt: _builtins.int
+    """The attempt that ended: 1, or more after RetryRun (a retried run completes again)."""
     @_builtins.property
     def completed_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Steps that completed in this run, in completion order."""
 
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
-        """Wall time from start to end of the run."""
+        """Wall time from start to end of the run (of its first attempt to the end of its last)."""
 
     def __init__(
         self,
@@ -735,14 +781,53 @@ class PipelineRunCompleted(_message.Message):
         succeeded_essay_count: _builtins.int = ...,
         failed_essay_count: _builtins.int = ...,
         duration: _duration_pb2.Duration | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "completed_steps", b"completed_steps", "duration", b"duration", "failed_essay_count", b"failed_essay_count", "outcome", b"outcome", "pipeline", b"pipeline", "run_id", b"run_id", "succeeded_essay_count", b"succeeded_essay_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "completed_steps", b"completed_steps", "duration", b"duration", "failed_essay_count", b"failed_essay_count", "outcome", b"outcome", "pipeline", b"pipeline", "run_id", b"run_id", "succeeded_essay_count", b"succeeded_essay_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PipelineRunCompleted: _TypeAlias = PipelineRunCompleted  # noqa: Y015
+
+@_typing.final
+class RunCancelled(_message.Message):
+    """A pipeline run was cancelled (CancelRun): nothing more is dispatched for it. Workers drop the
+    commands of this run and attempt they still hold; outcomes that arrive anyway are still
+    counted by the conductor but dispatch nothing. A later RetryRun starts a new attempt, whose
+    commands are not dropped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch."""
+    run_id: _builtins.str
+    """The cancelled run."""
+    attempt: _builtins.int
+    """The attempt that was cancelled (commands of this and earlier attempts are void)."""
+    reason: _builtins.str
+    """Why, as given to CancelRun (may be empty)."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunCancelled: _TypeAlias = RunCancelled  # noqa: Y015
 
 @_typing.final
 class ErrorInfo(_message.Message):

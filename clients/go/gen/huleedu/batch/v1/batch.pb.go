@@ -21,9 +21,10 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
-// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
-// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch, StartPipeline, CancelRun,
+// RetryRun and UpdateBatch need the scope batches:write; GetBatchStatus, ListBatches,
+// WatchBatch, GetEssay and ListEssays need batches:read; without it a call is
+// PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
 // (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
 // bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
 // either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
@@ -34,6 +35,7 @@ import (
 	v1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/events/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -63,7 +65,7 @@ const (
 	RunStatus_RUN_STATUS_COMPLETED_WITH_FAILURES RunStatus = 4
 	// A step completed unsatisfied.
 	RunStatus_RUN_STATUS_FAILED RunStatus = 5
-	// Cancelled.
+	// Cancelled (CancelRun); RetryRun may start a new attempt.
 	RunStatus_RUN_STATUS_CANCELLED RunStatus = 6
 )
 
@@ -134,6 +136,8 @@ const (
 	RunStepStatus_RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE RunStepStatus = 5
 	// Not run: the batch had already satisfied it (pruned).
 	RunStepStatus_RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED RunStepStatus = 6
+	// Not finished: the run was cancelled while the step was pending or dispatched.
+	RunStepStatus_RUN_STEP_STATUS_CANCELLED RunStepStatus = 7
 )
 
 // Enum value maps for RunStepStatus.
@@ -146,6 +150,7 @@ var (
 		4: "RUN_STEP_STATUS_UNSATISFIED",
 		5: "RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE",
 		6: "RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED",
+		7: "RUN_STEP_STATUS_CANCELLED",
 	}
 	RunStepStatus_value = map[string]int32{
 		"RUN_STEP_STATUS_UNSPECIFIED":                       0,
@@ -155,6 +160,7 @@ var (
 		"RUN_STEP_STATUS_UNSATISFIED":                       4,
 		"RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE": 5,
 		"RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED":         6,
+		"RUN_STEP_STATUS_CANCELLED":                         7,
 	}
 )
 
@@ -183,6 +189,59 @@ func (x RunStepStatus) Number() protoreflect.EnumNumber {
 // Deprecated: Use RunStepStatus.Descriptor instead.
 func (RunStepStatus) EnumDescriptor() ([]byte, []int) {
 	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{1}
+}
+
+// How much of an essay a read returns.
+type EssayView int32
+
+const (
+	// The method's default: FULL for GetEssay, BASIC for ListEssays.
+	EssayView_ESSAY_VIEW_UNSPECIFIED EssayView = 0
+	// Ids, storage ids and step results, no texts.
+	EssayView_ESSAY_VIEW_BASIC EssayView = 1
+	// BASIC and the original and latest texts.
+	EssayView_ESSAY_VIEW_FULL EssayView = 2
+)
+
+// Enum value maps for EssayView.
+var (
+	EssayView_name = map[int32]string{
+		0: "ESSAY_VIEW_UNSPECIFIED",
+		1: "ESSAY_VIEW_BASIC",
+		2: "ESSAY_VIEW_FULL",
+	}
+	EssayView_value = map[string]int32{
+		"ESSAY_VIEW_UNSPECIFIED": 0,
+		"ESSAY_VIEW_BASIC":       1,
+		"ESSAY_VIEW_FULL":        2,
+	}
+)
+
+func (x EssayView) Enum() *EssayView {
+	p := new(EssayView)
+	*p = x
+	return p
+}
+
+func (x EssayView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EssayView) Descriptor() protoreflect.EnumDescriptor {
+	return file_huleedu_batch_v1_batch_proto_enumTypes[2].Descriptor()
+}
+
+func (EssayView) Type() protoreflect.EnumType {
+	return &file_huleedu_batch_v1_batch_proto_enumTypes[2]
+}
+
+func (x EssayView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EssayView.Descriptor instead.
+func (EssayView) EnumDescriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{2}
 }
 
 // Request of TriggerSpellcheck.
@@ -371,7 +430,9 @@ type BatchMetadata struct {
 	// Language of the essays, a BCP 47 tag (at most 35 characters); "en" when empty.
 	Language string `protobuf:"bytes,3,opt,name=language,proto3" json:"language,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-	// true. Each name is at most 128 characters without whitespace, control characters or braces.
+	// true. Each name is at most 128 characters without whitespace, control characters or braces,
+	// and one some step of the loaded pipelines requires (ListPipelines' flags), else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags map[string]bool `protobuf:"bytes,4,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Free-form labels: keys as flag names, values at most 256 bytes, no NUL.
 	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -453,7 +514,8 @@ type Essay struct {
 	ClientRef string `protobuf:"bytes,2,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
 	// Content-store id of the original text.
 	OriginalStorageId string `protobuf:"bytes,3,opt,name=original_storage_id,json=originalStorageId,proto3" json:"original_storage_id,omitempty"`
-	// Content-store id of the latest text (changes when a step outputs a new version).
+	// Content-store id of the latest text: the output of the last step that produces text
+	// (spellcheck's corrected essay), else the original.
 	CurrentStorageId string `protobuf:"bytes,4,opt,name=current_storage_id,json=currentStorageId,proto3" json:"current_storage_id,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -714,7 +776,14 @@ type RunStep struct {
 	// Essays that failed.
 	Failed uint32 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
 	// Essays expected.
-	Total         uint32 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	Total uint32 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	// The run's attempt in which the step was last dispatched (0: never dispatched).
+	Attempt uint32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// When the dispatched step times out (its definition's timeout after dispatch); unset when
+	// it has no timeout or is not dispatched.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// Of the failed essays, those that timed out.
+	TimedOut      uint32 `protobuf:"varint,8,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +853,27 @@ func (x *RunStep) GetTotal() uint32 {
 	return 0
 }
 
+func (x *RunStep) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RunStep) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *RunStep) GetTimedOut() uint32 {
+	if x != nil {
+		return x.TimedOut
+	}
+	return 0
+}
+
 // A pipeline run over a batch.
 type PipelineRun struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -802,7 +892,11 @@ type PipelineRun struct {
 	// When it was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When it reached a terminal status; unset while active.
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// 1 for the run's first attempt, one more for each RetryRun.
+	Attempt uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Why it was cancelled (CancelRun's reason); empty unless cancelled.
+	CancelReason  string `protobuf:"bytes,10,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +985,20 @@ func (x *PipelineRun) GetFinishedAt() *timestamppb.Timestamp {
 		return x.FinishedAt
 	}
 	return nil
+}
+
+func (x *PipelineRun) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *PipelineRun) GetCancelReason() string {
+	if x != nil {
+		return x.CancelReason
+	}
+	return ""
 }
 
 // Request of StartPipeline.
@@ -1140,8 +1248,17 @@ type ListBatchesRequest struct {
 	// Maximum batches to return, 1-500; 50 when 0. Outside 0-500: INVALID_ARGUMENT.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token of a previous response; empty for the first page. A token this service did
-	// not issue: INVALID_ARGUMENT.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// not issue, or issued for other filters: INVALID_ARGUMENT.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only batches whose newest run has one of these statuses (RUN_STATUS_UNSPECIFIED: batches
+	// without a run); empty: any.
+	LatestRunStatuses []RunStatus `protobuf:"varint,3,rep,packed,name=latest_run_statuses,json=latestRunStatuses,proto3,enum=huleedu.batch.v1.RunStatus" json:"latest_run_statuses,omitempty"`
+	// Only batches with every one of these labels (key and value equal); empty: any.
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only batches created at or after this time; unset: no lower bound.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Only batches created before this time; unset: no upper bound.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1190,6 +1307,34 @@ func (x *ListBatchesRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListBatchesRequest) GetLatestRunStatuses() []RunStatus {
+	if x != nil {
+		return x.LatestRunStatuses
+	}
+	return nil
+}
+
+func (x *ListBatchesRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ListBatchesRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListBatchesRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
 // A batch in a listing.
 type BatchSummary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1203,8 +1348,10 @@ type BatchSummary struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Status of its newest run; unspecified when it has none.
 	LatestRunStatus RunStatus `protobuf:"varint,5,opt,name=latest_run_status,json=latestRunStatus,proto3,enum=huleedu.batch.v1.RunStatus" json:"latest_run_status,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Its labels.
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchSummary) Reset() {
@@ -1270,6 +1417,13 @@ func (x *BatchSummary) GetLatestRunStatus() RunStatus {
 		return x.LatestRunStatus
 	}
 	return RunStatus_RUN_STATUS_UNSPECIFIED
+}
+
+func (x *BatchSummary) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Response of ListBatches.
@@ -1446,11 +1600,855 @@ func (x *WatchBatchResponse) GetSequence() uint64 {
 	return 0
 }
 
+// Request of CancelRun.
+type CancelRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The run to cancel (an id); a run of the batch.
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Why (shown on the run and in RunCancelled); at most 256 bytes, no NUL. Optional.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunRequest) Reset() {
+	*x = CancelRunRequest{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunRequest) ProtoMessage() {}
+
+func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelRunRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelRunRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *CancelRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelRunRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Response of CancelRun.
+type CancelRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run, cancelled.
+	Run           *PipelineRun `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunResponse) Reset() {
+	*x = CancelRunResponse{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunResponse) ProtoMessage() {}
+
+func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelRunResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CancelRunResponse) GetRun() *PipelineRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+// Request of RetryRun.
+type RetryRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The finished run to retry (an id).
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Only these steps of the run (and their dependants in it); empty: every step with essays to
+	// run again.
+	Steps []string `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Client-chosen idempotency key (an id); a repeat returns the run as that retry left it.
+	// Empty: no idempotency. Reusing a key for another run or step list is INVALID_ARGUMENT
+	// (REQUEST_ID_REUSED).
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryRunRequest) Reset() {
+	*x = RetryRunRequest{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryRunRequest) ProtoMessage() {}
+
+func (x *RetryRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryRunRequest.ProtoReflect.Descriptor instead.
+func (*RetryRunRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RetryRunRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *RetryRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RetryRunRequest) GetSteps() []string {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *RetryRunRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// A step a retry dispatched again.
+type RetriedStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step.
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// How many essays its new command carries (0 while it waits for a dependency).
+	EssayCount    uint32 `protobuf:"varint,2,opt,name=essay_count,json=essayCount,proto3" json:"essay_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetriedStep) Reset() {
+	*x = RetriedStep{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetriedStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetriedStep) ProtoMessage() {}
+
+func (x *RetriedStep) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetriedStep.ProtoReflect.Descriptor instead.
+func (*RetriedStep) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RetriedStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *RetriedStep) GetEssayCount() uint32 {
+	if x != nil {
+		return x.EssayCount
+	}
+	return 0
+}
+
+// Response of RetryRun.
+type RetryRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run, at its new attempt.
+	Run *PipelineRun `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	// Steps of the new attempt: dispatched now or waiting for a retried dependency.
+	RetriedSteps  []*RetriedStep `protobuf:"bytes,2,rep,name=retried_steps,json=retriedSteps,proto3" json:"retried_steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryRunResponse) Reset() {
+	*x = RetryRunResponse{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryRunResponse) ProtoMessage() {}
+
+func (x *RetryRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryRunResponse.ProtoReflect.Descriptor instead.
+func (*RetryRunResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RetryRunResponse) GetRun() *PipelineRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+func (x *RetryRunResponse) GetRetriedSteps() []*RetriedStep {
+	if x != nil {
+		return x.RetriedSteps
+	}
+	return nil
+}
+
+// Request of UpdateBatch.
+type UpdateBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The new values of the fields named by update_mask.
+	Metadata *BatchMetadata `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// Fields of metadata to replace: "flags", "labels", "name", "course_code". Required.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBatchRequest) Reset() {
+	*x = UpdateBatchRequest{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBatchRequest) ProtoMessage() {}
+
+func (x *UpdateBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBatchRequest.ProtoReflect.Descriptor instead.
+func (*UpdateBatchRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpdateBatchRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *UpdateBatchRequest) GetMetadata() *BatchMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *UpdateBatchRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// Response of UpdateBatch.
+type UpdateBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch after the update.
+	Batch         *Batch `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBatchResponse) Reset() {
+	*x = UpdateBatchResponse{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBatchResponse) ProtoMessage() {}
+
+func (x *UpdateBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBatchResponse.ProtoReflect.Descriptor instead.
+func (*UpdateBatchResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UpdateBatchResponse) GetBatch() *Batch {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+// One step's result for one essay.
+type EssayStepResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step.
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// SUCCEEDED or FAILED; unspecified while the essay waits for an outcome of a new attempt.
+	Outcome v1.StepOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=huleedu.events.v1.StepOutcome" json:"outcome,omitempty"`
+	// Why it failed (code TIMED_OUT when the step timed out); empty on success.
+	Error *v1.ErrorDetail `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Content-store id of the step's output, if any.
+	OutputStorageId string `protobuf:"bytes,4,opt,name=output_storage_id,json=outputStorageId,proto3" json:"output_storage_id,omitempty"`
+	// The attempt of the run the result belongs to.
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The run the result belongs to.
+	RunId         string `protobuf:"bytes,6,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EssayStepResult) Reset() {
+	*x = EssayStepResult{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EssayStepResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EssayStepResult) ProtoMessage() {}
+
+func (x *EssayStepResult) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EssayStepResult.ProtoReflect.Descriptor instead.
+func (*EssayStepResult) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EssayStepResult) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *EssayStepResult) GetOutcome() v1.StepOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return v1.StepOutcome(0)
+}
+
+func (x *EssayStepResult) GetError() *v1.ErrorDetail {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *EssayStepResult) GetOutputStorageId() string {
+	if x != nil {
+		return x.OutputStorageId
+	}
+	return ""
+}
+
+func (x *EssayStepResult) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *EssayStepResult) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+// An essay with its texts and step results.
+type EssayDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The essay.
+	EssayId string `protobuf:"bytes,1,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
+	// Its batch; empty for an essay of TriggerSpellcheck.
+	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The caller's reference from EssayInput.
+	ClientRef string `protobuf:"bytes,3,opt,name=client_ref,json=clientRef,proto3" json:"client_ref,omitempty"`
+	// Content-store id of the original text.
+	OriginalStorageId string `protobuf:"bytes,4,opt,name=original_storage_id,json=originalStorageId,proto3" json:"original_storage_id,omitempty"`
+	// Content-store id of the latest text.
+	CurrentStorageId string `protobuf:"bytes,5,opt,name=current_storage_id,json=currentStorageId,proto3" json:"current_storage_id,omitempty"`
+	// The original text (ESSAY_VIEW_FULL only).
+	OriginalText string `protobuf:"bytes,6,opt,name=original_text,json=originalText,proto3" json:"original_text,omitempty"`
+	// The latest text, after every step that produces text (ESSAY_VIEW_FULL only).
+	CurrentText string `protobuf:"bytes,7,opt,name=current_text,json=currentText,proto3" json:"current_text,omitempty"`
+	// Its result of each step it has one of, in definition order.
+	Steps         []*EssayStepResult `protobuf:"bytes,8,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EssayDetail) Reset() {
+	*x = EssayDetail{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EssayDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EssayDetail) ProtoMessage() {}
+
+func (x *EssayDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EssayDetail.ProtoReflect.Descriptor instead.
+func (*EssayDetail) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *EssayDetail) GetEssayId() string {
+	if x != nil {
+		return x.EssayId
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetClientRef() string {
+	if x != nil {
+		return x.ClientRef
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetOriginalStorageId() string {
+	if x != nil {
+		return x.OriginalStorageId
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetCurrentStorageId() string {
+	if x != nil {
+		return x.CurrentStorageId
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetOriginalText() string {
+	if x != nil {
+		return x.OriginalText
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetCurrentText() string {
+	if x != nil {
+		return x.CurrentText
+	}
+	return ""
+}
+
+func (x *EssayDetail) GetSteps() []*EssayStepResult {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Request of GetEssay.
+type GetEssayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The essay (an id).
+	EssayId string `protobuf:"bytes,1,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
+	// Its batch (an id), optional: when set, an essay of another batch is NOT_FOUND.
+	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// How much to return; FULL when unspecified.
+	View          EssayView `protobuf:"varint,3,opt,name=view,proto3,enum=huleedu.batch.v1.EssayView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEssayRequest) Reset() {
+	*x = GetEssayRequest{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEssayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEssayRequest) ProtoMessage() {}
+
+func (x *GetEssayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEssayRequest.ProtoReflect.Descriptor instead.
+func (*GetEssayRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetEssayRequest) GetEssayId() string {
+	if x != nil {
+		return x.EssayId
+	}
+	return ""
+}
+
+func (x *GetEssayRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *GetEssayRequest) GetView() EssayView {
+	if x != nil {
+		return x.View
+	}
+	return EssayView_ESSAY_VIEW_UNSPECIFIED
+}
+
+// Response of GetEssay.
+type GetEssayResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The essay.
+	Essay         *EssayDetail `protobuf:"bytes,1,opt,name=essay,proto3" json:"essay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEssayResponse) Reset() {
+	*x = GetEssayResponse{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEssayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEssayResponse) ProtoMessage() {}
+
+func (x *GetEssayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEssayResponse.ProtoReflect.Descriptor instead.
+func (*GetEssayResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetEssayResponse) GetEssay() *EssayDetail {
+	if x != nil {
+		return x.Essay
+	}
+	return nil
+}
+
+// Request of ListEssays.
+type ListEssaysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// Maximum essays to return, 1-1,000; 100 when 0.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of a previous response; empty for the first page.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// How much to return; BASIC when unspecified.
+	View          EssayView `protobuf:"varint,4,opt,name=view,proto3,enum=huleedu.batch.v1.EssayView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEssaysRequest) Reset() {
+	*x = ListEssaysRequest{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEssaysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEssaysRequest) ProtoMessage() {}
+
+func (x *ListEssaysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEssaysRequest.ProtoReflect.Descriptor instead.
+func (*ListEssaysRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListEssaysRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *ListEssaysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEssaysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListEssaysRequest) GetView() EssayView {
+	if x != nil {
+		return x.View
+	}
+	return EssayView_ESSAY_VIEW_UNSPECIFIED
+}
+
+// Response of ListEssays.
+type ListEssaysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This page, in batch order.
+	Essays []*EssayDetail `protobuf:"bytes,1,rep,name=essays,proto3" json:"essays,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEssaysResponse) Reset() {
+	*x = ListEssaysResponse{}
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEssaysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEssaysResponse) ProtoMessage() {}
+
+func (x *ListEssaysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_batch_v1_batch_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEssaysResponse.ProtoReflect.Descriptor instead.
+func (*ListEssaysResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_batch_v1_batch_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListEssaysResponse) GetEssays() []*EssayDetail {
+	if x != nil {
+		return x.Essays
+	}
+	return nil
+}
+
+func (x *ListEssaysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_huleedu_batch_v1_batch_proto protoreflect.FileDescriptor
 
 const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\n" +
-	"\x1chuleedu/batch/v1/batch.proto\x12\x10huleedu.batch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehuleedu/events/v1/events.proto\"J\n" +
+	"\x1chuleedu/batch/v1/batch.proto\x12\x10huleedu.batch.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehuleedu/events/v1/events.proto\"J\n" +
 	"\x18TriggerSpellcheckRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1a\n" +
 	"\blanguage\x18\x02 \x01(\tR\blanguage\"\x85\x01\n" +
@@ -1495,13 +2493,16 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\x06essays\x18\x02 \x03(\v2\x1c.huleedu.batch.v1.EssayInputR\x06essays\x12;\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x1f.huleedu.batch.v1.BatchMetadataR\bmetadata\"D\n" +
 	"\x13CreateBatchResponse\x12-\n" +
-	"\x05batch\x18\x01 \x01(\v2\x17.huleedu.batch.v1.BatchR\x05batch\"\xa2\x01\n" +
+	"\x05batch\x18\x01 \x01(\v2\x17.huleedu.batch.v1.BatchR\x05batch\"\x91\x02\n" +
 	"\aRunStep\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x127\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1f.huleedu.batch.v1.RunStepStatusR\x06status\x12\x1c\n" +
 	"\tsucceeded\x18\x03 \x01(\rR\tsucceeded\x12\x16\n" +
 	"\x06failed\x18\x04 \x01(\rR\x06failed\x12\x14\n" +
-	"\x05total\x18\x05 \x01(\rR\x05total\"\xe8\x02\n" +
+	"\x05total\x18\x05 \x01(\rR\x05total\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\x126\n" +
+	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1b\n" +
+	"\ttimed_out\x18\b \x01(\rR\btimedOut\"\xa7\x03\n" +
 	"\vPipelineRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x1a\n" +
@@ -1512,7 +2513,10 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
 	"\vfinished_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"l\n" +
+	"finishedAt\x12\x18\n" +
+	"\aattempt\x18\t \x01(\rR\aattempt\x12#\n" +
+	"\rcancel_reason\x18\n" +
+	" \x01(\tR\fcancelReason\"l\n" +
 	"\x14StartPipelineRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\tR\bpipeline\x12\x1d\n" +
@@ -1527,11 +2531,18 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\"z\n" +
 	"\x16GetBatchStatusResponse\x12-\n" +
 	"\x05batch\x18\x01 \x01(\v2\x17.huleedu.batch.v1.BatchR\x05batch\x121\n" +
-	"\x04runs\x18\x02 \x03(\v2\x1d.huleedu.batch.v1.PipelineRunR\x04runs\"P\n" +
+	"\x04runs\x18\x02 \x03(\v2\x1d.huleedu.batch.v1.PipelineRunR\x04runs\"\xa6\x03\n" +
 	"\x12ListBatchesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"\xe2\x01\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12K\n" +
+	"\x13latest_run_statuses\x18\x03 \x03(\x0e2\x1b.huleedu.batch.v1.RunStatusR\x11latestRunStatuses\x12H\n" +
+	"\x06labels\x18\x04 \x03(\v20.huleedu.batch.v1.ListBatchesRequest.LabelsEntryR\x06labels\x12?\n" +
+	"\rcreated_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x02\n" +
 	"\fBatchSummary\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -1539,7 +2550,11 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"essayCount\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12G\n" +
-	"\x11latest_run_status\x18\x05 \x01(\x0e2\x1b.huleedu.batch.v1.RunStatusR\x0flatestRunStatus\"w\n" +
+	"\x11latest_run_status\x18\x05 \x01(\x0e2\x1b.huleedu.batch.v1.RunStatusR\x0flatestRunStatus\x12B\n" +
+	"\x06labels\x18\x06 \x03(\v2*.huleedu.batch.v1.BatchSummary.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
 	"\x13ListBatchesResponse\x128\n" +
 	"\abatches\x18\x01 \x03(\v2\x1e.huleedu.batch.v1.BatchSummaryR\abatches\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"E\n" +
@@ -1549,7 +2564,65 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\x12WatchBatchResponse\x12/\n" +
 	"\x03run\x18\x01 \x01(\v2\x1d.huleedu.batch.v1.PipelineRunR\x03run\x12!\n" +
 	"\fchanged_step\x18\x02 \x01(\tR\vchangedStep\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence*\xca\x01\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\\\n" +
+	"\x10CancelRunRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"D\n" +
+	"\x11CancelRunResponse\x12/\n" +
+	"\x03run\x18\x01 \x01(\v2\x1d.huleedu.batch.v1.PipelineRunR\x03run\"x\n" +
+	"\x0fRetryRunRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\tR\x05steps\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"B\n" +
+	"\vRetriedStep\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1f\n" +
+	"\vessay_count\x18\x02 \x01(\rR\n" +
+	"essayCount\"\x87\x01\n" +
+	"\x10RetryRunResponse\x12/\n" +
+	"\x03run\x18\x01 \x01(\v2\x1d.huleedu.batch.v1.PipelineRunR\x03run\x12B\n" +
+	"\rretried_steps\x18\x02 \x03(\v2\x1d.huleedu.batch.v1.RetriedStepR\fretriedSteps\"\xa9\x01\n" +
+	"\x12UpdateBatchRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12;\n" +
+	"\bmetadata\x18\x02 \x01(\v2\x1f.huleedu.batch.v1.BatchMetadataR\bmetadata\x12;\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\"D\n" +
+	"\x13UpdateBatchResponse\x12-\n" +
+	"\x05batch\x18\x01 \x01(\v2\x17.huleedu.batch.v1.BatchR\x05batch\"\xf2\x01\n" +
+	"\x0fEssayStepResult\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x128\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1e.huleedu.events.v1.StepOutcomeR\aoutcome\x124\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.huleedu.events.v1.ErrorDetailR\x05error\x12*\n" +
+	"\x11output_storage_id\x18\x04 \x01(\tR\x0foutputStorageId\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12\x15\n" +
+	"\x06run_id\x18\x06 \x01(\tR\x05runId\"\xc1\x02\n" +
+	"\vEssayDetail\x12\x19\n" +
+	"\bessay_id\x18\x01 \x01(\tR\aessayId\x12\x19\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x1d\n" +
+	"\n" +
+	"client_ref\x18\x03 \x01(\tR\tclientRef\x12.\n" +
+	"\x13original_storage_id\x18\x04 \x01(\tR\x11originalStorageId\x12,\n" +
+	"\x12current_storage_id\x18\x05 \x01(\tR\x10currentStorageId\x12#\n" +
+	"\roriginal_text\x18\x06 \x01(\tR\foriginalText\x12!\n" +
+	"\fcurrent_text\x18\a \x01(\tR\vcurrentText\x127\n" +
+	"\x05steps\x18\b \x03(\v2!.huleedu.batch.v1.EssayStepResultR\x05steps\"x\n" +
+	"\x0fGetEssayRequest\x12\x19\n" +
+	"\bessay_id\x18\x01 \x01(\tR\aessayId\x12\x19\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12/\n" +
+	"\x04view\x18\x03 \x01(\x0e2\x1b.huleedu.batch.v1.EssayViewR\x04view\"G\n" +
+	"\x10GetEssayResponse\x123\n" +
+	"\x05essay\x18\x01 \x01(\v2\x1d.huleedu.batch.v1.EssayDetailR\x05essay\"\x9b\x01\n" +
+	"\x11ListEssaysRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12/\n" +
+	"\x04view\x18\x04 \x01(\x0e2\x1b.huleedu.batch.v1.EssayViewR\x04view\"s\n" +
+	"\x12ListEssaysResponse\x125\n" +
+	"\x06essays\x18\x01 \x03(\v2\x1d.huleedu.batch.v1.EssayDetailR\x06essays\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xca\x01\n" +
 	"\tRunStatus\x12\x1a\n" +
 	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n" +
@@ -1557,7 +2630,7 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\x14RUN_STATUS_COMPLETED\x10\x03\x12&\n" +
 	"\"RUN_STATUS_COMPLETED_WITH_FAILURES\x10\x04\x12\x15\n" +
 	"\x11RUN_STATUS_FAILED\x10\x05\x12\x18\n" +
-	"\x14RUN_STATUS_CANCELLED\x10\x06*\x93\x02\n" +
+	"\x14RUN_STATUS_CANCELLED\x10\x06*\xb2\x02\n" +
 	"\rRunStepStatus\x12\x1f\n" +
 	"\x1bRUN_STEP_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RUN_STEP_STATUS_PENDING\x10\x01\x12\x1e\n" +
@@ -1565,7 +2638,12 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\x19RUN_STEP_STATUS_SATISFIED\x10\x03\x12\x1f\n" +
 	"\x1bRUN_STEP_STATUS_UNSATISFIED\x10\x04\x125\n" +
 	"1RUN_STEP_STATUS_SKIPPED_DUE_TO_DEPENDENCY_FAILURE\x10\x05\x12-\n" +
-	")RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED\x10\x062\xd6\x04\n" +
+	")RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED\x10\x06\x12\x1d\n" +
+	"\x19RUN_STEP_STATUS_CANCELLED\x10\a*R\n" +
+	"\tEssayView\x12\x1a\n" +
+	"\x16ESSAY_VIEW_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ESSAY_VIEW_BASIC\x10\x01\x12\x13\n" +
+	"\x0fESSAY_VIEW_FULL\x10\x022\x87\b\n" +
 	"\fBatchService\x12l\n" +
 	"\x11TriggerSpellcheck\x12*.huleedu.batch.v1.TriggerSpellcheckRequest\x1a+.huleedu.batch.v1.TriggerSpellcheckResponse\x12Z\n" +
 	"\vCreateBatch\x12$.huleedu.batch.v1.CreateBatchRequest\x1a%.huleedu.batch.v1.CreateBatchResponse\x12`\n" +
@@ -1573,7 +2651,13 @@ const file_huleedu_batch_v1_batch_proto_rawDesc = "" +
 	"\x0eGetBatchStatus\x12'.huleedu.batch.v1.GetBatchStatusRequest\x1a(.huleedu.batch.v1.GetBatchStatusResponse\x12Z\n" +
 	"\vListBatches\x12$.huleedu.batch.v1.ListBatchesRequest\x1a%.huleedu.batch.v1.ListBatchesResponse\x12Y\n" +
 	"\n" +
-	"WatchBatch\x12#.huleedu.batch.v1.WatchBatchRequest\x1a$.huleedu.batch.v1.WatchBatchResponse0\x01B\xce\x01\n" +
+	"WatchBatch\x12#.huleedu.batch.v1.WatchBatchRequest\x1a$.huleedu.batch.v1.WatchBatchResponse0\x01\x12T\n" +
+	"\tCancelRun\x12\".huleedu.batch.v1.CancelRunRequest\x1a#.huleedu.batch.v1.CancelRunResponse\x12Q\n" +
+	"\bRetryRun\x12!.huleedu.batch.v1.RetryRunRequest\x1a\".huleedu.batch.v1.RetryRunResponse\x12Z\n" +
+	"\vUpdateBatch\x12$.huleedu.batch.v1.UpdateBatchRequest\x1a%.huleedu.batch.v1.UpdateBatchResponse\x12Q\n" +
+	"\bGetEssay\x12!.huleedu.batch.v1.GetEssayRequest\x1a\".huleedu.batch.v1.GetEssayResponse\x12W\n" +
+	"\n" +
+	"ListEssays\x12#.huleedu.batch.v1.ListEssaysRequest\x1a$.huleedu.batch.v1.ListEssaysResponseB\xce\x01\n" +
 	"\x14com.huleedu.batch.v1B\n" +
 	"BatchProtoP\x01ZHgithub.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/batch/v1;batchv1\xa2\x02\x03HBX\xaa\x02\x10Huleedu.Batch.V1\xca\x02\x10Huleedu\\Batch\\V1\xe2\x02\x1cHuleedu\\Batch\\V1\\GPBMetadata\xea\x02\x12Huleedu::Batch::V1b\x06proto3"
 
@@ -1589,74 +2673,122 @@ func file_huleedu_batch_v1_batch_proto_rawDescGZIP() []byte {
 	return file_huleedu_batch_v1_batch_proto_rawDescData
 }
 
-var file_huleedu_batch_v1_batch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_huleedu_batch_v1_batch_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_huleedu_batch_v1_batch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_huleedu_batch_v1_batch_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_huleedu_batch_v1_batch_proto_goTypes = []any{
 	(RunStatus)(0),                    // 0: huleedu.batch.v1.RunStatus
 	(RunStepStatus)(0),                // 1: huleedu.batch.v1.RunStepStatus
-	(*TriggerSpellcheckRequest)(nil),  // 2: huleedu.batch.v1.TriggerSpellcheckRequest
-	(*TriggerSpellcheckResponse)(nil), // 3: huleedu.batch.v1.TriggerSpellcheckResponse
-	(*EssayInput)(nil),                // 4: huleedu.batch.v1.EssayInput
-	(*BatchMetadata)(nil),             // 5: huleedu.batch.v1.BatchMetadata
-	(*Essay)(nil),                     // 6: huleedu.batch.v1.Essay
-	(*Batch)(nil),                     // 7: huleedu.batch.v1.Batch
-	(*CreateBatchRequest)(nil),        // 8: huleedu.batch.v1.CreateBatchRequest
-	(*CreateBatchResponse)(nil),       // 9: huleedu.batch.v1.CreateBatchResponse
-	(*RunStep)(nil),                   // 10: huleedu.batch.v1.RunStep
-	(*PipelineRun)(nil),               // 11: huleedu.batch.v1.PipelineRun
-	(*StartPipelineRequest)(nil),      // 12: huleedu.batch.v1.StartPipelineRequest
-	(*StartPipelineResponse)(nil),     // 13: huleedu.batch.v1.StartPipelineResponse
-	(*GetBatchStatusRequest)(nil),     // 14: huleedu.batch.v1.GetBatchStatusRequest
-	(*GetBatchStatusResponse)(nil),    // 15: huleedu.batch.v1.GetBatchStatusResponse
-	(*ListBatchesRequest)(nil),        // 16: huleedu.batch.v1.ListBatchesRequest
-	(*BatchSummary)(nil),              // 17: huleedu.batch.v1.BatchSummary
-	(*ListBatchesResponse)(nil),       // 18: huleedu.batch.v1.ListBatchesResponse
-	(*WatchBatchRequest)(nil),         // 19: huleedu.batch.v1.WatchBatchRequest
-	(*WatchBatchResponse)(nil),        // 20: huleedu.batch.v1.WatchBatchResponse
-	nil,                               // 21: huleedu.batch.v1.BatchMetadata.FlagsEntry
-	nil,                               // 22: huleedu.batch.v1.BatchMetadata.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(v1.SkipReason)(0),                // 24: huleedu.events.v1.SkipReason
+	(EssayView)(0),                    // 2: huleedu.batch.v1.EssayView
+	(*TriggerSpellcheckRequest)(nil),  // 3: huleedu.batch.v1.TriggerSpellcheckRequest
+	(*TriggerSpellcheckResponse)(nil), // 4: huleedu.batch.v1.TriggerSpellcheckResponse
+	(*EssayInput)(nil),                // 5: huleedu.batch.v1.EssayInput
+	(*BatchMetadata)(nil),             // 6: huleedu.batch.v1.BatchMetadata
+	(*Essay)(nil),                     // 7: huleedu.batch.v1.Essay
+	(*Batch)(nil),                     // 8: huleedu.batch.v1.Batch
+	(*CreateBatchRequest)(nil),        // 9: huleedu.batch.v1.CreateBatchRequest
+	(*CreateBatchResponse)(nil),       // 10: huleedu.batch.v1.CreateBatchResponse
+	(*RunStep)(nil),                   // 11: huleedu.batch.v1.RunStep
+	(*PipelineRun)(nil),               // 12: huleedu.batch.v1.PipelineRun
+	(*StartPipelineRequest)(nil),      // 13: huleedu.batch.v1.StartPipelineRequest
+	(*StartPipelineResponse)(nil),     // 14: huleedu.batch.v1.StartPipelineResponse
+	(*GetBatchStatusRequest)(nil),     // 15: huleedu.batch.v1.GetBatchStatusRequest
+	(*GetBatchStatusResponse)(nil),    // 16: huleedu.batch.v1.GetBatchStatusResponse
+	(*ListBatchesRequest)(nil),        // 17: huleedu.batch.v1.ListBatchesRequest
+	(*BatchSummary)(nil),              // 18: huleedu.batch.v1.BatchSummary
+	(*ListBatchesResponse)(nil),       // 19: huleedu.batch.v1.ListBatchesResponse
+	(*WatchBatchRequest)(nil),         // 20: huleedu.batch.v1.WatchBatchRequest
+	(*WatchBatchResponse)(nil),        // 21: huleedu.batch.v1.WatchBatchResponse
+	(*CancelRunRequest)(nil),          // 22: huleedu.batch.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),         // 23: huleedu.batch.v1.CancelRunResponse
+	(*RetryRunRequest)(nil),           // 24: huleedu.batch.v1.RetryRunRequest
+	(*RetriedStep)(nil),               // 25: huleedu.batch.v1.RetriedStep
+	(*RetryRunResponse)(nil),          // 26: huleedu.batch.v1.RetryRunResponse
+	(*UpdateBatchRequest)(nil),        // 27: huleedu.batch.v1.UpdateBatchRequest
+	(*UpdateBatchResponse)(nil),       // 28: huleedu.batch.v1.UpdateBatchResponse
+	(*EssayStepResult)(nil),           // 29: huleedu.batch.v1.EssayStepResult
+	(*EssayDetail)(nil),               // 30: huleedu.batch.v1.EssayDetail
+	(*GetEssayRequest)(nil),           // 31: huleedu.batch.v1.GetEssayRequest
+	(*GetEssayResponse)(nil),          // 32: huleedu.batch.v1.GetEssayResponse
+	(*ListEssaysRequest)(nil),         // 33: huleedu.batch.v1.ListEssaysRequest
+	(*ListEssaysResponse)(nil),        // 34: huleedu.batch.v1.ListEssaysResponse
+	nil,                               // 35: huleedu.batch.v1.BatchMetadata.FlagsEntry
+	nil,                               // 36: huleedu.batch.v1.BatchMetadata.LabelsEntry
+	nil,                               // 37: huleedu.batch.v1.ListBatchesRequest.LabelsEntry
+	nil,                               // 38: huleedu.batch.v1.BatchSummary.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(v1.SkipReason)(0),                // 40: huleedu.events.v1.SkipReason
+	(*fieldmaskpb.FieldMask)(nil),     // 41: google.protobuf.FieldMask
+	(v1.StepOutcome)(0),               // 42: huleedu.events.v1.StepOutcome
+	(*v1.ErrorDetail)(nil),            // 43: huleedu.events.v1.ErrorDetail
 }
 var file_huleedu_batch_v1_batch_proto_depIdxs = []int32{
-	21, // 0: huleedu.batch.v1.BatchMetadata.flags:type_name -> huleedu.batch.v1.BatchMetadata.FlagsEntry
-	22, // 1: huleedu.batch.v1.BatchMetadata.labels:type_name -> huleedu.batch.v1.BatchMetadata.LabelsEntry
-	6,  // 2: huleedu.batch.v1.Batch.essays:type_name -> huleedu.batch.v1.Essay
-	5,  // 3: huleedu.batch.v1.Batch.metadata:type_name -> huleedu.batch.v1.BatchMetadata
-	23, // 4: huleedu.batch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 5: huleedu.batch.v1.CreateBatchRequest.essays:type_name -> huleedu.batch.v1.EssayInput
-	5,  // 6: huleedu.batch.v1.CreateBatchRequest.metadata:type_name -> huleedu.batch.v1.BatchMetadata
-	7,  // 7: huleedu.batch.v1.CreateBatchResponse.batch:type_name -> huleedu.batch.v1.Batch
+	35, // 0: huleedu.batch.v1.BatchMetadata.flags:type_name -> huleedu.batch.v1.BatchMetadata.FlagsEntry
+	36, // 1: huleedu.batch.v1.BatchMetadata.labels:type_name -> huleedu.batch.v1.BatchMetadata.LabelsEntry
+	7,  // 2: huleedu.batch.v1.Batch.essays:type_name -> huleedu.batch.v1.Essay
+	6,  // 3: huleedu.batch.v1.Batch.metadata:type_name -> huleedu.batch.v1.BatchMetadata
+	39, // 4: huleedu.batch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: huleedu.batch.v1.CreateBatchRequest.essays:type_name -> huleedu.batch.v1.EssayInput
+	6,  // 6: huleedu.batch.v1.CreateBatchRequest.metadata:type_name -> huleedu.batch.v1.BatchMetadata
+	8,  // 7: huleedu.batch.v1.CreateBatchResponse.batch:type_name -> huleedu.batch.v1.Batch
 	1,  // 8: huleedu.batch.v1.RunStep.status:type_name -> huleedu.batch.v1.RunStepStatus
-	0,  // 9: huleedu.batch.v1.PipelineRun.status:type_name -> huleedu.batch.v1.RunStatus
-	10, // 10: huleedu.batch.v1.PipelineRun.steps:type_name -> huleedu.batch.v1.RunStep
-	23, // 11: huleedu.batch.v1.PipelineRun.created_at:type_name -> google.protobuf.Timestamp
-	23, // 12: huleedu.batch.v1.PipelineRun.finished_at:type_name -> google.protobuf.Timestamp
-	11, // 13: huleedu.batch.v1.StartPipelineResponse.run:type_name -> huleedu.batch.v1.PipelineRun
-	24, // 14: huleedu.batch.v1.StartPipelineResponse.pruned_reasons:type_name -> huleedu.events.v1.SkipReason
-	7,  // 15: huleedu.batch.v1.GetBatchStatusResponse.batch:type_name -> huleedu.batch.v1.Batch
-	11, // 16: huleedu.batch.v1.GetBatchStatusResponse.runs:type_name -> huleedu.batch.v1.PipelineRun
-	23, // 17: huleedu.batch.v1.BatchSummary.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 18: huleedu.batch.v1.BatchSummary.latest_run_status:type_name -> huleedu.batch.v1.RunStatus
-	17, // 19: huleedu.batch.v1.ListBatchesResponse.batches:type_name -> huleedu.batch.v1.BatchSummary
-	11, // 20: huleedu.batch.v1.WatchBatchResponse.run:type_name -> huleedu.batch.v1.PipelineRun
-	2,  // 21: huleedu.batch.v1.BatchService.TriggerSpellcheck:input_type -> huleedu.batch.v1.TriggerSpellcheckRequest
-	8,  // 22: huleedu.batch.v1.BatchService.CreateBatch:input_type -> huleedu.batch.v1.CreateBatchRequest
-	12, // 23: huleedu.batch.v1.BatchService.StartPipeline:input_type -> huleedu.batch.v1.StartPipelineRequest
-	14, // 24: huleedu.batch.v1.BatchService.GetBatchStatus:input_type -> huleedu.batch.v1.GetBatchStatusRequest
-	16, // 25: huleedu.batch.v1.BatchService.ListBatches:input_type -> huleedu.batch.v1.ListBatchesRequest
-	19, // 26: huleedu.batch.v1.BatchService.WatchBatch:input_type -> huleedu.batch.v1.WatchBatchRequest
-	3,  // 27: huleedu.batch.v1.BatchService.TriggerSpellcheck:output_type -> huleedu.batch.v1.TriggerSpellcheckResponse
-	9,  // 28: huleedu.batch.v1.BatchService.CreateBatch:output_type -> huleedu.batch.v1.CreateBatchResponse
-	13, // 29: huleedu.batch.v1.BatchService.StartPipeline:output_type -> huleedu.batch.v1.StartPipelineResponse
-	15, // 30: huleedu.batch.v1.BatchService.GetBatchStatus:output_type -> huleedu.batch.v1.GetBatchStatusResponse
-	18, // 31: huleedu.batch.v1.BatchService.ListBatches:output_type -> huleedu.batch.v1.ListBatchesResponse
-	20, // 32: huleedu.batch.v1.BatchService.WatchBatch:output_type -> huleedu.batch.v1.WatchBatchResponse
-	27, // [27:33] is the sub-list for method output_type
-	21, // [21:27] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	39, // 9: huleedu.batch.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	0,  // 10: huleedu.batch.v1.PipelineRun.status:type_name -> huleedu.batch.v1.RunStatus
+	11, // 11: huleedu.batch.v1.PipelineRun.steps:type_name -> huleedu.batch.v1.RunStep
+	39, // 12: huleedu.batch.v1.PipelineRun.created_at:type_name -> google.protobuf.Timestamp
+	39, // 13: huleedu.batch.v1.PipelineRun.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 14: huleedu.batch.v1.StartPipelineResponse.run:type_name -> huleedu.batch.v1.PipelineRun
+	40, // 15: huleedu.batch.v1.StartPipelineResponse.pruned_reasons:type_name -> huleedu.events.v1.SkipReason
+	8,  // 16: huleedu.batch.v1.GetBatchStatusResponse.batch:type_name -> huleedu.batch.v1.Batch
+	12, // 17: huleedu.batch.v1.GetBatchStatusResponse.runs:type_name -> huleedu.batch.v1.PipelineRun
+	0,  // 18: huleedu.batch.v1.ListBatchesRequest.latest_run_statuses:type_name -> huleedu.batch.v1.RunStatus
+	37, // 19: huleedu.batch.v1.ListBatchesRequest.labels:type_name -> huleedu.batch.v1.ListBatchesRequest.LabelsEntry
+	39, // 20: huleedu.batch.v1.ListBatchesRequest.created_after:type_name -> google.protobuf.Timestamp
+	39, // 21: huleedu.batch.v1.ListBatchesRequest.created_before:type_name -> google.protobuf.Timestamp
+	39, // 22: huleedu.batch.v1.BatchSummary.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 23: huleedu.batch.v1.BatchSummary.latest_run_status:type_name -> huleedu.batch.v1.RunStatus
+	38, // 24: huleedu.batch.v1.BatchSummary.labels:type_name -> huleedu.batch.v1.BatchSummary.LabelsEntry
+	18, // 25: huleedu.batch.v1.ListBatchesResponse.batches:type_name -> huleedu.batch.v1.BatchSummary
+	12, // 26: huleedu.batch.v1.WatchBatchResponse.run:type_name -> huleedu.batch.v1.PipelineRun
+	12, // 27: huleedu.batch.v1.CancelRunResponse.run:type_name -> huleedu.batch.v1.PipelineRun
+	12, // 28: huleedu.batch.v1.RetryRunResponse.run:type_name -> huleedu.batch.v1.PipelineRun
+	25, // 29: huleedu.batch.v1.RetryRunResponse.retried_steps:type_name -> huleedu.batch.v1.RetriedStep
+	6,  // 30: huleedu.batch.v1.UpdateBatchRequest.metadata:type_name -> huleedu.batch.v1.BatchMetadata
+	41, // 31: huleedu.batch.v1.UpdateBatchRequest.update_mask:type_name -> google.protobuf.FieldMask
+	8,  // 32: huleedu.batch.v1.UpdateBatchResponse.batch:type_name -> huleedu.batch.v1.Batch
+	42, // 33: huleedu.batch.v1.EssayStepResult.outcome:type_name -> huleedu.events.v1.StepOutcome
+	43, // 34: huleedu.batch.v1.EssayStepResult.error:type_name -> huleedu.events.v1.ErrorDetail
+	29, // 35: huleedu.batch.v1.EssayDetail.steps:type_name -> huleedu.batch.v1.EssayStepResult
+	2,  // 36: huleedu.batch.v1.GetEssayRequest.view:type_name -> huleedu.batch.v1.EssayView
+	30, // 37: huleedu.batch.v1.GetEssayResponse.essay:type_name -> huleedu.batch.v1.EssayDetail
+	2,  // 38: huleedu.batch.v1.ListEssaysRequest.view:type_name -> huleedu.batch.v1.EssayView
+	30, // 39: huleedu.batch.v1.ListEssaysResponse.essays:type_name -> huleedu.batch.v1.EssayDetail
+	3,  // 40: huleedu.batch.v1.BatchService.TriggerSpellcheck:input_type -> huleedu.batch.v1.TriggerSpellcheckRequest
+	9,  // 41: huleedu.batch.v1.BatchService.CreateBatch:input_type -> huleedu.batch.v1.CreateBatchRequest
+	13, // 42: huleedu.batch.v1.BatchService.StartPipeline:input_type -> huleedu.batch.v1.StartPipelineRequest
+	15, // 43: huleedu.batch.v1.BatchService.GetBatchStatus:input_type -> huleedu.batch.v1.GetBatchStatusRequest
+	17, // 44: huleedu.batch.v1.BatchService.ListBatches:input_type -> huleedu.batch.v1.ListBatchesRequest
+	20, // 45: huleedu.batch.v1.BatchService.WatchBatch:input_type -> huleedu.batch.v1.WatchBatchRequest
+	22, // 46: huleedu.batch.v1.BatchService.CancelRun:input_type -> huleedu.batch.v1.CancelRunRequest
+	24, // 47: huleedu.batch.v1.BatchService.RetryRun:input_type -> huleedu.batch.v1.RetryRunRequest
+	27, // 48: huleedu.batch.v1.BatchService.UpdateBatch:input_type -> huleedu.batch.v1.UpdateBatchRequest
+	31, // 49: huleedu.batch.v1.BatchService.GetEssay:input_type -> huleedu.batch.v1.GetEssayRequest
+	33, // 50: huleedu.batch.v1.BatchService.ListEssays:input_type -> huleedu.batch.v1.ListEssaysRequest
+	4,  // 51: huleedu.batch.v1.BatchService.TriggerSpellcheck:output_type -> huleedu.batch.v1.TriggerSpellcheckResponse
+	10, // 52: huleedu.batch.v1.BatchService.CreateBatch:output_type -> huleedu.batch.v1.CreateBatchResponse
+	14, // 53: huleedu.batch.v1.BatchService.StartPipeline:output_type -> huleedu.batch.v1.StartPipelineResponse
+	16, // 54: huleedu.batch.v1.BatchService.GetBatchStatus:output_type -> huleedu.batch.v1.GetBatchStatusResponse
+	19, // 55: huleedu.batch.v1.BatchService.ListBatches:output_type -> huleedu.batch.v1.ListBatchesResponse
+	21, // 56: huleedu.batch.v1.BatchService.WatchBatch:output_type -> huleedu.batch.v1.WatchBatchResponse
+	23, // 57: huleedu.batch.v1.BatchService.CancelRun:output_type -> huleedu.batch.v1.CancelRunResponse
+	26, // 58: huleedu.batch.v1.BatchService.RetryRun:output_type -> huleedu.batch.v1.RetryRunResponse
+	28, // 59: huleedu.batch.v1.BatchService.UpdateBatch:output_type -> huleedu.batch.v1.UpdateBatchResponse
+	32, // 60: huleedu.batch.v1.BatchService.GetEssay:output_type -> huleedu.batch.v1.GetEssayResponse
+	34, // 61: huleedu.batch.v1.BatchService.ListEssays:output_type -> huleedu.batch.v1.ListEssaysResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_huleedu_batch_v1_batch_proto_init() }
@@ -1669,8 +2801,8 @@ func file_huleedu_batch_v1_batch_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_huleedu_batch_v1_batch_proto_rawDesc), len(file_huleedu_batch_v1_batch_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   21,
+			NumEnums:      3,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,9 +21,10 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
-// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
-// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch, StartPipeline, CancelRun,
+// RetryRun and UpdateBatch need the scope batches:write; GetBatchStatus, ListBatches,
+// WatchBatch, GetEssay and ListEssays need batches:read; without it a call is
+// PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
 // (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
 // bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
 // either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
@@ -49,6 +50,11 @@ const (
 	BatchService_GetBatchStatus_FullMethodName    = "/huleedu.batch.v1.BatchService/GetBatchStatus"
 	BatchService_ListBatches_FullMethodName       = "/huleedu.batch.v1.BatchService/ListBatches"
 	BatchService_WatchBatch_FullMethodName        = "/huleedu.batch.v1.BatchService/WatchBatch"
+	BatchService_CancelRun_FullMethodName         = "/huleedu.batch.v1.BatchService/CancelRun"
+	BatchService_RetryRun_FullMethodName          = "/huleedu.batch.v1.BatchService/RetryRun"
+	BatchService_UpdateBatch_FullMethodName       = "/huleedu.batch.v1.BatchService/UpdateBatch"
+	BatchService_GetEssay_FullMethodName          = "/huleedu.batch.v1.BatchService/GetEssay"
+	BatchService_ListEssays_FullMethodName        = "/huleedu.batch.v1.BatchService/ListEssays"
 )
 
 // BatchServiceClient is the client API for BatchService service.
@@ -58,7 +64,8 @@ const (
 // Batches of essays and the pipeline runs over them.
 //
 // Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-// "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+// "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+// BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
 // applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
 // PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
 // Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -80,33 +87,87 @@ type BatchServiceClient interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(ctx context.Context, in *CreateBatchRequest, opts ...grpc.CallOption) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
 	// request_id: a repeat returns the original run.
-	// NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+	// NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+	// name (PIPELINE_NOT_FOUND).
 	// ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
 	// batch is pending or running; one run per batch at a time.
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-	// batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-	// step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-	// a step's command has no topic.
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+	// flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+	// or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+	// COMMAND) when a step's command has no topic.
 	// INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
 	// INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
 	StartPipeline(ctx context.Context, in *StartPipelineRequest, opts ...grpc.CallOption) (*StartPipelineResponse, error)
 	// A batch and its runs, newest run first.
-	// NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+	// NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+	// batch_id.
 	GetBatchStatus(ctx context.Context, in *GetBatchStatusRequest, opts ...grpc.CallOption) (*GetBatchStatusResponse, error)
-	// Batches, newest first, one page at a time.
-	// INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+	// Batches, newest first, one page at a time, optionally filtered (by their newest run's
+	// status, labels, creation time).
+	// INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+	// or issued for other filters, created_after not before created_before.
 	ListBatches(ctx context.Context, in *ListBatchesRequest, opts ...grpc.CallOption) (*ListBatchesResponse, error)
 	// Streams a run's progress: the current state at once, then one update per change, and ends
 	// (status OK) when the run reaches a terminal status. A client may re-open it after
 	// UNAVAILABLE: each update carries the whole run.
-	// NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+	// NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+	// run (RUN_NOT_FOUND).
 	// UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
 	WatchBatch(ctx context.Context, in *WatchBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBatchResponse], error)
+	// Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+	// end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+	// a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+	// are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+	// returns it.
+	// NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+	// FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+	// INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
+	// Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+	// essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+	// dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+	// for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+	// those steps of the run (and their dependants). Within an attempt the first outcome of an
+	// essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+	// request_id: a repeat returns the run as that retry left it.
+	// NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+	// ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+	// FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+	// (no step of the run, or of those named, has an essay to run again); reason
+	// PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+	// INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+	// REQUEST_ID_REUSED.
+	RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error)
+	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
+	// NOT_FOUND: BATCH_NOT_FOUND.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+	UpdateBatch(ctx context.Context, in *UpdateBatchRequest, opts ...grpc.CallOption) (*UpdateBatchResponse, error)
+	// One essay: its original and latest text, and per step its outcome, error and output. An
+	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+	// NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+	// INVALID_ARGUMENT (BadRequest): malformed ids.
+	// UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+	GetEssay(ctx context.Context, in *GetEssayRequest, opts ...grpc.CallOption) (*GetEssayResponse, error)
+	// A batch's essays in batch order, one page at a time, each with its step results (and, with
+	// view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+	// NOT_FOUND: BATCH_NOT_FOUND.
+	// INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+	// service or for another batch.
+	ListEssays(ctx context.Context, in *ListEssaysRequest, opts ...grpc.CallOption) (*ListEssaysResponse, error)
 }
 
 type batchServiceClient struct {
@@ -186,6 +247,56 @@ func (c *batchServiceClient) WatchBatch(ctx context.Context, in *WatchBatchReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BatchService_WatchBatchClient = grpc.ServerStreamingClient[WatchBatchResponse]
 
+func (c *batchServiceClient) CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelRunResponse)
+	err := c.cc.Invoke(ctx, BatchService_CancelRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *batchServiceClient) RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryRunResponse)
+	err := c.cc.Invoke(ctx, BatchService_RetryRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *batchServiceClient) UpdateBatch(ctx context.Context, in *UpdateBatchRequest, opts ...grpc.CallOption) (*UpdateBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateBatchResponse)
+	err := c.cc.Invoke(ctx, BatchService_UpdateBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *batchServiceClient) GetEssay(ctx context.Context, in *GetEssayRequest, opts ...grpc.CallOption) (*GetEssayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEssayResponse)
+	err := c.cc.Invoke(ctx, BatchService_GetEssay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *batchServiceClient) ListEssays(ctx context.Context, in *ListEssaysRequest, opts ...grpc.CallOption) (*ListEssaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEssaysResponse)
+	err := c.cc.Invoke(ctx, BatchService_ListEssays_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BatchServiceServer is the server API for BatchService service.
 // All implementations must embed UnimplementedBatchServiceServer
 // for forward compatibility.
@@ -193,7 +304,8 @@ type BatchService_WatchBatchClient = grpc.ServerStreamingClient[WatchBatchRespon
 // Batches of essays and the pipeline runs over them.
 //
 // Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-// "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+// "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+// BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
 // applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
 // PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
 // Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -215,33 +327,87 @@ type BatchServiceServer interface {
 	// INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
 	// 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
 	// request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-	// already used for another request.
+	// already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+	// flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+	// pipelines requires. Nothing is stored when the request is refused.
 	CreateBatch(context.Context, *CreateBatchRequest) (*CreateBatchResponse, error)
 	// Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
 	// batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
 	// request_id: a repeat returns the original run.
-	// NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+	// NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+	// name (PIPELINE_NOT_FOUND).
 	// ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
 	// batch is pending or running; one run per batch at a time.
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-	// batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-	// step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-	// a step's command has no topic.
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+	// flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+	// or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+	// COMMAND) when a step's command has no topic.
 	// INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
 	// INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
 	StartPipeline(context.Context, *StartPipelineRequest) (*StartPipelineResponse, error)
 	// A batch and its runs, newest run first.
-	// NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+	// NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+	// batch_id.
 	GetBatchStatus(context.Context, *GetBatchStatusRequest) (*GetBatchStatusResponse, error)
-	// Batches, newest first, one page at a time.
-	// INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+	// Batches, newest first, one page at a time, optionally filtered (by their newest run's
+	// status, labels, creation time).
+	// INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+	// or issued for other filters, created_after not before created_before.
 	ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error)
 	// Streams a run's progress: the current state at once, then one update per change, and ends
 	// (status OK) when the run reaches a terminal status. A client may re-open it after
 	// UNAVAILABLE: each update carries the whole run.
-	// NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+	// NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+	// run (RUN_NOT_FOUND).
 	// UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
 	WatchBatch(*WatchBatchRequest, grpc.ServerStreamingServer[WatchBatchResponse]) error
+	// Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+	// end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+	// a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+	// are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+	// returns it.
+	// NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+	// FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+	// INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
+	// Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+	// essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+	// dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+	// for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+	// those steps of the run (and their dependants). Within an attempt the first outcome of an
+	// essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+	// request_id: a repeat returns the run as that retry left it.
+	// NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+	// ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+	// FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+	// (no step of the run, or of those named, has an essay to run again); reason
+	// PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+	// INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+	// REQUEST_ID_REUSED.
+	RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error)
+	// Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+	// "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+	// started or retried afterwards; the conductor learns them at once (before they are stored).
+	// Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+	// batch's original request still returns it (as it is now).
+	// NOT_FOUND: BATCH_NOT_FOUND.
+	// INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+	// another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+	// whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+	// UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+	UpdateBatch(context.Context, *UpdateBatchRequest) (*UpdateBatchResponse, error)
+	// One essay: its original and latest text, and per step its outcome, error and output. An
+	// essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+	// NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+	// INVALID_ARGUMENT (BadRequest): malformed ids.
+	// UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+	GetEssay(context.Context, *GetEssayRequest) (*GetEssayResponse, error)
+	// A batch's essays in batch order, one page at a time, each with its step results (and, with
+	// view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+	// NOT_FOUND: BATCH_NOT_FOUND.
+	// INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+	// service or for another batch.
+	ListEssays(context.Context, *ListEssaysRequest) (*ListEssaysResponse, error)
 	mustEmbedUnimplementedBatchServiceServer()
 }
 
@@ -269,6 +435,21 @@ func (UnimplementedBatchServiceServer) ListBatches(context.Context, *ListBatches
 }
 func (UnimplementedBatchServiceServer) WatchBatch(*WatchBatchRequest, grpc.ServerStreamingServer[WatchBatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchBatch not implemented")
+}
+func (UnimplementedBatchServiceServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
+}
+func (UnimplementedBatchServiceServer) RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryRun not implemented")
+}
+func (UnimplementedBatchServiceServer) UpdateBatch(context.Context, *UpdateBatchRequest) (*UpdateBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateBatch not implemented")
+}
+func (UnimplementedBatchServiceServer) GetEssay(context.Context, *GetEssayRequest) (*GetEssayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEssay not implemented")
+}
+func (UnimplementedBatchServiceServer) ListEssays(context.Context, *ListEssaysRequest) (*ListEssaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEssays not implemented")
 }
 func (UnimplementedBatchServiceServer) mustEmbedUnimplementedBatchServiceServer() {}
 func (UnimplementedBatchServiceServer) testEmbeddedByValue()                      {}
@@ -392,6 +573,96 @@ func _BatchService_WatchBatch_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BatchService_WatchBatchServer = grpc.ServerStreamingServer[WatchBatchResponse]
 
+func _BatchService_CancelRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BatchServiceServer).CancelRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BatchService_CancelRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BatchServiceServer).CancelRun(ctx, req.(*CancelRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BatchService_RetryRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BatchServiceServer).RetryRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BatchService_RetryRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BatchServiceServer).RetryRun(ctx, req.(*RetryRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BatchService_UpdateBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BatchServiceServer).UpdateBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BatchService_UpdateBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BatchServiceServer).UpdateBatch(ctx, req.(*UpdateBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BatchService_GetEssay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEssayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BatchServiceServer).GetEssay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BatchService_GetEssay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BatchServiceServer).GetEssay(ctx, req.(*GetEssayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BatchService_ListEssays_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEssaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BatchServiceServer).ListEssays(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BatchService_ListEssays_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BatchServiceServer).ListEssays(ctx, req.(*ListEssaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BatchService_ServiceDesc is the grpc.ServiceDesc for BatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -418,6 +689,26 @@ var BatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBatches",
 			Handler:    _BatchService_ListBatches_Handler,
+		},
+		{
+			MethodName: "CancelRun",
+			Handler:    _BatchService_CancelRun_Handler,
+		},
+		{
+			MethodName: "RetryRun",
+			Handler:    _BatchService_RetryRun_Handler,
+		},
+		{
+			MethodName: "UpdateBatch",
+			Handler:    _BatchService_UpdateBatch_Handler,
+		},
+		{
+			MethodName: "GetEssay",
+			Handler:    _BatchService_GetEssay_Handler,
+		},
+		{
+			MethodName: "ListEssays",
+			Handler:    _BatchService_ListEssays_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -20,9 +20,10 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
-// BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
-// RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+// credentials are UNAUTHENTICATED. RegisterBatch, ReopenEssays and ExpireStep need the scope
+// batches:register (the BatchService's own identity), RecordStepOutcome outcomes:record (workers
+// and ELS), every other RPC pipelines:read; without it a call is PERMISSION_DENIED with an
+// ErrorInfo naming the scope.
 // Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
 // bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
 // bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
@@ -33,6 +34,8 @@ import (
 	v1 "github.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/events/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -44,6 +47,67 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// What recording an outcome did.
+type OutcomeVerdict int32
+
+const (
+	// Not set.
+	OutcomeVerdict_OUTCOME_VERDICT_UNSPECIFIED OutcomeVerdict = 0
+	// Counted now.
+	OutcomeVerdict_OUTCOME_VERDICT_RECORDED OutcomeVerdict = 1
+	// The same outcome was already counted for this attempt: nothing changed.
+	OutcomeVerdict_OUTCOME_VERDICT_DUPLICATE OutcomeVerdict = 2
+	// Of an attempt the run superseded (RetryRun): nothing changed.
+	OutcomeVerdict_OUTCOME_VERDICT_SUPERSEDED OutcomeVerdict = 3
+	// The essay had timed out already: nothing changed.
+	OutcomeVerdict_OUTCOME_VERDICT_LATE OutcomeVerdict = 4
+)
+
+// Enum value maps for OutcomeVerdict.
+var (
+	OutcomeVerdict_name = map[int32]string{
+		0: "OUTCOME_VERDICT_UNSPECIFIED",
+		1: "OUTCOME_VERDICT_RECORDED",
+		2: "OUTCOME_VERDICT_DUPLICATE",
+		3: "OUTCOME_VERDICT_SUPERSEDED",
+		4: "OUTCOME_VERDICT_LATE",
+	}
+	OutcomeVerdict_value = map[string]int32{
+		"OUTCOME_VERDICT_UNSPECIFIED": 0,
+		"OUTCOME_VERDICT_RECORDED":    1,
+		"OUTCOME_VERDICT_DUPLICATE":   2,
+		"OUTCOME_VERDICT_SUPERSEDED":  3,
+		"OUTCOME_VERDICT_LATE":        4,
+	}
+)
+
+func (x OutcomeVerdict) Enum() *OutcomeVerdict {
+	p := new(OutcomeVerdict)
+	*p = x
+	return p
+}
+
+func (x OutcomeVerdict) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutcomeVerdict) Descriptor() protoreflect.EnumDescriptor {
+	return file_huleedu_conductor_v1_conductor_proto_enumTypes[0].Descriptor()
+}
+
+func (OutcomeVerdict) Type() protoreflect.EnumType {
+	return &file_huleedu_conductor_v1_conductor_proto_enumTypes[0]
+}
+
+func (x OutcomeVerdict) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutcomeVerdict.Descriptor instead.
+func (OutcomeVerdict) EnumDescriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{0}
+}
 
 // Lifecycle of one step of one batch.
 type StepStatus int32
@@ -98,11 +162,11 @@ func (x StepStatus) String() string {
 }
 
 func (StepStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_huleedu_conductor_v1_conductor_proto_enumTypes[0].Descriptor()
+	return file_huleedu_conductor_v1_conductor_proto_enumTypes[1].Descriptor()
 }
 
 func (StepStatus) Type() protoreflect.EnumType {
-	return &file_huleedu_conductor_v1_conductor_proto_enumTypes[0]
+	return &file_huleedu_conductor_v1_conductor_proto_enumTypes[1]
 }
 
 func (x StepStatus) Number() protoreflect.EnumNumber {
@@ -111,7 +175,7 @@ func (x StepStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepStatus.Descriptor instead.
 func (StepStatus) EnumDescriptor() ([]byte, []int) {
-	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{0}
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{1}
 }
 
 // One step of a pipeline definition.
@@ -129,8 +193,14 @@ type StepDefinition struct {
 	Requires []string `protobuf:"bytes,5,rep,name=requires,proto3" json:"requires,omitempty"`
 	// Fraction of expected essays that must succeed for the step to be satisfied, in (0, 1].
 	MinSuccessRatio float64 `protobuf:"fixed64,6,opt,name=min_success_ratio,json=minSuccessRatio,proto3" json:"min_success_ratio,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How long after its command is dispatched the step may take; essays without an outcome by
+	// then fail with TIMED_OUT. Unset: no timeout.
+	Timeout *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Whether the step's output (output_storage_id) becomes the essay's latest text (spellcheck's
+	// corrected text does; an analysis step's output does not).
+	ProducesText  bool `protobuf:"varint,8,opt,name=produces_text,json=producesText,proto3" json:"produces_text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepDefinition) Reset() {
@@ -203,6 +273,20 @@ func (x *StepDefinition) GetMinSuccessRatio() float64 {
 		return x.MinSuccessRatio
 	}
 	return 0
+}
+
+func (x *StepDefinition) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetProducesText() bool {
+	if x != nil {
+		return x.ProducesText
+	}
+	return false
 }
 
 // A named pipeline: a target with its steps.
@@ -319,7 +403,9 @@ func (*ListPipelinesRequest) Descriptor() ([]byte, []int) {
 type ListPipelinesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every pipeline, in file order.
-	Pipelines     []*Pipeline `protobuf:"bytes,1,rep,name=pipelines,proto3" json:"pipelines,omitempty"`
+	Pipelines []*Pipeline `protobuf:"bytes,1,rep,name=pipelines,proto3" json:"pipelines,omitempty"`
+	// Every flag some step requires, sorted: the flag names batches may set.
+	Flags         []string `protobuf:"bytes,2,rep,name=flags,proto3" json:"flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +443,13 @@ func (*ListPipelinesResponse) Descriptor() ([]byte, []int) {
 func (x *ListPipelinesResponse) GetPipelines() []*Pipeline {
 	if x != nil {
 		return x.Pipelines
+	}
+	return nil
+}
+
+func (x *ListPipelinesResponse) GetFlags() []string {
+	if x != nil {
+		return x.Flags
 	}
 	return nil
 }
@@ -462,7 +555,8 @@ type RegisterBatchRequest struct {
 	// Registering the batch again with a different set: ALREADY_EXISTS.
 	EssayIds []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
 	// Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-	// most 128 characters.
+	// most 128 characters, each a flag some step requires (ListPipelines' flags), else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -586,11 +680,13 @@ func (x *RegisterBatchResponse) GetCreated() bool {
 // Request of ResolvePipeline.
 type ResolvePipelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
+	// A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+	// (PIPELINE_NOT_FOUND).
 	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	// Flags for this resolution, merged over the batch's registered flags.
+	// Flags for this resolution, merged over the batch's registered flags; each a flag some step
+	// requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// When true, nothing is emitted (no PhaseSkipped events), so the call is safe to repeat.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
@@ -796,11 +892,12 @@ func (x *ResolvePipelineResponse) GetDefinitionVersion() string {
 // Request of ValidatePrerequisites.
 type ValidatePrerequisitesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A step name, at most 128 characters. Unknown: NOT_FOUND.
+	// A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	// Flags merged over the batch's registered flags.
+	// Flags merged over the batch's registered flags; each a flag some step requires, else
+	// INVALID_ARGUMENT (UNKNOWN_FLAG).
 	Flags         map[string]bool `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -915,9 +1012,9 @@ func (x *ValidatePrerequisitesResponse) GetStep() string {
 // Request of RecordStepOutcome.
 type RecordStepOutcomeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
+	// A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// An essay the step expects (an id). Any other: FAILED_PRECONDITION (ESSAY_NOT_EXPECTED).
 	EssayId string `protobuf:"bytes,3,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
@@ -928,8 +1025,14 @@ type RecordStepOutcomeRequest struct {
 	EventId string `protobuf:"bytes,5,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// Content-store id of the step's output, if any (an id of at most 1,024 characters).
 	OutputStorageId string `protobuf:"bytes,6,opt,name=output_storage_id,json=outputStorageId,proto3" json:"output_storage_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why it failed (code at most 128 characters, message at most 1,024 bytes); empty on success.
+	Error *v1.ErrorDetail `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// The run whose command the outcome answers (an id), if known.
+	RunId string `protobuf:"bytes,8,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt of that command; 0 means 1.
+	Attempt       uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordStepOutcomeRequest) Reset() {
@@ -1004,6 +1107,27 @@ func (x *RecordStepOutcomeRequest) GetOutputStorageId() string {
 	return ""
 }
 
+func (x *RecordStepOutcomeRequest) GetError() *v1.ErrorDetail {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *RecordStepOutcomeRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RecordStepOutcomeRequest) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // Counts and status of one step of one batch.
 type StepState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1016,7 +1140,9 @@ type StepState struct {
 	// Essays expected; 0 while WAITING.
 	Total uint32 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Derived status.
-	Status        StepStatus `protobuf:"varint,5,opt,name=status,proto3,enum=huleedu.conductor.v1.StepStatus" json:"status,omitempty"`
+	Status StepStatus `protobuf:"varint,5,opt,name=status,proto3,enum=huleedu.conductor.v1.StepStatus" json:"status,omitempty"`
+	// Of the failed essays, those that timed out.
+	TimedOut      uint32 `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1212,13 @@ func (x *StepState) GetStatus() StepStatus {
 	return StepStatus_STEP_STATUS_UNSPECIFIED
 }
 
+func (x *StepState) GetTimedOut() uint32 {
+	if x != nil {
+		return x.TimedOut
+	}
+	return 0
+}
+
 // Response of RecordStepOutcome.
 type RecordStepOutcomeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1095,6 +1228,8 @@ type RecordStepOutcomeResponse struct {
 	NewlyRecorded bool `protobuf:"varint,2,opt,name=newly_recorded,json=newlyRecorded,proto3" json:"newly_recorded,omitempty"`
 	// True when this very outcome made the step complete.
 	CompletedStep bool `protobuf:"varint,3,opt,name=completed_step,json=completedStep,proto3" json:"completed_step,omitempty"`
+	// What the call did (newly_recorded is verdict == RECORDED).
+	Verdict       OutcomeVerdict `protobuf:"varint,4,opt,name=verdict,proto3,enum=huleedu.conductor.v1.OutcomeVerdict" json:"verdict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1150,10 +1285,17 @@ func (x *RecordStepOutcomeResponse) GetCompletedStep() bool {
 	return false
 }
 
+func (x *RecordStepOutcomeResponse) GetVerdict() OutcomeVerdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return OutcomeVerdict_OUTCOME_VERDICT_UNSPECIFIED
+}
+
 // Request of GetBatchPipelineState.
 type GetBatchPipelineStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+	// A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
 	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1269,11 +1411,587 @@ func (x *GetBatchPipelineStateResponse) GetSteps() []*StepState {
 	return nil
 }
 
+// Request of ReopenEssays.
+type ReopenEssaysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A registered batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The run being retried (an id).
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The run's new attempt, at least 2.
+	Attempt uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The steps to reopen (names, 1 to 100, no repeats).
+	Steps         []string `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReopenEssaysRequest) Reset() {
+	*x = ReopenEssaysRequest{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReopenEssaysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReopenEssaysRequest) ProtoMessage() {}
+
+func (x *ReopenEssaysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReopenEssaysRequest.ProtoReflect.Descriptor instead.
+func (*ReopenEssaysRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReopenEssaysRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *ReopenEssaysRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ReopenEssaysRequest) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ReopenEssaysRequest) GetSteps() []string {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// The essays one step reopened.
+type ReopenedStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step.
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// Essays open at the attempt, in batch order: what the retry dispatches.
+	EssayIds []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
+	// The step's state after reopening.
+	State         *StepState `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReopenedStep) Reset() {
+	*x = ReopenedStep{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReopenedStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReopenedStep) ProtoMessage() {}
+
+func (x *ReopenedStep) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReopenedStep.ProtoReflect.Descriptor instead.
+func (*ReopenedStep) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReopenedStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *ReopenedStep) GetEssayIds() []string {
+	if x != nil {
+		return x.EssayIds
+	}
+	return nil
+}
+
+func (x *ReopenedStep) GetState() *StepState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+// Response of ReopenEssays.
+type ReopenEssaysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per requested step, in request order.
+	Steps         []*ReopenedStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReopenEssaysResponse) Reset() {
+	*x = ReopenEssaysResponse{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReopenEssaysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReopenEssaysResponse) ProtoMessage() {}
+
+func (x *ReopenEssaysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReopenEssaysResponse.ProtoReflect.Descriptor instead.
+func (*ReopenEssaysResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReopenEssaysResponse) GetSteps() []*ReopenedStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Request of ExpireStep.
+type ExpireStepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A registered batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The step whose timeout expired.
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// The run whose dispatch timed out (an id).
+	RunId string `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The run's attempt that timed out; 0 means 1.
+	Attempt       uint32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireStepRequest) Reset() {
+	*x = ExpireStepRequest{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireStepRequest) ProtoMessage() {}
+
+func (x *ExpireStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireStepRequest.ProtoReflect.Descriptor instead.
+func (*ExpireStepRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExpireStepRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *ExpireStepRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *ExpireStepRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ExpireStepRequest) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// Response of ExpireStep.
+type ExpireStepResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step's state after expiring.
+	State *StepState `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Essays recorded as TIMED_OUT by this call, in batch order (empty for a repeat).
+	TimedOutEssayIds []string `protobuf:"bytes,2,rep,name=timed_out_essay_ids,json=timedOutEssayIds,proto3" json:"timed_out_essay_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ExpireStepResponse) Reset() {
+	*x = ExpireStepResponse{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireStepResponse) ProtoMessage() {}
+
+func (x *ExpireStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireStepResponse.ProtoReflect.Descriptor instead.
+func (*ExpireStepResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ExpireStepResponse) GetState() *StepState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ExpireStepResponse) GetTimedOutEssayIds() []string {
+	if x != nil {
+		return x.TimedOutEssayIds
+	}
+	return nil
+}
+
+// Request of GetEssayOutcomes.
+type GetEssayOutcomesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A registered batch (an id).
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// Essays of the batch, 1 to 1,000 ids.
+	EssayIds      []string `protobuf:"bytes,2,rep,name=essay_ids,json=essayIds,proto3" json:"essay_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEssayOutcomesRequest) Reset() {
+	*x = GetEssayOutcomesRequest{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEssayOutcomesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEssayOutcomesRequest) ProtoMessage() {}
+
+func (x *GetEssayOutcomesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEssayOutcomesRequest.ProtoReflect.Descriptor instead.
+func (*GetEssayOutcomesRequest) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetEssayOutcomesRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *GetEssayOutcomesRequest) GetEssayIds() []string {
+	if x != nil {
+		return x.EssayIds
+	}
+	return nil
+}
+
+// One step's outcome of one essay.
+type EssayStepResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step.
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// SUCCEEDED or FAILED; unspecified while the essay is open at an attempt with no outcome yet.
+	Outcome v1.StepOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=huleedu.events.v1.StepOutcome" json:"outcome,omitempty"`
+	// Why it failed (code TIMED_OUT when its step timed out); empty on success.
+	Error *v1.ErrorDetail `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Content-store id of the step's output, if any.
+	OutputStorageId string `protobuf:"bytes,4,opt,name=output_storage_id,json=outputStorageId,proto3" json:"output_storage_id,omitempty"`
+	// The run of the counted outcome (or of the attempt the essay is open at).
+	RunId string `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt of the counted outcome (or the attempt the essay is open at).
+	Attempt uint32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// When the outcome was recorded; unset while open.
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EssayStepResult) Reset() {
+	*x = EssayStepResult{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EssayStepResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EssayStepResult) ProtoMessage() {}
+
+func (x *EssayStepResult) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EssayStepResult.ProtoReflect.Descriptor instead.
+func (*EssayStepResult) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EssayStepResult) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *EssayStepResult) GetOutcome() v1.StepOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return v1.StepOutcome(0)
+}
+
+func (x *EssayStepResult) GetError() *v1.ErrorDetail {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *EssayStepResult) GetOutputStorageId() string {
+	if x != nil {
+		return x.OutputStorageId
+	}
+	return ""
+}
+
+func (x *EssayStepResult) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *EssayStepResult) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *EssayStepResult) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+// Every step result of one essay.
+type EssayOutcomes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The essay.
+	EssayId string `protobuf:"bytes,1,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
+	// One entry per step with an outcome (or open at an attempt), in definition order.
+	Steps         []*EssayStepResult `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EssayOutcomes) Reset() {
+	*x = EssayOutcomes{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EssayOutcomes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EssayOutcomes) ProtoMessage() {}
+
+func (x *EssayOutcomes) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EssayOutcomes.ProtoReflect.Descriptor instead.
+func (*EssayOutcomes) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *EssayOutcomes) GetEssayId() string {
+	if x != nil {
+		return x.EssayId
+	}
+	return ""
+}
+
+func (x *EssayOutcomes) GetSteps() []*EssayStepResult {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Response of GetEssayOutcomes.
+type GetEssayOutcomesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch.
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// One entry per requested essay, in request order.
+	Essays        []*EssayOutcomes `protobuf:"bytes,2,rep,name=essays,proto3" json:"essays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEssayOutcomesResponse) Reset() {
+	*x = GetEssayOutcomesResponse{}
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEssayOutcomesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEssayOutcomesResponse) ProtoMessage() {}
+
+func (x *GetEssayOutcomesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_conductor_v1_conductor_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEssayOutcomesResponse.ProtoReflect.Descriptor instead.
+func (*GetEssayOutcomesResponse) Descriptor() ([]byte, []int) {
+	return file_huleedu_conductor_v1_conductor_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetEssayOutcomesResponse) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *GetEssayOutcomesResponse) GetEssays() []*EssayOutcomes {
+	if x != nil {
+		return x.Essays
+	}
+	return nil
+}
+
 var File_huleedu_conductor_v1_conductor_proto protoreflect.FileDescriptor
 
 const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\n" +
-	"$huleedu/conductor/v1/conductor.proto\x12\x14huleedu.conductor.v1\x1a\x1ehuleedu/events/v1/events.proto\"\xbf\x01\n" +
+	"$huleedu/conductor/v1/conductor.proto\x12\x14huleedu.conductor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehuleedu/events/v1/events.proto\"\x99\x02\n" +
 	"\x0eStepDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1281,15 +1999,18 @@ const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\n" +
 	"depends_on\x18\x04 \x03(\tR\tdependsOn\x12\x1a\n" +
 	"\brequires\x18\x05 \x03(\tR\brequires\x12*\n" +
-	"\x11min_success_ratio\x18\x06 \x01(\x01R\x0fminSuccessRatio\"\x96\x01\n" +
+	"\x11min_success_ratio\x18\x06 \x01(\x01R\x0fminSuccessRatio\x123\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12#\n" +
+	"\rproduces_text\x18\b \x01(\bR\fproducesText\"\x96\x01\n" +
 	"\bPipeline\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12:\n" +
 	"\x05steps\x18\x03 \x03(\v2$.huleedu.conductor.v1.StepDefinitionR\x05steps\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\"\x16\n" +
-	"\x14ListPipelinesRequest\"U\n" +
+	"\x14ListPipelinesRequest\"k\n" +
 	"\x15ListPipelinesResponse\x12<\n" +
-	"\tpipelines\x18\x01 \x03(\v2\x1e.huleedu.conductor.v1.PipelineR\tpipelines\"(\n" +
+	"\tpipelines\x18\x01 \x03(\v2\x1e.huleedu.conductor.v1.PipelineR\tpipelines\x12\x14\n" +
+	"\x05flags\x18\x02 \x03(\tR\x05flags\"(\n" +
 	"\x12GetPipelineRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"Q\n" +
 	"\x13GetPipelineResponse\x12:\n" +
@@ -1336,24 +2057,29 @@ const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"N\n" +
 	"\x1dValidatePrerequisitesResponse\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\tR\x04step\"\xe5\x01\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\"\xcc\x02\n" +
 	"\x18RecordStepOutcomeRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x19\n" +
 	"\bessay_id\x18\x03 \x01(\tR\aessayId\x128\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2\x1e.huleedu.events.v1.StepOutcomeR\aoutcome\x12\x19\n" +
 	"\bevent_id\x18\x05 \x01(\tR\aeventId\x12*\n" +
-	"\x11output_storage_id\x18\x06 \x01(\tR\x0foutputStorageId\"\xa5\x01\n" +
+	"\x11output_storage_id\x18\x06 \x01(\tR\x0foutputStorageId\x124\n" +
+	"\x05error\x18\a \x01(\v2\x1e.huleedu.events.v1.ErrorDetailR\x05error\x12\x15\n" +
+	"\x06run_id\x18\b \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\t \x01(\rR\aattempt\"\xc2\x01\n" +
 	"\tStepState\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1c\n" +
 	"\tsucceeded\x18\x02 \x01(\rR\tsucceeded\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\rR\x05total\x128\n" +
-	"\x06status\x18\x05 \x01(\x0e2 .huleedu.conductor.v1.StepStatusR\x06status\"\xa0\x01\n" +
+	"\x06status\x18\x05 \x01(\x0e2 .huleedu.conductor.v1.StepStatusR\x06status\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\rR\btimedOut\"\xe0\x01\n" +
 	"\x19RecordStepOutcomeResponse\x125\n" +
 	"\x05state\x18\x01 \x01(\v2\x1f.huleedu.conductor.v1.StepStateR\x05state\x12%\n" +
 	"\x0enewly_recorded\x18\x02 \x01(\bR\rnewlyRecorded\x12%\n" +
-	"\x0ecompleted_step\x18\x03 \x01(\bR\rcompletedStep\"9\n" +
+	"\x0ecompleted_step\x18\x03 \x01(\bR\rcompletedStep\x12>\n" +
+	"\averdict\x18\x04 \x01(\x0e2$.huleedu.conductor.v1.OutcomeVerdictR\averdict\"9\n" +
 	"\x1cGetBatchPipelineStateRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\"\xa2\x02\n" +
 	"\x1dGetBatchPipelineStateResponse\x12\x19\n" +
@@ -1365,7 +2091,50 @@ const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\n" +
 	"FlagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01*\xcd\x01\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"w\n" +
+	"\x13ReopenEssaysRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x14\n" +
+	"\x05steps\x18\x04 \x03(\tR\x05steps\"v\n" +
+	"\fReopenedStep\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1b\n" +
+	"\tessay_ids\x18\x02 \x03(\tR\bessayIds\x125\n" +
+	"\x05state\x18\x03 \x01(\v2\x1f.huleedu.conductor.v1.StepStateR\x05state\"P\n" +
+	"\x14ReopenEssaysResponse\x128\n" +
+	"\x05steps\x18\x01 \x03(\v2\".huleedu.conductor.v1.ReopenedStepR\x05steps\"s\n" +
+	"\x11ExpireStepRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x15\n" +
+	"\x06run_id\x18\x03 \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\rR\aattempt\"z\n" +
+	"\x12ExpireStepResponse\x125\n" +
+	"\x05state\x18\x01 \x01(\v2\x1f.huleedu.conductor.v1.StepStateR\x05state\x12-\n" +
+	"\x13timed_out_essay_ids\x18\x02 \x03(\tR\x10timedOutEssayIds\"Q\n" +
+	"\x17GetEssayOutcomesRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1b\n" +
+	"\tessay_ids\x18\x02 \x03(\tR\bessayIds\"\xaf\x02\n" +
+	"\x0fEssayStepResult\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x128\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1e.huleedu.events.v1.StepOutcomeR\aoutcome\x124\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.huleedu.events.v1.ErrorDetailR\x05error\x12*\n" +
+	"\x11output_storage_id\x18\x04 \x01(\tR\x0foutputStorageId\x12\x15\n" +
+	"\x06run_id\x18\x05 \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\x12;\n" +
+	"\vrecorded_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\"g\n" +
+	"\rEssayOutcomes\x12\x19\n" +
+	"\bessay_id\x18\x01 \x01(\tR\aessayId\x12;\n" +
+	"\x05steps\x18\x02 \x03(\v2%.huleedu.conductor.v1.EssayStepResultR\x05steps\"r\n" +
+	"\x18GetEssayOutcomesResponse\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12;\n" +
+	"\x06essays\x18\x02 \x03(\v2#.huleedu.conductor.v1.EssayOutcomesR\x06essays*\xa8\x01\n" +
+	"\x0eOutcomeVerdict\x12\x1f\n" +
+	"\x1bOUTCOME_VERDICT_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18OUTCOME_VERDICT_RECORDED\x10\x01\x12\x1d\n" +
+	"\x19OUTCOME_VERDICT_DUPLICATE\x10\x02\x12\x1e\n" +
+	"\x1aOUTCOME_VERDICT_SUPERSEDED\x10\x03\x12\x18\n" +
+	"\x14OUTCOME_VERDICT_LATE\x10\x04*\xcd\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1374,7 +2143,7 @@ const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\x17STEP_STATUS_IN_PROGRESS\x10\x03\x12\x19\n" +
 	"\x15STEP_STATUS_SATISFIED\x10\x04\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSATISFIED\x10\x05\x12\x17\n" +
-	"\x13STEP_STATUS_BLOCKED\x10\x062\xbe\x06\n" +
+	"\x13STEP_STATUS_BLOCKED\x10\x062\xf9\b\n" +
 	"\x18PipelineConductorService\x12h\n" +
 	"\rListPipelines\x12*.huleedu.conductor.v1.ListPipelinesRequest\x1a+.huleedu.conductor.v1.ListPipelinesResponse\x12b\n" +
 	"\vGetPipeline\x12(.huleedu.conductor.v1.GetPipelineRequest\x1a).huleedu.conductor.v1.GetPipelineResponse\x12h\n" +
@@ -1382,7 +2151,11 @@ const file_huleedu_conductor_v1_conductor_proto_rawDesc = "" +
 	"\x0fResolvePipeline\x12,.huleedu.conductor.v1.ResolvePipelineRequest\x1a-.huleedu.conductor.v1.ResolvePipelineResponse\x12\x80\x01\n" +
 	"\x15ValidatePrerequisites\x122.huleedu.conductor.v1.ValidatePrerequisitesRequest\x1a3.huleedu.conductor.v1.ValidatePrerequisitesResponse\x12t\n" +
 	"\x11RecordStepOutcome\x12..huleedu.conductor.v1.RecordStepOutcomeRequest\x1a/.huleedu.conductor.v1.RecordStepOutcomeResponse\x12\x80\x01\n" +
-	"\x15GetBatchPipelineState\x122.huleedu.conductor.v1.GetBatchPipelineStateRequest\x1a3.huleedu.conductor.v1.GetBatchPipelineStateResponseB\xee\x01\n" +
+	"\x15GetBatchPipelineState\x122.huleedu.conductor.v1.GetBatchPipelineStateRequest\x1a3.huleedu.conductor.v1.GetBatchPipelineStateResponse\x12e\n" +
+	"\fReopenEssays\x12).huleedu.conductor.v1.ReopenEssaysRequest\x1a*.huleedu.conductor.v1.ReopenEssaysResponse\x12_\n" +
+	"\n" +
+	"ExpireStep\x12'.huleedu.conductor.v1.ExpireStepRequest\x1a(.huleedu.conductor.v1.ExpireStepResponse\x12q\n" +
+	"\x10GetEssayOutcomes\x12-.huleedu.conductor.v1.GetEssayOutcomesRequest\x1a..huleedu.conductor.v1.GetEssayOutcomesResponseB\xee\x01\n" +
 	"\x18com.huleedu.conductor.v1B\x0eConductorProtoP\x01ZPgithub.com/huleedu/pipeline-mesh/clients/go/gen/huleedu/conductor/v1;conductorv1\xa2\x02\x03HCX\xaa\x02\x14Huleedu.Conductor.V1\xca\x02\x14Huleedu\\Conductor\\V1\xe2\x02 Huleedu\\Conductor\\V1\\GPBMetadata\xea\x02\x16Huleedu::Conductor::V1b\x06proto3"
 
 var (
@@ -1397,69 +2170,99 @@ func file_huleedu_conductor_v1_conductor_proto_rawDescGZIP() []byte {
 	return file_huleedu_conductor_v1_conductor_proto_rawDescData
 }
 
-var file_huleedu_conductor_v1_conductor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_huleedu_conductor_v1_conductor_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_huleedu_conductor_v1_conductor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_huleedu_conductor_v1_conductor_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_huleedu_conductor_v1_conductor_proto_goTypes = []any{
-	(StepStatus)(0),                       // 0: huleedu.conductor.v1.StepStatus
-	(*StepDefinition)(nil),                // 1: huleedu.conductor.v1.StepDefinition
-	(*Pipeline)(nil),                      // 2: huleedu.conductor.v1.Pipeline
-	(*ListPipelinesRequest)(nil),          // 3: huleedu.conductor.v1.ListPipelinesRequest
-	(*ListPipelinesResponse)(nil),         // 4: huleedu.conductor.v1.ListPipelinesResponse
-	(*GetPipelineRequest)(nil),            // 5: huleedu.conductor.v1.GetPipelineRequest
-	(*GetPipelineResponse)(nil),           // 6: huleedu.conductor.v1.GetPipelineResponse
-	(*RegisterBatchRequest)(nil),          // 7: huleedu.conductor.v1.RegisterBatchRequest
-	(*RegisterBatchResponse)(nil),         // 8: huleedu.conductor.v1.RegisterBatchResponse
-	(*ResolvePipelineRequest)(nil),        // 9: huleedu.conductor.v1.ResolvePipelineRequest
-	(*PrunedStep)(nil),                    // 10: huleedu.conductor.v1.PrunedStep
-	(*ResolvePipelineResponse)(nil),       // 11: huleedu.conductor.v1.ResolvePipelineResponse
-	(*ValidatePrerequisitesRequest)(nil),  // 12: huleedu.conductor.v1.ValidatePrerequisitesRequest
-	(*ValidatePrerequisitesResponse)(nil), // 13: huleedu.conductor.v1.ValidatePrerequisitesResponse
-	(*RecordStepOutcomeRequest)(nil),      // 14: huleedu.conductor.v1.RecordStepOutcomeRequest
-	(*StepState)(nil),                     // 15: huleedu.conductor.v1.StepState
-	(*RecordStepOutcomeResponse)(nil),     // 16: huleedu.conductor.v1.RecordStepOutcomeResponse
-	(*GetBatchPipelineStateRequest)(nil),  // 17: huleedu.conductor.v1.GetBatchPipelineStateRequest
-	(*GetBatchPipelineStateResponse)(nil), // 18: huleedu.conductor.v1.GetBatchPipelineStateResponse
-	nil,                                   // 19: huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry
-	nil,                                   // 20: huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry
-	nil,                                   // 21: huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry
-	nil,                                   // 22: huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry
-	(v1.SkipReason)(0),                    // 23: huleedu.events.v1.SkipReason
-	(v1.StepOutcome)(0),                   // 24: huleedu.events.v1.StepOutcome
+	(OutcomeVerdict)(0),                   // 0: huleedu.conductor.v1.OutcomeVerdict
+	(StepStatus)(0),                       // 1: huleedu.conductor.v1.StepStatus
+	(*StepDefinition)(nil),                // 2: huleedu.conductor.v1.StepDefinition
+	(*Pipeline)(nil),                      // 3: huleedu.conductor.v1.Pipeline
+	(*ListPipelinesRequest)(nil),          // 4: huleedu.conductor.v1.ListPipelinesRequest
+	(*ListPipelinesResponse)(nil),         // 5: huleedu.conductor.v1.ListPipelinesResponse
+	(*GetPipelineRequest)(nil),            // 6: huleedu.conductor.v1.GetPipelineRequest
+	(*GetPipelineResponse)(nil),           // 7: huleedu.conductor.v1.GetPipelineResponse
+	(*RegisterBatchRequest)(nil),          // 8: huleedu.conductor.v1.RegisterBatchRequest
+	(*RegisterBatchResponse)(nil),         // 9: huleedu.conductor.v1.RegisterBatchResponse
+	(*ResolvePipelineRequest)(nil),        // 10: huleedu.conductor.v1.ResolvePipelineRequest
+	(*PrunedStep)(nil),                    // 11: huleedu.conductor.v1.PrunedStep
+	(*ResolvePipelineResponse)(nil),       // 12: huleedu.conductor.v1.ResolvePipelineResponse
+	(*ValidatePrerequisitesRequest)(nil),  // 13: huleedu.conductor.v1.ValidatePrerequisitesRequest
+	(*ValidatePrerequisitesResponse)(nil), // 14: huleedu.conductor.v1.ValidatePrerequisitesResponse
+	(*RecordStepOutcomeRequest)(nil),      // 15: huleedu.conductor.v1.RecordStepOutcomeRequest
+	(*StepState)(nil),                     // 16: huleedu.conductor.v1.StepState
+	(*RecordStepOutcomeResponse)(nil),     // 17: huleedu.conductor.v1.RecordStepOutcomeResponse
+	(*GetBatchPipelineStateRequest)(nil),  // 18: huleedu.conductor.v1.GetBatchPipelineStateRequest
+	(*GetBatchPipelineStateResponse)(nil), // 19: huleedu.conductor.v1.GetBatchPipelineStateResponse
+	(*ReopenEssaysRequest)(nil),           // 20: huleedu.conductor.v1.ReopenEssaysRequest
+	(*ReopenedStep)(nil),                  // 21: huleedu.conductor.v1.ReopenedStep
+	(*ReopenEssaysResponse)(nil),          // 22: huleedu.conductor.v1.ReopenEssaysResponse
+	(*ExpireStepRequest)(nil),             // 23: huleedu.conductor.v1.ExpireStepRequest
+	(*ExpireStepResponse)(nil),            // 24: huleedu.conductor.v1.ExpireStepResponse
+	(*GetEssayOutcomesRequest)(nil),       // 25: huleedu.conductor.v1.GetEssayOutcomesRequest
+	(*EssayStepResult)(nil),               // 26: huleedu.conductor.v1.EssayStepResult
+	(*EssayOutcomes)(nil),                 // 27: huleedu.conductor.v1.EssayOutcomes
+	(*GetEssayOutcomesResponse)(nil),      // 28: huleedu.conductor.v1.GetEssayOutcomesResponse
+	nil,                                   // 29: huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry
+	nil,                                   // 30: huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry
+	nil,                                   // 31: huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry
+	nil,                                   // 32: huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry
+	(*durationpb.Duration)(nil),           // 33: google.protobuf.Duration
+	(v1.SkipReason)(0),                    // 34: huleedu.events.v1.SkipReason
+	(v1.StepOutcome)(0),                   // 35: huleedu.events.v1.StepOutcome
+	(*v1.ErrorDetail)(nil),                // 36: huleedu.events.v1.ErrorDetail
+	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
 }
 var file_huleedu_conductor_v1_conductor_proto_depIdxs = []int32{
-	1,  // 0: huleedu.conductor.v1.Pipeline.steps:type_name -> huleedu.conductor.v1.StepDefinition
-	2,  // 1: huleedu.conductor.v1.ListPipelinesResponse.pipelines:type_name -> huleedu.conductor.v1.Pipeline
-	2,  // 2: huleedu.conductor.v1.GetPipelineResponse.pipeline:type_name -> huleedu.conductor.v1.Pipeline
-	19, // 3: huleedu.conductor.v1.RegisterBatchRequest.flags:type_name -> huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry
-	20, // 4: huleedu.conductor.v1.ResolvePipelineRequest.flags:type_name -> huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry
-	23, // 5: huleedu.conductor.v1.PrunedStep.reason:type_name -> huleedu.events.v1.SkipReason
-	1,  // 6: huleedu.conductor.v1.ResolvePipelineResponse.steps:type_name -> huleedu.conductor.v1.StepDefinition
-	10, // 7: huleedu.conductor.v1.ResolvePipelineResponse.pruned_steps:type_name -> huleedu.conductor.v1.PrunedStep
-	21, // 8: huleedu.conductor.v1.ValidatePrerequisitesRequest.flags:type_name -> huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry
-	24, // 9: huleedu.conductor.v1.RecordStepOutcomeRequest.outcome:type_name -> huleedu.events.v1.StepOutcome
-	0,  // 10: huleedu.conductor.v1.StepState.status:type_name -> huleedu.conductor.v1.StepStatus
-	15, // 11: huleedu.conductor.v1.RecordStepOutcomeResponse.state:type_name -> huleedu.conductor.v1.StepState
-	22, // 12: huleedu.conductor.v1.GetBatchPipelineStateResponse.flags:type_name -> huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry
-	15, // 13: huleedu.conductor.v1.GetBatchPipelineStateResponse.steps:type_name -> huleedu.conductor.v1.StepState
-	3,  // 14: huleedu.conductor.v1.PipelineConductorService.ListPipelines:input_type -> huleedu.conductor.v1.ListPipelinesRequest
-	5,  // 15: huleedu.conductor.v1.PipelineConductorService.GetPipeline:input_type -> huleedu.conductor.v1.GetPipelineRequest
-	7,  // 16: huleedu.conductor.v1.PipelineConductorService.RegisterBatch:input_type -> huleedu.conductor.v1.RegisterBatchRequest
-	9,  // 17: huleedu.conductor.v1.PipelineConductorService.ResolvePipeline:input_type -> huleedu.conductor.v1.ResolvePipelineRequest
-	12, // 18: huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites:input_type -> huleedu.conductor.v1.ValidatePrerequisitesRequest
-	14, // 19: huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome:input_type -> huleedu.conductor.v1.RecordStepOutcomeRequest
-	17, // 20: huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState:input_type -> huleedu.conductor.v1.GetBatchPipelineStateRequest
-	4,  // 21: huleedu.conductor.v1.PipelineConductorService.ListPipelines:output_type -> huleedu.conductor.v1.ListPipelinesResponse
-	6,  // 22: huleedu.conductor.v1.PipelineConductorService.GetPipeline:output_type -> huleedu.conductor.v1.GetPipelineResponse
-	8,  // 23: huleedu.conductor.v1.PipelineConductorService.RegisterBatch:output_type -> huleedu.conductor.v1.RegisterBatchResponse
-	11, // 24: huleedu.conductor.v1.PipelineConductorService.ResolvePipeline:output_type -> huleedu.conductor.v1.ResolvePipelineResponse
-	13, // 25: huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites:output_type -> huleedu.conductor.v1.ValidatePrerequisitesResponse
-	16, // 26: huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome:output_type -> huleedu.conductor.v1.RecordStepOutcomeResponse
-	18, // 27: huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState:output_type -> huleedu.conductor.v1.GetBatchPipelineStateResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	33, // 0: huleedu.conductor.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
+	2,  // 1: huleedu.conductor.v1.Pipeline.steps:type_name -> huleedu.conductor.v1.StepDefinition
+	3,  // 2: huleedu.conductor.v1.ListPipelinesResponse.pipelines:type_name -> huleedu.conductor.v1.Pipeline
+	3,  // 3: huleedu.conductor.v1.GetPipelineResponse.pipeline:type_name -> huleedu.conductor.v1.Pipeline
+	29, // 4: huleedu.conductor.v1.RegisterBatchRequest.flags:type_name -> huleedu.conductor.v1.RegisterBatchRequest.FlagsEntry
+	30, // 5: huleedu.conductor.v1.ResolvePipelineRequest.flags:type_name -> huleedu.conductor.v1.ResolvePipelineRequest.FlagsEntry
+	34, // 6: huleedu.conductor.v1.PrunedStep.reason:type_name -> huleedu.events.v1.SkipReason
+	2,  // 7: huleedu.conductor.v1.ResolvePipelineResponse.steps:type_name -> huleedu.conductor.v1.StepDefinition
+	11, // 8: huleedu.conductor.v1.ResolvePipelineResponse.pruned_steps:type_name -> huleedu.conductor.v1.PrunedStep
+	31, // 9: huleedu.conductor.v1.ValidatePrerequisitesRequest.flags:type_name -> huleedu.conductor.v1.ValidatePrerequisitesRequest.FlagsEntry
+	35, // 10: huleedu.conductor.v1.RecordStepOutcomeRequest.outcome:type_name -> huleedu.events.v1.StepOutcome
+	36, // 11: huleedu.conductor.v1.RecordStepOutcomeRequest.error:type_name -> huleedu.events.v1.ErrorDetail
+	1,  // 12: huleedu.conductor.v1.StepState.status:type_name -> huleedu.conductor.v1.StepStatus
+	16, // 13: huleedu.conductor.v1.RecordStepOutcomeResponse.state:type_name -> huleedu.conductor.v1.StepState
+	0,  // 14: huleedu.conductor.v1.RecordStepOutcomeResponse.verdict:type_name -> huleedu.conductor.v1.OutcomeVerdict
+	32, // 15: huleedu.conductor.v1.GetBatchPipelineStateResponse.flags:type_name -> huleedu.conductor.v1.GetBatchPipelineStateResponse.FlagsEntry
+	16, // 16: huleedu.conductor.v1.GetBatchPipelineStateResponse.steps:type_name -> huleedu.conductor.v1.StepState
+	16, // 17: huleedu.conductor.v1.ReopenedStep.state:type_name -> huleedu.conductor.v1.StepState
+	21, // 18: huleedu.conductor.v1.ReopenEssaysResponse.steps:type_name -> huleedu.conductor.v1.ReopenedStep
+	16, // 19: huleedu.conductor.v1.ExpireStepResponse.state:type_name -> huleedu.conductor.v1.StepState
+	35, // 20: huleedu.conductor.v1.EssayStepResult.outcome:type_name -> huleedu.events.v1.StepOutcome
+	36, // 21: huleedu.conductor.v1.EssayStepResult.error:type_name -> huleedu.events.v1.ErrorDetail
+	37, // 22: huleedu.conductor.v1.EssayStepResult.recorded_at:type_name -> google.protobuf.Timestamp
+	26, // 23: huleedu.conductor.v1.EssayOutcomes.steps:type_name -> huleedu.conductor.v1.EssayStepResult
+	27, // 24: huleedu.conductor.v1.GetEssayOutcomesResponse.essays:type_name -> huleedu.conductor.v1.EssayOutcomes
+	4,  // 25: huleedu.conductor.v1.PipelineConductorService.ListPipelines:input_type -> huleedu.conductor.v1.ListPipelinesRequest
+	6,  // 26: huleedu.conductor.v1.PipelineConductorService.GetPipeline:input_type -> huleedu.conductor.v1.GetPipelineRequest
+	8,  // 27: huleedu.conductor.v1.PipelineConductorService.RegisterBatch:input_type -> huleedu.conductor.v1.RegisterBatchRequest
+	10, // 28: huleedu.conductor.v1.PipelineConductorService.ResolvePipeline:input_type -> huleedu.conductor.v1.ResolvePipelineRequest
+	13, // 29: huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites:input_type -> huleedu.conductor.v1.ValidatePrerequisitesRequest
+	15, // 30: huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome:input_type -> huleedu.conductor.v1.RecordStepOutcomeRequest
+	18, // 31: huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState:input_type -> huleedu.conductor.v1.GetBatchPipelineStateRequest
+	20, // 32: huleedu.conductor.v1.PipelineConductorService.ReopenEssays:input_type -> huleedu.conductor.v1.ReopenEssaysRequest
+	23, // 33: huleedu.conductor.v1.PipelineConductorService.ExpireStep:input_type -> huleedu.conductor.v1.ExpireStepRequest
+	25, // 34: huleedu.conductor.v1.PipelineConductorService.GetEssayOutcomes:input_type -> huleedu.conductor.v1.GetEssayOutcomesRequest
+	5,  // 35: huleedu.conductor.v1.PipelineConductorService.ListPipelines:output_type -> huleedu.conductor.v1.ListPipelinesResponse
+	7,  // 36: huleedu.conductor.v1.PipelineConductorService.GetPipeline:output_type -> huleedu.conductor.v1.GetPipelineResponse
+	9,  // 37: huleedu.conductor.v1.PipelineConductorService.RegisterBatch:output_type -> huleedu.conductor.v1.RegisterBatchResponse
+	12, // 38: huleedu.conductor.v1.PipelineConductorService.ResolvePipeline:output_type -> huleedu.conductor.v1.ResolvePipelineResponse
+	14, // 39: huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites:output_type -> huleedu.conductor.v1.ValidatePrerequisitesResponse
+	17, // 40: huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome:output_type -> huleedu.conductor.v1.RecordStepOutcomeResponse
+	19, // 41: huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState:output_type -> huleedu.conductor.v1.GetBatchPipelineStateResponse
+	22, // 42: huleedu.conductor.v1.PipelineConductorService.ReopenEssays:output_type -> huleedu.conductor.v1.ReopenEssaysResponse
+	24, // 43: huleedu.conductor.v1.PipelineConductorService.ExpireStep:output_type -> huleedu.conductor.v1.ExpireStepResponse
+	28, // 44: huleedu.conductor.v1.PipelineConductorService.GetEssayOutcomes:output_type -> huleedu.conductor.v1.GetEssayOutcomesResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_huleedu_conductor_v1_conductor_proto_init() }
@@ -1472,8 +2275,8 @@ func file_huleedu_conductor_v1_conductor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_huleedu_conductor_v1_conductor_proto_rawDesc), len(file_huleedu_conductor_v1_conductor_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,9 +20,10 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
-// BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
-// RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+// credentials are UNAUTHENTICATED. RegisterBatch, ReopenEssays and ExpireStep need the scope
+// batches:register (the BatchService's own identity), RecordStepOutcome outcomes:record (workers
+// and ELS), every other RPC pipelines:read; without it a call is PERMISSION_DENIED with an
+// ErrorInfo naming the scope.
 // Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
 // bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
 // bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
@@ -49,6 +50,9 @@ const (
 	PipelineConductorService_ValidatePrerequisites_FullMethodName = "/huleedu.conductor.v1.PipelineConductorService/ValidatePrerequisites"
 	PipelineConductorService_RecordStepOutcome_FullMethodName     = "/huleedu.conductor.v1.PipelineConductorService/RecordStepOutcome"
 	PipelineConductorService_GetBatchPipelineState_FullMethodName = "/huleedu.conductor.v1.PipelineConductorService/GetBatchPipelineState"
+	PipelineConductorService_ReopenEssays_FullMethodName          = "/huleedu.conductor.v1.PipelineConductorService/ReopenEssays"
+	PipelineConductorService_ExpireStep_FullMethodName            = "/huleedu.conductor.v1.PipelineConductorService/ExpireStep"
+	PipelineConductorService_GetEssayOutcomes_FullMethodName      = "/huleedu.conductor.v1.PipelineConductorService/GetEssayOutcomes"
 )
 
 // PipelineConductorServiceClient is the client API for PipelineConductorService service.
@@ -58,7 +62,8 @@ const (
 // Pipeline resolution and step-outcome counting for batches of essays.
 //
 // Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-// "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+// "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+// BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
 // where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
 // once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
 // UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -72,7 +77,7 @@ type PipelineConductorServiceClient interface {
 	// Lists every loaded pipeline definition. Never fails but for the codes every call may return.
 	ListPipelines(ctx context.Context, in *ListPipelinesRequest, opts ...grpc.CallOption) (*ListPipelinesResponse, error)
 	// Returns one pipeline definition.
-	// NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+	// NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
 	// INVALID_ARGUMENT: a malformed name.
 	GetPipeline(ctx context.Context, in *GetPipelineRequest, opts ...grpc.CallOption) (*GetPipelineResponse, error)
 	// Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
@@ -80,37 +85,63 @@ type PipelineConductorServiceClient interface {
 	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
 	// with a different essay set.
 	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-	// malformed or duplicate essay id, a malformed flag name.
+	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+	// violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+	// the loaded pipelines requires, true or false.
 	RegisterBatch(ctx context.Context, in *RegisterBatchRequest, opts ...grpc.CallOption) (*RegisterBatchResponse, error)
 	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
 	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
 	// A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-	// NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-	// (UNKNOWN_TARGET).
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-	// that is not true (violation type FLAG, subject the flag), or needs a step the batch
-	// completed unsatisfied, which cannot run again (type STEP, subject the step).
-	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+	// NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+	// (PIPELINE_NOT_FOUND).
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+	// requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+	// the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
 	ResolvePipeline(ctx context.Context, in *ResolvePipelineRequest, opts ...grpc.CallOption) (*ResolvePipelineResponse, error)
 	// OK when a step may run now for a batch: every flag it requires is true and every step it
 	// depends on is satisfied.
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-	// flag (type FLAG) and per dependency not satisfied yet (type STEP).
-	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+	// unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
 	ValidatePrerequisites(ctx context.Context, in *ValidatePrerequisitesRequest, opts ...grpc.CallOption) (*ValidatePrerequisitesResponse, error)
 	// Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-	// (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+	// (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+	// DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+	// timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
 	// ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-	// the other outcome for this step.
-	// FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-	// not one the step expects (not in the batch, or it did not succeed in every dependency).
-	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+	// the other outcome for this step and attempt.
+	// FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+	// (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+	// reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+	// the batch, the step's dependencies are not complete, or it did not succeed in every one).
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
 	// INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
 	RecordStepOutcome(ctx context.Context, in *RecordStepOutcomeRequest, opts ...grpc.CallOption) (*RecordStepOutcomeResponse, error)
 	// Per-step counts and status of a batch.
-	// NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+	// NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+	// batch_id.
 	GetBatchPipelineState(ctx context.Context, in *GetBatchPipelineStateRequest, opts ...grpc.CallOption) (*GetBatchPipelineStateResponse, error)
+	// Starts a new attempt of a run for the steps named: every essay a step expects that failed
+	// (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+	// counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+	// Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+	// (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+	// repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+	// INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+	ReopenEssays(ctx context.Context, in *ReopenEssaysRequest, opts ...grpc.CallOption) (*ReopenEssaysResponse, error)
+	// A step's timeout expired for a run's attempt: every essay the step expects that still has
+	// no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+	// code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+	// nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+	// NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+	ExpireStep(ctx context.Context, in *ExpireStepRequest, opts ...grpc.CallOption) (*ExpireStepResponse, error)
+	// Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+	// NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+	// more than 1,000. Essays not in the batch are answered with no steps.
+	GetEssayOutcomes(ctx context.Context, in *GetEssayOutcomesRequest, opts ...grpc.CallOption) (*GetEssayOutcomesResponse, error)
 }
 
 type pipelineConductorServiceClient struct {
@@ -191,6 +222,36 @@ func (c *pipelineConductorServiceClient) GetBatchPipelineState(ctx context.Conte
 	return out, nil
 }
 
+func (c *pipelineConductorServiceClient) ReopenEssays(ctx context.Context, in *ReopenEssaysRequest, opts ...grpc.CallOption) (*ReopenEssaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReopenEssaysResponse)
+	err := c.cc.Invoke(ctx, PipelineConductorService_ReopenEssays_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pipelineConductorServiceClient) ExpireStep(ctx context.Context, in *ExpireStepRequest, opts ...grpc.CallOption) (*ExpireStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpireStepResponse)
+	err := c.cc.Invoke(ctx, PipelineConductorService_ExpireStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pipelineConductorServiceClient) GetEssayOutcomes(ctx context.Context, in *GetEssayOutcomesRequest, opts ...grpc.CallOption) (*GetEssayOutcomesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEssayOutcomesResponse)
+	err := c.cc.Invoke(ctx, PipelineConductorService_GetEssayOutcomes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PipelineConductorServiceServer is the server API for PipelineConductorService service.
 // All implementations must embed UnimplementedPipelineConductorServiceServer
 // for forward compatibility.
@@ -198,7 +259,8 @@ func (c *pipelineConductorServiceClient) GetBatchPipelineState(ctx context.Conte
 // Pipeline resolution and step-outcome counting for batches of essays.
 //
 // Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
-// "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+// "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+// BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
 // where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
 // once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
 // UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -212,7 +274,7 @@ type PipelineConductorServiceServer interface {
 	// Lists every loaded pipeline definition. Never fails but for the codes every call may return.
 	ListPipelines(context.Context, *ListPipelinesRequest) (*ListPipelinesResponse, error)
 	// Returns one pipeline definition.
-	// NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+	// NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
 	// INVALID_ARGUMENT: a malformed name.
 	GetPipeline(context.Context, *GetPipelineRequest) (*GetPipelineResponse, error)
 	// Teaches the conductor a batch's essays and gating flags. Idempotent: the same essays again is
@@ -220,37 +282,63 @@ type PipelineConductorServiceServer interface {
 	// ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
 	// with a different essay set.
 	// INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-	// malformed or duplicate essay id, a malformed flag name.
+	// malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+	// violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+	// the loaded pipelines requires, true or false.
 	RegisterBatch(context.Context, *RegisterBatchRequest) (*RegisterBatchResponse, error)
 	// Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
 	// batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
 	// A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-	// NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-	// (UNKNOWN_TARGET).
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-	// that is not true (violation type FLAG, subject the flag), or needs a step the batch
-	// completed unsatisfied, which cannot run again (type STEP, subject the step).
-	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+	// NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+	// (PIPELINE_NOT_FOUND).
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+	// requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+	// the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
 	ResolvePipeline(context.Context, *ResolvePipelineRequest) (*ResolvePipelineResponse, error)
 	// OK when a step may run now for a batch: every flag it requires is true and every step it
 	// depends on is satisfied.
-	// FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-	// flag (type FLAG) and per dependency not satisfied yet (type STEP).
-	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+	// FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+	// unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+	// INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
 	ValidatePrerequisites(context.Context, *ValidatePrerequisitesRequest) (*ValidatePrerequisitesResponse, error)
 	// Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-	// (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+	// (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+	// DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+	// timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
 	// ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-	// the other outcome for this step.
-	// FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-	// not one the step expects (not in the batch, or it did not succeed in every dependency).
-	// NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+	// the other outcome for this step and attempt.
+	// FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+	// (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+	// reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+	// the batch, the step's dependencies are not complete, or it did not succeed in every one).
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
 	// INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
 	RecordStepOutcome(context.Context, *RecordStepOutcomeRequest) (*RecordStepOutcomeResponse, error)
 	// Per-step counts and status of a batch.
-	// NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+	// NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+	// batch_id.
 	GetBatchPipelineState(context.Context, *GetBatchPipelineStateRequest) (*GetBatchPipelineStateResponse, error)
+	// Starts a new attempt of a run for the steps named: every essay a step expects that failed
+	// (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+	// counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+	// Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+	// (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+	// repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+	// NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+	// INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+	ReopenEssays(context.Context, *ReopenEssaysRequest) (*ReopenEssaysResponse, error)
+	// A step's timeout expired for a run's attempt: every essay the step expects that still has
+	// no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+	// code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+	// nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+	// NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+	ExpireStep(context.Context, *ExpireStepRequest) (*ExpireStepResponse, error)
+	// Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+	// NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+	// more than 1,000. Essays not in the batch are answered with no steps.
+	GetEssayOutcomes(context.Context, *GetEssayOutcomesRequest) (*GetEssayOutcomesResponse, error)
 	mustEmbedUnimplementedPipelineConductorServiceServer()
 }
 
@@ -281,6 +369,15 @@ func (UnimplementedPipelineConductorServiceServer) RecordStepOutcome(context.Con
 }
 func (UnimplementedPipelineConductorServiceServer) GetBatchPipelineState(context.Context, *GetBatchPipelineStateRequest) (*GetBatchPipelineStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBatchPipelineState not implemented")
+}
+func (UnimplementedPipelineConductorServiceServer) ReopenEssays(context.Context, *ReopenEssaysRequest) (*ReopenEssaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReopenEssays not implemented")
+}
+func (UnimplementedPipelineConductorServiceServer) ExpireStep(context.Context, *ExpireStepRequest) (*ExpireStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExpireStep not implemented")
+}
+func (UnimplementedPipelineConductorServiceServer) GetEssayOutcomes(context.Context, *GetEssayOutcomesRequest) (*GetEssayOutcomesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEssayOutcomes not implemented")
 }
 func (UnimplementedPipelineConductorServiceServer) mustEmbedUnimplementedPipelineConductorServiceServer() {
 }
@@ -430,6 +527,60 @@ func _PipelineConductorService_GetBatchPipelineState_Handler(srv interface{}, ct
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PipelineConductorService_ReopenEssays_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReopenEssaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PipelineConductorServiceServer).ReopenEssays(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PipelineConductorService_ReopenEssays_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PipelineConductorServiceServer).ReopenEssays(ctx, req.(*ReopenEssaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PipelineConductorService_ExpireStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpireStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PipelineConductorServiceServer).ExpireStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PipelineConductorService_ExpireStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PipelineConductorServiceServer).ExpireStep(ctx, req.(*ExpireStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PipelineConductorService_GetEssayOutcomes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEssayOutcomesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PipelineConductorServiceServer).GetEssayOutcomes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PipelineConductorService_GetEssayOutcomes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PipelineConductorServiceServer).GetEssayOutcomes(ctx, req.(*GetEssayOutcomesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PipelineConductorService_ServiceDesc is the grpc.ServiceDesc for PipelineConductorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -464,6 +615,18 @@ var PipelineConductorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBatchPipelineState",
 			Handler:    _PipelineConductorService_GetBatchPipelineState_Handler,
+		},
+		{
+			MethodName: "ReopenEssays",
+			Handler:    _PipelineConductorService_ReopenEssays_Handler,
+		},
+		{
+			MethodName: "ExpireStep",
+			Handler:    _PipelineConductorService_ExpireStep_Handler,
+		},
+		{
+			MethodName: "GetEssayOutcomes",
+			Handler:    _PipelineConductorService_GetEssayOutcomes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -325,6 +325,7 @@ type EventEnvelope struct {
 	//	*EventEnvelope_PhaseSkipped
 	//	*EventEnvelope_PipelineRunCompleted
 	//	*EventEnvelope_DeadLetter
+	//	*EventEnvelope_RunCancelled
 	Payload       isEventEnvelope_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -488,6 +489,15 @@ func (x *EventEnvelope) GetDeadLetter() *DeadLetter {
 	return nil
 }
 
+func (x *EventEnvelope) GetRunCancelled() *RunCancelled {
+	if x != nil {
+		if x, ok := x.Payload.(*EventEnvelope_RunCancelled); ok {
+			return x.RunCancelled
+		}
+	}
+	return nil
+}
+
 type isEventEnvelope_Payload interface {
 	isEventEnvelope_Payload()
 }
@@ -532,6 +542,11 @@ type EventEnvelope_DeadLetter struct {
 	DeadLetter *DeadLetter `protobuf:"bytes,17,opt,name=dead_letter,json=deadLetter,proto3,oneof"`
 }
 
+type EventEnvelope_RunCancelled struct {
+	// BatchService: a pipeline run was cancelled; workers drop its queued commands.
+	RunCancelled *RunCancelled `protobuf:"bytes,18,opt,name=run_cancelled,json=runCancelled,proto3,oneof"`
+}
+
 func (*EventEnvelope_EssaySpellcheckRequested) isEventEnvelope_Payload() {}
 
 func (*EventEnvelope_BatchCreated) isEventEnvelope_Payload() {}
@@ -547,6 +562,8 @@ func (*EventEnvelope_PhaseSkipped) isEventEnvelope_Payload() {}
 func (*EventEnvelope_PipelineRunCompleted) isEventEnvelope_Payload() {}
 
 func (*EventEnvelope_DeadLetter) isEventEnvelope_Payload() {}
+
+func (*EventEnvelope_RunCancelled) isEventEnvelope_Payload() {}
 
 // Reference to a domain entity.
 type EntityRef struct {
@@ -754,7 +771,9 @@ type EssayRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The essay's id.
 	EssayId string `protobuf:"bytes,1,opt,name=essay_id,json=essayId,proto3" json:"essay_id,omitempty"`
-	// Content-store id of the essay's latest text (the output of the last step that changed it).
+	// Content-store id of the essay's latest text: the output of the last step that produces text
+	// (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+	// the step's output when the step produces text, else empty (the text did not change).
 	TextStorageId string `protobuf:"bytes,2,opt,name=text_storage_id,json=textStorageId,proto3" json:"text_storage_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -884,7 +903,11 @@ type StepCommand struct {
 	// Language of the batch's essays.
 	Language string `protobuf:"bytes,6,opt,name=language,proto3" json:"language,omitempty"`
 	// Step parameters (course code, prompt reference, ...).
-	Parameters    map[string]string `protobuf:"bytes,7,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Parameters map[string]string `protobuf:"bytes,7,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The run's attempt this command belongs to: 1 for the run's first, one more for each
+	// RetryRun. Workers echo it in EssayStepOutcome.attempt. 0 (from producers that predate it)
+	// means 1.
+	Attempt       uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -968,6 +991,13 @@ func (x *StepCommand) GetParameters() map[string]string {
 	return nil
 }
 
+func (x *StepCommand) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // A worker finished one step for one essay.
 //
 // The conductor checks it as it checks RecordStepOutcome: ids are 1-255 characters without
@@ -989,7 +1019,11 @@ type EssayStepOutcome struct {
 	// Why it failed; empty on success.
 	Error *ErrorDetail `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// The run whose command caused this outcome, if known.
-	RunId         string `protobuf:"bytes,7,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId string `protobuf:"bytes,7,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt of the command (StepCommand.attempt); 0 means 1. Within an attempt the first
+	// outcome of an essay counts; an outcome of an attempt the same run superseded (RetryRun)
+	// changes nothing.
+	Attempt       uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1073,10 +1107,18 @@ func (x *EssayStepOutcome) GetRunId() string {
 	return ""
 }
 
+func (x *EssayStepOutcome) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // A machine-readable error description.
 type ErrorDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable error code, e.g. "SPELLCHECK_TIMEOUT".
+	// Stable error code, e.g. "SPELLCHECK_FAILED"; "TIMED_OUT" is the conductor's own, for an
+	// essay whose step timed out before it reported.
 	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
 	// Human-readable message.
 	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
@@ -1143,12 +1185,22 @@ type BatchStepCompleted struct {
 	Total uint32 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
 	// Whether succeeded / total reached the step's min_success_ratio.
 	Satisfied bool `protobuf:"varint,6,opt,name=satisfied,proto3" json:"satisfied,omitempty"`
-	// The essays that succeeded, with the step's output storage id (empty when the step produced no
-	// new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-	// race against separately consumed per-essay outcome events.
+	// The essays that succeeded, each with the step's output storage id as text_storage_id when the
+	// step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+	// output is a result, not the essay's new text), so the latest text of an essay is the last
+	// non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+	// with no race against separately consumed per-essay outcome events.
 	SucceededEssays []*EssayRef `protobuf:"bytes,7,rep,name=succeeded_essays,json=succeededEssays,proto3" json:"succeeded_essays,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The run and attempt of the outcome (or timeout) that completed the step: a retry's
+	// attempt completes a step again, so a completion is new per (batch, step, run, attempt).
+	RunId string `protobuf:"bytes,8,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// See run_id; 0 means 1.
+	Attempt uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Of the failed essays, those that timed out (the step's timeout expired before they
+	// reported).
+	TimedOut      uint32 `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchStepCompleted) Reset() {
@@ -1228,6 +1280,27 @@ func (x *BatchStepCompleted) GetSucceededEssays() []*EssayRef {
 		return x.SucceededEssays
 	}
 	return nil
+}
+
+func (x *BatchStepCompleted) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *BatchStepCompleted) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *BatchStepCompleted) GetTimedOut() uint32 {
+	if x != nil {
+		return x.TimedOut
+	}
+	return 0
 }
 
 // A step was pruned from a resolution (not emitted for dry runs).
@@ -1320,8 +1393,10 @@ type PipelineRunCompleted struct {
 	SucceededEssayCount uint32 `protobuf:"varint,6,opt,name=succeeded_essay_count,json=succeededEssayCount,proto3" json:"succeeded_essay_count,omitempty"`
 	// Essays that failed some step of the run.
 	FailedEssayCount uint32 `protobuf:"varint,7,opt,name=failed_essay_count,json=failedEssayCount,proto3" json:"failed_essay_count,omitempty"`
-	// Wall time from start to end of the run.
-	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Wall time from start to end of the run (of its first attempt to the end of its last).
+	Duration *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The attempt that ended: 1, or more after RetryRun (a retried run completes again).
+	Attempt       uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1412,6 +1487,89 @@ func (x *PipelineRunCompleted) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *PipelineRunCompleted) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// A pipeline run was cancelled (CancelRun): nothing more is dispatched for it. Workers drop the
+// commands of this run and attempt they still hold; outcomes that arrive anyway are still
+// counted by the conductor but dispatch nothing. A later RetryRun starts a new attempt, whose
+// commands are not dropped.
+type RunCancelled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch.
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The cancelled run.
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt that was cancelled (commands of this and earlier attempts are void).
+	Attempt uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Why, as given to CancelRun (may be empty).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunCancelled) Reset() {
+	*x = RunCancelled{}
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunCancelled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunCancelled) ProtoMessage() {}
+
+func (x *RunCancelled) ProtoReflect() protoreflect.Message {
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
+func (*RunCancelled) Descriptor() ([]byte, []int) {
+	return file_huleedu_events_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RunCancelled) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *RunCancelled) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunCancelled) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RunCancelled) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // What went wrong with a dead-lettered record.
 type ErrorInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1427,7 +1585,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_huleedu_events_v1_events_proto_msgTypes[12]
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1597,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_huleedu_events_v1_events_proto_msgTypes[12]
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1610,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_huleedu_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_huleedu_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ErrorInfo) GetType() string {
@@ -1517,7 +1675,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_huleedu_events_v1_events_proto_msgTypes[13]
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1687,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_huleedu_events_v1_events_proto_msgTypes[13]
+	mi := &file_huleedu_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1700,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_huleedu_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_huleedu_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeadLetter) GetOriginalTopic() string {
@@ -1654,7 +1812,7 @@ var File_huleedu_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ehuleedu/events/v1/events.proto\x12\x11huleedu.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\b\n" +
+	"\x1ehuleedu/events/v1/events.proto\x12\x11huleedu.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\b\n" +
 	"\rEventEnvelope\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
 	"\n" +
@@ -1673,7 +1831,8 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\rphase_skipped\x18\x0f \x01(\v2\x1f.huleedu.events.v1.PhaseSkippedH\x00R\fphaseSkipped\x12_\n" +
 	"\x16pipeline_run_completed\x18\x10 \x01(\v2'.huleedu.events.v1.PipelineRunCompletedH\x00R\x14pipelineRunCompleted\x12@\n" +
 	"\vdead_letter\x18\x11 \x01(\v2\x1d.huleedu.events.v1.DeadLetterH\x00R\n" +
-	"deadLetter\x1a;\n" +
+	"deadLetter\x12F\n" +
+	"\rrun_cancelled\x18\x12 \x01(\v2\x1f.huleedu.events.v1.RunCancelledH\x00R\frunCancelled\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -1703,7 +1862,7 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"FlagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\xcd\x02\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\xe7\x02\n" +
 	"\vStepCommand\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
@@ -1713,10 +1872,11 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\blanguage\x18\x06 \x01(\tR\blanguage\x12N\n" +
 	"\n" +
 	"parameters\x18\a \x03(\v2..huleedu.events.v1.StepCommand.ParametersEntryR\n" +
-	"parameters\x1a=\n" +
+	"parameters\x12\x18\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x02\n" +
 	"\x10EssayStepOutcome\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x19\n" +
@@ -1724,10 +1884,11 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\aoutcome\x18\x04 \x01(\x0e2\x1e.huleedu.events.v1.StepOutcomeR\aoutcome\x12*\n" +
 	"\x11output_storage_id\x18\x05 \x01(\tR\x0foutputStorageId\x124\n" +
 	"\x05error\x18\x06 \x01(\v2\x1e.huleedu.events.v1.ErrorDetailR\x05error\x12\x15\n" +
-	"\x06run_id\x18\a \x01(\tR\x05runId\";\n" +
+	"\x06run_id\x18\a \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\";\n" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xf5\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xc3\x02\n" +
 	"\x12BatchStepCompleted\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x1c\n" +
@@ -1735,12 +1896,16 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\x06failed\x18\x04 \x01(\rR\x06failed\x12\x14\n" +
 	"\x05total\x18\x05 \x01(\rR\x05total\x12\x1c\n" +
 	"\tsatisfied\x18\x06 \x01(\bR\tsatisfied\x12F\n" +
-	"\x10succeeded_essays\x18\a \x03(\v2\x1b.huleedu.events.v1.EssayRefR\x0fsucceededEssays\"\x8c\x01\n" +
+	"\x10succeeded_essays\x18\a \x03(\v2\x1b.huleedu.events.v1.EssayRefR\x0fsucceededEssays\x12\x15\n" +
+	"\x06run_id\x18\b \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\t \x01(\rR\aattempt\x12\x1b\n" +
+	"\ttimed_out\x18\n" +
+	" \x01(\rR\btimedOut\"\x8c\x01\n" +
 	"\fPhaseSkipped\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x125\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x1d.huleedu.events.v1.SkipReasonR\x06reason\x12\x16\n" +
-	"\x06target\x18\x04 \x01(\tR\x06target\"\xdf\x02\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\"\xf9\x02\n" +
 	"\x14PipelineRunCompleted\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x1a\n" +
@@ -1749,7 +1914,13 @@ const file_huleedu_events_v1_events_proto_rawDesc = "" +
 	"\x0fcompleted_steps\x18\x05 \x03(\tR\x0ecompletedSteps\x122\n" +
 	"\x15succeeded_essay_count\x18\x06 \x01(\rR\x13succeededEssayCount\x12,\n" +
 	"\x12failed_essay_count\x18\a \x01(\rR\x10failedEssayCount\x125\n" +
-	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\"W\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
+	"\aattempt\x18\t \x01(\rR\aattempt\"r\n" +
+	"\fRunCancelled\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"W\n" +
 	"\tErrorInfo\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
@@ -1810,7 +1981,7 @@ func file_huleedu_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_huleedu_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_huleedu_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_huleedu_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_huleedu_events_v1_events_proto_goTypes = []any{
 	(EssayStatus)(0),                 // 0: huleedu.events.v1.EssayStatus
 	(StepOutcome)(0),                 // 1: huleedu.events.v1.StepOutcome
@@ -1829,17 +2000,18 @@ var file_huleedu_events_v1_events_proto_goTypes = []any{
 	(*BatchStepCompleted)(nil),       // 14: huleedu.events.v1.BatchStepCompleted
 	(*PhaseSkipped)(nil),             // 15: huleedu.events.v1.PhaseSkipped
 	(*PipelineRunCompleted)(nil),     // 16: huleedu.events.v1.PipelineRunCompleted
-	(*ErrorInfo)(nil),                // 17: huleedu.events.v1.ErrorInfo
-	(*DeadLetter)(nil),               // 18: huleedu.events.v1.DeadLetter
-	nil,                              // 19: huleedu.events.v1.EventEnvelope.MetadataEntry
-	nil,                              // 20: huleedu.events.v1.BatchCreated.FlagsEntry
-	nil,                              // 21: huleedu.events.v1.StepCommand.ParametersEntry
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 23: google.protobuf.Duration
+	(*RunCancelled)(nil),             // 17: huleedu.events.v1.RunCancelled
+	(*ErrorInfo)(nil),                // 18: huleedu.events.v1.ErrorInfo
+	(*DeadLetter)(nil),               // 19: huleedu.events.v1.DeadLetter
+	nil,                              // 20: huleedu.events.v1.EventEnvelope.MetadataEntry
+	nil,                              // 21: huleedu.events.v1.BatchCreated.FlagsEntry
+	nil,                              // 22: huleedu.events.v1.StepCommand.ParametersEntry
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 24: google.protobuf.Duration
 }
 var file_huleedu_events_v1_events_proto_depIdxs = []int32{
-	22, // 0: huleedu.events.v1.EventEnvelope.event_timestamp:type_name -> google.protobuf.Timestamp
-	19, // 1: huleedu.events.v1.EventEnvelope.metadata:type_name -> huleedu.events.v1.EventEnvelope.MetadataEntry
+	23, // 0: huleedu.events.v1.EventEnvelope.event_timestamp:type_name -> google.protobuf.Timestamp
+	20, // 1: huleedu.events.v1.EventEnvelope.metadata:type_name -> huleedu.events.v1.EventEnvelope.MetadataEntry
 	8,  // 2: huleedu.events.v1.EventEnvelope.essay_spellcheck_requested:type_name -> huleedu.events.v1.EssaySpellcheckRequested
 	10, // 3: huleedu.events.v1.EventEnvelope.batch_created:type_name -> huleedu.events.v1.BatchCreated
 	11, // 4: huleedu.events.v1.EventEnvelope.step_command:type_name -> huleedu.events.v1.StepCommand
@@ -1847,30 +2019,31 @@ var file_huleedu_events_v1_events_proto_depIdxs = []int32{
 	14, // 6: huleedu.events.v1.EventEnvelope.batch_step_completed:type_name -> huleedu.events.v1.BatchStepCompleted
 	15, // 7: huleedu.events.v1.EventEnvelope.phase_skipped:type_name -> huleedu.events.v1.PhaseSkipped
 	16, // 8: huleedu.events.v1.EventEnvelope.pipeline_run_completed:type_name -> huleedu.events.v1.PipelineRunCompleted
-	18, // 9: huleedu.events.v1.EventEnvelope.dead_letter:type_name -> huleedu.events.v1.DeadLetter
-	22, // 10: huleedu.events.v1.SystemMetadata.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 11: huleedu.events.v1.EssaySpellcheckRequested.entity_ref:type_name -> huleedu.events.v1.EntityRef
-	0,  // 12: huleedu.events.v1.EssaySpellcheckRequested.status:type_name -> huleedu.events.v1.EssayStatus
-	7,  // 13: huleedu.events.v1.EssaySpellcheckRequested.system_metadata:type_name -> huleedu.events.v1.SystemMetadata
-	9,  // 14: huleedu.events.v1.BatchCreated.essays:type_name -> huleedu.events.v1.EssayRef
-	20, // 15: huleedu.events.v1.BatchCreated.flags:type_name -> huleedu.events.v1.BatchCreated.FlagsEntry
-	9,  // 16: huleedu.events.v1.StepCommand.essays:type_name -> huleedu.events.v1.EssayRef
-	21, // 17: huleedu.events.v1.StepCommand.parameters:type_name -> huleedu.events.v1.StepCommand.ParametersEntry
-	1,  // 18: huleedu.events.v1.EssayStepOutcome.outcome:type_name -> huleedu.events.v1.StepOutcome
-	13, // 19: huleedu.events.v1.EssayStepOutcome.error:type_name -> huleedu.events.v1.ErrorDetail
-	9,  // 20: huleedu.events.v1.BatchStepCompleted.succeeded_essays:type_name -> huleedu.events.v1.EssayRef
-	2,  // 21: huleedu.events.v1.PhaseSkipped.reason:type_name -> huleedu.events.v1.SkipReason
-	3,  // 22: huleedu.events.v1.PipelineRunCompleted.outcome:type_name -> huleedu.events.v1.RunOutcome
-	23, // 23: huleedu.events.v1.PipelineRunCompleted.duration:type_name -> google.protobuf.Duration
-	22, // 24: huleedu.events.v1.DeadLetter.timestamp:type_name -> google.protobuf.Timestamp
-	17, // 25: huleedu.events.v1.DeadLetter.error_info:type_name -> huleedu.events.v1.ErrorInfo
-	22, // 26: huleedu.events.v1.DeadLetter.failed_at:type_name -> google.protobuf.Timestamp
-	4,  // 27: huleedu.events.v1.DeadLetter.payload_storage:type_name -> huleedu.events.v1.PayloadStorage
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	19, // 9: huleedu.events.v1.EventEnvelope.dead_letter:type_name -> huleedu.events.v1.DeadLetter
+	17, // 10: huleedu.events.v1.EventEnvelope.run_cancelled:type_name -> huleedu.events.v1.RunCancelled
+	23, // 11: huleedu.events.v1.SystemMetadata.timestamp:type_name -> google.protobuf.Timestamp
+	6,  // 12: huleedu.events.v1.EssaySpellcheckRequested.entity_ref:type_name -> huleedu.events.v1.EntityRef
+	0,  // 13: huleedu.events.v1.EssaySpellcheckRequested.status:type_name -> huleedu.events.v1.EssayStatus
+	7,  // 14: huleedu.events.v1.EssaySpellcheckRequested.system_metadata:type_name -> huleedu.events.v1.SystemMetadata
+	9,  // 15: huleedu.events.v1.BatchCreated.essays:type_name -> huleedu.events.v1.EssayRef
+	21, // 16: huleedu.events.v1.BatchCreated.flags:type_name -> huleedu.events.v1.BatchCreated.FlagsEntry
+	9,  // 17: huleedu.events.v1.StepCommand.essays:type_name -> huleedu.events.v1.EssayRef
+	22, // 18: huleedu.events.v1.StepCommand.parameters:type_name -> huleedu.events.v1.StepCommand.ParametersEntry
+	1,  // 19: huleedu.events.v1.EssayStepOutcome.outcome:type_name -> huleedu.events.v1.StepOutcome
+	13, // 20: huleedu.events.v1.EssayStepOutcome.error:type_name -> huleedu.events.v1.ErrorDetail
+	9,  // 21: huleedu.events.v1.BatchStepCompleted.succeeded_essays:type_name -> huleedu.events.v1.EssayRef
+	2,  // 22: huleedu.events.v1.PhaseSkipped.reason:type_name -> huleedu.events.v1.SkipReason
+	3,  // 23: huleedu.events.v1.PipelineRunCompleted.outcome:type_name -> huleedu.events.v1.RunOutcome
+	24, // 24: huleedu.events.v1.PipelineRunCompleted.duration:type_name -> google.protobuf.Duration
+	23, // 25: huleedu.events.v1.DeadLetter.timestamp:type_name -> google.protobuf.Timestamp
+	18, // 26: huleedu.events.v1.DeadLetter.error_info:type_name -> huleedu.events.v1.ErrorInfo
+	23, // 27: huleedu.events.v1.DeadLetter.failed_at:type_name -> google.protobuf.Timestamp
+	4,  // 28: huleedu.events.v1.DeadLetter.payload_storage:type_name -> huleedu.events.v1.PayloadStorage
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_huleedu_events_v1_events_proto_init() }
@@ -1887,6 +2060,7 @@ func file_huleedu_events_v1_events_proto_init() {
 		(*EventEnvelope_PhaseSkipped)(nil),
 		(*EventEnvelope_PipelineRunCompleted)(nil),
 		(*EventEnvelope_DeadLetter)(nil),
+		(*EventEnvelope_RunCancelled)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1894,7 +2068,7 @@ func file_huleedu_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_huleedu_events_v1_events_proto_rawDesc), len(file_huleedu_events_v1_events_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -19,18 +19,19 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch and StartPipeline need the scope
-// batches:write; GetBatchStatus, ListBatches and WatchBatch need batches:read; without it a call
-// is PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
+// credentials are UNAUTHENTICATED. TriggerSpellcheck, CreateBatch, StartPipeline, CancelRun,
+// RetryRun and UpdateBatch need the scope batches:write; GetBatchStatus, ListBatches,
+// WatchBatch, GetEssay and ListEssays need batches:read; without it a call is
+// PERMISSION_DENIED with an ErrorInfo naming the scope. Each principal has a rate per scope
 // (RATE_LIMITS; by default batches:write 50/s with bursts of 100, batches:read 200/s with
 // bursts of 400) and at most MAX_STREAMS_PER_PRINCIPAL (100) open WatchBatch streams; past
 // either a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to try again.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { SkipReason } from "../../events/v1/events_pb.js";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { ErrorDetail, SkipReason, StepOutcome } from "../../events/v1/events_pb.js";
 import { file_huleedu_events_v1_events } from "../../events/v1/events_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -38,7 +39,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file huleedu/batch/v1/batch.proto.
  */
 export const file_huleedu_batch_v1_batch: GenFile = /*@__PURE__*/
-  fileDesc("ChxodWxlZWR1L2JhdGNoL3YxL2JhdGNoLnByb3RvEhBodWxlZWR1LmJhdGNoLnYxIjoKGFRyaWdnZXJTcGVsbGNoZWNrUmVxdWVzdBIMCgR0ZXh0GAEgASgJEhAKCGxhbmd1YWdlGAIgASgJIl4KGVRyaWdnZXJTcGVsbGNoZWNrUmVzcG9uc2USEAoIZXNzYXlfaWQYASABKAkSFgoOY29ycmVsYXRpb25faWQYAiABKAkSFwoPdGV4dF9zdG9yYWdlX2lkGAMgASgJIi4KCkVzc2F5SW5wdXQSDAoEdGV4dBgBIAEoCRISCgpjbGllbnRfcmVmGAIgASgJIpkCCg1CYXRjaE1ldGFkYXRhEgwKBG5hbWUYASABKAkSEwoLY291cnNlX2NvZGUYAiABKAkSEAoIbGFuZ3VhZ2UYAyABKAkSOQoFZmxhZ3MYBCADKAsyKi5odWxlZWR1LmJhdGNoLnYxLkJhdGNoTWV0YWRhdGEuRmxhZ3NFbnRyeRI7CgZsYWJlbHMYBSADKAsyKy5odWxlZWR1LmJhdGNoLnYxLkJhdGNoTWV0YWRhdGEuTGFiZWxzRW50cnkaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZgoFRXNzYXkSEAoIZXNzYXlfaWQYASABKAkSEgoKY2xpZW50X3JlZhgCIAEoCRIbChNvcmlnaW5hbF9zdG9yYWdlX2lkGAMgASgJEhoKEmN1cnJlbnRfc3RvcmFnZV9pZBgEIAEoCSKlAQoFQmF0Y2gSEAoIYmF0Y2hfaWQYASABKAkSJwoGZXNzYXlzGAIgAygLMhcuaHVsZWVkdS5iYXRjaC52MS5Fc3NheRIxCghtZXRhZGF0YRgDIAEoCzIfLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2hNZXRhZGF0YRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKJAQoSQ3JlYXRlQmF0Y2hSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSLAoGZXNzYXlzGAIgAygLMhwuaHVsZWVkdS5iYXRjaC52MS5Fc3NheUlucHV0EjEKCG1ldGFkYXRhGAMgASgLMh8uaHVsZWVkdS5iYXRjaC52MS5CYXRjaE1ldGFkYXRhIj0KE0NyZWF0ZUJhdGNoUmVzcG9uc2USJgoFYmF0Y2gYASABKAsyFy5odWxlZWR1LmJhdGNoLnYxLkJhdGNoInoKB1J1blN0ZXASDAoEc3RlcBgBIAEoCRIvCgZzdGF0dXMYAiABKA4yHy5odWxlZWR1LmJhdGNoLnYxLlJ1blN0ZXBTdGF0dXMSEQoJc3VjY2VlZGVkGAMgASgNEg4KBmZhaWxlZBgEIAEoDRINCgV0b3RhbBgFIAEoDSKVAgoLUGlwZWxpbmVSdW4SDgoGcnVuX2lkGAEgASgJEhAKCGJhdGNoX2lkGAIgASgJEhAKCHBpcGVsaW5lGAMgASgJEisKBnN0YXR1cxgEIAEoDjIbLmh1bGVlZHUuYmF0Y2gudjEuUnVuU3RhdHVzEhoKEmRlZmluaXRpb25fdmVyc2lvbhgFIAEoCRIoCgVzdGVwcxgGIAMoCzIZLmh1bGVlZHUuYmF0Y2gudjEuUnVuU3RlcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoUU3RhcnRQaXBlbGluZVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSEAoIcGlwZWxpbmUYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSKfAQoVU3RhcnRQaXBlbGluZVJlc3BvbnNlEioKA3J1bhgBIAEoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4SDQoFc3RlcHMYAiADKAkSFAoMcHJ1bmVkX3N0ZXBzGAMgAygJEjUKDnBydW5lZF9yZWFzb25zGAQgAygOMh0uaHVsZWVkdS5ldmVudHMudjEuU2tpcFJlYXNvbiIpChVHZXRCYXRjaFN0YXR1c1JlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkibQoWR2V0QmF0Y2hTdGF0dXNSZXNwb25zZRImCgViYXRjaBgBIAEoCzIXLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2gSKwoEcnVucxgCIAMoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4iOwoSTGlzdEJhdGNoZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIqsBCgxCYXRjaFN1bW1hcnkSEAoIYmF0Y2hfaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtlc3NheV9jb3VudBgDIAEoDRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChFsYXRlc3RfcnVuX3N0YXR1cxgFIAEoDjIbLmh1bGVlZHUuYmF0Y2gudjEuUnVuU3RhdHVzIl8KE0xpc3RCYXRjaGVzUmVzcG9uc2USLwoHYmF0Y2hlcxgBIAMoCzIeLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2hTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1ChFXYXRjaEJhdGNoUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiaAoSV2F0Y2hCYXRjaFJlc3BvbnNlEioKA3J1bhgBIAEoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4SFAoMY2hhbmdlZF9zdGVwGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEKsoBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUEVORElORxABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSJgoiUlVOX1NUQVRVU19DT01QTEVURURfV0lUSF9GQUlMVVJFUxAEEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAUSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBiqTAgoNUnVuU3RlcFN0YXR1cxIfChtSVU5fU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdSVU5fU1RFUF9TVEFUVVNfUEVORElORxABEh4KGlJVTl9TVEVQX1NUQVRVU19ESVNQQVRDSEVEEAISHQoZUlVOX1NURVBfU1RBVFVTX1NBVElTRklFRBADEh8KG1JVTl9TVEVQX1NUQVRVU19VTlNBVElTRklFRBAEEjUKMVJVTl9TVEVQX1NUQVRVU19TS0lQUEVEX0RVRV9UT19ERVBFTkRFTkNZX0ZBSUxVUkUQBRItCilSVU5fU1RFUF9TVEFUVVNfU0tJUFBFRF9BTFJFQURZX1NBVElTRklFRBAGMtYECgxCYXRjaFNlcnZpY2USbAoRVHJpZ2dlclNwZWxsY2hlY2sSKi5odWxlZWR1LmJhdGNoLnYxLlRyaWdnZXJTcGVsbGNoZWNrUmVxdWVzdBorLmh1bGVlZHUuYmF0Y2gudjEuVHJpZ2dlclNwZWxsY2hlY2tSZXNwb25zZRJaCgtDcmVhdGVCYXRjaBIkLmh1bGVlZHUuYmF0Y2gudjEuQ3JlYXRlQmF0Y2hSZXF1ZXN0GiUuaHVsZWVkdS5iYXRjaC52MS5DcmVhdGVCYXRjaFJlc3BvbnNlEmAKDVN0YXJ0UGlwZWxpbmUSJi5odWxlZWR1LmJhdGNoLnYxLlN0YXJ0UGlwZWxpbmVSZXF1ZXN0GicuaHVsZWVkdS5iYXRjaC52MS5TdGFydFBpcGVsaW5lUmVzcG9uc2USYwoOR2V0QmF0Y2hTdGF0dXMSJy5odWxlZWR1LmJhdGNoLnYxLkdldEJhdGNoU3RhdHVzUmVxdWVzdBooLmh1bGVlZHUuYmF0Y2gudjEuR2V0QmF0Y2hTdGF0dXNSZXNwb25zZRJaCgtMaXN0QmF0Y2hlcxIkLmh1bGVlZHUuYmF0Y2gudjEuTGlzdEJhdGNoZXNSZXF1ZXN0GiUuaHVsZWVkdS5iYXRjaC52MS5MaXN0QmF0Y2hlc1Jlc3BvbnNlElkKCldhdGNoQmF0Y2gSIy5odWxlZWR1LmJhdGNoLnYxLldhdGNoQmF0Y2hSZXF1ZXN0GiQuaHVsZWVkdS5iYXRjaC52MS5XYXRjaEJhdGNoUmVzcG9uc2UwAULOAQoUY29tLmh1bGVlZHUuYmF0Y2gudjFCCkJhdGNoUHJvdG9QAVpIZ2l0aHViLmNvbS9odWxlZWR1L3BpcGVsaW5lLW1lc2gvY2xpZW50cy9nby9nZW4vaHVsZWVkdS9iYXRjaC92MTtiYXRjaHYxogIDSEJYqgIQSHVsZWVkdS5CYXRjaC5WMcoCEEh1bGVlZHVcQmF0Y2hcVjHiAhxIdWxlZWR1XEJhdGNoXFYxXEdQQk1ldGFkYXRh6gISSHVsZWVkdTo6QmF0Y2g6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_huleedu_events_v1_events]);
+  fileDesc("ChxodWxlZWR1L2JhdGNoL3YxL2JhdGNoLnByb3RvEhBodWxlZWR1LmJhdGNoLnYxIjoKGFRyaWdnZXJTcGVsbGNoZWNrUmVxdWVzdBIMCgR0ZXh0GAEgASgJEhAKCGxhbmd1YWdlGAIgASgJIl4KGVRyaWdnZXJTcGVsbGNoZWNrUmVzcG9uc2USEAoIZXNzYXlfaWQYASABKAkSFgoOY29ycmVsYXRpb25faWQYAiABKAkSFwoPdGV4dF9zdG9yYWdlX2lkGAMgASgJIi4KCkVzc2F5SW5wdXQSDAoEdGV4dBgBIAEoCRISCgpjbGllbnRfcmVmGAIgASgJIpkCCg1CYXRjaE1ldGFkYXRhEgwKBG5hbWUYASABKAkSEwoLY291cnNlX2NvZGUYAiABKAkSEAoIbGFuZ3VhZ2UYAyABKAkSOQoFZmxhZ3MYBCADKAsyKi5odWxlZWR1LmJhdGNoLnYxLkJhdGNoTWV0YWRhdGEuRmxhZ3NFbnRyeRI7CgZsYWJlbHMYBSADKAsyKy5odWxlZWR1LmJhdGNoLnYxLkJhdGNoTWV0YWRhdGEuTGFiZWxzRW50cnkaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZgoFRXNzYXkSEAoIZXNzYXlfaWQYASABKAkSEgoKY2xpZW50X3JlZhgCIAEoCRIbChNvcmlnaW5hbF9zdG9yYWdlX2lkGAMgASgJEhoKEmN1cnJlbnRfc3RvcmFnZV9pZBgEIAEoCSKlAQoFQmF0Y2gSEAoIYmF0Y2hfaWQYASABKAkSJwoGZXNzYXlzGAIgAygLMhcuaHVsZWVkdS5iYXRjaC52MS5Fc3NheRIxCghtZXRhZGF0YRgDIAEoCzIfLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2hNZXRhZGF0YRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKJAQoSQ3JlYXRlQmF0Y2hSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSLAoGZXNzYXlzGAIgAygLMhwuaHVsZWVkdS5iYXRjaC52MS5Fc3NheUlucHV0EjEKCG1ldGFkYXRhGAMgASgLMh8uaHVsZWVkdS5iYXRjaC52MS5CYXRjaE1ldGFkYXRhIj0KE0NyZWF0ZUJhdGNoUmVzcG9uc2USJgoFYmF0Y2gYASABKAsyFy5odWxlZWR1LmJhdGNoLnYxLkJhdGNoIswBCgdSdW5TdGVwEgwKBHN0ZXAYASABKAkSLwoGc3RhdHVzGAIgASgOMh8uaHVsZWVkdS5iYXRjaC52MS5SdW5TdGVwU3RhdHVzEhEKCXN1Y2NlZWRlZBgDIAEoDRIOCgZmYWlsZWQYBCABKA0SDQoFdG90YWwYBSABKA0SDwoHYXR0ZW1wdBgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGltZWRfb3V0GAggASgNIr0CCgtQaXBlbGluZVJ1bhIOCgZydW5faWQYASABKAkSEAoIYmF0Y2hfaWQYAiABKAkSEAoIcGlwZWxpbmUYAyABKAkSKwoGc3RhdHVzGAQgASgOMhsuaHVsZWVkdS5iYXRjaC52MS5SdW5TdGF0dXMSGgoSZGVmaW5pdGlvbl92ZXJzaW9uGAUgASgJEigKBXN0ZXBzGAYgAygLMhkuaHVsZWVkdS5iYXRjaC52MS5SdW5TdGVwEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAkgASgNEhUKDWNhbmNlbF9yZWFzb24YCiABKAkiTgoUU3RhcnRQaXBlbGluZVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSEAoIcGlwZWxpbmUYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSKfAQoVU3RhcnRQaXBlbGluZVJlc3BvbnNlEioKA3J1bhgBIAEoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4SDQoFc3RlcHMYAiADKAkSFAoMcHJ1bmVkX3N0ZXBzGAMgAygJEjUKDnBydW5lZF9yZWFzb25zGAQgAygOMh0uaHVsZWVkdS5ldmVudHMudjEuU2tpcFJlYXNvbiIpChVHZXRCYXRjaFN0YXR1c1JlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkibQoWR2V0QmF0Y2hTdGF0dXNSZXNwb25zZRImCgViYXRjaBgBIAEoCzIXLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2gSKwoEcnVucxgCIAMoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4izQIKEkxpc3RCYXRjaGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRI4ChNsYXRlc3RfcnVuX3N0YXR1c2VzGAMgAygOMhsuaHVsZWVkdS5iYXRjaC52MS5SdW5TdGF0dXMSQAoGbGFiZWxzGAQgAygLMjAuaHVsZWVkdS5iYXRjaC52MS5MaXN0QmF0Y2hlc1JlcXVlc3QuTGFiZWxzRW50cnkSMQoNY3JlYXRlZF9hZnRlchgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEilgIKDEJhdGNoU3VtbWFyeRIQCghiYXRjaF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Vzc2F5X2NvdW50GAMgASgNEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEWxhdGVzdF9ydW5fc3RhdHVzGAUgASgOMhsuaHVsZWVkdS5iYXRjaC52MS5SdW5TdGF0dXMSOgoGbGFiZWxzGAYgAygLMiouaHVsZWVkdS5iYXRjaC52MS5CYXRjaFN1bW1hcnkuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJfChNMaXN0QmF0Y2hlc1Jlc3BvbnNlEi8KB2JhdGNoZXMYASADKAsyHi5odWxlZWR1LmJhdGNoLnYxLkJhdGNoU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNQoRV2F0Y2hCYXRjaFJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJImgKEldhdGNoQmF0Y2hSZXNwb25zZRIqCgNydW4YASABKAsyHS5odWxlZWR1LmJhdGNoLnYxLlBpcGVsaW5lUnVuEhQKDGNoYW5nZWRfc3RlcBgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBCJEChBDYW5jZWxSdW5SZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiPwoRQ2FuY2VsUnVuUmVzcG9uc2USKgoDcnVuGAEgASgLMh0uaHVsZWVkdS5iYXRjaC52MS5QaXBlbGluZVJ1biJWCg9SZXRyeVJ1blJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg0KBXN0ZXBzGAMgAygJEhIKCnJlcXVlc3RfaWQYBCABKAkiMAoLUmV0cmllZFN0ZXASDAoEc3RlcBgBIAEoCRITCgtlc3NheV9jb3VudBgCIAEoDSJ0ChBSZXRyeVJ1blJlc3BvbnNlEioKA3J1bhgBIAEoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUGlwZWxpbmVSdW4SNAoNcmV0cmllZF9zdGVwcxgCIAMoCzIdLmh1bGVlZHUuYmF0Y2gudjEuUmV0cmllZFN0ZXAiigEKElVwZGF0ZUJhdGNoUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIxCghtZXRhZGF0YRgCIAEoCzIfLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2hNZXRhZGF0YRIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoTVXBkYXRlQmF0Y2hSZXNwb25zZRImCgViYXRjaBgBIAEoCzIXLmh1bGVlZHUuYmF0Y2gudjEuQmF0Y2giuwEKD0Vzc2F5U3RlcFJlc3VsdBIMCgRzdGVwGAEgASgJEi8KB291dGNvbWUYAiABKA4yHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwT3V0Y29tZRItCgVlcnJvchgDIAEoCzIeLmh1bGVlZHUuZXZlbnRzLnYxLkVycm9yRGV0YWlsEhkKEW91dHB1dF9zdG9yYWdlX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SDgoGcnVuX2lkGAYgASgJIt0BCgtFc3NheURldGFpbBIQCghlc3NheV9pZBgBIAEoCRIQCghiYXRjaF9pZBgCIAEoCRISCgpjbGllbnRfcmVmGAMgASgJEhsKE29yaWdpbmFsX3N0b3JhZ2VfaWQYBCABKAkSGgoSY3VycmVudF9zdG9yYWdlX2lkGAUgASgJEhUKDW9yaWdpbmFsX3RleHQYBiABKAkSFAoMY3VycmVudF90ZXh0GAcgASgJEjAKBXN0ZXBzGAggAygLMiEuaHVsZWVkdS5iYXRjaC52MS5Fc3NheVN0ZXBSZXN1bHQiYAoPR2V0RXNzYXlSZXF1ZXN0EhAKCGVzc2F5X2lkGAEgASgJEhAKCGJhdGNoX2lkGAIgASgJEikKBHZpZXcYAyABKA4yGy5odWxlZWR1LmJhdGNoLnYxLkVzc2F5VmlldyJAChBHZXRFc3NheVJlc3BvbnNlEiwKBWVzc2F5GAEgASgLMh0uaHVsZWVkdS5iYXRjaC52MS5Fc3NheURldGFpbCJ3ChFMaXN0RXNzYXlzUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIpCgR2aWV3GAQgASgOMhsuaHVsZWVkdS5iYXRjaC52MS5Fc3NheVZpZXciXAoSTGlzdEVzc2F5c1Jlc3BvbnNlEi0KBmVzc2F5cxgBIAMoCzIdLmh1bGVlZHUuYmF0Y2gudjEuRXNzYXlEZXRhaWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKsoBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUEVORElORxABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSJgoiUlVOX1NUQVRVU19DT01QTEVURURfV0lUSF9GQUlMVVJFUxAEEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAUSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBiqyAgoNUnVuU3RlcFN0YXR1cxIfChtSVU5fU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdSVU5fU1RFUF9TVEFUVVNfUEVORElORxABEh4KGlJVTl9TVEVQX1NUQVRVU19ESVNQQVRDSEVEEAISHQoZUlVOX1NURVBfU1RBVFVTX1NBVElTRklFRBADEh8KG1JVTl9TVEVQX1NUQVRVU19VTlNBVElTRklFRBAEEjUKMVJVTl9TVEVQX1NUQVRVU19TS0lQUEVEX0RVRV9UT19ERVBFTkRFTkNZX0ZBSUxVUkUQBRItCilSVU5fU1RFUF9TVEFUVVNfU0tJUFBFRF9BTFJFQURZX1NBVElTRklFRBAGEh0KGVJVTl9TVEVQX1NUQVRVU19DQU5DRUxMRUQQBypSCglFc3NheVZpZXcSGgoWRVNTQVlfVklFV19VTlNQRUNJRklFRBAAEhQKEEVTU0FZX1ZJRVdfQkFTSUMQARITCg9FU1NBWV9WSUVXX0ZVTEwQAjKHCAoMQmF0Y2hTZXJ2aWNlEmwKEVRyaWdnZXJTcGVsbGNoZWNrEiouaHVsZWVkdS5iYXRjaC52MS5UcmlnZ2VyU3BlbGxjaGVja1JlcXVlc3QaKy5odWxlZWR1LmJhdGNoLnYxLlRyaWdnZXJTcGVsbGNoZWNrUmVzcG9uc2USWgoLQ3JlYXRlQmF0Y2gSJC5odWxlZWR1LmJhdGNoLnYxLkNyZWF0ZUJhdGNoUmVxdWVzdBolLmh1bGVlZHUuYmF0Y2gudjEuQ3JlYXRlQmF0Y2hSZXNwb25zZRJgCg1TdGFydFBpcGVsaW5lEiYuaHVsZWVkdS5iYXRjaC52MS5TdGFydFBpcGVsaW5lUmVxdWVzdBonLmh1bGVlZHUuYmF0Y2gudjEuU3RhcnRQaXBlbGluZVJlc3BvbnNlEmMKDkdldEJhdGNoU3RhdHVzEicuaHVsZWVkdS5iYXRjaC52MS5HZXRCYXRjaFN0YXR1c1JlcXVlc3QaKC5odWxlZWR1LmJhdGNoLnYxLkdldEJhdGNoU3RhdHVzUmVzcG9uc2USWgoLTGlzdEJhdGNoZXMSJC5odWxlZWR1LmJhdGNoLnYxLkxpc3RCYXRjaGVzUmVxdWVzdBolLmh1bGVlZHUuYmF0Y2gudjEuTGlzdEJhdGNoZXNSZXNwb25zZRJZCgpXYXRjaEJhdGNoEiMuaHVsZWVkdS5iYXRjaC52MS5XYXRjaEJhdGNoUmVxdWVzdBokLmh1bGVlZHUuYmF0Y2gudjEuV2F0Y2hCYXRjaFJlc3BvbnNlMAESVAoJQ2FuY2VsUnVuEiIuaHVsZWVkdS5iYXRjaC52MS5DYW5jZWxSdW5SZXF1ZXN0GiMuaHVsZWVkdS5iYXRjaC52MS5DYW5jZWxSdW5SZXNwb25zZRJRCghSZXRyeVJ1bhIhLmh1bGVlZHUuYmF0Y2gudjEuUmV0cnlSdW5SZXF1ZXN0GiIuaHVsZWVkdS5iYXRjaC52MS5SZXRyeVJ1blJlc3BvbnNlEloKC1VwZGF0ZUJhdGNoEiQuaHVsZWVkdS5iYXRjaC52MS5VcGRhdGVCYXRjaFJlcXVlc3QaJS5odWxlZWR1LmJhdGNoLnYxLlVwZGF0ZUJhdGNoUmVzcG9uc2USUQoIR2V0RXNzYXkSIS5odWxlZWR1LmJhdGNoLnYxLkdldEVzc2F5UmVxdWVzdBoiLmh1bGVlZHUuYmF0Y2gudjEuR2V0RXNzYXlSZXNwb25zZRJXCgpMaXN0RXNzYXlzEiMuaHVsZWVkdS5iYXRjaC52MS5MaXN0RXNzYXlzUmVxdWVzdBokLmh1bGVlZHUuYmF0Y2gudjEuTGlzdEVzc2F5c1Jlc3BvbnNlQs4BChRjb20uaHVsZWVkdS5iYXRjaC52MUIKQmF0Y2hQcm90b1ABWkhnaXRodWIuY29tL2h1bGVlZHUvcGlwZWxpbmUtbWVzaC9jbGllbnRzL2dvL2dlbi9odWxlZWR1L2JhdGNoL3YxO2JhdGNodjGiAgNIQliqAhBIdWxlZWR1LkJhdGNoLlYxygIQSHVsZWVkdVxCYXRjaFxWMeICHEh1bGVlZHVcQmF0Y2hcVjFcR1BCTWV0YWRhdGHqAhJIdWxlZWR1OjpCYXRjaDo6VjFiBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_huleedu_events_v1_events]);
 
 /**
  * Request of TriggerSpellcheck.
@@ -162,7 +163,9 @@ export type BatchMetadata = Message<"huleedu.batch.v1.BatchMetadata"> & {
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}: steps that require a flag run only when it is
-   * true. Each name is at most 128 characters without whitespace, control characters or braces.
+   * true. Each name is at most 128 characters without whitespace, control characters or braces,
+   * and one some step of the loaded pipelines requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 4;
    */
@@ -211,7 +214,8 @@ export type Essay = Message<"huleedu.batch.v1.Essay"> & {
   originalStorageId: string;
 
   /**
-   * Content-store id of the latest text (changes when a step outputs a new version).
+   * Content-store id of the latest text: the output of the last step that produces text
+   * (spellcheck's corrected essay), else the original.
    *
    * @generated from field: string current_storage_id = 4;
    */
@@ -365,6 +369,28 @@ export type RunStep = Message<"huleedu.batch.v1.RunStep"> & {
    * @generated from field: uint32 total = 5;
    */
   total: number;
+
+  /**
+   * The run's attempt in which the step was last dispatched (0: never dispatched).
+   *
+   * @generated from field: uint32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * When the dispatched step times out (its definition's timeout after dispatch); unset when
+   * it has no timeout or is not dispatched.
+   *
+   * @generated from field: google.protobuf.Timestamp deadline = 7;
+   */
+  deadline?: Timestamp | undefined;
+
+  /**
+   * Of the failed essays, those that timed out.
+   *
+   * @generated from field: uint32 timed_out = 8;
+   */
+  timedOut: number;
 };
 
 /**
@@ -435,6 +461,20 @@ export type PipelineRun = Message<"huleedu.batch.v1.PipelineRun"> & {
    * @generated from field: google.protobuf.Timestamp finished_at = 8;
    */
   finishedAt?: Timestamp | undefined;
+
+  /**
+   * 1 for the run's first attempt, one more for each RetryRun.
+   *
+   * @generated from field: uint32 attempt = 9;
+   */
+  attempt: number;
+
+  /**
+   * Why it was cancelled (CancelRun's reason); empty unless cancelled.
+   *
+   * @generated from field: string cancel_reason = 10;
+   */
+  cancelReason: string;
 };
 
 /**
@@ -588,11 +628,40 @@ export type ListBatchesRequest = Message<"huleedu.batch.v1.ListBatchesRequest"> 
 
   /**
    * next_page_token of a previous response; empty for the first page. A token this service did
-   * not issue: INVALID_ARGUMENT.
+   * not issue, or issued for other filters: INVALID_ARGUMENT.
    *
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
+
+  /**
+   * Only batches whose newest run has one of these statuses (RUN_STATUS_UNSPECIFIED: batches
+   * without a run); empty: any.
+   *
+   * @generated from field: repeated huleedu.batch.v1.RunStatus latest_run_statuses = 3;
+   */
+  latestRunStatuses: RunStatus[];
+
+  /**
+   * Only batches with every one of these labels (key and value equal); empty: any.
+   *
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Only batches created at or after this time; unset: no lower bound.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 5;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only batches created before this time; unset: no upper bound.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 6;
+   */
+  createdBefore?: Timestamp | undefined;
 };
 
 /**
@@ -642,6 +711,13 @@ export type BatchSummary = Message<"huleedu.batch.v1.BatchSummary"> & {
    * @generated from field: huleedu.batch.v1.RunStatus latest_run_status = 5;
    */
   latestRunStatus: RunStatus;
+
+  /**
+   * Its labels.
+   *
+   * @generated from field: map<string, string> labels = 6;
+   */
+  labels: { [key: string]: string };
 };
 
 /**
@@ -743,6 +819,471 @@ export const WatchBatchResponseSchema: GenMessage<WatchBatchResponse> = /*@__PUR
   messageDesc(file_huleedu_batch_v1_batch, 18);
 
 /**
+ * Request of CancelRun.
+ *
+ * @generated from message huleedu.batch.v1.CancelRunRequest
+ */
+export type CancelRunRequest = Message<"huleedu.batch.v1.CancelRunRequest"> & {
+  /**
+   * The batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The run to cancel (an id); a run of the batch.
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * Why (shown on the run and in RunCancelled); at most 256 bytes, no NUL. Optional.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.CancelRunRequest.
+ * Use `create(CancelRunRequestSchema)` to create a new message.
+ */
+export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 19);
+
+/**
+ * Response of CancelRun.
+ *
+ * @generated from message huleedu.batch.v1.CancelRunResponse
+ */
+export type CancelRunResponse = Message<"huleedu.batch.v1.CancelRunResponse"> & {
+  /**
+   * The run, cancelled.
+   *
+   * @generated from field: huleedu.batch.v1.PipelineRun run = 1;
+   */
+  run?: PipelineRun | undefined;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.CancelRunResponse.
+ * Use `create(CancelRunResponseSchema)` to create a new message.
+ */
+export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 20);
+
+/**
+ * Request of RetryRun.
+ *
+ * @generated from message huleedu.batch.v1.RetryRunRequest
+ */
+export type RetryRunRequest = Message<"huleedu.batch.v1.RetryRunRequest"> & {
+  /**
+   * The batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The finished run to retry (an id).
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * Only these steps of the run (and their dependants in it); empty: every step with essays to
+   * run again.
+   *
+   * @generated from field: repeated string steps = 3;
+   */
+  steps: string[];
+
+  /**
+   * Client-chosen idempotency key (an id); a repeat returns the run as that retry left it.
+   * Empty: no idempotency. Reusing a key for another run or step list is INVALID_ARGUMENT
+   * (REQUEST_ID_REUSED).
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.RetryRunRequest.
+ * Use `create(RetryRunRequestSchema)` to create a new message.
+ */
+export const RetryRunRequestSchema: GenMessage<RetryRunRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 21);
+
+/**
+ * A step a retry dispatched again.
+ *
+ * @generated from message huleedu.batch.v1.RetriedStep
+ */
+export type RetriedStep = Message<"huleedu.batch.v1.RetriedStep"> & {
+  /**
+   * The step.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * How many essays its new command carries (0 while it waits for a dependency).
+   *
+   * @generated from field: uint32 essay_count = 2;
+   */
+  essayCount: number;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.RetriedStep.
+ * Use `create(RetriedStepSchema)` to create a new message.
+ */
+export const RetriedStepSchema: GenMessage<RetriedStep> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 22);
+
+/**
+ * Response of RetryRun.
+ *
+ * @generated from message huleedu.batch.v1.RetryRunResponse
+ */
+export type RetryRunResponse = Message<"huleedu.batch.v1.RetryRunResponse"> & {
+  /**
+   * The run, at its new attempt.
+   *
+   * @generated from field: huleedu.batch.v1.PipelineRun run = 1;
+   */
+  run?: PipelineRun | undefined;
+
+  /**
+   * Steps of the new attempt: dispatched now or waiting for a retried dependency.
+   *
+   * @generated from field: repeated huleedu.batch.v1.RetriedStep retried_steps = 2;
+   */
+  retriedSteps: RetriedStep[];
+};
+
+/**
+ * Describes the message huleedu.batch.v1.RetryRunResponse.
+ * Use `create(RetryRunResponseSchema)` to create a new message.
+ */
+export const RetryRunResponseSchema: GenMessage<RetryRunResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 23);
+
+/**
+ * Request of UpdateBatch.
+ *
+ * @generated from message huleedu.batch.v1.UpdateBatchRequest
+ */
+export type UpdateBatchRequest = Message<"huleedu.batch.v1.UpdateBatchRequest"> & {
+  /**
+   * The batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The new values of the fields named by update_mask.
+   *
+   * @generated from field: huleedu.batch.v1.BatchMetadata metadata = 2;
+   */
+  metadata?: BatchMetadata | undefined;
+
+  /**
+   * Fields of metadata to replace: "flags", "labels", "name", "course_code". Required.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 3;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.UpdateBatchRequest.
+ * Use `create(UpdateBatchRequestSchema)` to create a new message.
+ */
+export const UpdateBatchRequestSchema: GenMessage<UpdateBatchRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 24);
+
+/**
+ * Response of UpdateBatch.
+ *
+ * @generated from message huleedu.batch.v1.UpdateBatchResponse
+ */
+export type UpdateBatchResponse = Message<"huleedu.batch.v1.UpdateBatchResponse"> & {
+  /**
+   * The batch after the update.
+   *
+   * @generated from field: huleedu.batch.v1.Batch batch = 1;
+   */
+  batch?: Batch | undefined;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.UpdateBatchResponse.
+ * Use `create(UpdateBatchResponseSchema)` to create a new message.
+ */
+export const UpdateBatchResponseSchema: GenMessage<UpdateBatchResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 25);
+
+/**
+ * One step's result for one essay.
+ *
+ * @generated from message huleedu.batch.v1.EssayStepResult
+ */
+export type EssayStepResult = Message<"huleedu.batch.v1.EssayStepResult"> & {
+  /**
+   * The step.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * SUCCEEDED or FAILED; unspecified while the essay waits for an outcome of a new attempt.
+   *
+   * @generated from field: huleedu.events.v1.StepOutcome outcome = 2;
+   */
+  outcome: StepOutcome;
+
+  /**
+   * Why it failed (code TIMED_OUT when the step timed out); empty on success.
+   *
+   * @generated from field: huleedu.events.v1.ErrorDetail error = 3;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * Content-store id of the step's output, if any.
+   *
+   * @generated from field: string output_storage_id = 4;
+   */
+  outputStorageId: string;
+
+  /**
+   * The attempt of the run the result belongs to.
+   *
+   * @generated from field: uint32 attempt = 5;
+   */
+  attempt: number;
+
+  /**
+   * The run the result belongs to.
+   *
+   * @generated from field: string run_id = 6;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.EssayStepResult.
+ * Use `create(EssayStepResultSchema)` to create a new message.
+ */
+export const EssayStepResultSchema: GenMessage<EssayStepResult> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 26);
+
+/**
+ * An essay with its texts and step results.
+ *
+ * @generated from message huleedu.batch.v1.EssayDetail
+ */
+export type EssayDetail = Message<"huleedu.batch.v1.EssayDetail"> & {
+  /**
+   * The essay.
+   *
+   * @generated from field: string essay_id = 1;
+   */
+  essayId: string;
+
+  /**
+   * Its batch; empty for an essay of TriggerSpellcheck.
+   *
+   * @generated from field: string batch_id = 2;
+   */
+  batchId: string;
+
+  /**
+   * The caller's reference from EssayInput.
+   *
+   * @generated from field: string client_ref = 3;
+   */
+  clientRef: string;
+
+  /**
+   * Content-store id of the original text.
+   *
+   * @generated from field: string original_storage_id = 4;
+   */
+  originalStorageId: string;
+
+  /**
+   * Content-store id of the latest text.
+   *
+   * @generated from field: string current_storage_id = 5;
+   */
+  currentStorageId: string;
+
+  /**
+   * The original text (ESSAY_VIEW_FULL only).
+   *
+   * @generated from field: string original_text = 6;
+   */
+  originalText: string;
+
+  /**
+   * The latest text, after every step that produces text (ESSAY_VIEW_FULL only).
+   *
+   * @generated from field: string current_text = 7;
+   */
+  currentText: string;
+
+  /**
+   * Its result of each step it has one of, in definition order.
+   *
+   * @generated from field: repeated huleedu.batch.v1.EssayStepResult steps = 8;
+   */
+  steps: EssayStepResult[];
+};
+
+/**
+ * Describes the message huleedu.batch.v1.EssayDetail.
+ * Use `create(EssayDetailSchema)` to create a new message.
+ */
+export const EssayDetailSchema: GenMessage<EssayDetail> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 27);
+
+/**
+ * Request of GetEssay.
+ *
+ * @generated from message huleedu.batch.v1.GetEssayRequest
+ */
+export type GetEssayRequest = Message<"huleedu.batch.v1.GetEssayRequest"> & {
+  /**
+   * The essay (an id).
+   *
+   * @generated from field: string essay_id = 1;
+   */
+  essayId: string;
+
+  /**
+   * Its batch (an id), optional: when set, an essay of another batch is NOT_FOUND.
+   *
+   * @generated from field: string batch_id = 2;
+   */
+  batchId: string;
+
+  /**
+   * How much to return; FULL when unspecified.
+   *
+   * @generated from field: huleedu.batch.v1.EssayView view = 3;
+   */
+  view: EssayView;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.GetEssayRequest.
+ * Use `create(GetEssayRequestSchema)` to create a new message.
+ */
+export const GetEssayRequestSchema: GenMessage<GetEssayRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 28);
+
+/**
+ * Response of GetEssay.
+ *
+ * @generated from message huleedu.batch.v1.GetEssayResponse
+ */
+export type GetEssayResponse = Message<"huleedu.batch.v1.GetEssayResponse"> & {
+  /**
+   * The essay.
+   *
+   * @generated from field: huleedu.batch.v1.EssayDetail essay = 1;
+   */
+  essay?: EssayDetail | undefined;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.GetEssayResponse.
+ * Use `create(GetEssayResponseSchema)` to create a new message.
+ */
+export const GetEssayResponseSchema: GenMessage<GetEssayResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 29);
+
+/**
+ * Request of ListEssays.
+ *
+ * @generated from message huleedu.batch.v1.ListEssaysRequest
+ */
+export type ListEssaysRequest = Message<"huleedu.batch.v1.ListEssaysRequest"> & {
+  /**
+   * The batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * Maximum essays to return, 1-1,000; 100 when 0.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of a previous response; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * How much to return; BASIC when unspecified.
+   *
+   * @generated from field: huleedu.batch.v1.EssayView view = 4;
+   */
+  view: EssayView;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.ListEssaysRequest.
+ * Use `create(ListEssaysRequestSchema)` to create a new message.
+ */
+export const ListEssaysRequestSchema: GenMessage<ListEssaysRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 30);
+
+/**
+ * Response of ListEssays.
+ *
+ * @generated from message huleedu.batch.v1.ListEssaysResponse
+ */
+export type ListEssaysResponse = Message<"huleedu.batch.v1.ListEssaysResponse"> & {
+  /**
+   * This page, in batch order.
+   *
+   * @generated from field: repeated huleedu.batch.v1.EssayDetail essays = 1;
+   */
+  essays: EssayDetail[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message huleedu.batch.v1.ListEssaysResponse.
+ * Use `create(ListEssaysResponseSchema)` to create a new message.
+ */
+export const ListEssaysResponseSchema: GenMessage<ListEssaysResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_batch_v1_batch, 31);
+
+/**
  * Status of a pipeline run.
  *
  * @generated from enum huleedu.batch.v1.RunStatus
@@ -791,7 +1332,7 @@ export enum RunStatus {
   FAILED = 5,
 
   /**
-   * Cancelled.
+   * Cancelled (CancelRun); RetryRun may start a new attempt.
    *
    * @generated from enum value: RUN_STATUS_CANCELLED = 6;
    */
@@ -858,6 +1399,13 @@ export enum RunStepStatus {
    * @generated from enum value: RUN_STEP_STATUS_SKIPPED_ALREADY_SATISFIED = 6;
    */
   SKIPPED_ALREADY_SATISFIED = 6,
+
+  /**
+   * Not finished: the run was cancelled while the step was pending or dispatched.
+   *
+   * @generated from enum value: RUN_STEP_STATUS_CANCELLED = 7;
+   */
+  CANCELLED = 7,
 }
 
 /**
@@ -867,10 +1415,45 @@ export const RunStepStatusSchema: GenEnum<RunStepStatus> = /*@__PURE__*/
   enumDesc(file_huleedu_batch_v1_batch, 1);
 
 /**
+ * How much of an essay a read returns.
+ *
+ * @generated from enum huleedu.batch.v1.EssayView
+ */
+export enum EssayView {
+  /**
+   * The method's default: FULL for GetEssay, BASIC for ListEssays.
+   *
+   * @generated from enum value: ESSAY_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Ids, storage ids and step results, no texts.
+   *
+   * @generated from enum value: ESSAY_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * BASIC and the original and latest texts.
+   *
+   * @generated from enum value: ESSAY_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum huleedu.batch.v1.EssayView.
+ */
+export const EssayViewSchema: GenEnum<EssayView> = /*@__PURE__*/
+  enumDesc(file_huleedu_batch_v1_batch, 2);
+
+/**
  * Batches of essays and the pipeline runs over them.
  *
  * Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
- * "batch.huleedu", a reason such as NOT_FOUND or PRECONDITION, metadata "type") and, where it
+ * "batch.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+ * BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and, where it
  * applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at once),
  * PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ABORTED, UNAVAILABLE).
  * Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: PostgreSQL, the content
@@ -904,7 +1487,9 @@ export const BatchService: GenService<{
    * INVALID_ARGUMENT (BadRequest): no essays or more than 10,000, an essay's text empty or over
    * 1 MiB, client_ref over 256 bytes, metadata out of bounds (see BatchMetadata), a malformed
    * request_id; reason REQUEST_ID_REUSED (BadRequest on request_id) when the request_id was
-   * already used for another request.
+   * already used for another request; reason UNKNOWN_FLAG (one BadRequest violation per unknown
+   * flag, on metadata.flags[<name>], listing the known flags) for a flag no step of the loaded
+   * pipelines requires. Nothing is stored when the request is refused.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.CreateBatch
    */
@@ -917,13 +1502,14 @@ export const BatchService: GenService<{
    * Starts a pipeline run: the conductor resolves the pipeline (or step) for the batch, steps the
    * batch already satisfied are pruned, and the first steps are dispatched. Idempotent with
    * request_id: a repeat returns the original run.
-   * NOT_FOUND (ResourceInfo): no such batch, or no pipeline or step of that name.
+   * NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), or no pipeline or step of that
+   * name (PIPELINE_NOT_FOUND).
    * ABORTED (reason ACTIVE_RUN_EXISTS, ResourceInfo naming the active run): another run of the
    * batch is pending or running; one run per batch at a time.
-   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a step requires a flag the
-   * batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached), or needs a
-   * step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type COMMAND) when
-   * a step's command has no topic.
+   * FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a step requires a
+   * flag the batch does not have (violation type FLAG, subject the flag, e.g. prompt_attached),
+   * or needs a step the batch completed unsatisfied (type STEP); reason UNKNOWN_COMMAND (type
+   * COMMAND) when a step's command has no topic.
    * INVALID_ARGUMENT: malformed batch_id, pipeline or request_id; REQUEST_ID_REUSED.
    * INTERNAL (reason CONDUCTOR_FAILED): the conductor answered something unexpected.
    *
@@ -936,7 +1522,8 @@ export const BatchService: GenService<{
   },
   /**
    * A batch and its runs, newest run first.
-   * NOT_FOUND (ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed batch_id.
+   * NOT_FOUND (BATCH_NOT_FOUND, ResourceInfo batch): no such batch. INVALID_ARGUMENT: malformed
+   * batch_id.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.GetBatchStatus
    */
@@ -946,8 +1533,10 @@ export const BatchService: GenService<{
     output: typeof GetBatchStatusResponseSchema;
   },
   /**
-   * Batches, newest first, one page at a time.
-   * INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service.
+   * Batches, newest first, one page at a time, optionally filtered (by their newest run's
+   * status, labels, creation time).
+   * INVALID_ARGUMENT (BadRequest): page_size outside 0-500, a page_token not from this service
+   * or issued for other filters, created_after not before created_before.
    *
    * @generated from rpc huleedu.batch.v1.BatchService.ListBatches
    */
@@ -960,7 +1549,8 @@ export const BatchService: GenService<{
    * Streams a run's progress: the current state at once, then one update per change, and ends
    * (status OK) when the run reaches a terminal status. A client may re-open it after
    * UNAVAILABLE: each update carries the whole run.
-   * NOT_FOUND (ResourceInfo): no such batch, the batch has no run, or no such run.
+   * NOT_FOUND (ResourceInfo): no such batch (BATCH_NOT_FOUND), the batch has no run, or no such
+   * run (RUN_NOT_FOUND).
    * UNAVAILABLE: PostgreSQL went away during the watch (re-open it).
    *
    * @generated from rpc huleedu.batch.v1.BatchService.WatchBatch
@@ -969,6 +1559,93 @@ export const BatchService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchBatchRequestSchema;
     output: typeof WatchBatchResponseSchema;
+  },
+  /**
+   * Cancels an active run: nothing more is dispatched for it, its pending and dispatched steps
+   * end CANCELLED, the run ends CANCELLED (watchers get that update and their stream ends), and
+   * a RunCancelled event tells workers to drop its queued commands. Outcomes that still arrive
+   * are counted by the conductor but dispatch nothing. Idempotent: cancelling a cancelled run
+   * returns it.
+   * NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND (not a run of the batch).
+   * FAILED_PRECONDITION (reason RUN_FINISHED): the run already ended otherwise.
+   * INVALID_ARGUMENT (BadRequest): malformed ids, a reason over 256 bytes.
+   *
+   * @generated from rpc huleedu.batch.v1.BatchService.CancelRun
+   */
+  cancelRun: {
+    methodKind: "unary";
+    input: typeof CancelRunRequestSchema;
+    output: typeof CancelRunResponseSchema;
+  },
+  /**
+   * Starts a new attempt of a finished run (failed, with failures, or cancelled): only the
+   * essays that failed, timed out or never reported in its unfinished or unsatisfied steps are
+   * dispatched again, then each dependant in the run for the essays that newly succeeded (or,
+   * for a dependant that was skipped, for every essay it now expects). steps limits the retry to
+   * those steps of the run (and their dependants). Within an attempt the first outcome of an
+   * essay counts; an outcome of a superseded attempt changes nothing. Idempotent with
+   * request_id: a repeat returns the run as that retry left it.
+   * NOT_FOUND: BATCH_NOT_FOUND, RUN_NOT_FOUND.
+   * ABORTED (ACTIVE_RUN_EXISTS): another run of the batch is active.
+   * FAILED_PRECONDITION: reason RUN_NOT_FINISHED (the run is active); reason NOTHING_TO_RETRY
+   * (no step of the run, or of those named, has an essay to run again); reason
+   * PREREQUISITES_NOT_MET (a step to run requires a flag the batch no longer has).
+   * INVALID_ARGUMENT (BadRequest): malformed ids, a step that is not one of the run's;
+   * REQUEST_ID_REUSED.
+   *
+   * @generated from rpc huleedu.batch.v1.BatchService.RetryRun
+   */
+  retryRun: {
+    methodKind: "unary";
+    input: typeof RetryRunRequestSchema;
+    output: typeof RetryRunResponseSchema;
+  },
+  /**
+   * Changes a batch's metadata: the fields named by update_mask ("flags", "labels", "name",
+   * "course_code"; a map is replaced whole) and returns the batch. Flags take effect for runs
+   * started or retried afterwards; the conductor learns them at once (before they are stored).
+   * Idempotent: the same update again returns the same batch. A CreateBatch retry with the
+   * batch's original request still returns it (as it is now).
+   * NOT_FOUND: BATCH_NOT_FOUND.
+   * INVALID_ARGUMENT (BadRequest): an empty update_mask (on update_mask.paths) or one naming
+   * another field (on update_mask.paths[i]), metadata out of bounds (see BatchMetadata: checked
+   * whole, like CreateBatch's); UNKNOWN_FLAG (on metadata.flags[<name>]). Nothing changes.
+   * UNAVAILABLE: the conductor is down and flags are to change (nothing changes).
+   *
+   * @generated from rpc huleedu.batch.v1.BatchService.UpdateBatch
+   */
+  updateBatch: {
+    methodKind: "unary";
+    input: typeof UpdateBatchRequestSchema;
+    output: typeof UpdateBatchResponseSchema;
+  },
+  /**
+   * One essay: its original and latest text, and per step its outcome, error and output. An
+   * essay of TriggerSpellcheck is readable the same way (no batch, no steps).
+   * NOT_FOUND: ESSAY_NOT_FOUND (no such essay, or not in the batch given).
+   * INVALID_ARGUMENT (BadRequest): malformed ids.
+   * UNAVAILABLE: the content store, PostgreSQL or the conductor is down.
+   *
+   * @generated from rpc huleedu.batch.v1.BatchService.GetEssay
+   */
+  getEssay: {
+    methodKind: "unary";
+    input: typeof GetEssayRequestSchema;
+    output: typeof GetEssayResponseSchema;
+  },
+  /**
+   * A batch's essays in batch order, one page at a time, each with its step results (and, with
+   * view ESSAY_VIEW_FULL, its texts: a page then also ends before its texts pass 2 MiB).
+   * NOT_FOUND: BATCH_NOT_FOUND.
+   * INVALID_ARGUMENT (BadRequest): page_size outside 0-1,000, a page_token not from this
+   * service or for another batch.
+   *
+   * @generated from rpc huleedu.batch.v1.BatchService.ListEssays
+   */
+  listEssays: {
+    methodKind: "unary";
+    input: typeof ListEssaysRequestSchema;
+    output: typeof ListEssaysResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_huleedu_batch_v1_batch, 0);

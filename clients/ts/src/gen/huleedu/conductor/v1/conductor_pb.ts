@@ -18,16 +18,19 @@
 //
 // Access (docs/security.md): with authentication on, every call carries an API key
 // ("authorization: Bearer <key>" metadata) or a client certificate (mutual TLS); no or bad
-// credentials are UNAUTHENTICATED. RegisterBatch needs the scope batches:register (the
-// BatchService's own identity), RecordStepOutcome outcomes:record (workers and ELS), every other
-// RPC pipelines:read; without it a call is PERMISSION_DENIED with an ErrorInfo naming the scope.
+// credentials are UNAUTHENTICATED. RegisterBatch, ReopenEssays and ExpireStep need the scope
+// batches:register (the BatchService's own identity), RecordStepOutcome outcomes:record (workers
+// and ELS), every other RPC pipelines:read; without it a call is PERMISSION_DENIED with an
+// ErrorInfo naming the scope.
 // Each principal has a rate per scope (RATE_LIMITS; by default pipelines:read 1,000/s with
 // bursts of 2,000, batches:register 500/s with bursts of 1,000, outcomes:record 2,000/s with
 // bursts of 4,000); past it a call is RESOURCE_EXHAUSTED with a RetryInfo.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { SkipReason, StepOutcome } from "../../events/v1/events_pb.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { ErrorDetail, SkipReason, StepOutcome } from "../../events/v1/events_pb.js";
 import { file_huleedu_events_v1_events } from "../../events/v1/events_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -35,7 +38,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file huleedu/conductor/v1/conductor.proto.
  */
 export const file_huleedu_conductor_v1_conductor: GenFile = /*@__PURE__*/
-  fileDesc("CiRodWxlZWR1L2NvbmR1Y3Rvci92MS9jb25kdWN0b3IucHJvdG8SFGh1bGVlZHUuY29uZHVjdG9yLnYxIoEBCg5TdGVwRGVmaW5pdGlvbhIMCgRuYW1lGAEgASgJEg8KB3NlcnZpY2UYAiABKAkSDwoHY29tbWFuZBgDIAEoCRISCgpkZXBlbmRzX29uGAQgAygJEhAKCHJlcXVpcmVzGAUgAygJEhkKEW1pbl9zdWNjZXNzX3JhdGlvGAYgASgBInMKCFBpcGVsaW5lEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMwoFc3RlcHMYAyADKAsyJC5odWxlZWR1LmNvbmR1Y3Rvci52MS5TdGVwRGVmaW5pdGlvbhIPCgd2ZXJzaW9uGAQgASgJIhYKFExpc3RQaXBlbGluZXNSZXF1ZXN0IkoKFUxpc3RQaXBlbGluZXNSZXNwb25zZRIxCglwaXBlbGluZXMYASADKAsyHi5odWxlZWR1LmNvbmR1Y3Rvci52MS5QaXBlbGluZSIiChJHZXRQaXBlbGluZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSJHChNHZXRQaXBlbGluZVJlc3BvbnNlEjAKCHBpcGVsaW5lGAEgASgLMh4uaHVsZWVkdS5jb25kdWN0b3IudjEuUGlwZWxpbmUirwEKFFJlZ2lzdGVyQmF0Y2hSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEhEKCWVzc2F5X2lkcxgCIAMoCRJECgVmbGFncxgDIAMoCzI1Lmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlZ2lzdGVyQmF0Y2hSZXF1ZXN0LkZsYWdzRW50cnkaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBIk8KFVJlZ2lzdGVyQmF0Y2hSZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRITCgtlc3NheV9jb3VudBgCIAEoDRIPCgdjcmVhdGVkGAMgASgIIsEBChZSZXNvbHZlUGlwZWxpbmVSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEg4KBnRhcmdldBgCIAEoCRJGCgVmbGFncxgDIAMoCzI3Lmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlc29sdmVQaXBlbGluZVJlcXVlc3QuRmxhZ3NFbnRyeRIPCgdkcnlfcnVuGAQgASgIGiwKCkZsYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASJJCgpQcnVuZWRTdGVwEgwKBHN0ZXAYASABKAkSLQoGcmVhc29uGAIgASgOMh0uaHVsZWVkdS5ldmVudHMudjEuU2tpcFJlYXNvbiLEAQoXUmVzb2x2ZVBpcGVsaW5lUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSDgoGdGFyZ2V0GAIgASgJEjMKBXN0ZXBzGAMgAygLMiQuaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcERlZmluaXRpb24SNgoMcHJ1bmVkX3N0ZXBzGAQgAygLMiAuaHVsZWVkdS5jb25kdWN0b3IudjEuUHJ1bmVkU3RlcBIaChJkZWZpbml0aW9uX3ZlcnNpb24YBSABKAkiugEKHFZhbGlkYXRlUHJlcmVxdWlzaXRlc1JlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSDAoEc3RlcBgCIAEoCRJMCgVmbGFncxgDIAMoCzI9Lmh1bGVlZHUuY29uZHVjdG9yLnYxLlZhbGlkYXRlUHJlcmVxdWlzaXRlc1JlcXVlc3QuRmxhZ3NFbnRyeRosCgpGbGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCDoCOAEiPwodVmFsaWRhdGVQcmVyZXF1aXNpdGVzUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSDAoEc3RlcBgCIAEoCSKqAQoYUmVjb3JkU3RlcE91dGNvbWVSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEgwKBHN0ZXAYAiABKAkSEAoIZXNzYXlfaWQYAyABKAkSLwoHb3V0Y29tZRgEIAEoDjIeLmh1bGVlZHUuZXZlbnRzLnYxLlN0ZXBPdXRjb21lEhAKCGV2ZW50X2lkGAUgASgJEhkKEW91dHB1dF9zdG9yYWdlX2lkGAYgASgJIn0KCVN0ZXBTdGF0ZRIMCgRzdGVwGAEgASgJEhEKCXN1Y2NlZWRlZBgCIAEoDRIOCgZmYWlsZWQYAyABKA0SDQoFdG90YWwYBCABKA0SMAoGc3RhdHVzGAUgASgOMiAuaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcFN0YXR1cyJ7ChlSZWNvcmRTdGVwT3V0Y29tZVJlc3BvbnNlEi4KBXN0YXRlGAEgASgLMh8uaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcFN0YXRlEhYKDm5ld2x5X3JlY29yZGVkGAIgASgIEhYKDmNvbXBsZXRlZF9zdGVwGAMgASgIIjAKHEdldEJhdGNoUGlwZWxpbmVTdGF0ZVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAki8wEKHUdldEJhdGNoUGlwZWxpbmVTdGF0ZVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEhMKC2Vzc2F5X2NvdW50GAIgASgNEk0KBWZsYWdzGAMgAygLMj4uaHVsZWVkdS5jb25kdWN0b3IudjEuR2V0QmF0Y2hQaXBlbGluZVN0YXRlUmVzcG9uc2UuRmxhZ3NFbnRyeRIuCgVzdGVwcxgEIAMoCzIfLmh1bGVlZHUuY29uZHVjdG9yLnYxLlN0ZXBTdGF0ZRosCgpGbGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCDoCOAEqzQEKClN0ZXBTdGF0dXMSGwoXU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTVEVQX1NUQVRVU19XQUlUSU5HEAESGwoXU1RFUF9TVEFUVVNfTk9UX1NUQVJURUQQAhIbChdTVEVQX1NUQVRVU19JTl9QUk9HUkVTUxADEhkKFVNURVBfU1RBVFVTX1NBVElTRklFRBAEEhsKF1NURVBfU1RBVFVTX1VOU0FUSVNGSUVEEAUSFwoTU1RFUF9TVEFUVVNfQkxPQ0tFRBAGMr4GChhQaXBlbGluZUNvbmR1Y3RvclNlcnZpY2USaAoNTGlzdFBpcGVsaW5lcxIqLmh1bGVlZHUuY29uZHVjdG9yLnYxLkxpc3RQaXBlbGluZXNSZXF1ZXN0GisuaHVsZWVkdS5jb25kdWN0b3IudjEuTGlzdFBpcGVsaW5lc1Jlc3BvbnNlEmIKC0dldFBpcGVsaW5lEiguaHVsZWVkdS5jb25kdWN0b3IudjEuR2V0UGlwZWxpbmVSZXF1ZXN0GikuaHVsZWVkdS5jb25kdWN0b3IudjEuR2V0UGlwZWxpbmVSZXNwb25zZRJoCg1SZWdpc3RlckJhdGNoEiouaHVsZWVkdS5jb25kdWN0b3IudjEuUmVnaXN0ZXJCYXRjaFJlcXVlc3QaKy5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZWdpc3RlckJhdGNoUmVzcG9uc2USbgoPUmVzb2x2ZVBpcGVsaW5lEiwuaHVsZWVkdS5jb25kdWN0b3IudjEuUmVzb2x2ZVBpcGVsaW5lUmVxdWVzdBotLmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlc29sdmVQaXBlbGluZVJlc3BvbnNlEoABChVWYWxpZGF0ZVByZXJlcXVpc2l0ZXMSMi5odWxlZWR1LmNvbmR1Y3Rvci52MS5WYWxpZGF0ZVByZXJlcXVpc2l0ZXNSZXF1ZXN0GjMuaHVsZWVkdS5jb25kdWN0b3IudjEuVmFsaWRhdGVQcmVyZXF1aXNpdGVzUmVzcG9uc2USdAoRUmVjb3JkU3RlcE91dGNvbWUSLi5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZWNvcmRTdGVwT3V0Y29tZVJlcXVlc3QaLy5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZWNvcmRTdGVwT3V0Y29tZVJlc3BvbnNlEoABChVHZXRCYXRjaFBpcGVsaW5lU3RhdGUSMi5odWxlZWR1LmNvbmR1Y3Rvci52MS5HZXRCYXRjaFBpcGVsaW5lU3RhdGVSZXF1ZXN0GjMuaHVsZWVkdS5jb25kdWN0b3IudjEuR2V0QmF0Y2hQaXBlbGluZVN0YXRlUmVzcG9uc2VC7gEKGGNvbS5odWxlZWR1LmNvbmR1Y3Rvci52MUIOQ29uZHVjdG9yUHJvdG9QAVpQZ2l0aHViLmNvbS9odWxlZWR1L3BpcGVsaW5lLW1lc2gvY2xpZW50cy9nby9nZW4vaHVsZWVkdS9jb25kdWN0b3IvdjE7Y29uZHVjdG9ydjGiAgNIQ1iqAhRIdWxlZWR1LkNvbmR1Y3Rvci5WMcoCFEh1bGVlZHVcQ29uZHVjdG9yXFYx4gIgSHVsZWVkdVxDb25kdWN0b3JcVjFcR1BCTWV0YWRhdGHqAhZIdWxlZWR1OjpDb25kdWN0b3I6OlYxYgZwcm90bzM", [file_huleedu_events_v1_events]);
+  fileDesc("CiRodWxlZWR1L2NvbmR1Y3Rvci92MS9jb25kdWN0b3IucHJvdG8SFGh1bGVlZHUuY29uZHVjdG9yLnYxIsQBCg5TdGVwRGVmaW5pdGlvbhIMCgRuYW1lGAEgASgJEg8KB3NlcnZpY2UYAiABKAkSDwoHY29tbWFuZBgDIAEoCRISCgpkZXBlbmRzX29uGAQgAygJEhAKCHJlcXVpcmVzGAUgAygJEhkKEW1pbl9zdWNjZXNzX3JhdGlvGAYgASgBEioKB3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNcHJvZHVjZXNfdGV4dBgIIAEoCCJzCghQaXBlbGluZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjMKBXN0ZXBzGAMgAygLMiQuaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcERlZmluaXRpb24SDwoHdmVyc2lvbhgEIAEoCSIWChRMaXN0UGlwZWxpbmVzUmVxdWVzdCJZChVMaXN0UGlwZWxpbmVzUmVzcG9uc2USMQoJcGlwZWxpbmVzGAEgAygLMh4uaHVsZWVkdS5jb25kdWN0b3IudjEuUGlwZWxpbmUSDQoFZmxhZ3MYAiADKAkiIgoSR2V0UGlwZWxpbmVSZXF1ZXN0EgwKBG5hbWUYASABKAkiRwoTR2V0UGlwZWxpbmVSZXNwb25zZRIwCghwaXBlbGluZRgBIAEoCzIeLmh1bGVlZHUuY29uZHVjdG9yLnYxLlBpcGVsaW5lIq8BChRSZWdpc3RlckJhdGNoUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIRCgllc3NheV9pZHMYAiADKAkSRAoFZmxhZ3MYAyADKAsyNS5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZWdpc3RlckJhdGNoUmVxdWVzdC5GbGFnc0VudHJ5GiwKCkZsYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASJPChVSZWdpc3RlckJhdGNoUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSEwoLZXNzYXlfY291bnQYAiABKA0SDwoHY3JlYXRlZBgDIAEoCCLBAQoWUmVzb2x2ZVBpcGVsaW5lUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIOCgZ0YXJnZXQYAiABKAkSRgoFZmxhZ3MYAyADKAsyNy5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZXNvbHZlUGlwZWxpbmVSZXF1ZXN0LkZsYWdzRW50cnkSDwoHZHJ5X3J1bhgEIAEoCBosCgpGbGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCDoCOAEiSQoKUHJ1bmVkU3RlcBIMCgRzdGVwGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLmh1bGVlZHUuZXZlbnRzLnYxLlNraXBSZWFzb24ixAEKF1Jlc29sdmVQaXBlbGluZVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEg4KBnRhcmdldBgCIAEoCRIzCgVzdGVwcxgDIAMoCzIkLmh1bGVlZHUuY29uZHVjdG9yLnYxLlN0ZXBEZWZpbml0aW9uEjYKDHBydW5lZF9zdGVwcxgEIAMoCzIgLmh1bGVlZHUuY29uZHVjdG9yLnYxLlBydW5lZFN0ZXASGgoSZGVmaW5pdGlvbl92ZXJzaW9uGAUgASgJIroBChxWYWxpZGF0ZVByZXJlcXVpc2l0ZXNSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEgwKBHN0ZXAYAiABKAkSTAoFZmxhZ3MYAyADKAsyPS5odWxlZWR1LmNvbmR1Y3Rvci52MS5WYWxpZGF0ZVByZXJlcXVpc2l0ZXNSZXF1ZXN0LkZsYWdzRW50cnkaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBIj8KHVZhbGlkYXRlUHJlcmVxdWlzaXRlc1Jlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEgwKBHN0ZXAYAiABKAki+gEKGFJlY29yZFN0ZXBPdXRjb21lUmVxdWVzdBIQCghiYXRjaF9pZBgBIAEoCRIMCgRzdGVwGAIgASgJEhAKCGVzc2F5X2lkGAMgASgJEi8KB291dGNvbWUYBCABKA4yHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwT3V0Y29tZRIQCghldmVudF9pZBgFIAEoCRIZChFvdXRwdXRfc3RvcmFnZV9pZBgGIAEoCRItCgVlcnJvchgHIAEoCzIeLmh1bGVlZHUuZXZlbnRzLnYxLkVycm9yRGV0YWlsEg4KBnJ1bl9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNIpABCglTdGVwU3RhdGUSDAoEc3RlcBgBIAEoCRIRCglzdWNjZWVkZWQYAiABKA0SDgoGZmFpbGVkGAMgASgNEg0KBXRvdGFsGAQgASgNEjAKBnN0YXR1cxgFIAEoDjIgLmh1bGVlZHUuY29uZHVjdG9yLnYxLlN0ZXBTdGF0dXMSEQoJdGltZWRfb3V0GAYgASgNIrIBChlSZWNvcmRTdGVwT3V0Y29tZVJlc3BvbnNlEi4KBXN0YXRlGAEgASgLMh8uaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcFN0YXRlEhYKDm5ld2x5X3JlY29yZGVkGAIgASgIEhYKDmNvbXBsZXRlZF9zdGVwGAMgASgIEjUKB3ZlcmRpY3QYBCABKA4yJC5odWxlZWR1LmNvbmR1Y3Rvci52MS5PdXRjb21lVmVyZGljdCIwChxHZXRCYXRjaFBpcGVsaW5lU3RhdGVSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJIvMBCh1HZXRCYXRjaFBpcGVsaW5lU3RhdGVSZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRITCgtlc3NheV9jb3VudBgCIAEoDRJNCgVmbGFncxgDIAMoCzI+Lmh1bGVlZHUuY29uZHVjdG9yLnYxLkdldEJhdGNoUGlwZWxpbmVTdGF0ZVJlc3BvbnNlLkZsYWdzRW50cnkSLgoFc3RlcHMYBCADKAsyHy5odWxlZWR1LmNvbmR1Y3Rvci52MS5TdGVwU3RhdGUaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBIlcKE1Jlb3BlbkVzc2F5c1JlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SDQoFc3RlcHMYBCADKAkiXwoMUmVvcGVuZWRTdGVwEgwKBHN0ZXAYASABKAkSEQoJZXNzYXlfaWRzGAIgAygJEi4KBXN0YXRlGAMgASgLMh8uaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcFN0YXRlIkkKFFJlb3BlbkVzc2F5c1Jlc3BvbnNlEjEKBXN0ZXBzGAEgAygLMiIuaHVsZWVkdS5jb25kdWN0b3IudjEuUmVvcGVuZWRTdGVwIlQKEUV4cGlyZVN0ZXBSZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgJEgwKBHN0ZXAYAiABKAkSDgoGcnVuX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0iYQoSRXhwaXJlU3RlcFJlc3BvbnNlEi4KBXN0YXRlGAEgASgLMh8uaHVsZWVkdS5jb25kdWN0b3IudjEuU3RlcFN0YXRlEhsKE3RpbWVkX291dF9lc3NheV9pZHMYAiADKAkiPgoXR2V0RXNzYXlPdXRjb21lc1JlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAkSEQoJZXNzYXlfaWRzGAIgAygJIuwBCg9Fc3NheVN0ZXBSZXN1bHQSDAoEc3RlcBgBIAEoCRIvCgdvdXRjb21lGAIgASgOMh4uaHVsZWVkdS5ldmVudHMudjEuU3RlcE91dGNvbWUSLQoFZXJyb3IYAyABKAsyHi5odWxlZWR1LmV2ZW50cy52MS5FcnJvckRldGFpbBIZChFvdXRwdXRfc3RvcmFnZV9pZBgEIAEoCRIOCgZydW5faWQYBSABKAkSDwoHYXR0ZW1wdBgGIAEoDRIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVwoNRXNzYXlPdXRjb21lcxIQCghlc3NheV9pZBgBIAEoCRI0CgVzdGVwcxgCIAMoCzIlLmh1bGVlZHUuY29uZHVjdG9yLnYxLkVzc2F5U3RlcFJlc3VsdCJhChhHZXRFc3NheU91dGNvbWVzUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSMwoGZXNzYXlzGAIgAygLMiMuaHVsZWVkdS5jb25kdWN0b3IudjEuRXNzYXlPdXRjb21lcyqoAQoOT3V0Y29tZVZlcmRpY3QSHwobT1VUQ09NRV9WRVJESUNUX1VOU1BFQ0lGSUVEEAASHAoYT1VUQ09NRV9WRVJESUNUX1JFQ09SREVEEAESHQoZT1VUQ09NRV9WRVJESUNUX0RVUExJQ0FURRACEh4KGk9VVENPTUVfVkVSRElDVF9TVVBFUlNFREVEEAMSGAoUT1VUQ09NRV9WRVJESUNUX0xBVEUQBCrNAQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NURVBfU1RBVFVTX1dBSVRJTkcQARIbChdTVEVQX1NUQVRVU19OT1RfU1RBUlRFRBACEhsKF1NURVBfU1RBVFVTX0lOX1BST0dSRVNTEAMSGQoVU1RFUF9TVEFUVVNfU0FUSVNGSUVEEAQSGwoXU1RFUF9TVEFUVVNfVU5TQVRJU0ZJRUQQBRIXChNTVEVQX1NUQVRVU19CTE9DS0VEEAYy+QgKGFBpcGVsaW5lQ29uZHVjdG9yU2VydmljZRJoCg1MaXN0UGlwZWxpbmVzEiouaHVsZWVkdS5jb25kdWN0b3IudjEuTGlzdFBpcGVsaW5lc1JlcXVlc3QaKy5odWxlZWR1LmNvbmR1Y3Rvci52MS5MaXN0UGlwZWxpbmVzUmVzcG9uc2USYgoLR2V0UGlwZWxpbmUSKC5odWxlZWR1LmNvbmR1Y3Rvci52MS5HZXRQaXBlbGluZVJlcXVlc3QaKS5odWxlZWR1LmNvbmR1Y3Rvci52MS5HZXRQaXBlbGluZVJlc3BvbnNlEmgKDVJlZ2lzdGVyQmF0Y2gSKi5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZWdpc3RlckJhdGNoUmVxdWVzdBorLmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlZ2lzdGVyQmF0Y2hSZXNwb25zZRJuCg9SZXNvbHZlUGlwZWxpbmUSLC5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZXNvbHZlUGlwZWxpbmVSZXF1ZXN0Gi0uaHVsZWVkdS5jb25kdWN0b3IudjEuUmVzb2x2ZVBpcGVsaW5lUmVzcG9uc2USgAEKFVZhbGlkYXRlUHJlcmVxdWlzaXRlcxIyLmh1bGVlZHUuY29uZHVjdG9yLnYxLlZhbGlkYXRlUHJlcmVxdWlzaXRlc1JlcXVlc3QaMy5odWxlZWR1LmNvbmR1Y3Rvci52MS5WYWxpZGF0ZVByZXJlcXVpc2l0ZXNSZXNwb25zZRJ0ChFSZWNvcmRTdGVwT3V0Y29tZRIuLmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlY29yZFN0ZXBPdXRjb21lUmVxdWVzdBovLmh1bGVlZHUuY29uZHVjdG9yLnYxLlJlY29yZFN0ZXBPdXRjb21lUmVzcG9uc2USgAEKFUdldEJhdGNoUGlwZWxpbmVTdGF0ZRIyLmh1bGVlZHUuY29uZHVjdG9yLnYxLkdldEJhdGNoUGlwZWxpbmVTdGF0ZVJlcXVlc3QaMy5odWxlZWR1LmNvbmR1Y3Rvci52MS5HZXRCYXRjaFBpcGVsaW5lU3RhdGVSZXNwb25zZRJlCgxSZW9wZW5Fc3NheXMSKS5odWxlZWR1LmNvbmR1Y3Rvci52MS5SZW9wZW5Fc3NheXNSZXF1ZXN0GiouaHVsZWVkdS5jb25kdWN0b3IudjEuUmVvcGVuRXNzYXlzUmVzcG9uc2USXwoKRXhwaXJlU3RlcBInLmh1bGVlZHUuY29uZHVjdG9yLnYxLkV4cGlyZVN0ZXBSZXF1ZXN0GiguaHVsZWVkdS5jb25kdWN0b3IudjEuRXhwaXJlU3RlcFJlc3BvbnNlEnEKEEdldEVzc2F5T3V0Y29tZXMSLS5odWxlZWR1LmNvbmR1Y3Rvci52MS5HZXRFc3NheU91dGNvbWVzUmVxdWVzdBouLmh1bGVlZHUuY29uZHVjdG9yLnYxLkdldEVzc2F5T3V0Y29tZXNSZXNwb25zZULuAQoYY29tLmh1bGVlZHUuY29uZHVjdG9yLnYxQg5Db25kdWN0b3JQcm90b1ABWlBnaXRodWIuY29tL2h1bGVlZHUvcGlwZWxpbmUtbWVzaC9jbGllbnRzL2dvL2dlbi9odWxlZWR1L2NvbmR1Y3Rvci92MTtjb25kdWN0b3J2MaICA0hDWKoCFEh1bGVlZHUuQ29uZHVjdG9yLlYxygIUSHVsZWVkdVxDb25kdWN0b3JcVjHiAiBIdWxlZWR1XENvbmR1Y3RvclxWMVxHUEJNZXRhZGF0YeoCFkh1bGVlZHU6OkNvbmR1Y3Rvcjo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_huleedu_events_v1_events]);
 
 /**
  * One step of a pipeline definition.
@@ -84,6 +87,22 @@ export type StepDefinition = Message<"huleedu.conductor.v1.StepDefinition"> & {
    * @generated from field: double min_success_ratio = 6;
    */
   minSuccessRatio: number;
+
+  /**
+   * How long after its command is dispatched the step may take; essays without an outcome by
+   * then fail with TIMED_OUT. Unset: no timeout.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 7;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * Whether the step's output (output_storage_id) becomes the essay's latest text (spellcheck's
+   * corrected text does; an analysis step's output does not).
+   *
+   * @generated from field: bool produces_text = 8;
+   */
+  producesText: boolean;
 };
 
 /**
@@ -162,6 +181,13 @@ export type ListPipelinesResponse = Message<"huleedu.conductor.v1.ListPipelinesR
    * @generated from field: repeated huleedu.conductor.v1.Pipeline pipelines = 1;
    */
   pipelines: Pipeline[];
+
+  /**
+   * Every flag some step requires, sorted: the flag names batches may set.
+   *
+   * @generated from field: repeated string flags = 2;
+   */
+  flags: string[];
 };
 
 /**
@@ -236,7 +262,8 @@ export type RegisterBatchRequest = Message<"huleedu.conductor.v1.RegisterBatchRe
 
   /**
    * Gating flags, e.g. {"prompt_attached": true}; replaced on every registration. Names are at
-   * most 128 characters.
+   * most 128 characters, each a flag some step requires (ListPipelines' flags), else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -292,21 +319,23 @@ export const RegisterBatchResponseSchema: GenMessage<RegisterBatchResponse> = /*
  */
 export type ResolvePipelineRequest = Message<"huleedu.conductor.v1.ResolvePipelineRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND (UNKNOWN_TARGET).
+   * A pipeline name or a step name, at most 128 characters. Neither: NOT_FOUND
+   * (PIPELINE_NOT_FOUND).
    *
    * @generated from field: string target = 2;
    */
   target: string;
 
   /**
-   * Flags for this resolution, merged over the batch's registered flags.
+   * Flags for this resolution, merged over the batch's registered flags; each a flag some step
+   * requires, else INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -411,21 +440,22 @@ export const ResolvePipelineResponseSchema: GenMessage<ResolvePipelineResponse> 
  */
 export type ValidatePrerequisitesRequest = Message<"huleedu.conductor.v1.ValidatePrerequisitesRequest"> & {
   /**
-   * A registered batch. Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch. Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND.
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
   step: string;
 
   /**
-   * Flags merged over the batch's registered flags.
+   * Flags merged over the batch's registered flags; each a flag some step requires, else
+   * INVALID_ARGUMENT (UNKNOWN_FLAG).
    *
    * @generated from field: map<string, bool> flags = 3;
    */
@@ -474,14 +504,14 @@ export const ValidatePrerequisitesResponseSchema: GenMessage<ValidatePrerequisit
  */
 export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepOutcomeRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
   batchId: string;
 
   /**
-   * A step name, at most 128 characters. Unknown: NOT_FOUND (UNKNOWN_STEP).
+   * A step name, at most 128 characters. Unknown: NOT_FOUND (STEP_NOT_FOUND).
    *
    * @generated from field: string step = 2;
    */
@@ -515,6 +545,27 @@ export type RecordStepOutcomeRequest = Message<"huleedu.conductor.v1.RecordStepO
    * @generated from field: string output_storage_id = 6;
    */
   outputStorageId: string;
+
+  /**
+   * Why it failed (code at most 128 characters, message at most 1,024 bytes); empty on success.
+   *
+   * @generated from field: huleedu.events.v1.ErrorDetail error = 7;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * The run whose command the outcome answers (an id), if known.
+   *
+   * @generated from field: string run_id = 8;
+   */
+  runId: string;
+
+  /**
+   * The attempt of that command; 0 means 1.
+   *
+   * @generated from field: uint32 attempt = 9;
+   */
+  attempt: number;
 };
 
 /**
@@ -564,6 +615,13 @@ export type StepState = Message<"huleedu.conductor.v1.StepState"> & {
    * @generated from field: huleedu.conductor.v1.StepStatus status = 5;
    */
   status: StepStatus;
+
+  /**
+   * Of the failed essays, those that timed out.
+   *
+   * @generated from field: uint32 timed_out = 6;
+   */
+  timedOut: number;
 };
 
 /**
@@ -599,6 +657,13 @@ export type RecordStepOutcomeResponse = Message<"huleedu.conductor.v1.RecordStep
    * @generated from field: bool completed_step = 3;
    */
   completedStep: boolean;
+
+  /**
+   * What the call did (newly_recorded is verdict == RECORDED).
+   *
+   * @generated from field: huleedu.conductor.v1.OutcomeVerdict verdict = 4;
+   */
+  verdict: OutcomeVerdict;
 };
 
 /**
@@ -615,7 +680,7 @@ export const RecordStepOutcomeResponseSchema: GenMessage<RecordStepOutcomeRespon
  */
 export type GetBatchPipelineStateRequest = Message<"huleedu.conductor.v1.GetBatchPipelineStateRequest"> & {
   /**
-   * A registered batch (an id). Unregistered: NOT_FOUND (UNKNOWN_BATCH).
+   * A registered batch (an id). Unregistered: NOT_FOUND (BATCH_NOT_FOUND).
    *
    * @generated from field: string batch_id = 1;
    */
@@ -670,6 +735,369 @@ export type GetBatchPipelineStateResponse = Message<"huleedu.conductor.v1.GetBat
  */
 export const GetBatchPipelineStateResponseSchema: GenMessage<GetBatchPipelineStateResponse> = /*@__PURE__*/
   messageDesc(file_huleedu_conductor_v1_conductor, 17);
+
+/**
+ * Request of ReopenEssays.
+ *
+ * @generated from message huleedu.conductor.v1.ReopenEssaysRequest
+ */
+export type ReopenEssaysRequest = Message<"huleedu.conductor.v1.ReopenEssaysRequest"> & {
+  /**
+   * A registered batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The run being retried (an id).
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * The run's new attempt, at least 2.
+   *
+   * @generated from field: uint32 attempt = 3;
+   */
+  attempt: number;
+
+  /**
+   * The steps to reopen (names, 1 to 100, no repeats).
+   *
+   * @generated from field: repeated string steps = 4;
+   */
+  steps: string[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.ReopenEssaysRequest.
+ * Use `create(ReopenEssaysRequestSchema)` to create a new message.
+ */
+export const ReopenEssaysRequestSchema: GenMessage<ReopenEssaysRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 18);
+
+/**
+ * The essays one step reopened.
+ *
+ * @generated from message huleedu.conductor.v1.ReopenedStep
+ */
+export type ReopenedStep = Message<"huleedu.conductor.v1.ReopenedStep"> & {
+  /**
+   * The step.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * Essays open at the attempt, in batch order: what the retry dispatches.
+   *
+   * @generated from field: repeated string essay_ids = 2;
+   */
+  essayIds: string[];
+
+  /**
+   * The step's state after reopening.
+   *
+   * @generated from field: huleedu.conductor.v1.StepState state = 3;
+   */
+  state?: StepState | undefined;
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.ReopenedStep.
+ * Use `create(ReopenedStepSchema)` to create a new message.
+ */
+export const ReopenedStepSchema: GenMessage<ReopenedStep> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 19);
+
+/**
+ * Response of ReopenEssays.
+ *
+ * @generated from message huleedu.conductor.v1.ReopenEssaysResponse
+ */
+export type ReopenEssaysResponse = Message<"huleedu.conductor.v1.ReopenEssaysResponse"> & {
+  /**
+   * One entry per requested step, in request order.
+   *
+   * @generated from field: repeated huleedu.conductor.v1.ReopenedStep steps = 1;
+   */
+  steps: ReopenedStep[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.ReopenEssaysResponse.
+ * Use `create(ReopenEssaysResponseSchema)` to create a new message.
+ */
+export const ReopenEssaysResponseSchema: GenMessage<ReopenEssaysResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 20);
+
+/**
+ * Request of ExpireStep.
+ *
+ * @generated from message huleedu.conductor.v1.ExpireStepRequest
+ */
+export type ExpireStepRequest = Message<"huleedu.conductor.v1.ExpireStepRequest"> & {
+  /**
+   * A registered batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The step whose timeout expired.
+   *
+   * @generated from field: string step = 2;
+   */
+  step: string;
+
+  /**
+   * The run whose dispatch timed out (an id).
+   *
+   * @generated from field: string run_id = 3;
+   */
+  runId: string;
+
+  /**
+   * The run's attempt that timed out; 0 means 1.
+   *
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.ExpireStepRequest.
+ * Use `create(ExpireStepRequestSchema)` to create a new message.
+ */
+export const ExpireStepRequestSchema: GenMessage<ExpireStepRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 21);
+
+/**
+ * Response of ExpireStep.
+ *
+ * @generated from message huleedu.conductor.v1.ExpireStepResponse
+ */
+export type ExpireStepResponse = Message<"huleedu.conductor.v1.ExpireStepResponse"> & {
+  /**
+   * The step's state after expiring.
+   *
+   * @generated from field: huleedu.conductor.v1.StepState state = 1;
+   */
+  state?: StepState | undefined;
+
+  /**
+   * Essays recorded as TIMED_OUT by this call, in batch order (empty for a repeat).
+   *
+   * @generated from field: repeated string timed_out_essay_ids = 2;
+   */
+  timedOutEssayIds: string[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.ExpireStepResponse.
+ * Use `create(ExpireStepResponseSchema)` to create a new message.
+ */
+export const ExpireStepResponseSchema: GenMessage<ExpireStepResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 22);
+
+/**
+ * Request of GetEssayOutcomes.
+ *
+ * @generated from message huleedu.conductor.v1.GetEssayOutcomesRequest
+ */
+export type GetEssayOutcomesRequest = Message<"huleedu.conductor.v1.GetEssayOutcomesRequest"> & {
+  /**
+   * A registered batch (an id).
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * Essays of the batch, 1 to 1,000 ids.
+   *
+   * @generated from field: repeated string essay_ids = 2;
+   */
+  essayIds: string[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.GetEssayOutcomesRequest.
+ * Use `create(GetEssayOutcomesRequestSchema)` to create a new message.
+ */
+export const GetEssayOutcomesRequestSchema: GenMessage<GetEssayOutcomesRequest> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 23);
+
+/**
+ * One step's outcome of one essay.
+ *
+ * @generated from message huleedu.conductor.v1.EssayStepResult
+ */
+export type EssayStepResult = Message<"huleedu.conductor.v1.EssayStepResult"> & {
+  /**
+   * The step.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * SUCCEEDED or FAILED; unspecified while the essay is open at an attempt with no outcome yet.
+   *
+   * @generated from field: huleedu.events.v1.StepOutcome outcome = 2;
+   */
+  outcome: StepOutcome;
+
+  /**
+   * Why it failed (code TIMED_OUT when its step timed out); empty on success.
+   *
+   * @generated from field: huleedu.events.v1.ErrorDetail error = 3;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * Content-store id of the step's output, if any.
+   *
+   * @generated from field: string output_storage_id = 4;
+   */
+  outputStorageId: string;
+
+  /**
+   * The run of the counted outcome (or of the attempt the essay is open at).
+   *
+   * @generated from field: string run_id = 5;
+   */
+  runId: string;
+
+  /**
+   * The attempt of the counted outcome (or the attempt the essay is open at).
+   *
+   * @generated from field: uint32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * When the outcome was recorded; unset while open.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 7;
+   */
+  recordedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.EssayStepResult.
+ * Use `create(EssayStepResultSchema)` to create a new message.
+ */
+export const EssayStepResultSchema: GenMessage<EssayStepResult> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 24);
+
+/**
+ * Every step result of one essay.
+ *
+ * @generated from message huleedu.conductor.v1.EssayOutcomes
+ */
+export type EssayOutcomes = Message<"huleedu.conductor.v1.EssayOutcomes"> & {
+  /**
+   * The essay.
+   *
+   * @generated from field: string essay_id = 1;
+   */
+  essayId: string;
+
+  /**
+   * One entry per step with an outcome (or open at an attempt), in definition order.
+   *
+   * @generated from field: repeated huleedu.conductor.v1.EssayStepResult steps = 2;
+   */
+  steps: EssayStepResult[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.EssayOutcomes.
+ * Use `create(EssayOutcomesSchema)` to create a new message.
+ */
+export const EssayOutcomesSchema: GenMessage<EssayOutcomes> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 25);
+
+/**
+ * Response of GetEssayOutcomes.
+ *
+ * @generated from message huleedu.conductor.v1.GetEssayOutcomesResponse
+ */
+export type GetEssayOutcomesResponse = Message<"huleedu.conductor.v1.GetEssayOutcomesResponse"> & {
+  /**
+   * The batch.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * One entry per requested essay, in request order.
+   *
+   * @generated from field: repeated huleedu.conductor.v1.EssayOutcomes essays = 2;
+   */
+  essays: EssayOutcomes[];
+};
+
+/**
+ * Describes the message huleedu.conductor.v1.GetEssayOutcomesResponse.
+ * Use `create(GetEssayOutcomesResponseSchema)` to create a new message.
+ */
+export const GetEssayOutcomesResponseSchema: GenMessage<GetEssayOutcomesResponse> = /*@__PURE__*/
+  messageDesc(file_huleedu_conductor_v1_conductor, 26);
+
+/**
+ * What recording an outcome did.
+ *
+ * @generated from enum huleedu.conductor.v1.OutcomeVerdict
+ */
+export enum OutcomeVerdict {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: OUTCOME_VERDICT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Counted now.
+   *
+   * @generated from enum value: OUTCOME_VERDICT_RECORDED = 1;
+   */
+  RECORDED = 1,
+
+  /**
+   * The same outcome was already counted for this attempt: nothing changed.
+   *
+   * @generated from enum value: OUTCOME_VERDICT_DUPLICATE = 2;
+   */
+  DUPLICATE = 2,
+
+  /**
+   * Of an attempt the run superseded (RetryRun): nothing changed.
+   *
+   * @generated from enum value: OUTCOME_VERDICT_SUPERSEDED = 3;
+   */
+  SUPERSEDED = 3,
+
+  /**
+   * The essay had timed out already: nothing changed.
+   *
+   * @generated from enum value: OUTCOME_VERDICT_LATE = 4;
+   */
+  LATE = 4,
+}
+
+/**
+ * Describes the enum huleedu.conductor.v1.OutcomeVerdict.
+ */
+export const OutcomeVerdictSchema: GenEnum<OutcomeVerdict> = /*@__PURE__*/
+  enumDesc(file_huleedu_conductor_v1_conductor, 0);
 
 /**
  * Lifecycle of one step of one batch.
@@ -731,13 +1159,14 @@ export enum StepStatus {
  * Describes the enum huleedu.conductor.v1.StepStatus.
  */
 export const StepStatusSchema: GenEnum<StepStatus> = /*@__PURE__*/
-  enumDesc(file_huleedu_conductor_v1_conductor, 0);
+  enumDesc(file_huleedu_conductor_v1_conductor, 1);
 
 /**
  * Pipeline resolution and step-outcome counting for batches of essays.
  *
  * Errors: every failed call carries a google.rpc.Status with an ErrorInfo (domain
- * "conductor.huleedu", a reason such as UNKNOWN_BATCH or PRECONDITION, metadata "type") and,
+ * "conductor.huleedu", a reason of the vocabulary both services share (docs/errors.md), such as
+ * BATCH_NOT_FOUND or PREREQUISITES_NOT_MET, metadata "type") and,
  * where it applies, BadRequest (INVALID_ARGUMENT: one violation per bad field, all of them at
  * once), PreconditionFailure (FAILED_PRECONDITION) or ResourceInfo (NOT_FOUND, ALREADY_EXISTS,
  * UNAVAILABLE). Any call may also fail with UNAVAILABLE (reason BACKEND_UNAVAILABLE: Redis or
@@ -763,7 +1192,7 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Returns one pipeline definition.
-   * NOT_FOUND (reason UNKNOWN_TARGET, ResourceInfo pipeline): no pipeline of that name.
+   * NOT_FOUND (reason PIPELINE_NOT_FOUND, ResourceInfo pipeline): no pipeline of that name.
    * INVALID_ARGUMENT: a malformed name.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.GetPipeline
@@ -779,7 +1208,9 @@ export const PipelineConductorService: GenService<{
    * ALREADY_EXISTS (reason REGISTRATION_CONFLICT, ResourceInfo batch): the batch is registered
    * with a different essay set.
    * INVALID_ARGUMENT (BadRequest): malformed batch_id, no essay ids or more than 100,000, a
-   * malformed or duplicate essay id, a malformed flag name.
+   * malformed or duplicate essay id, a malformed flag name; reason UNKNOWN_FLAG (one BadRequest
+   * violation per unknown flag, on flags[<name>], listing the known flags) for a flag no step of
+   * the loaded pipelines requires, true or false.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RegisterBatch
    */
@@ -792,12 +1223,12 @@ export const PipelineConductorService: GenService<{
    * Resolves a pipeline or step name into the ordered steps still to run for a batch; steps the
    * batch already satisfied are pruned (and, unless dry_run, announced with PhaseSkipped events).
    * A fully satisfied batch is OK with no steps. Not idempotent unless dry_run (events).
-   * NOT_FOUND: an unregistered batch (reason UNKNOWN_BATCH), no pipeline or step of that name
-   * (UNKNOWN_TARGET).
-   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): a needed step requires a flag
-   * that is not true (violation type FLAG, subject the flag), or needs a step the batch
-   * completed unsatisfied, which cannot run again (type STEP, subject the step).
-   * INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name.
+   * NOT_FOUND: an unregistered batch (reason BATCH_NOT_FOUND), no pipeline or step of that name
+   * (PIPELINE_NOT_FOUND).
+   * FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): a needed step
+   * requires a flag that is not true (violation type FLAG, subject the flag), or needs a step
+   * the batch completed unsatisfied, which cannot run again (type STEP, subject the step).
+   * INVALID_ARGUMENT (BadRequest): malformed batch_id, target or flag name; UNKNOWN_FLAG.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ResolvePipeline
    */
@@ -809,10 +1240,10 @@ export const PipelineConductorService: GenService<{
   /**
    * OK when a step may run now for a batch: every flag it requires is true and every step it
    * depends on is satisfied.
-   * FAILED_PRECONDITION (reason PRECONDITION, PreconditionFailure): one violation per unmet
-   * flag (type FLAG) and per dependency not satisfied yet (type STEP).
-   * NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_TARGET).
-   * INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name.
+   * FAILED_PRECONDITION (reason PREREQUISITES_NOT_MET, PreconditionFailure): one violation per
+   * unmet flag (type FLAG) and per dependency not satisfied yet (type STEP).
+   * NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+   * INVALID_ARGUMENT (BadRequest): malformed batch_id, step or flag name; UNKNOWN_FLAG.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ValidatePrerequisites
    */
@@ -823,12 +1254,16 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Records one essay's outcome of one step (the same operation as the Kafka path). Idempotent per
-   * (batch, step, essay): a repeat of the same outcome is OK with newly_recorded false.
+   * (batch, step, essay) within an attempt: a repeat of the same outcome is OK with verdict
+   * DUPLICATE; an outcome of an attempt the run superseded, or one arriving after the essay
+   * timed out, is OK and changes nothing (verdict SUPERSEDED or LATE).
    * ALREADY_EXISTS (reason OUTCOME_CONFLICT, ResourceInfo essay_outcome): the essay already has
-   * the other outcome for this step.
-   * FAILED_PRECONDITION (reason ESSAY_NOT_EXPECTED, PreconditionFailure type ESSAY): the essay is
-   * not one the step expects (not in the batch, or it did not succeed in every dependency).
-   * NOT_FOUND: an unregistered batch (UNKNOWN_BATCH), an unknown step (UNKNOWN_STEP).
+   * the other outcome for this step and attempt.
+   * FAILED_PRECONDITION: the same gates as dispatch. Reason PREREQUISITES_NOT_MET
+   * (PreconditionFailure type FLAG) when the step requires a flag the batch does not have;
+   * reason ESSAY_NOT_EXPECTED (type ESSAY) when the essay is not one the step expects (not in
+   * the batch, the step's dependencies are not complete, or it did not succeed in every one).
+   * NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
    * INVALID_ARGUMENT (BadRequest): a malformed id or step name, an unset outcome.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.RecordStepOutcome
@@ -840,7 +1275,8 @@ export const PipelineConductorService: GenService<{
   },
   /**
    * Per-step counts and status of a batch.
-   * NOT_FOUND (reason UNKNOWN_BATCH): an unregistered batch. INVALID_ARGUMENT: malformed batch_id.
+   * NOT_FOUND (reason BATCH_NOT_FOUND): an unregistered batch. INVALID_ARGUMENT: malformed
+   * batch_id.
    *
    * @generated from rpc huleedu.conductor.v1.PipelineConductorService.GetBatchPipelineState
    */
@@ -848,6 +1284,49 @@ export const PipelineConductorService: GenService<{
     methodKind: "unary";
     input: typeof GetBatchPipelineStateRequestSchema;
     output: typeof GetBatchPipelineStateResponseSchema;
+  },
+  /**
+   * Starts a new attempt of a run for the steps named: every essay a step expects that failed
+   * (or timed out) or has no outcome is reopened at (run_id, attempt): its failure no longer
+   * counts, and only an outcome of this attempt (or a later one) of the same run counts for it.
+   * Essays that succeeded are never reopened. Steps whose expected essays are not known yet
+   * (waiting, blocked) reopen nothing: they run when their dependencies complete. Idempotent: a
+   * repeat answers the essays open at that attempt. The BatchService calls it for RetryRun.
+   * NOT_FOUND: an unregistered batch (BATCH_NOT_FOUND), an unknown step (STEP_NOT_FOUND).
+   * INVALID_ARGUMENT (BadRequest): malformed ids, no steps, attempt below 2.
+   *
+   * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ReopenEssays
+   */
+  reopenEssays: {
+    methodKind: "unary";
+    input: typeof ReopenEssaysRequestSchema;
+    output: typeof ReopenEssaysResponseSchema;
+  },
+  /**
+   * A step's timeout expired for a run's attempt: every essay the step expects that still has
+   * no outcome (and is not open at a later attempt of that run) is recorded as failed with error
+   * code TIMED_OUT, which completes the step. An outcome arriving later for such an essay changes
+   * nothing (verdict LATE). Idempotent. The BatchService calls it when a deadline passes.
+   * NOT_FOUND: BATCH_NOT_FOUND, STEP_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids.
+   *
+   * @generated from rpc huleedu.conductor.v1.PipelineConductorService.ExpireStep
+   */
+  expireStep: {
+    methodKind: "unary";
+    input: typeof ExpireStepRequestSchema;
+    output: typeof ExpireStepResponseSchema;
+  },
+  /**
+   * Every step's outcome of some essays of a batch: outcome, error, output, attempt.
+   * NOT_FOUND: BATCH_NOT_FOUND. INVALID_ARGUMENT (BadRequest): malformed ids, no essay ids or
+   * more than 1,000. Essays not in the batch are answered with no steps.
+   *
+   * @generated from rpc huleedu.conductor.v1.PipelineConductorService.GetEssayOutcomes
+   */
+  getEssayOutcomes: {
+    methodKind: "unary";
+    input: typeof GetEssayOutcomesRequestSchema;
+    output: typeof GetEssayOutcomesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_huleedu_conductor_v1_conductor, 0);

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file huleedu/events/v1/events.proto.
  */
 export const file_huleedu_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5odWxlZWR1L2V2ZW50cy92MS9ldmVudHMucHJvdG8SEWh1bGVlZHUuZXZlbnRzLnYxIroGCg1FdmVudEVudmVsb3BlEhAKCGV2ZW50X2lkGAEgASgJEhIKCmV2ZW50X3R5cGUYAiABKAkSMwoPZXZlbnRfdGltZXN0YW1wGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zb3VyY2Vfc2VydmljZRgEIAEoCRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIWCg5jb3JyZWxhdGlvbl9pZBgGIAEoCRJACghtZXRhZGF0YRgHIAMoCzIuLmh1bGVlZHUuZXZlbnRzLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRJRChplc3NheV9zcGVsbGNoZWNrX3JlcXVlc3RlZBgKIAEoCzIrLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5U3BlbGxjaGVja1JlcXVlc3RlZEgAEjgKDWJhdGNoX2NyZWF0ZWQYCyABKAsyHy5odWxlZWR1LmV2ZW50cy52MS5CYXRjaENyZWF0ZWRIABI2CgxzdGVwX2NvbW1hbmQYDCABKAsyHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwQ29tbWFuZEgAEkEKEmVzc2F5X3N0ZXBfb3V0Y29tZRgNIAEoCzIjLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5U3RlcE91dGNvbWVIABJFChRiYXRjaF9zdGVwX2NvbXBsZXRlZBgOIAEoCzIlLmh1bGVlZHUuZXZlbnRzLnYxLkJhdGNoU3RlcENvbXBsZXRlZEgAEjgKDXBoYXNlX3NraXBwZWQYDyABKAsyHy5odWxlZWR1LmV2ZW50cy52MS5QaGFzZVNraXBwZWRIABJJChZwaXBlbGluZV9ydW5fY29tcGxldGVkGBAgASgLMicuaHVsZWVkdS5ldmVudHMudjEuUGlwZWxpbmVSdW5Db21wbGV0ZWRIABI0CgtkZWFkX2xldHRlchgRIAEoCzIdLmh1bGVlZHUuZXZlbnRzLnYxLkRlYWRMZXR0ZXJIABovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHcGF5bG9hZCJGCglFbnRpdHlSZWYSEQoJZW50aXR5X2lkGAEgASgJEhMKC2VudGl0eV90eXBlGAIgASgJEhEKCXBhcmVudF9pZBgDIAEoCSJXCg5TeXN0ZW1NZXRhZGF0YRItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmNvcnJlbGF0aW9uX2lkGAIgASgJIuMBChhFc3NheVNwZWxsY2hlY2tSZXF1ZXN0ZWQSMAoKZW50aXR5X3JlZhgBIAEoCzIcLmh1bGVlZHUuZXZlbnRzLnYxLkVudGl0eVJlZhIuCgZzdGF0dXMYAiABKA4yHi5odWxlZWR1LmV2ZW50cy52MS5Fc3NheVN0YXR1cxI6Cg9zeXN0ZW1fbWV0YWRhdGEYAyABKAsyIS5odWxlZWR1LmV2ZW50cy52MS5TeXN0ZW1NZXRhZGF0YRIXCg90ZXh0X3N0b3JhZ2VfaWQYBCABKAkSEAoIbGFuZ3VhZ2UYBSABKAkiNQoIRXNzYXlSZWYSEAoIZXNzYXlfaWQYASABKAkSFwoPdGV4dF9zdG9yYWdlX2lkGAIgASgJIrYBCgxCYXRjaENyZWF0ZWQSEAoIYmF0Y2hfaWQYASABKAkSKwoGZXNzYXlzGAIgAygLMhsuaHVsZWVkdS5ldmVudHMudjEuRXNzYXlSZWYSOQoFZmxhZ3MYAyADKAsyKi5odWxlZWR1LmV2ZW50cy52MS5CYXRjaENyZWF0ZWQuRmxhZ3NFbnRyeRosCgpGbGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCDoCOAEihAIKC1N0ZXBDb21tYW5kEhAKCGJhdGNoX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgJEg8KB2NvbW1hbmQYBCABKAkSKwoGZXNzYXlzGAUgAygLMhsuaHVsZWVkdS5ldmVudHMudjEuRXNzYXlSZWYSEAoIbGFuZ3VhZ2UYBiABKAkSQgoKcGFyYW1ldGVycxgHIAMoCzIuLmh1bGVlZHUuZXZlbnRzLnYxLlN0ZXBDb21tYW5kLlBhcmFtZXRlcnNFbnRyeRoxCg9QYXJhbWV0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLPAQoQRXNzYXlTdGVwT3V0Y29tZRIQCghiYXRjaF9pZBgBIAEoCRIMCgRzdGVwGAIgASgJEhAKCGVzc2F5X2lkGAMgASgJEi8KB291dGNvbWUYBCABKA4yHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwT3V0Y29tZRIZChFvdXRwdXRfc3RvcmFnZV9pZBgFIAEoCRItCgVlcnJvchgGIAEoCzIeLmh1bGVlZHUuZXZlbnRzLnYxLkVycm9yRGV0YWlsEg4KBnJ1bl9pZBgHIAEoCSIsCgtFcnJvckRldGFpbBIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkisAEKEkJhdGNoU3RlcENvbXBsZXRlZBIQCghiYXRjaF9pZBgBIAEoCRIMCgRzdGVwGAIgASgJEhEKCXN1Y2NlZWRlZBgDIAEoDRIOCgZmYWlsZWQYBCABKA0SDQoFdG90YWwYBSABKA0SEQoJc2F0aXNmaWVkGAYgASgIEjUKEHN1Y2NlZWRlZF9lc3NheXMYByADKAsyGy5odWxlZWR1LmV2ZW50cy52MS5Fc3NheVJlZiJtCgxQaGFzZVNraXBwZWQSEAoIYmF0Y2hfaWQYASABKAkSDAoEc3RlcBgCIAEoCRItCgZyZWFzb24YAyABKA4yHS5odWxlZWR1LmV2ZW50cy52MS5Ta2lwUmVhc29uEg4KBnRhcmdldBgEIAEoCSL7AQoUUGlwZWxpbmVSdW5Db21wbGV0ZWQSEAoIYmF0Y2hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhAKCHBpcGVsaW5lGAMgASgJEi4KB291dGNvbWUYBCABKA4yHS5odWxlZWR1LmV2ZW50cy52MS5SdW5PdXRjb21lEhcKD2NvbXBsZXRlZF9zdGVwcxgFIAMoCRIdChVzdWNjZWVkZWRfZXNzYXlfY291bnQYBiABKA0SGgoSZmFpbGVkX2Vzc2F5X2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KCUVycm9ySW5mbxIMCgR0eXBlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEQoJdHJhY2ViYWNrGAMgASgJIrIDCgpEZWFkTGV0dGVyEhYKDm9yaWdpbmFsX3RvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSCwoDa2V5GAQgASgMEi0KCXRpbWVzdGFtcBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc2NoZW1hX3ZlcnNpb24YBiABKA0SDwoHcGF5bG9hZBgHIAEoDBIwCgplcnJvcl9pbmZvGAggASgLMhwuaHVsZWVkdS5ldmVudHMudjEuRXJyb3JJbmZvEhYKDmNvbnN1bWVyX2dyb3VwGAkgASgJEg8KB3NlcnZpY2UYCiABKAkSEAoIYXR0ZW1wdHMYCyABKA0SLQoJZmFpbGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwYXlsb2FkX3NpemUYDSABKAQSFgoOcGF5bG9hZF9zaGEyNTYYDiABKAkSOgoPcGF5bG9hZF9zdG9yYWdlGA8gASgOMiEuaHVsZWVkdS5ldmVudHMudjEuUGF5bG9hZFN0b3JhZ2UqUAoLRXNzYXlTdGF0dXMSHAoYRVNTQVlfU1RBVFVTX1VOU1BFQ0lGSUVEEAASIwofRVNTQVlfU1RBVFVTX1BFTkRJTkdfU1BFTExDSEVDSxABKmAKC1N0ZXBPdXRjb21lEhwKGFNURVBfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhoKFlNURVBfT1VUQ09NRV9TVUNDRUVERUQQARIXChNTVEVQX09VVENPTUVfRkFJTEVEEAIqTAoKU2tpcFJlYXNvbhIbChdTS0lQX1JFQVNPTl9VTlNQRUNJRklFRBAAEiEKHVNLSVBfUkVBU09OX0FMUkVBRFlfU0FUSVNGSUVEEAEqoAEKClJ1bk91dGNvbWUSGwoXUlVOX09VVENPTUVfVU5TUEVDSUZJRUQQABIZChVSVU5fT1VUQ09NRV9DT01QTEVURUQQARInCiNSVU5fT1VUQ09NRV9DT01QTEVURURfV0lUSF9GQUlMVVJFUxACEhYKElJVTl9PVVRDT01FX0ZBSUxFRBADEhkKFVJVTl9PVVRDT01FX0NBTkNFTExFRBAEKnAKDlBheWxvYWRTdG9yYWdlEh8KG1BBWUxPQURfU1RPUkFHRV9VTlNQRUNJRklFRBAAEh4KGlBBWUxPQURfU1RPUkFHRV9QT1NUR1JFU1FMEAESHQoZUEFZTE9BRF9TVE9SQUdFX0RJU0NBUkRFRBACQtYBChVjb20uaHVsZWVkdS5ldmVudHMudjFCC0V2ZW50c1Byb3RvUAFaSmdpdGh1Yi5jb20vaHVsZWVkdS9waXBlbGluZS1tZXNoL2NsaWVudHMvZ28vZ2VuL2h1bGVlZHUvZXZlbnRzL3YxO2V2ZW50c3YxogIDSEVYqgIRSHVsZWVkdS5FdmVudHMuVjHKAhFIdWxlZWR1XEV2ZW50c1xWMeICHUh1bGVlZHVcRXZlbnRzXFYxXEdQQk1ldGFkYXRh6gITSHVsZWVkdTo6RXZlbnRzOjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5odWxlZWR1L2V2ZW50cy92MS9ldmVudHMucHJvdG8SEWh1bGVlZHUuZXZlbnRzLnYxIvQGCg1FdmVudEVudmVsb3BlEhAKCGV2ZW50X2lkGAEgASgJEhIKCmV2ZW50X3R5cGUYAiABKAkSMwoPZXZlbnRfdGltZXN0YW1wGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zb3VyY2Vfc2VydmljZRgEIAEoCRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIWCg5jb3JyZWxhdGlvbl9pZBgGIAEoCRJACghtZXRhZGF0YRgHIAMoCzIuLmh1bGVlZHUuZXZlbnRzLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRJRChplc3NheV9zcGVsbGNoZWNrX3JlcXVlc3RlZBgKIAEoCzIrLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5U3BlbGxjaGVja1JlcXVlc3RlZEgAEjgKDWJhdGNoX2NyZWF0ZWQYCyABKAsyHy5odWxlZWR1LmV2ZW50cy52MS5CYXRjaENyZWF0ZWRIABI2CgxzdGVwX2NvbW1hbmQYDCABKAsyHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwQ29tbWFuZEgAEkEKEmVzc2F5X3N0ZXBfb3V0Y29tZRgNIAEoCzIjLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5U3RlcE91dGNvbWVIABJFChRiYXRjaF9zdGVwX2NvbXBsZXRlZBgOIAEoCzIlLmh1bGVlZHUuZXZlbnRzLnYxLkJhdGNoU3RlcENvbXBsZXRlZEgAEjgKDXBoYXNlX3NraXBwZWQYDyABKAsyHy5odWxlZWR1LmV2ZW50cy52MS5QaGFzZVNraXBwZWRIABJJChZwaXBlbGluZV9ydW5fY29tcGxldGVkGBAgASgLMicuaHVsZWVkdS5ldmVudHMudjEuUGlwZWxpbmVSdW5Db21wbGV0ZWRIABI0CgtkZWFkX2xldHRlchgRIAEoCzIdLmh1bGVlZHUuZXZlbnRzLnYxLkRlYWRMZXR0ZXJIABI4Cg1ydW5fY2FuY2VsbGVkGBIgASgLMh8uaHVsZWVkdS5ldmVudHMudjEuUnVuQ2FuY2VsbGVkSAAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB3BheWxvYWQiRgoJRW50aXR5UmVmEhEKCWVudGl0eV9pZBgBIAEoCRITCgtlbnRpdHlfdHlwZRgCIAEoCRIRCglwYXJlbnRfaWQYAyABKAkiVwoOU3lzdGVtTWV0YWRhdGESLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCSLjAQoYRXNzYXlTcGVsbGNoZWNrUmVxdWVzdGVkEjAKCmVudGl0eV9yZWYYASABKAsyHC5odWxlZWR1LmV2ZW50cy52MS5FbnRpdHlSZWYSLgoGc3RhdHVzGAIgASgOMh4uaHVsZWVkdS5ldmVudHMudjEuRXNzYXlTdGF0dXMSOgoPc3lzdGVtX21ldGFkYXRhGAMgASgLMiEuaHVsZWVkdS5ldmVudHMudjEuU3lzdGVtTWV0YWRhdGESFwoPdGV4dF9zdG9yYWdlX2lkGAQgASgJEhAKCGxhbmd1YWdlGAUgASgJIjUKCEVzc2F5UmVmEhAKCGVzc2F5X2lkGAEgASgJEhcKD3RleHRfc3RvcmFnZV9pZBgCIAEoCSK2AQoMQmF0Y2hDcmVhdGVkEhAKCGJhdGNoX2lkGAEgASgJEisKBmVzc2F5cxgCIAMoCzIbLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5UmVmEjkKBWZsYWdzGAMgAygLMiouaHVsZWVkdS5ldmVudHMudjEuQmF0Y2hDcmVhdGVkLkZsYWdzRW50cnkaLAoKRmxhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBIpUCCgtTdGVwQ29tbWFuZBIQCghiYXRjaF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoCRIPCgdjb21tYW5kGAQgASgJEisKBmVzc2F5cxgFIAMoCzIbLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5UmVmEhAKCGxhbmd1YWdlGAYgASgJEkIKCnBhcmFtZXRlcnMYByADKAsyLi5odWxlZWR1LmV2ZW50cy52MS5TdGVwQ29tbWFuZC5QYXJhbWV0ZXJzRW50cnkSDwoHYXR0ZW1wdBgIIAEoDRoxCg9QYXJhbWV0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLgAQoQRXNzYXlTdGVwT3V0Y29tZRIQCghiYXRjaF9pZBgBIAEoCRIMCgRzdGVwGAIgASgJEhAKCGVzc2F5X2lkGAMgASgJEi8KB291dGNvbWUYBCABKA4yHi5odWxlZWR1LmV2ZW50cy52MS5TdGVwT3V0Y29tZRIZChFvdXRwdXRfc3RvcmFnZV9pZBgFIAEoCRItCgVlcnJvchgGIAEoCzIeLmh1bGVlZHUuZXZlbnRzLnYxLkVycm9yRGV0YWlsEg4KBnJ1bl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgNIiwKC0Vycm9yRGV0YWlsEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLkAQoSQmF0Y2hTdGVwQ29tcGxldGVkEhAKCGJhdGNoX2lkGAEgASgJEgwKBHN0ZXAYAiABKAkSEQoJc3VjY2VlZGVkGAMgASgNEg4KBmZhaWxlZBgEIAEoDRINCgV0b3RhbBgFIAEoDRIRCglzYXRpc2ZpZWQYBiABKAgSNQoQc3VjY2VlZGVkX2Vzc2F5cxgHIAMoCzIbLmh1bGVlZHUuZXZlbnRzLnYxLkVzc2F5UmVmEg4KBnJ1bl9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNEhEKCXRpbWVkX291dBgKIAEoDSJtCgxQaGFzZVNraXBwZWQSEAoIYmF0Y2hfaWQYASABKAkSDAoEc3RlcBgCIAEoCRItCgZyZWFzb24YAyABKA4yHS5odWxlZWR1LmV2ZW50cy52MS5Ta2lwUmVhc29uEg4KBnRhcmdldBgEIAEoCSKMAgoUUGlwZWxpbmVSdW5Db21wbGV0ZWQSEAoIYmF0Y2hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhAKCHBpcGVsaW5lGAMgASgJEi4KB291dGNvbWUYBCABKA4yHS5odWxlZWR1LmV2ZW50cy52MS5SdW5PdXRjb21lEhcKD2NvbXBsZXRlZF9zdGVwcxgFIAMoCRIdChVzdWNjZWVkZWRfZXNzYXlfY291bnQYBiABKA0SGgoSZmFpbGVkX2Vzc2F5X2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2F0dGVtcHQYCSABKA0iUQoMUnVuQ2FuY2VsbGVkEhAKCGJhdGNoX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEg4KBnJlYXNvbhgEIAEoCSI9CglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXRyYWNlYmFjaxgDIAEoCSKyAwoKRGVhZExldHRlchIWCg5vcmlnaW5hbF90b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDEgsKA2tleRgEIAEoDBItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnNjaGVtYV92ZXJzaW9uGAYgASgNEg8KB3BheWxvYWQYByABKAwSMAoKZXJyb3JfaW5mbxgIIAEoCzIcLmh1bGVlZHUuZXZlbnRzLnYxLkVycm9ySW5mbxIWCg5jb25zdW1lcl9ncm91cBgJIAEoCRIPCgdzZXJ2aWNlGAogASgJEhAKCGF0dGVtcHRzGAsgASgNEi0KCWZhaWxlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGF5bG9hZF9zaXplGA0gASgEEhYKDnBheWxvYWRfc2hhMjU2GA4gASgJEjoKD3BheWxvYWRfc3RvcmFnZRgPIAEoDjIhLmh1bGVlZHUuZXZlbnRzLnYxLlBheWxvYWRTdG9yYWdlKlAKC0Vzc2F5U3RhdHVzEhwKGEVTU0FZX1NUQVRVU19VTlNQRUNJRklFRBAAEiMKH0VTU0FZX1NUQVRVU19QRU5ESU5HX1NQRUxMQ0hFQ0sQASpgCgtTdGVwT3V0Y29tZRIcChhTVEVQX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZTVEVQX09VVENPTUVfU1VDQ0VFREVEEAESFwoTU1RFUF9PVVRDT01FX0ZBSUxFRBACKkwKClNraXBSZWFzb24SGwoXU0tJUF9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1TS0lQX1JFQVNPTl9BTFJFQURZX1NBVElTRklFRBABKqABCgpSdW5PdXRjb21lEhsKF1JVTl9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGQoVUlVOX09VVENPTUVfQ09NUExFVEVEEAESJwojUlVOX09VVENPTUVfQ09NUExFVEVEX1dJVEhfRkFJTFVSRVMQAhIWChJSVU5fT1VUQ09NRV9GQUlMRUQQAxIZChVSVU5fT1VUQ09NRV9DQU5DRUxMRUQQBCpwCg5QYXlsb2FkU3RvcmFnZRIfChtQQVlMT0FEX1NUT1JBR0VfVU5TUEVDSUZJRUQQABIeChpQQVlMT0FEX1NUT1JBR0VfUE9TVEdSRVNRTBABEh0KGVBBWUxPQURfU1RPUkFHRV9ESVNDQVJERUQQAkLWAQoVY29tLmh1bGVlZHUuZXZlbnRzLnYxQgtFdmVudHNQcm90b1ABWkpnaXRodWIuY29tL2h1bGVlZHUvcGlwZWxpbmUtbWVzaC9jbGllbnRzL2dvL2dlbi9odWxlZWR1L2V2ZW50cy92MTtldmVudHN2MaICA0hFWKoCEUh1bGVlZHUuRXZlbnRzLlYxygIRSHVsZWVkdVxFdmVudHNcVjHiAh1IdWxlZWR1XEV2ZW50c1xWMVxHUEJNZXRhZGF0YeoCE0h1bGVlZHU6OkV2ZW50czo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * The one envelope that wraps every event.
@@ -144,6 +144,14 @@ export type EventEnvelope = Message<"huleedu.events.v1.EventEnvelope"> & {
      */
     value: DeadLetter;
     case: "deadLetter";
+  } | {
+    /**
+     * BatchService: a pipeline run was cancelled; workers drop its queued commands.
+     *
+     * @generated from field: huleedu.events.v1.RunCancelled run_cancelled = 18;
+     */
+    value: RunCancelled;
+    case: "runCancelled";
   } | { case: undefined; value?: undefined };
 };
 
@@ -280,7 +288,9 @@ export type EssayRef = Message<"huleedu.events.v1.EssayRef"> & {
   essayId: string;
 
   /**
-   * Content-store id of the essay's latest text (the output of the last step that changed it).
+   * Content-store id of the essay's latest text: the output of the last step that produces text
+   * (StepDefinition.produces_text, e.g. spellcheck), else the original. In BatchStepCompleted,
+   * the step's output when the step produces text, else empty (the text did not change).
    *
    * @generated from field: string text_storage_id = 2;
    */
@@ -383,6 +393,15 @@ export type StepCommand = Message<"huleedu.events.v1.StepCommand"> & {
    * @generated from field: map<string, string> parameters = 7;
    */
   parameters: { [key: string]: string };
+
+  /**
+   * The run's attempt this command belongs to: 1 for the run's first, one more for each
+   * RetryRun. Workers echo it in EssayStepOutcome.attempt. 0 (from producers that predate it)
+   * means 1.
+   *
+   * @generated from field: uint32 attempt = 8;
+   */
+  attempt: number;
 };
 
 /**
@@ -451,6 +470,15 @@ export type EssayStepOutcome = Message<"huleedu.events.v1.EssayStepOutcome"> & {
    * @generated from field: string run_id = 7;
    */
   runId: string;
+
+  /**
+   * The attempt of the command (StepCommand.attempt); 0 means 1. Within an attempt the first
+   * outcome of an essay counts; an outcome of an attempt the same run superseded (RetryRun)
+   * changes nothing.
+   *
+   * @generated from field: uint32 attempt = 8;
+   */
+  attempt: number;
 };
 
 /**
@@ -467,7 +495,8 @@ export const EssayStepOutcomeSchema: GenMessage<EssayStepOutcome> = /*@__PURE__*
  */
 export type ErrorDetail = Message<"huleedu.events.v1.ErrorDetail"> & {
   /**
-   * Stable error code, e.g. "SPELLCHECK_TIMEOUT".
+   * Stable error code, e.g. "SPELLCHECK_FAILED"; "TIMED_OUT" is the conductor's own, for an
+   * essay whose step timed out before it reported.
    *
    * @generated from field: string code = 1;
    */
@@ -537,13 +566,38 @@ export type BatchStepCompleted = Message<"huleedu.events.v1.BatchStepCompleted">
   satisfied: boolean;
 
   /**
-   * The essays that succeeded, with the step's output storage id (empty when the step produced no
-   * new text). Carried here so whoever dispatches the next step has the exact essay set, with no
-   * race against separately consumed per-essay outcome events.
+   * The essays that succeeded, each with the step's output storage id as text_storage_id when the
+   * step produces text (StepDefinition.produces_text) and empty otherwise (an analysis step's
+   * output is a result, not the essay's new text), so the latest text of an essay is the last
+   * non-empty one. Carried here so whoever dispatches the next step has the exact essay set,
+   * with no race against separately consumed per-essay outcome events.
    *
    * @generated from field: repeated huleedu.events.v1.EssayRef succeeded_essays = 7;
    */
   succeededEssays: EssayRef[];
+
+  /**
+   * The run and attempt of the outcome (or timeout) that completed the step: a retry's
+   * attempt completes a step again, so a completion is new per (batch, step, run, attempt).
+   *
+   * @generated from field: string run_id = 8;
+   */
+  runId: string;
+
+  /**
+   * See run_id; 0 means 1.
+   *
+   * @generated from field: uint32 attempt = 9;
+   */
+  attempt: number;
+
+  /**
+   * Of the failed essays, those that timed out (the step's timeout expired before they
+   * reported).
+   *
+   * @generated from field: uint32 timed_out = 10;
+   */
+  timedOut: number;
 };
 
 /**
@@ -651,11 +705,18 @@ export type PipelineRunCompleted = Message<"huleedu.events.v1.PipelineRunComplet
   failedEssayCount: number;
 
   /**
-   * Wall time from start to end of the run.
+   * Wall time from start to end of the run (of its first attempt to the end of its last).
    *
    * @generated from field: google.protobuf.Duration duration = 8;
    */
   duration?: Duration | undefined;
+
+  /**
+   * The attempt that ended: 1, or more after RetryRun (a retried run completes again).
+   *
+   * @generated from field: uint32 attempt = 9;
+   */
+  attempt: number;
 };
 
 /**
@@ -664,6 +725,51 @@ export type PipelineRunCompleted = Message<"huleedu.events.v1.PipelineRunComplet
  */
 export const PipelineRunCompletedSchema: GenMessage<PipelineRunCompleted> = /*@__PURE__*/
   messageDesc(file_huleedu_events_v1_events, 11);
+
+/**
+ * A pipeline run was cancelled (CancelRun): nothing more is dispatched for it. Workers drop the
+ * commands of this run and attempt they still hold; outcomes that arrive anyway are still
+ * counted by the conductor but dispatch nothing. A later RetryRun starts a new attempt, whose
+ * commands are not dropped.
+ *
+ * @generated from message huleedu.events.v1.RunCancelled
+ */
+export type RunCancelled = Message<"huleedu.events.v1.RunCancelled"> & {
+  /**
+   * The batch.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The cancelled run.
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * The attempt that was cancelled (commands of this and earlier attempts are void).
+   *
+   * @generated from field: uint32 attempt = 3;
+   */
+  attempt: number;
+
+  /**
+   * Why, as given to CancelRun (may be empty).
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message huleedu.events.v1.RunCancelled.
+ * Use `create(RunCancelledSchema)` to create a new message.
+ */
+export const RunCancelledSchema: GenMessage<RunCancelled> = /*@__PURE__*/
+  messageDesc(file_huleedu_events_v1_events, 12);
 
 /**
  * What went wrong with a dead-lettered record.
@@ -698,7 +804,7 @@ export type ErrorInfo = Message<"huleedu.events.v1.ErrorInfo"> & {
  * Use `create(ErrorInfoSchema)` to create a new message.
  */
 export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
-  messageDesc(file_huleedu_events_v1_events, 12);
+  messageDesc(file_huleedu_events_v1_events, 13);
 
 /**
  * A record a consumer could not process, as published to "<topic>.dlq".
@@ -819,7 +925,7 @@ export type DeadLetter = Message<"huleedu.events.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_huleedu_events_v1_events, 13);
+  messageDesc(file_huleedu_events_v1_events, 14);
 
 /**
  * Lifecycle status of a single essay.
