@@ -92,6 +92,14 @@ def test_a_run_round_trips(run: PipelineRun) -> None:
 
 
 names = st.text("abcdefghij_", min_size=1, max_size=8)
+
+
+def in_year(year: int) -> st.SearchStrategy[datetime]:
+    return st.datetimes(
+        min_value=datetime(year, 1, 1), max_value=datetime(year, 12, 31), timezones=st.just(UTC)
+    )
+
+
 filters = st.builds(
     BatchFilter,
     latest_run_statuses=st.frozensets(st.none() | st.sampled_from(RunStatus)),
@@ -100,8 +108,8 @@ filters = st.builds(
         names,
         st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=9),
     ),
-    created_after=st.none() | times.map(lambda t: t.replace(year=1990)),
-    created_before=st.none() | times.map(lambda t: t.replace(year=2100)),
+    created_after=st.none() | in_year(1990),
+    created_before=st.none() | in_year(2100),
 )
 
 
