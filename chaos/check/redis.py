@@ -49,7 +49,7 @@ def differences(mirror: Mirror, essays: int, counts: Mapping[str, Counts]) -> li
     for step, pg in counts.items():
         redis = (
             int(mirror.get(step, 0)),
-            int(mirror.get(step + keys.FAILED, 0)),
+            keys.epoch_and_count(int(mirror.get(step + keys.FAILED, 0)))[1],
             mirror.get(step + keys.TOTAL),
         )
         if redis[:2] != (pg.succeeded, pg.failed) or (

@@ -79,7 +79,13 @@ async def _huleedu(t: Trial, *args: str) -> str:
     """``huleedu dlq ...`` (the CLI, as a process) on the outcome topic; its output."""
     topic = topic_name(EventKind.ESSAY_STEP_OUTCOME, t.mesh.namespace)
     command = [sys.executable, "-m", "clients", "dlq", args[0], topic, *args[1:]]
-    command += ["--kafka", t.ctx.backends.kafka_bootstrap, "--database", t.mesh.database_url]
+    command += [
+        "--kafka",
+        t.ctx.backends.kafka_bootstrap,
+        "--database",
+        t.mesh.database_url,
+        "--json",
+    ]
     proc = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
