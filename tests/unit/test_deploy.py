@@ -137,6 +137,7 @@ def test_the_dashboard_covers_what_the_issue_asks_for() -> None:
         "batch_step_transition_seconds_bucket",
         "conductor_step_completion_seconds_bucket",
         "batch_run_duration_seconds_count",
+        "batch_steps_timed_out_total",
         "process_cpu_seconds_total",
         "grpc_server_handled_total",
         "mesh_backend_up",
