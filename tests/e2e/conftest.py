@@ -18,14 +18,19 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.events.bus import BatchHandler
+from mesh.events.consumer import Consumer, ConsumerConfig
+from mesh.events.producer import Producer
+from mesh.events.topics import COMMAND_KINDS
 from tests.conftest import Backends
 from tests.support.net import free_port
 from tests.support.polling import eventually
@@ -35,6 +40,7 @@ GRPCURL_VERSION = "v1.9.3"
 GOBIN = ROOT / ".cache" / "bin"
 GO = shutil.which("go") or "/usr/local/go/bin/go"
 BACKEND_VARIABLES = ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+W = TypeVar("W", bound=BatchHandler)
 
 
 def go_env() -> dict[str, str]:
@@ -193,6 +199,40 @@ def launch(
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log_path.read_text()
         log.close()
+
+
+@asynccontextmanager
+async def serving_with_workers(
+    conductor: ServerProcess,
+    batch: ServerProcess,
+    backends: Backends,
+    namespace: str,
+    workers_for: Callable[[Producer], W],
+) -> AsyncIterator[W]:
+    """Start ``conductor`` and ``batch``, then consume every step's commands with the test's own
+    workers (``workers_for(producer)``, answering through ``producer``) until the block ends;
+    then each server must exit 0 on SIGTERM. A failure kills what is left."""
+    try:
+        await conductor.start()
+        await batch.start()
+        async with Producer(backends.kafka_bootstrap, namespace=namespace) as producer:
+            workers = workers_for(producer)
+            config = ConsumerConfig(
+                backends.kafka_bootstrap, f"{namespace}-workers", "e2e-workers", namespace=namespace
+            )
+            kinds = list(dict.fromkeys(COMMAND_KINDS.values()))
+            async with Consumer(
+                config, kinds, workers, dead_letters=producer, accept={"step_command"}
+            ) as consumer:
+                task = asyncio.create_task(consumer.run())
+                yield workers
+                await consumer.stop()
+                await task
+        assert await batch.terminate() == 0, batch.logs()
+        assert await conductor.terminate() == 0, conductor.logs()
+    finally:
+        await batch.kill()
+        await conductor.kill()
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from generated.huleedu.batch.v1 import batch_pb2 as pb
 from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope
 from mesh.events.bus import Message, OutgoingEvent
-from mesh.events.consumer import Consumer, ConsumerConfig
 from mesh.events.producer import Producer
-from mesh.events.topics import COMMAND_KINDS, EventKind
+from mesh.events.topics import EventKind
 from tests.conftest import Backends
-from tests.e2e.conftest import ServerProcess, backend_env
+from tests.e2e.conftest import ServerProcess, backend_env, serving_with_workers
 from tests.support.polling import eventually
 
 ACTIVE = (pb.RUN_STATUS_PENDING, pb.RUN_STATUS_RUNNING)
@@ -142,30 +141,10 @@ async def mesh(
         "BATCH_",
         tmp_path / "batch.log",
     )
-    try:
-        await conductor.start()
-        await batch.start()
-        async with Producer(backends.kafka_bootstrap, namespace=kafka_namespace) as producer:
-            workers = Workers(producer)
-            config = ConsumerConfig(
-                backends.kafka_bootstrap,
-                f"{kafka_namespace}-workers",
-                "e2e-workers",
-                namespace=kafka_namespace,
-            )
-            kinds = list(dict.fromkeys(COMMAND_KINDS.values()))
-            async with Consumer(
-                config, kinds, workers, dead_letters=producer, accept={"step_command"}
-            ) as consumer:
-                task = asyncio.create_task(consumer.run())
-                yield conductor, batch, workers
-                await consumer.stop()
-                await task
-        assert await batch.terminate() == 0, batch.logs()
-        assert await conductor.terminate() == 0, conductor.logs()
-    finally:
-        await batch.kill()
-        await conductor.kill()
+    async with serving_with_workers(
+        conductor, batch, backends, kafka_namespace, Workers
+    ) as workers:
+        yield conductor, batch, workers
 
 
 def _client(process: ServerProcess) -> BatchClient:
