@@ -82,7 +82,7 @@ async def serve(
     async with AsyncExitStack() as stack:
         if tracing is None:
             tracing = open_tracing(settings.telemetry, SOURCE_SERVICE)
-            stack.callback(tracing.close)
+            stack.push_async_callback(asyncio.to_thread, tracing.close)
         if bus is None:
             bus = await stack.enter_async_context(app.open_bus(b, "batch-service", registry))
         probes: dict[str, Probe] = {}

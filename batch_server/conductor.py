@@ -93,12 +93,12 @@ class Conductor:
         return Resolution(steps, pruned, response.definition_version)
 
     async def reopen(
-        self, batch: Batch, run_id: str, attempt: int, steps: Sequence[str]
+        self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
     ) -> dict[str, tuple[str, ...]]:
         """Reopen, at ``attempt`` of ``run_id``, the failed and missing essays of ``steps``; per
         step, the essays open at that attempt (batch order)."""
         try:
-            response = await self._client.reopen_essays(batch.batch_id, run_id, attempt, steps)
+            response = await self._client.reopen_essays(batch_id, run_id, attempt, steps)
         except RpcError as exc:
             raise _translate(exc, "retry") from exc
         return {step.step: tuple(step.essay_ids) for step in response.steps}

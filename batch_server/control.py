@@ -107,7 +107,7 @@ class RunControl:
         scope = control.retry_scope(run, steps)
         attempt = run.attempt + 1
         await self._conductor.register(batch)  # idempotent; heals a conductor that forgot it
-        reopened = await self._conductor.reopen(batch, run_id, attempt, scope.reopen)
+        reopened = await self._conductor.reopen(batch_id, run_id, attempt, scope.reopen)
         now = self._now()
         async with self._store.progress() as unit:
             progress = (await unit.load([batch_id]))[batch_id]
@@ -144,9 +144,11 @@ class RunControl:
         return Retried(run, known.retried)
 
     async def _run_of(self, batch_id: str, run_id: str) -> PipelineRun:
-        await self._store.get_batch(batch_id)
+        """The run, which must be one of the batch's (``BatchNotFound`` first if the batch is
+        not there either)."""
         run = await self._store.get_run(run_id)
         if run is None or run.batch_id != batch_id:
+            await self._store.get_batch(batch_id)
             raise RunNotFound(batch_id, run_id)
         return run
 

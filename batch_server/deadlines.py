@@ -47,11 +47,10 @@ class DeadlineWatch:
         self._metrics = metrics
         self._stopping = asyncio.Event()
 
-    async def expire_due(self) -> int:
-        """Time out every step due now; how many were asked for."""
+    async def expire_due(self) -> None:
+        """Time out every step due now."""
         due = await self._store.claim_due(self._now(), LEASE_SECONDS, CLAIMED_PER_ROUND)
         await asyncio.gather(*(self._expire(step) for step in due))
-        return len(due)
 
     async def _expire(self, step: DueStep) -> None:
         try:

@@ -12,24 +12,19 @@ from collections.abc import Mapping, Sequence
 
 from conductor_server import events
 from conductor_server.domain.catalog import PipelineCatalog
-from conductor_server.domain.errors import PreconditionFailed, Violation, ViolationKind
+from conductor_server.domain.errors import PreconditionFailed
 from conductor_server.domain.model import (
     BatchRegistration,
     EssayStepResult,
     OutcomeRecord,
     StepDefinition,
 )
-from conductor_server.domain.resolution import Resolution
+from conductor_server.domain.resolution import Resolution, unmet_flags
 from conductor_server.ports import BatchState, Expired, RecordResult, Reopened, StateStore
 from conductor_server.rules import PipelineRules
 from mesh.events.bus import EventPublisher
 
 log = logging.getLogger(__name__)
-
-
-def set_flags(flags: Mapping[str, bool]) -> frozenset[str]:
-    """The names of the flags that are true."""
-    return frozenset(name for name, value in flags.items() if value)
 
 
 def merged_flags(registered: frozenset[str], overrides: Mapping[str, bool]) -> frozenset[str]:
@@ -57,7 +52,7 @@ class Conductor:
         """Register the batch with the flags set true in ``flags``, every name of which must be
         a known flag (``UnknownFlag`` otherwise, before anything is stored)."""
         self.catalog.check_flags(flags)
-        registration = BatchRegistration(batch_id, essay_ids, set_flags(flags))
+        registration = BatchRegistration(batch_id, essay_ids, merged_flags(frozenset(), flags))
         created = await self._store.register_batch(registration)
         log.info(
             "batch %s %s with %d essays, flags %s",
@@ -102,17 +97,8 @@ class Conductor:
         """A retry's new attempt: reopen the steps' failed and missing essays. A step that
         requires a flag the batch no longer has cannot run again (``PreconditionFailed``)."""
         state = await self._store.batch_state(batch_id)
-        missing = tuple(
-            Violation(
-                ViolationKind.FLAG,
-                flag,
-                f"step '{step}' requires flag '{flag}', which batch '{batch_id}' does not have",
-                (step,),
-            )
-            for step in steps
-            if step in self.catalog.steps
-            for flag in self.catalog.steps[step].requires
-            if flag not in state.flags
+        missing = unmet_flags(
+            [self.catalog.steps[step] for step in steps if step in self.catalog.steps], state.flags
         )
         if missing:
             raise PreconditionFailed(f"retry of run {run_id}", missing)

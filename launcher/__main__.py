@@ -114,7 +114,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 await asyncio.gather(loops[-1], return_exceptions=True)
                 await workers.close()
             ended = await asyncio.gather(batch_task, conductor_task, return_exceptions=True)
-            worker_tracing.close()
+            await asyncio.to_thread(worker_tracing.close)
         for error in ended:  # a server that failed while shutting down
             if isinstance(error, BaseException):
                 raise error

@@ -170,7 +170,7 @@ async def _serve(
             await workers.stop()
             await asyncio.gather(task, return_exceptions=True)
             await workers.close()
-            tracing.close()
+            await asyncio.to_thread(tracing.close)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,6 +299,7 @@ class ServiceSettings:
             + describe(BackendSettings)
             + "\n"
             + describe(SecuritySettings, cls.prefix)
+            + "\n"
             + describe(TelemetrySettings)
             + "\n"
             + describe(cls.options_type, cls.prefix)

@@ -316,10 +316,8 @@ def _move(
         return _as_last_completed(step, progress.results.get(step.name))
     dispatch = Dispatch(run.run_id, run.batch_id, step.name, step.command, essays, run.attempt)
     dispatches.append(dispatch)
-    sent = {e.essay_id for e in essays}
-    every = tuple(
-        e.essay_id for e in progress.batch.essays if e.essay_id in sent or e.essay_id in step.essays
-    )
+    expected = {e.essay_id for e in essays}.union(step.essays)
+    every = tuple(e.essay_id for e in progress.batch.essays if e.essay_id in expected)
     deadline = now + timedelta(seconds=step.timeout) if step.timeout else None
     return dataclasses.replace(
         step,

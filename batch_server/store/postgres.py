@@ -416,7 +416,9 @@ class _PostgresUnit:
             if write.new_run:
                 await self._insert_run(write.run)
             else:
-                await self._update_run(write.run, {t.step for t in write.transitions})
+                await self._update_run(
+                    write.run, {t.step for t in write.transitions}, write.retry is not None
+                )
         if write.transitions:
             await conn.executemany(
                 _INSERT_TRANSITION,
@@ -487,25 +489,53 @@ class _PostgresUnit:
         return [e for d, e in write.commands if (d.run_id, d.step, d.attempt) in new]
 
     async def _insert_run(self, run: PipelineRun) -> None:
+        async with self._one_active(run):
+            await self._conn.execute(
+                _INSERT_RUN,
+                run.run_id,
+                run.batch_id,
+                run.request_id,
+                run.pipeline,
+                run.status.value,
+                run.definition_version,
+                run.correlation_id,
+                run.version,
+                list(run.completed_steps),
+                run.created_at,
+                run.finished_at,
+                run.attempt,
+                run.cancel_reason,
+            )
+        await self._upsert_steps(run)
+
+    async def _update_run(self, run: PipelineRun, changed: set[str], reactivated: bool) -> None:
+        """Update the run; ``reactivated`` (a retry: a finished run active again) is the one
+        update the one-active-run index can refuse."""
+        values = (
+            run.run_id,
+            run.status.value,
+            run.version,
+            list(run.completed_steps),
+            run.finished_at,
+            run.attempt,
+            run.cancel_reason,
+        )
+        if reactivated:
+            async with self._one_active(run):
+                await self._conn.execute(_UPDATE_RUN, *values)
+        else:
+            await self._conn.execute(_UPDATE_RUN, *values)
+        await self._upsert_steps(run, changed)
+
+    @asynccontextmanager
+    async def _one_active(self, run: PipelineRun) -> AsyncIterator[None]:
+        """A savepoint around a write that may make a second run of the batch active: the
+        unique index's refusal becomes ``RunConflict`` naming the run that holds it (for a
+        reused request id, the run of that request)."""
         conn = self._conn
         try:
-            async with conn.transaction():  # a savepoint: the conflict is reported below
-                await conn.execute(
-                    _INSERT_RUN,
-                    run.run_id,
-                    run.batch_id,
-                    run.request_id,
-                    run.pipeline,
-                    run.status.value,
-                    run.definition_version,
-                    run.correlation_id,
-                    run.version,
-                    list(run.completed_steps),
-                    run.created_at,
-                    run.finished_at,
-                    run.attempt,
-                    run.cancel_reason,
-                )
+            async with conn.transaction():
+                yield
         except asyncpg.UniqueViolationError as exc:
             active = await conn.fetch(_SELECT_ACTIVE_RUNS, [run.batch_id])
             holder = active[0]["run_id"] if active else "?"
@@ -513,26 +543,6 @@ class _PostgresUnit:
                 found = await _run_for_request(conn, run.batch_id, run.request_id)
                 holder = found.run_id if found is not None else holder
             raise RunConflict(run.batch_id, holder) from exc
-        await self._upsert_steps(run)
-
-    async def _update_run(self, run: PipelineRun, changed: set[str]) -> None:
-        conn = self._conn
-        try:
-            async with conn.transaction():  # a savepoint: a retry's conflict is reported below
-                await conn.execute(
-                    _UPDATE_RUN,
-                    run.run_id,
-                    run.status.value,
-                    run.version,
-                    list(run.completed_steps),
-                    run.finished_at,
-                    run.attempt,
-                    run.cancel_reason,
-                )
-        except asyncpg.UniqueViolationError as exc:  # a retry while another run is active
-            active = await conn.fetch(_SELECT_ACTIVE_RUNS, [run.batch_id])
-            raise RunConflict(run.batch_id, active[0]["run_id"] if active else "?") from exc
-        await self._upsert_steps(run, changed)
 
     async def _upsert_steps(self, run: PipelineRun, only: set[str] | None = None) -> None:
         """Write the run's steps (``only`` those named: the ones a change touched)."""

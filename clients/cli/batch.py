@@ -25,7 +25,7 @@ async def serve(args: argparse.Namespace, out: Output) -> None:
             await args.run(client, args, out)
 
 
-def _quiet_or(out: Output, quiet: bool, identifier: str) -> bool:
+def _quiet_or(quiet: bool, identifier: str) -> bool:
     if quiet:
         print(identifier, flush=True)
     return quiet
@@ -42,13 +42,13 @@ async def create(client: BatchClient, args: argparse.Namespace, out: Output) -> 
         course_code=args.course_code,
         labels=dict(args.label),
     )
-    if not _quiet_or(out, args.quiet, batch.batch_id):
+    if not _quiet_or(args.quiet, batch.batch_id):
         out.show(batch, views.batch_created)
 
 
 async def start(client: BatchClient, args: argparse.Namespace, out: Output) -> None:
     started = await client.start_pipeline(args.batch_id, args.pipeline, args.request_id)
-    if not _quiet_or(out, args.quiet, started.run.run_id):
+    if not _quiet_or(args.quiet, started.run.run_id):
         out.show(started, views.run_started)
 
 
@@ -95,14 +95,14 @@ async def _run_id(client: BatchClient, batch_id: str, given: str) -> str:
 async def cancel(client: BatchClient, args: argparse.Namespace, out: Output) -> None:
     run_id = await _run_id(client, args.batch_id, args.run_id)
     run = await client.cancel_run(args.batch_id, run_id, args.reason)
-    if not _quiet_or(out, args.quiet, run.run_id):
+    if not _quiet_or(args.quiet, run.run_id):
         out.show(run, views.run_cancelled)
 
 
 async def retry(client: BatchClient, args: argparse.Namespace, out: Output) -> None:
     run_id = await _run_id(client, args.batch_id, args.run_id)
     retried = await client.retry_run(args.batch_id, run_id, args.step, args.request_id)
-    if not _quiet_or(out, args.quiet, retried.run.run_id):
+    if not _quiet_or(args.quiet, retried.run.run_id):
         out.show(retried, views.run_retried)
 
 

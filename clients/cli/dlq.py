@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from clients.cli.errors import CommandError, Unreachable
 from clients.cli.output import Output, table
@@ -22,13 +21,6 @@ from generated.huleedu.events.v1 import events_pb2
 
 KAFKA_SETTING = "--kafka or KAFKA_BOOTSTRAP_SERVERS"
 DATABASE_SETTING = "--database or DATABASE_URL"
-
-
-def where(dsn: str) -> str:
-    """A PostgreSQL DSN without its credentials: ``host:port/database``."""
-    parts = urlsplit(dsn)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.hostname or 'localhost'}{port}{parts.path}"
 
 
 @contextlib.contextmanager
@@ -51,7 +43,9 @@ async def postgres_pool(dsn: str) -> AsyncIterator[Any]:
     try:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise Unreachable("PostgreSQL", where(dsn), DATABASE_SETTING, str(exc)) from exc
+        from mesh.postgres.pool import redact
+
+        raise Unreachable("PostgreSQL", redact(dsn), DATABASE_SETTING, str(exc)) from exc
     try:
         yield pool
     finally:

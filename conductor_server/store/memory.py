@@ -26,7 +26,6 @@ from conductor_server.store import results
 from conductor_server.store.errors import (
     RegistrationConflict,
     UnknownBatch,
-    UnknownStep,
     check_registration,
 )
 from conductor_server.store.results import timed_out
@@ -137,7 +136,7 @@ class MemoryStateStore(AsyncResource):
         self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
     ) -> list[Reopened]:
         batch = self._batch(batch_id)
-        self._known_steps(batch_id, steps)
+        results.known_steps(self._table, batch_id, steps)
         essays = batch.registration.essay_ids
         answers = []
         for step in steps:
@@ -151,7 +150,7 @@ class MemoryStateStore(AsyncResource):
 
     async def expire(self, batch_id: str, step: str, run_id: str, attempt: int) -> Expired:
         batch = self._batch(batch_id)
-        self._known_steps(batch_id, [step])
+        results.known_steps(self._table, batch_id, [step])
         missing = batch.tally.missing(step, run_id, attempt, batch.registration.essay_ids)
         records = [timed_out(batch_id, step, essay, run_id, attempt) for essay in missing]
         await self._count(records, None)
@@ -173,11 +172,6 @@ class MemoryStateStore(AsyncResource):
         if batch is None:
             raise UnknownBatch(batch_id)
         return batch
-
-    def _known_steps(self, batch_id: str, steps: Sequence[str]) -> None:
-        for step in steps:
-            if step not in self._table:
-                raise UnknownStep(batch_id, step)
 
     async def close(self) -> None:
         """Nothing to release; the state stays readable."""

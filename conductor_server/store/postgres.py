@@ -39,7 +39,6 @@ from conductor_server.store.errors import (
     RegistrationConflict,
     StateBackendUnavailable,
     UnknownBatch,
-    UnknownStep,
     check_registration,
 )
 from conductor_server.store.results import timed_out
@@ -412,7 +411,7 @@ class PostgresStateStore(AsyncResource):
         self, batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
     ) -> tuple[list[Reopened], BatchState]:
         """``reopen``, also answering the batch's state after it."""
-        self._known_steps(batch_id, steps)
+        results.known_steps(self._table, batch_id, steps)
         with _unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
                 batch = await self._load_whole(conn, batch_id)
@@ -442,7 +441,7 @@ class PostgresStateStore(AsyncResource):
         self, batch_id: str, step: str, run_id: str, attempt: int
     ) -> tuple[Expired, BatchState]:
         """``expire``, also answering the batch's state after it."""
-        self._known_steps(batch_id, [step])
+        results.known_steps(self._table, batch_id, [step])
         with _unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
                 batch = await self._load_whole(conn, batch_id)
@@ -451,11 +450,6 @@ class PostgresStateStore(AsyncResource):
                 answers = results.count(records, self._table, {batch_id: batch.tally}, None)
                 await self._save(conn, {batch_id: batch}, answers)
         return Expired(tuple(missing), batch.tally.state(step)), batch.state()
-
-    def _known_steps(self, batch_id: str, steps: Sequence[str]) -> None:
-        for step in steps:
-            if step not in self._table:
-                raise UnknownStep(batch_id, step)
 
     async def essay_results(
         self, batch_id: str, essay_ids: Sequence[str]

@@ -92,3 +92,10 @@ def timed_out(batch_id: str, step: str, essay_id: str, run_id: str, attempt: int
         error_code=TIMED_OUT_CODE,
         error_message="the step's timeout expired before the essay's outcome arrived",
     )
+
+
+def known_steps(table: StepTable, batch_id: str, steps: Sequence[str]) -> None:
+    """Raise ``UnknownStep`` for the first of ``steps`` the table does not have."""
+    for step in steps:
+        if step not in table:
+            raise UnknownStep(batch_id, step)

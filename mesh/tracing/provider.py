@@ -49,7 +49,8 @@ class Tracing:
         return self.tracer is not None
 
     def close(self) -> None:
-        """Export what is buffered and stop the provider (idempotent)."""
+        """Export what is buffered and stop the provider (idempotent). It blocks while the
+        exporter flushes: from a coroutine, run it in a thread (``asyncio.to_thread``)."""
         shutdown = getattr(self.provider, "shutdown", None)
         if shutdown is not None:
             shutdown()
