@@ -187,9 +187,10 @@ async def measure(stack: Backends, argv: Sequence[str] | None = None) -> dict[st
         scratch_database(stack.database_url) as database,
         postgres_pool(database, args.writers, MIGRATIONS) as pool,
         redis_client(stack.redis_url) as mirror_client,
+        RedisMirror(mirror_client, StepTable(STEPS)) as mirror,
     ):
         durable = PostgresStateStore(pool, STEPS)
-        store = ComposedStateStore(durable, RedisMirror(mirror_client, StepTable(STEPS)))
+        store = ComposedStateStore(durable, mirror)
         client = Redis.from_url(stack.redis_url, decode_responses=True)
         try:
             for number in range(rounds_wanted):

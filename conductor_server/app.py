@@ -104,7 +104,9 @@ async def serve(
                 )
             )
             table = StepTable(rules.catalog.steps)
-            mirror = RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
+            mirror = await stack.enter_async_context(
+                RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
+            )
             store = await stack.enter_async_context(
                 ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
             )

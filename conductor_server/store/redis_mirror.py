@@ -8,6 +8,9 @@ known, the registration's version), so keeping the larger of the stored and the 
 makes a merge idempotent and commutative: merges that arrive late or twice, from any replica,
 leave the latest committed counts. A batch missing from Redis (flushed, expired, never mirrored)
 is merged from a PostgreSQL read. A batch's hash expires ``ttl`` after its last merge.
+
+Merges go through the caller's redis-py client; reads, on the path of every resolution, go
+through the mirror's own pipelined connection (``redis_reads``), opened like the client's.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, cast
@@ -28,6 +31,7 @@ from conductor_server.domain.model import StepStatus
 from conductor_server.ports import BatchState
 from conductor_server.store import keys
 from conductor_server.store.errors import StateBackendUnavailable
+from conductor_server.store.redis_reads import PipelinedReads
 from mesh.postgres.pool import redact
 from mesh.resource import AsyncResource
 from mesh.runtime import StartupError
@@ -35,6 +39,7 @@ from mesh.runtime import StartupError
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = timedelta(days=7)
+DECODED = 1024  # batches whose latest decoded reply ``read`` keeps
 CONNECT_TIMEOUT = 10.0
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -114,17 +119,20 @@ async def redis_client(
 
 
 class RedisMirror(AsyncResource):
-    """Merges batch states into Redis and reads them back, over ``client`` (the caller's)."""
+    """Merges batch states into Redis over ``client`` (the caller's) and reads them back over
+    a pipelined connection of its own (closed by ``close``)."""
 
     def __init__(self, client: Redis, table: StepTable, *, ttl: timedelta = DEFAULT_TTL) -> None:
         self._client = client
         self._table = table
         self._ttl = max(1, int(ttl.total_seconds()))
         self._merge = client.register_script(MERGE)
-        self._hgetall: Callable[[str], Awaitable[dict[Any, Any]]] = client.hgetall  # type: ignore[assignment]
+        self._reads = PipelinedReads(client)
+        self._decoded: dict[str, tuple[dict[bytes, bytes], BatchState]] = {}
 
     async def close(self) -> None:
-        """The client belongs to the caller: nothing to release."""
+        """Close the reads' connection (the client belongs to the caller)."""
+        await self._reads.close()
 
     async def probe(self) -> object:
         """A health probe: PING."""
@@ -162,10 +170,26 @@ class RedisMirror(AsyncResource):
         return args
 
     async def read(self, batch_id: str) -> BatchState | None:
-        """The mirrored state of the batch (one HGETALL); None when Redis does not have it."""
+        """The mirrored state of the batch (one HGETALL); None when Redis does not have it.
+
+        Every read asks Redis. Decoding a reply costs more than the read itself, so the state
+        decoded from the latest reply of each of the last ``DECODED`` batches read is kept, and
+        a reply equal to it is answered with it (a state is a function of the reply alone).
+        """
         with _unavailable():
-            raw = await self._hgetall(keys.batch_key(batch_id))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+            raw = await self._reads.hgetall(keys.batch_key(batch_id))
+        known = self._decoded.get(batch_id)
+        if known is not None and known[0] == raw:
+            return known[1]
+        state = self._decode(batch_id, raw)
+        if state is not None:
+            if len(self._decoded) >= DECODED:
+                del self._decoded[next(iter(self._decoded))]  # the longest held
+            self._decoded[batch_id] = (raw, state)
+        return state
+
+    def _decode(self, batch_id: str, raw: Mapping[bytes, bytes]) -> BatchState | None:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
         if keys.VERSION not in fields:
             return None
         counts = {}
@@ -188,7 +212,3 @@ class RedisMirror(AsyncResource):
             int(fields[keys.VERSION]),
             {name: count.epoch for name, count in counts.items()},
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -28,8 +28,8 @@ async def store(database_url: str, redis_url: str) -> AsyncIterator[ComposedStat
 
 
 async def redis_view(redis_url: str, batch_id: str = "b1") -> BatchState | None:
-    async with Redis.from_url(redis_url) as client:
-        return await RedisMirror(client, StepTable(STEPS)).read(batch_id)
+    async with Redis.from_url(redis_url) as client, RedisMirror(client, StepTable(STEPS)) as mirror:
+        return await mirror.read(batch_id)
 
 
 async def test_every_write_is_mirrored(store: ComposedStateStore, redis_url: str) -> None:

@@ -147,7 +147,8 @@ class Harness:
         """A composed store with connections of its own (a conductor process)."""
         pool = await self._stack.enter_async_context(pool_of(self.database_url, size=8))
         client = await self._stack.enter_async_context(Redis.from_url(self.redis_url))
-        store = ComposedStateStore(PostgresStateStore(pool, STEPS), mirror(client, TABLE))
+        reads = await self._stack.enter_async_context(mirror(client, TABLE))
+        store = ComposedStateStore(PostgresStateStore(pool, STEPS), reads)
         self.stores.append(store)
         return store
 
@@ -161,7 +162,8 @@ class Harness:
 
     async def redis_view(self) -> BatchState:
         assert self.redis is not None
-        state = await RedisMirror(self.redis, TABLE).read(BATCH)
+        async with RedisMirror(self.redis, TABLE) as mirror:
+            state = await mirror.read(BATCH)
         assert state is not None
         return state
 

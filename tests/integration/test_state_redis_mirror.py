@@ -37,8 +37,9 @@ async def admin(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def mirror(admin: Redis) -> RedisMirror:
-    return RedisMirror(admin, TABLE, ttl=TTL)
+async def mirror(admin: Redis) -> AsyncIterator[RedisMirror]:
+    async with RedisMirror(admin, TABLE, ttl=TTL) as mirror:
+        yield mirror
 
 
 async def test_a_merged_state_reads_back_equal(mirror: RedisMirror) -> None:

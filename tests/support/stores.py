@@ -34,7 +34,10 @@ async def postgres_store(
 async def composed_store(
     database_url: str, redis_url: str, steps: Mapping[str, StepDefinition] = STEPS
 ) -> AsyncIterator[ComposedStateStore]:
-    async with pool_of(database_url) as pool, redis_client(redis_url) as redis:
-        mirror = RedisMirror(redis, StepTable(steps))
-        async with ComposedStateStore(PostgresStateStore(pool, steps), mirror) as store:
-            yield store
+    async with (
+        pool_of(database_url) as pool,
+        redis_client(redis_url) as redis,
+        RedisMirror(redis, StepTable(steps)) as mirror,
+        ComposedStateStore(PostgresStateStore(pool, steps), mirror) as store,
+    ):
+        yield store
