@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
@@ -128,7 +130,7 @@ class RedisMirror(AsyncResource):
         self._ttl = max(1, int(ttl.total_seconds()))
         self._merge = client.register_script(MERGE)
         self._reads = PipelinedReads(client)
-        self._decoded: dict[str, tuple[dict[bytes, bytes], BatchState]] = {}
+        self._decoded: OrderedDict[str, tuple[dict[bytes, bytes], BatchState]] = OrderedDict()
 
     async def close(self) -> None:
         """Close the reads' connection (the client belongs to the caller)."""
@@ -180,11 +182,13 @@ class RedisMirror(AsyncResource):
             raw = await self._reads.hgetall(keys.batch_key(batch_id))
         known = self._decoded.get(batch_id)
         if known is not None and known[0] == raw:
+            self._decoded.move_to_end(batch_id)
             return known[1]
         state = self._decode(batch_id, raw)
+        self._decoded.pop(batch_id, None)
         if state is not None:
             if len(self._decoded) >= DECODED:
-                del self._decoded[next(iter(self._decoded))]  # the longest held
+                self._decoded.popitem(last=False)  # the least recently read
             self._decoded[batch_id] = (raw, state)
         return state
 
@@ -210,5 +214,5 @@ class RedisMirror(AsyncResource):
             frozenset(json.loads(fields[keys.FLAGS])),
             self._table.derive(counts),
             int(fields[keys.VERSION]),
-            {name: count.epoch for name, count in counts.items()},
+            MappingProxyType({name: count.epoch for name, count in counts.items()}),
         )

@@ -9,27 +9,31 @@ compiled parser) parses them: a fifth of the CPU a read (measured in ``docs/arch
 Nothing is cached: every read is answered by Redis, after every write Redis applied before it.
 
 The connection is opened as the given redis-py client's pool would open it (address or unix
-socket, TLS context, username and password, database), on the first read and again on the
-first read after it was lost. A read that fails or times out fails every read in flight on
-that connection (their replies could no longer be matched), which then closes; a read that
-found its connection lost is sent once more on a new one. The caller sees the exceptions
-redis-py raises (``redis.exceptions.ConnectionError``, ``TimeoutError``, ``ResponseError``).
+socket, TLS context, credentials, client name, database; not its keepalive options), on the
+first read and again on the first read after it was lost. A read that fails or times out
+fails every read in flight on that connection (their replies could no longer be matched),
+which then closes; a read that found its connection lost is sent once more on a new one. An
+error reply raises what redis-py raises for it (its own table: ``ConnectionError`` for a
+Redis at ``maxclients``, ``BusyLoadingError``, ``ResponseError``, ...), a timeout
+``redis.exceptions.TimeoutError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 
 import hiredis
 from redis import exceptions as redis_errors
+from redis._parsers import BaseParser  # redis-py's table of error replies, used as redis-py does
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
-_REFUSED_REPLIES = ("WRONGPASS", "NOAUTH", "ERR invalid password")
+# redis-py's exception for an error reply (ConnectionError for "max number of clients", ...)
+_ERROR_OF_REPLY = cast(Callable[[str], Exception], BaseParser.parse_error)
+CLOCK_SLACK = 0.001  # uvloop's clock ticks in milliseconds: a timer may fire just before due
 
 
 class _Wire(asyncio.Protocol):
@@ -40,7 +44,7 @@ class _Wire(asyncio.Protocol):
     """
 
     def __init__(self, timeout: float | None) -> None:
-        self._parser = hiredis.Reader(replyError=redis_errors.ResponseError)
+        self._parser = hiredis.Reader(replyError=_ErrorReply)
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._queued: list[bytes] = []
         self._transport: asyncio.Transport | None = None
@@ -58,8 +62,8 @@ class _Wire(asyncio.Protocol):
                 waiter, _ = self._waiting.popleft()
                 if waiter.done():
                     continue
-                if isinstance(reply, redis_errors.ResponseError):
-                    waiter.set_exception(_error_reply(reply))
+                if isinstance(reply, _ErrorReply):
+                    waiter.set_exception(_ERROR_OF_REPLY(str(reply)))
                 else:
                     waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # not Redis speaking, or out of step
@@ -89,8 +93,8 @@ class _Wire(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self._waiting[0][1] + self._timeout
-        if loop.time() >= due:
-            self.abort(TimeoutError(f"Redis did not answer within {self._timeout} s"))
+        if loop.time() + CLOCK_SLACK >= due:
+            self.abort(redis_errors.TimeoutError(f"Redis did not answer within {self._timeout} s"))
         else:
             self._watch = loop.call_at(due, self._check)
 
@@ -117,13 +121,8 @@ class _Wire(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
-def _error_reply(reply: redis_errors.ResponseError) -> Exception:
-    message = str(reply)
-    if message.startswith(_TRANSIENT_REPLIES):  # the server is busy or starting: try again
-        return redis_errors.BusyLoadingError(message)
-    if message.startswith(_REFUSED_REPLIES):  # as redis-py raises it
-        return redis_errors.AuthenticationError(message)
-    return reply
+class _ErrorReply(Exception):
+    """An error reply as hiredis hands it over; raised as redis-py's class for it."""
 
 
 class PipelinedReads:
@@ -142,11 +141,12 @@ class PipelinedReads:
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     async def close(self) -> None:
+        """Close the connection (and one being opened); reads then fail. Idempotent."""
         self._closed = True
-        if self._opening is not None:
-            self._opening.cancel()
-            with contextlib.suppress(BaseException):
-                await self._opening
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            await asyncio.wait({opening})  # ``_opened`` closes what it may have opened
         if self._wire is not None:
             self._wire.abort(redis_errors.ConnectionError("closed"))
             self._wire = None
@@ -165,26 +165,43 @@ class PipelinedReads:
         return await (await self._open()).send(*args)
 
     async def _open(self) -> _Wire:
-        """The connection, opened once however many reads wait for it."""
+        """A new connection, opened once however many reads wait for it. A read cancelled
+        while it waits leaves the opening to the others (and to ``_opened``)."""
         if self._closed:
             raise redis_errors.ConnectionError("closed")
         if self._opening is None:
             self._opening = asyncio.create_task(self._connect())
+            self._opening.add_done_callback(self._opened)
         opening = self._opening
         try:
-            self._wire = await asyncio.shield(opening)
-        finally:
-            if self._opening is opening and opening.done():
-                self._opening = None
-        return self._wire
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():
+                raise redis_errors.ConnectionError("closed while connecting") from None
+            raise
+
+    def _opened(self, opening: asyncio.Task[_Wire]) -> None:
+        """Keep the connection ``opening`` made (or close it, if closed meanwhile)."""
+        if self._opening is opening:
+            self._opening = None
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        wire = opening.result()
+        if self._closed:
+            wire.abort(redis_errors.ConnectionError("closed"))
+        else:
+            self._wire = wire
 
     async def _connect(self) -> _Wire:
+        """Connect, authenticate, name the connection and select the database, as the
+        client's own connections do."""
         t = self._template
         timeout = t.socket_timeout
         loop = asyncio.get_running_loop()
         wire: _Wire
-        async with asyncio.timeout(t.socket_connect_timeout):
-            try:
+        try:
+            async with asyncio.timeout(t.socket_connect_timeout):
                 if isinstance(t, UnixDomainSocketConnection):
                     _, wire = await loop.create_unix_connection(lambda: _Wire(timeout), t.path)
                 elif isinstance(t, Connection):
@@ -194,24 +211,30 @@ class PipelinedReads:
                     )
                 else:
                     raise TypeError(f"unsupported Redis connection class {type(t).__name__}")
-            except OSError as exc:
-                raise redis_errors.ConnectionError(f"cannot reach Redis: {exc}") from exc
-            try:
-                username, password = _credentials(t)
-                if password:
-                    await wire.send("AUTH", *([username] if username else []), password)
-                if t.db:
-                    await wire.send("SELECT", t.db)
-            except BaseException:
-                wire.abort(redis_errors.ConnectionError("closed while opening"))
-                raise
+        except TimeoutError as exc:
+            raise redis_errors.TimeoutError(f"connecting to Redis: {exc}") from exc
+        except OSError as exc:
+            raise redis_errors.ConnectionError(f"cannot reach Redis: {exc}") from exc
+        try:
+            credentials = await _credentials(t)
+            if credentials:
+                await wire.send("AUTH", *credentials)
+            if t.client_name:
+                await wire.send("CLIENT", "SETNAME", t.client_name)
+            if t.db:
+                await wire.send("SELECT", t.db)
+        except BaseException:
+            wire.abort(redis_errors.ConnectionError("closed while opening"))
+            raise
         return wire
 
 
-def _credentials(connection: Any) -> tuple[str, str]:
-    """The (username, password) a redis-py connection authenticates with."""
+async def _credentials(connection: Any) -> tuple[str, ...]:
+    """The arguments of AUTH for a redis-py connection (none: no AUTH)."""
     provider = connection.credential_provider
     if provider is not None:
-        found = provider.get_credentials()
-        return ("", found[0]) if len(found) == 1 else (found[0], found[1])
-    return connection.username or "", connection.password or ""
+        return tuple(await provider.get_credentials_async())
+    if connection.password:
+        username = connection.username
+        return (username, connection.password) if username else (connection.password,)
+    return ()
