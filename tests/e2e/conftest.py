@@ -146,6 +146,21 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
+@asynccontextmanager
+async def serving(*servers: ServerProcess) -> AsyncIterator[None]:
+    """Start ``servers`` in order; when the block ends, SIGTERM them in reverse order, and each
+    must exit 0 (its log otherwise). A failure kills what is left."""
+    try:
+        for server in servers:
+            await server.start()
+        yield
+        for server in reversed(servers):
+            assert await server.terminate() == 0, server.logs()
+    finally:
+        for server in reversed(servers):
+            await server.kill()
+
+
 def backend_env(backends: Backends, database_url: str, namespace: str) -> dict[str, str]:
     return {
         "REDIS_URL": backends.redis_url,
@@ -212,27 +227,22 @@ async def serving_with_workers(
     """Start ``conductor`` and ``batch``, then consume every step's commands with the test's own
     workers (``workers_for(producer)``, answering through ``producer``) until the block ends;
     then each server must exit 0 on SIGTERM. A failure kills what is left."""
-    try:
-        await conductor.start()
-        await batch.start()
-        async with Producer(backends.kafka_bootstrap, namespace=namespace) as producer:
-            workers = workers_for(producer)
-            config = ConsumerConfig(
-                backends.kafka_bootstrap, f"{namespace}-workers", "e2e-workers", namespace=namespace
-            )
-            kinds = list(dict.fromkeys(COMMAND_KINDS.values()))
-            async with Consumer(
-                config, kinds, workers, dead_letters=producer, accept={"step_command"}
-            ) as consumer:
-                task = asyncio.create_task(consumer.run())
-                yield workers
-                await consumer.stop()
-                await task
-        assert await batch.terminate() == 0, batch.logs()
-        assert await conductor.terminate() == 0, conductor.logs()
-    finally:
-        await batch.kill()
-        await conductor.kill()
+    config = ConsumerConfig(
+        backends.kafka_bootstrap, f"{namespace}-workers", "e2e-workers", namespace=namespace
+    )
+    kinds = list(dict.fromkeys(COMMAND_KINDS.values()))
+    async with (
+        serving(conductor, batch),
+        Producer(backends.kafka_bootstrap, namespace=namespace) as producer,
+    ):
+        workers = workers_for(producer)
+        async with Consumer(
+            config, kinds, workers, dead_letters=producer, accept={"step_command"}
+        ) as consumer:
+            task = asyncio.create_task(consumer.run())
+            yield workers
+            await consumer.stop()
+            await task
 
 
 @pytest.fixture
@@ -288,27 +298,22 @@ async def sdk_mesh(
     )
     workers_log.close()
     try:
-        await conductor.start()
-        await batch.start()
-        yield {
-            "HULEEDU_BATCH_ADDRESS": batch.address,
-            "HULEEDU_CONDUCTOR_ADDRESS": conductor.address,
-        }
-        workers.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.wait_for(workers.wait(), 45)
-        except TimeoutError:
-            code = None
-        log = (tmp_path / "workers.log").read_text(errors="replace")[-4000:]
-        assert code == 0, f"demo workers ended with {code} after SIGTERM:\n{log}"
-        assert await batch.terminate() == 0, batch.logs()
-        assert await conductor.terminate() == 0, conductor.logs()
+        async with serving(conductor, batch):
+            yield {
+                "HULEEDU_BATCH_ADDRESS": batch.address,
+                "HULEEDU_CONDUCTOR_ADDRESS": conductor.address,
+            }
+            workers.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(workers.wait(), 45)
+            except TimeoutError:
+                code = None
+            log = (tmp_path / "workers.log").read_text(errors="replace")[-4000:]
+            assert code == 0, f"demo workers ended with {code} after SIGTERM:\n{log}"
     finally:
         if workers.returncode is None:
             workers.kill()
             await workers.wait()
-        await batch.kill()
-        await conductor.kill()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients import BatchClient
 from generated.huleedu.batch.v1 import batch_pb2 as pb
 from tests.conftest import Backends
-from tests.e2e.conftest import ROOT, ServerProcess, backend_env
+from tests.e2e.conftest import ROOT, ServerProcess, backend_env, serving
 from tests.support.polling import eventually
 from tests.support.promql import exported_names, metric_names
 from tests.unit.test_deploy import PROMETHEUS_OWN, _dashboard_exprs, _rules
@@ -77,19 +77,14 @@ async def mesh(
             stderr=log,
         )
     try:
-        await conductor.start()
-        await batch.start()
-        yield conductor, batch
-        workers.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(workers.wait(), 30) == 0
-        assert await batch.terminate() == 0, batch.logs()
-        assert await conductor.terminate() == 0, conductor.logs()
+        async with serving(conductor, batch):
+            yield conductor, batch
+            workers.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(workers.wait(), 30) == 0
     finally:
         if workers.returncode is None:
             workers.kill()
             await workers.wait()
-        await batch.kill()
-        await conductor.kill()
 
 
 async def _scrape(server: ServerProcess) -> str:

@@ -32,7 +32,7 @@ import pytest_asyncio
 
 from mesh.security.keys import SCOPES, key_digest, new_key
 from tests.conftest import Backends
-from tests.e2e.conftest import ServerProcess, backend_env
+from tests.e2e.conftest import ServerProcess, backend_env, serving
 from tests.support.pki import Issued, Pki
 
 ALL = sorted(SCOPES)
@@ -143,14 +143,9 @@ async def mesh(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> 
     conductor.credentials = running.credentials("conductor")
     batch.credentials = running.credentials("batch")
     try:
-        await conductor.start()
-        await batch.start()
-        yield running
-        assert await batch.terminate() == 0, batch.logs()
-        assert await conductor.terminate() == 0, conductor.logs()
+        async with serving(conductor, batch):
+            yield running
     finally:
-        await batch.kill()
-        await conductor.kill()
         await _drop_database(backends.database_url, database)
 
 
