@@ -36,6 +36,18 @@ INSERT INTO mesh_deployment (namespace) VALUES ($1) ON CONFLICT (singleton) DO N
 _OWNER = "SELECT namespace FROM mesh_deployment"
 
 
+async def _keep_session(conn: Any) -> None:
+    """Return a connection to the pool as it is, without asyncpg's default reset query.
+
+    The default (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more
+    round trip on every release, and nothing here leaves session state behind: no code sets
+    session settings or opens cursors outside a transaction; ``mesh.postgres.listen`` unlistens
+    before it releases its connection; the migrations' advisory lock is released (or its
+    connection closed) before theirs goes back. The pool still rolls back a transaction left
+    open and drops listeners before calling this.
+    """
+
+
 @asynccontextmanager
 async def postgres_pool(
     dsn: str,
@@ -66,7 +78,14 @@ async def postgres_pool(
         if tls_ca_file:
             options["ssl"] = ssl.create_default_context(cafile=tls_ca_file)
         pool = await asyncio.wait_for(
-            asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30, **options),
+            asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=size,
+                command_timeout=30,
+                reset=_keep_session,
+                **options,
+            ),
             within,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:

@@ -83,5 +83,9 @@ async def apply_migrations(pool: Any, sources: dict[str, str]) -> list[Migration
                     )
                     applied.append(migration)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            except BaseException:
+                conn.terminate()  # its session, and the lock with it, ends
+                raise
     return applied
