@@ -37,6 +37,7 @@ from batch_server.domain.errors import InvalidCompletion, RunConflict
 from batch_server.domain.model import (
     Batch,
     Dispatch,
+    Essay,
     EssayRef,
     PipelineRun,
     Resolution,
@@ -145,7 +146,9 @@ def record_completion(progress: BatchProgress, completion: StepCompletion) -> Re
         if succeeded.get(essay.essay_id) and succeeded[essay.essay_id] != essay.current_storage_id
     }
     essays = tuple(
-        dataclasses.replace(e, current_storage_id=texts[e.essay_id]) if e.essay_id in texts else e
+        Essay(e.essay_id, e.client_ref, e.original_storage_id, texts[e.essay_id])
+        if e.essay_id in texts
+        else e
         for e in batch.essays
     )
     updated = BatchProgress(
@@ -335,11 +338,12 @@ def _to_send(step: RunStep, progress: BatchProgress) -> tuple[EssayRef, ...]:
     """What the step's next dispatch carries, in batch order: the essays a retry reopened for
     it, and those eligible (``_eligible``) that it has not been sent in the run."""
     reopened, sent = set(step.retry_essays), set(step.essays)
-    eligible = {ref.essay_id for ref in _eligible(step, progress)}
+    eligible = _eligible(step, progress)
     return tuple(
         e.ref
         for e in progress.batch.essays
-        if e.essay_id in reopened or (e.essay_id in eligible and e.essay_id not in sent)
+        if e.essay_id in reopened
+        or ((eligible is None or e.essay_id in eligible) and e.essay_id not in sent)
     )
 
 
@@ -375,16 +379,16 @@ def _readiness(step: RunStep, run: PipelineRun, results: Mapping[str, StepResult
     return _Readiness.WAITING if waiting else _Readiness.READY
 
 
-def _eligible(step: RunStep, progress: BatchProgress) -> tuple[EssayRef, ...]:
-    """Essays (batch order, latest text) that succeeded in every dependency of ``step``.
+def _eligible(step: RunStep, progress: BatchProgress) -> set[str] | None:
+    """The essays that succeeded in every dependency of ``step``; None: every essay of the batch.
 
     A dependency with no recorded result (pruned before this service saw its completion)
     does not narrow the set.
     """
     known = [progress.results[d].succeeded_essays for d in step.depends_on if d in progress.results]
-    return tuple(
-        e.ref for e in progress.batch.essays if all(e.essay_id in succeeded for succeeded in known)
-    )
+    if not known:
+        return None
+    return set(known[0]).intersection(*known[1:])
 
 
 def changed(

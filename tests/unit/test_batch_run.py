@@ -116,6 +116,28 @@ def test_the_next_step_gets_the_succeeded_essays_and_their_latest_text() -> None
     assert end.summary.duration_seconds == 5.0
 
 
+def test_a_step_of_two_dependencies_gets_the_essays_that_succeeded_in_both() -> None:
+    steps = [
+        StepPlan("spellcheck", "spellcheck"),
+        StepPlan("nlp", "nlp", ("spellcheck",)),
+        StepPlan("ai_feedback", "ai_feedback", ("spellcheck", "nlp")),
+    ]
+    change = _start(BatchProgress(_batch(4), {}), steps)
+    progress = BatchProgress(_batch(4), {}, change.run)
+    progress, after = _apply(progress, _completion("spellcheck", ["e0", "e1", "e3"], 1, 0.5), T0)
+    assert after is not None
+    assert [d.step for d in after.dispatches] == ["nlp"]
+    progress, after = _apply(progress, _completion("nlp", ["e1", "e3"], 1, 0.5), T0)
+    assert after is not None
+    [dispatch] = after.dispatches
+    assert dispatch.step == "ai_feedback"
+    # e0 failed nlp and e2 spellcheck; each essay goes with its latest text (nlp's here)
+    assert dispatch.essays == (EssayRef("e1", "nlp-e1"), EssayRef("e3", "nlp-e3"))
+    dispatched = after.run.step("ai_feedback")
+    assert dispatched is not None
+    assert dispatched.essays == ("e1", "e3")
+
+
 def test_an_unsatisfied_step_skips_its_dependants_and_fails_the_run() -> None:
     change = _start(BatchProgress(_batch(4), {}), CHAIN)
     progress = BatchProgress(_batch(4), {}, change.run)
