@@ -66,6 +66,7 @@ class PgListener(AsyncResource):
             await conn.add_listener(self._channel, self._notified)
             conn.add_termination_listener(self._lost)
         except BaseException:
+            _end(conn)  # the LISTEN may have reached the server: never pool the session
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
             raise
@@ -77,8 +78,15 @@ class PgListener(AsyncResource):
             return
         with contextlib.suppress(Exception):  # the server may be gone, the proxy released
             conn.remove_termination_listener(self._lost)
-        with contextlib.suppress(Exception):
+        unlistened = False
+        try:
             await conn.remove_listener(self._channel, self._notified)
+            unlistened = True
+        except Exception:
+            pass  # the server may be gone
+        finally:
+            if not unlistened:
+                _end(conn)  # perhaps still listening: never pool that session
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
 
@@ -111,3 +119,9 @@ class PgListener(AsyncResource):
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._on_payload(payload)
+
+
+def _end(conn: Any) -> None:
+    """Close ``conn``'s session at once: a LISTEN it may still hold ends with it."""
+    with contextlib.suppress(Exception):
+        conn.terminate()

@@ -3,7 +3,8 @@
 A migration source is a Python package holding files named ``NNNN_description.sql``. Each source
 is recorded under its own name, so several services can share one database: the shared ``mesh``
 migrations (the outbox table) are applied once whichever server starts first. Sources are applied
-under an advisory lock, so two replicas starting together do not race.
+in the order given, so a later source may use what an earlier one created (the services list
+``mesh`` first), under an advisory lock, so two replicas starting together do not race.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ async def apply_migrations(pool: Any, sources: dict[str, str]) -> list[Migration
     """Apply every pending migration of ``sources`` (name -> package); return those applied."""
     applied: list[Migration] = []
     async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         try:
+            await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
             await conn.execute(_BOOKKEEPING)
             for source, package in sources.items():
                 done = {
@@ -82,10 +83,10 @@ async def apply_migrations(pool: Any, sources: dict[str, str]) -> list[Migration
                         "applied migration %s/%04d_%s", source, migration.version, migration.name
                     )
                     applied.append(migration)
-        finally:
-            try:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
-            except BaseException:
-                conn.terminate()  # its session, and the lock with it, ends
-                raise
+            # asyncpg's full reset, once: the lock released and whatever a migration set undone
+            # before the connection serves the pool (which gives connections back as they are)
+            await conn.reset()
+        except BaseException:
+            conn.terminate()  # its session, and the lock with it, ends
+            raise
     return applied

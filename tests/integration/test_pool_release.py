@@ -1,17 +1,22 @@
 """A pooled PostgreSQL connection goes back to the pool without asyncpg's reset query.
 
 The reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) would be one more
-round trip on every release. What it would have cleaned up is never left behind: a transaction
-left open is still rolled back, a listener unlistens before it lets its connection go, and the
-migrations' advisory lock is released, or its session ended, before their connection goes back.
+round trip on every release. What it would have cleaned up is never left behind:
+- a transaction left open is still rolled back;
+- a listener unlistens before it lets its connection go, and ends the session when it cannot;
+- migrations give their connection back reset (lock released, settings undone), or end its
+  session when anything fails, an interruption included.
+
 Real PostgreSQL, pools of one connection so that the next acquire gets the same session.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,7 +29,12 @@ from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
-ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+MESH = {"mesh": "mesh.postgres.sql"}
+ADVISORY_LOCKS = """
+SELECT count(*) FROM pg_locks
+ WHERE locktype = 'advisory'
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 async def test_a_released_connection_goes_back_without_a_query(database_url: str) -> None:
@@ -51,6 +61,15 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(database_url: s
             assert await again.fetchval("SELECT count(*) FROM kept") == 0
 
 
+async def _listening(pool: Any) -> list[str]:
+    """The channels the sessions of a pool of two listen to (both acquired at once)."""
+    async with pool.acquire(timeout=10) as one, pool.acquire(timeout=10) as two:
+        found = []
+        for conn in (one, two):
+            found += [row[0] for row in await conn.fetch("SELECT pg_listening_channels()")]
+        return found
+
+
 async def test_a_listener_leaves_no_channel_on_its_connection(database_url: str) -> None:
     async with postgres.postgres_pool(database_url, 2, {}) as pool:
         heard: list[str] = []
@@ -59,23 +78,65 @@ async def test_a_listener_leaves_no_channel_on_its_connection(database_url: str)
         await pool.execute("SELECT pg_notify('pool_release_test', 'hello')")
         await eventually(lambda: heard == ["hello"], what="the notification")
         await listener.close()
-        async with pool.acquire() as one, pool.acquire() as two:  # the listener's is one
-            for conn in (one, two):
-                assert await conn.fetch("SELECT pg_listening_channels()") == []
+        assert await _listening(pool) == []
 
 
-async def test_migrations_give_their_advisory_lock_back(database_url: str) -> None:
-    async with postgres.postgres_pool(database_url, 1, {}) as pool:
-        await apply_migrations(pool, {"mesh": "mesh.postgres.sql"})
-        assert await pool.fetchval(ADVISORY_LOCKS) == 0
-
-
-class _UnlockCancelled:
-    """A pool whose connection's ``pg_advisory_unlock`` is cancelled before it is sent (a
-    shutdown arriving at that moment); every other call goes to the real connection."""
+class _UnlistenFails:
+    """A pool whose connections cannot UNLISTEN (the call fails before reaching the server)."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+
+    async def acquire(self) -> Any:
+        return _NoUnlisten(await self.pool.acquire())
+
+    async def release(self, conn: Any) -> None:
+        await self.pool.release(conn.conn)
+
+
+class _NoUnlisten:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def remove_listener(self, *_: Any) -> None:
+        raise ConnectionResetError("the UNLISTEN was lost")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_a_listener_that_cannot_unlisten_ends_its_session(database_url: str) -> None:
+    async with postgres.postgres_pool(database_url, 2, {}) as pool:
+        listener = PgListener(_UnlistenFails(pool), "pool_release_test", lambda _: None)
+        await listener.start()
+        await listener.close()
+        assert await _listening(pool) == []
+
+
+async def test_migrations_give_their_connection_back_reset(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pool_release_migrations"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "0001_sets_a_setting.sql").write_text("SET application_name = 'from a migration';")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    async with postgres.postgres_pool(database_url, 1, {}) as pool:
+        applied = await apply_migrations(pool, {**MESH, "test": "pool_release_migrations"})
+        assert [m.name for m in applied][-1] == "sets_a_setting"
+        assert await pool.fetchval(ADVISORY_LOCKS) == 0
+        assert await pool.fetchval("SHOW application_name") != "from a migration"
+    sys.modules.pop("pool_release_migrations", None)
+
+
+class _Interrupted:
+    """A pool whose connection is interrupted (``CancelledError``, as a shutdown would) right
+    after a statement starting with ``statement`` has run, or when it is reset; every other call
+    goes to the real connection."""
+
+    def __init__(self, pool: Any, statement: str) -> None:
+        self.pool = pool
+        self.statement = statement
         self.conn: Any = None
         self.session = 0
 
@@ -87,21 +148,31 @@ class _UnlockCancelled:
             yield self
 
     async def execute(self, query: str, *args: Any) -> Any:
-        if query.startswith("SELECT pg_advisory_unlock"):
+        result = await self.conn.execute(query, *args)
+        if query.startswith(self.statement):
             raise asyncio.CancelledError
-        return await self.conn.execute(query, *args)
+        return result
+
+    async def reset(self) -> None:
+        if self.statement == "reset":
+            raise asyncio.CancelledError
+        await self.conn.reset()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)
 
 
-async def test_migrations_interrupted_at_the_unlock_end_their_session(
-    database_url: str,
-) -> None:
+def _interruptions() -> Iterator[str]:
+    yield "SELECT pg_advisory_lock"  # granted on the server, the client interrupted
+    yield "reset"
+
+
+@pytest.mark.parametrize("statement", list(_interruptions()))
+async def test_interrupted_migrations_end_their_session(database_url: str, statement: str) -> None:
     async with postgres.postgres_pool(database_url, 1, {}) as pool:
-        interrupted = _UnlockCancelled(pool)
+        interrupted = _Interrupted(pool, statement)
         with pytest.raises(asyncio.CancelledError):
-            await apply_migrations(interrupted, {"mesh": "mesh.postgres.sql"})
+            await apply_migrations(interrupted, MESH)
         other = await asyncpg.connect(database_url)
         try:
 
@@ -113,4 +184,5 @@ async def test_migrations_interrupted_at_the_unlock_end_their_session(
             assert await other.fetchval(ADVISORY_LOCKS) == 0
         finally:
             await other.close()
-        assert await apply_migrations(pool, {"mesh": "mesh.postgres.sql"}) == []
+        applied = await apply_migrations(pool, MESH)
+        assert statement != "reset" or applied == []  # everything committed before the reset
