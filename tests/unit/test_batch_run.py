@@ -119,15 +119,16 @@ def test_the_next_step_gets_the_succeeded_essays_and_their_latest_text() -> None
 def test_a_step_of_two_dependencies_gets_the_essays_that_succeeded_in_both() -> None:
     steps = [
         StepPlan("spellcheck", "spellcheck"),
-        StepPlan("nlp", "nlp", ("spellcheck",)),
+        StepPlan("nlp", "nlp"),
         StepPlan("ai_feedback", "ai_feedback", ("spellcheck", "nlp")),
     ]
     change = _start(BatchProgress(_batch(4), {}), steps)
+    assert [d.step for d in change.dispatches] == ["spellcheck", "nlp"]
     progress = BatchProgress(_batch(4), {}, change.run)
     progress, after = _apply(progress, _completion("spellcheck", ["e0", "e1", "e3"], 1, 0.5), T0)
     assert after is not None
-    assert [d.step for d in after.dispatches] == ["nlp"]
-    progress, after = _apply(progress, _completion("nlp", ["e1", "e3"], 1, 0.5), T0)
+    assert after.dispatches == ()
+    progress, after = _apply(progress, _completion("nlp", ["e1", "e2", "e3"], 1, 0.5), T0)
     assert after is not None
     [dispatch] = after.dispatches
     assert dispatch.step == "ai_feedback"
