@@ -78,15 +78,12 @@ class PgListener(AsyncResource):
             return
         with contextlib.suppress(Exception):  # the server may be gone, the proxy released
             conn.remove_termination_listener(self._lost)
-        unlistened = False
         try:
             await conn.remove_listener(self._channel, self._notified)
-            unlistened = True
-        except Exception:
-            pass  # the server may be gone
-        finally:
-            if not unlistened:
-                _end(conn)  # perhaps still listening: never pool that session
+        except BaseException as exc:
+            _end(conn)  # the server may be gone, or still listening: never pool that session
+            if not isinstance(exc, Exception):
+                raise
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
 
