@@ -42,9 +42,9 @@ async def _keep_session(conn: Any) -> None:
     The default (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more
     round trip on every release, and nothing here leaves session state behind: no code sets
     session settings or opens cursors outside a transaction; ``mesh.postgres.listen`` unlistens
-    before it releases its connection; the migrations' advisory lock is released (or its
-    connection closed) before theirs goes back. The pool still rolls back a transaction left
-    open and drops listeners before calling this.
+    before it releases its connection, or closes it; the migrations reset theirs once (their
+    advisory lock, any setting), or close it. The pool still rolls back a transaction left open
+    and drops listeners before calling this.
     """
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -162,12 +162,8 @@ class _Interrupted:
         return getattr(self.conn, name)
 
 
-def _interruptions() -> Iterator[str]:
-    yield "SELECT pg_advisory_lock"  # granted on the server, the client interrupted
-    yield "reset"
-
-
-@pytest.mark.parametrize("statement", list(_interruptions()))
+# the lock granted on the server as the client is interrupted; the reset after migrating
+@pytest.mark.parametrize("statement", ["SELECT pg_advisory_lock", "reset"])
 async def test_interrupted_migrations_end_their_session(database_url: str, statement: str) -> None:
     async with postgres.postgres_pool(database_url, 1, {}) as pool:
         interrupted = _Interrupted(pool, statement)
