@@ -2,9 +2,10 @@
 outcomes vs the reference implementation's per-outcome WATCH/MULTI/EXEC on the same Redis.
 
 Ours: ``ComposedStateStore.record_outcomes`` with 500 outcomes per call: one PostgreSQL
-transaction (lock the batch, read its counts and the named essays' outcomes, count with the
-rule in Python, COPY the new outcomes, update the counts, write the completion events to the
-outbox), then one Redis script call merging the batch's counts; exact and idempotent.
+transaction (lock and stamp the batch; count with the rule in Python on the tally the store
+kept from its own last write of the batch, or on its counts and the named essays' outcomes
+read when it kept none; COPY the new outcomes, update the counts, write the completion events
+to the outbox), then one Redis script call merging the batch's counts; exact and idempotent.
 Baseline: for each outcome, GET the essay's JSON document, WATCH it, MULTI, SETEX the updated
 document + DEL the batch summary, EXEC, retried on a watch conflict with backoff, as the
 reference BCS does (it counts nothing; "complete" is computed later by SCAN). For context, the

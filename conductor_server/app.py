@@ -108,7 +108,9 @@ async def serve(
                 RedisMirror(redis, table, ttl=timedelta(seconds=o.redis_ttl_seconds))
             )
             store = await stack.enter_async_context(
-                ComposedStateStore(PostgresStateStore(pool, rules.catalog.steps), mirror)
+                ComposedStateStore(
+                    PostgresStateStore(pool, rules.catalog.steps, o.kept_essays), mirror
+                )
             )
             events_out = OutboxPublisher(pool)
             relay = OutboxRelay(

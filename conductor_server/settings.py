@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from conductor_server.store.kept import KEPT_ESSAYS
 from mesh.settings import ServiceSettings, setting
 
 
@@ -13,6 +14,11 @@ class ConductorOptions:
     redis_ttl_seconds: int = setting(7 * 24 * 3600, "REDIS_TTL_SECONDS", "TTL of a batch's keys")
     consumer_group: str = setting("huleedu-pipeline-conductor", "CONSUMER_GROUP", "Kafka group")
     db_pool_size: int = setting(10, "DB_POOL_SIZE", "PostgreSQL pool size")
+    kept_essays: int = setting(
+        KEPT_ESSAYS,
+        "KEPT_ESSAYS",
+        "essays' worth of batch tallies kept between writes (real mode; 0: read every time)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

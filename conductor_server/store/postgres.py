@@ -1,25 +1,29 @@
 """The PostgreSQL state store: the durable authority, with the transactional outbox.
 
-Schema: ``sql/0001_pipeline_state.sql``. One ``record_outcomes`` call is one transaction:
+Schema: ``sql/0001_pipeline_state.sql`` and after. One ``record_outcomes`` call is one
+transaction:
 
-1. lock the batches' rows (``FOR NO KEY UPDATE``, in id order) and read their step counts;
-2. read, for every essay the records name, whether it is in its batch, its position, and every
-   step's outcome it already has;
-3. count the records with the rule (``conductor_server.domain.counting``) on a ``BatchTally`` of
-   what was read;
+1. lock the batches' rows (``FOR NO KEY UPDATE``, in id order), stamping each anew, and read
+   their step counts, unless the store kept the batch's tally from its own last write and the
+   stamp it read is the one it wrote then (``sql/0003_tally_stamps.sql``, ``store.kept``);
+2. read, for every essay the records name that the tally has not read, whether it is in its
+   batch, its position, and every step's outcome it already has;
+3. count the records with the rule (``conductor_server.domain.counting``) on the tally;
 4. write the new outcomes (binary COPY; an update of the row of an essay a retry reopened), the
    counts that moved, and a ``BatchStepCompleted`` outbox row (``conductor_server.events``) for
-   each step that completed, listing its succeeded essays in batch order.
+   each step that completed, listing its succeeded essays in batch order; once committed, keep
+   the tally with its stamp.
 
 ``reopen`` and ``expire`` are rare and need every essay of the batch: they read the whole batch
-under the same lock, then write the same way. A crash anywhere before the commit writes
-nothing; a redelivered record is a DUPLICATE.
+under the same lock, then write the same way, and keep nothing. A crash anywhere before the
+commit writes nothing; a redelivered record is a DUPLICATE.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,7 @@ from conductor_server.store.errors import (
     UnknownBatch,
     check_registration,
 )
+from conductor_server.store.kept import KEPT_ESSAYS, Kept
 from conductor_server.store.results import timed_out
 from mesh.postgres import outbox
 from mesh.postgres.pool import TRANSIENT_ERRORS
@@ -51,9 +56,19 @@ _OUTCOME_LETTER = {"s": Outcome.SUCCEEDED, "f": Outcome.FAILED, "t": Outcome.TIM
 _OPEN = "o"  # the letter of a reopened essay's row, which has no outcome yet
 _SEPARATOR = "\x1f"  # between a step and its mark: names and ids never contain it
 
-_LOCK = """
-SELECT batch_id, essay_count, flags, version FROM conductor_batches
- WHERE batch_id = ANY($1::text[]) ORDER BY batch_id FOR NO KEY UPDATE
+# Locks the batches in id order and stamps each anew (``seen``: its stamp before); the
+# transaction is marked as stamping its own writes (the triggers of sql/0003 leave them be).
+_STAMPED = "set_config('conductor.stamped', 'on', true)"
+_LOCK = f"""
+WITH locked AS (
+    SELECT batch_id, tally_stamp FROM conductor_batches
+     WHERE batch_id = ANY($1::text[]) ORDER BY batch_id FOR NO KEY UPDATE
+)
+UPDATE conductor_batches b SET tally_stamp = nextval('conductor_tally_stamps')
+  FROM locked, {_STAMPED} AS stamped
+ WHERE b.batch_id = locked.batch_id
+RETURNING b.batch_id, b.essay_count, b.flags, b.version, locked.tally_stamp AS seen,
+          b.tally_stamp AS stamp
 """
 _COUNTS = """
 SELECT batch_id, step, succeeded, failed, total, eligible, timed_out, epoch
@@ -140,9 +155,11 @@ _SUCCEEDED = """
 SELECT essay_id, output_storage_id FROM essay_step_outcomes
  WHERE batch_id = $1 AND step = $2 AND outcome = 'succeeded' ORDER BY position
 """
-_INSERT_BATCH = """
-INSERT INTO conductor_batches (batch_id, essay_count, essays_digest, flags)
-VALUES ($1, $2, $3, $4) ON CONFLICT (batch_id) DO NOTHING RETURNING version
+_INSERT_BATCH = f"""
+INSERT INTO conductor_batches (batch_id, essay_count, essays_digest, flags, tally_stamp)
+SELECT $1::text, $2::int, $3::text, $4::text[], nextval('conductor_tally_stamps')
+  FROM {_STAMPED} AS stamped
+ON CONFLICT (batch_id) DO NOTHING RETURNING version, tally_stamp
 """
 _KNOWN_BATCH = """
 SELECT essays_digest, flags, version FROM conductor_batches WHERE batch_id = $1 FOR NO KEY UPDATE
@@ -173,6 +190,9 @@ _BATCH_OUTCOMES = """
 SELECT essay_id, step, outcome FROM essay_step_outcomes
  WHERE batch_id = $1 AND outcome IS NOT NULL
 """
+
+
+_BATCH_ID = operator.itemgetter("batch_id")
 
 
 def essays_digest(essay_ids: Sequence[str]) -> str:
@@ -221,8 +241,9 @@ def _read_done(
 
 @dataclass(slots=True)
 class _Locked:
-    """A batch locked for one call, its tally of what the call read, and the (essay, step) rows
-    of essays open at a new attempt (an outcome for one updates its row)."""
+    """A batch locked for one call, its tally of what was read of it, and the (essay, step)
+    rows of essays open at a new attempt (an outcome for one updates its row). ``stamp``: the
+    batch's tally stamp in this call's transaction (kept with the tally once it commits)."""
 
     batch_id: str
     essay_count: int
@@ -232,6 +253,19 @@ class _Locked:
     positions: dict[str, int]
     open_rows: set[tuple[str, str]]
     members: set[str]
+    stamp: int = 0
+
+    @property
+    def whole(self) -> bool:
+        """Whether every essay of the batch has been read."""
+        return len(self.positions) == self.essay_count
+
+    def committed(self, recorded: Iterable[OutcomeRecord]) -> None:
+        """The call's writes are committed: ``recorded``, its new outcomes, filled their rows."""
+        for record in recorded:
+            self.open_rows.discard((record.essay_id, record.step))
+        self.tally.changed.clear()
+        self.tally.reopened.clear()
 
     def add(self, essay_id: str, position: int, done: Sequence[str]) -> None:
         """Add an essay of the batch, with what its ``done`` array says it has."""
@@ -265,11 +299,18 @@ class Recorded:
 
 
 class PostgresStateStore(AsyncResource):
-    """Counts outcomes in PostgreSQL over ``pool`` (owned by the caller)."""
+    """Counts outcomes in PostgreSQL over ``pool`` (owned by the caller).
 
-    def __init__(self, pool: Any, steps: Mapping[str, StepDefinition]) -> None:
+    It keeps the tallies of the batches it wrote last (at most ``kept_essays`` essays' worth):
+    a call whose batch still has the stamp this store committed counts on the kept tally and
+    reads only the named essays it has not read yet."""
+
+    def __init__(
+        self, pool: Any, steps: Mapping[str, StepDefinition], kept_essays: int = KEPT_ESSAYS
+    ) -> None:
         self._pool = pool
         self._table = StepTable(steps)
+        self._kept: Kept[_Locked] = Kept(kept_essays)
 
     async def close(self) -> None:
         """The pool belongs to the caller: nothing to release."""
@@ -286,8 +327,8 @@ class PostgresStateStore(AsyncResource):
         digest, flags = essays_digest(essays), sorted(registration.flags)
         with _unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
-                version = await conn.fetchval(_INSERT_BATCH, batch_id, len(essays), digest, flags)
-                created = version is not None
+                inserted = await conn.fetchrow(_INSERT_BATCH, batch_id, len(essays), digest, flags)
+                created = inserted is not None
                 if created:
                     await conn.copy_records_to_table(
                         "conductor_batch_essays",
@@ -299,7 +340,26 @@ class PostgresStateStore(AsyncResource):
                 else:
                     await self._reregister(conn, batch_id, digest, flags)
                 state = await self._read_state(conn, batch_id)
+        if created:
+            batch = self._new_batch(registration, inserted["version"])
+            self._kept.keep(batch_id, inserted["tally_stamp"], batch)
         return created, state
+
+    def _new_batch(self, registration: BatchRegistration, version: int) -> _Locked:
+        """A newly registered batch as read whole: every essay, no outcome yet."""
+        essays = registration.essay_ids
+        members = set(essays)
+        counts = self._table.initial_counts(len(essays))
+        return _Locked(
+            registration.batch_id,
+            len(essays),
+            frozenset(registration.flags),
+            version,
+            BatchTally(self._table, counts, {essay: {} for essay in essays}, members),
+            {essay: n for n, essay in enumerate(essays)},
+            set(),
+            members,
+        )
 
     async def _reregister(self, conn: Any, batch_id: str, digest: str, flags: list[str]) -> None:
         known = await conn.fetchrow(_KNOWN_BATCH, batch_id)
@@ -335,13 +395,24 @@ class PostgresStateStore(AsyncResource):
         if not known:
             return Recorded(results.count(records, self._table, {}, {}), [])
         with _unavailable():
-            async with self._pool.acquire() as conn, conn.transaction():
-                locked = await self._load(conn, known)
-                tallies = {batch_id: batch.tally for batch_id, batch in locked.items()}
-                flags = {batch_id: batch.flags for batch_id, batch in locked.items()}
-                answers = results.count(records, self._table, tallies, flags)
-                await self._save(conn, locked, answers)
-        return Recorded(answers, [batch.state() for batch in locked.values()])
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    locked = await self._load(conn, known)
+                    tallies = {batch_id: batch.tally for batch_id, batch in locked.items()}
+                    flags = {batch_id: batch.flags for batch_id, batch in locked.items()}
+                    answers = results.count(records, self._table, tallies, flags)
+                    await self._save(conn, locked, answers)
+                # Committed. The states are read before a tally is kept: a kept tally is the
+                # next call's to change, from the first await on.
+                states = [batch.state() for batch in locked.values()]
+                recorded: dict[str, list[OutcomeRecord]] = {batch_id: [] for batch_id in locked}
+                for answer in answers:
+                    if answer.newly_recorded:
+                        recorded[answer.record.batch_id].append(answer.record)
+                for batch_id, batch in locked.items():
+                    batch.committed(recorded[batch_id])
+                    self._kept.keep(batch_id, batch.stamp, batch)
+        return Recorded(answers, states)
 
     async def _load(self, conn: Any, records: Sequence[OutcomeRecord]) -> dict[str, _Locked]:
         """Lock the records' batches and read what counting the records needs."""
@@ -350,19 +421,35 @@ class PostgresStateStore(AsyncResource):
             named.setdefault(record.batch_id, set()).add(record.essay_id)
         return await self._lock(conn, named)
 
-    async def _lock(self, conn: Any, named: Mapping[str, set[str]]) -> dict[str, _Locked]:
+    async def _lock(
+        self, conn: Any, named: Mapping[str, set[str]], reuse: bool = True
+    ) -> dict[str, _Locked]:
         """Lock the batches of ``named`` (batch -> essays) and read their counts and the named
-        essays; batches that do not exist are left out."""
-        rows = await conn.fetch(_LOCK, sorted(named))
+        essays, or (``reuse``) take the tally kept of a batch whose stamp has not moved since,
+        reading only the named essays it has not read; batches that do not exist are left
+        out. What was kept of a batch is taken either way: the call re-stamps it."""
+        rows = sorted(await conn.fetch(_LOCK, sorted(named)), key=_BATCH_ID)
         if not rows:
             return {}
-        ids = [row["batch_id"] for row in rows]
+        kept = {row["batch_id"]: self._kept.take(row["batch_id"], row["seen"]) for row in rows}
+        if not reuse:
+            kept = dict.fromkeys(kept)
+        ids = [batch_id for batch_id, batch in kept.items() if batch is None]
         counts: dict[str, dict[str, StepCount]] = {batch_id: {} for batch_id in ids}
-        for row in await conn.fetch(_COUNTS, ids):
-            counts[row["batch_id"]][row["step"]] = _count_of(row)
+        if ids:
+            for row in await conn.fetch(_COUNTS, ids):
+                counts[row["batch_id"]][row["step"]] = _count_of(row)
         locked: dict[str, _Locked] = {}
         for row in rows:
             batch_id = row["batch_id"]
+            batch = kept[batch_id]
+            if batch is not None:
+                batch.flags, batch.version = frozenset(row["flags"]), row["version"]
+                batch.stamp = row["stamp"]
+                locked[batch_id] = batch
+                if not batch.whole:
+                    await self._read_essays(conn, batch, named[batch_id])
+                continue
             if any(step not in counts[batch_id] for step in self._table):
                 counts[batch_id] = await self._add_steps(conn, batch_id, counts[batch_id])
             members: set[str] = set()
@@ -375,16 +462,23 @@ class PostgresStateStore(AsyncResource):
                 {},
                 set(),
                 members,
+                row["stamp"],
             )
-            if named[batch_id]:
-                for essay in await conn.fetch(_ESSAYS, batch_id, list(named[batch_id])):
-                    batch.add(essay["essay_id"], essay["position"], essay["done"])
+            await self._read_essays(conn, batch, named[batch_id])
             locked[batch_id] = batch
         return locked
 
+    @staticmethod
+    async def _read_essays(conn: Any, batch: _Locked, named: Iterable[str]) -> None:
+        """Read the named essays ``batch`` has not read yet."""
+        unread = [essay for essay in named if essay not in batch.positions]
+        if unread:
+            for essay in await conn.fetch(_ESSAYS, batch.batch_id, unread):
+                batch.add(essay["essay_id"], essay["position"], essay["done"])
+
     async def _load_whole(self, conn: Any, batch_id: str) -> _Locked:
         """Lock one batch and read all of it: every essay, in batch order, with its outcomes."""
-        locked = (await self._lock(conn, {batch_id: set()})).get(batch_id)
+        locked = (await self._lock(conn, {batch_id: set()}, reuse=False)).get(batch_id)
         if locked is None:
             raise UnknownBatch(batch_id)
         done: dict[str, list[str]] = {}

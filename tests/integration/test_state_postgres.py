@@ -147,6 +147,7 @@ async def test_migrations_are_applied_once_and_recorded(
     assert sorted(tuple(r) for r in rows) == [
         ("conductor", 1, "pipeline_state"),
         ("conductor", 2, "attempts_and_timeouts"),
+        ("conductor", 3, "tally_stamps"),
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
         ("mesh", 2, "api_keys"),
         ("mesh", 3, "fast_toast_compression"),
