@@ -1,9 +1,12 @@
 """Random histories give the same answers, and the same completion events, from the real stores
-as from the in-memory store of the embedded mode."""
+as from the in-memory store of the embedded mode; also from two PostgreSQL stores (replicas)
+taking the calls in random turns, so that kept tallies are used, outdated and read again."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -12,11 +15,12 @@ import pytest
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord
 from conductor_server.ports import RecordResult, StateStore
 from conductor_server.store.memory import MemoryStateStore
+from conductor_server.store.postgres import PostgresStateStore
 from mesh.events import envelope
 from mesh.events.memory import MemoryBus
 from mesh.events.topics import EventKind, topic_name
 from tests.support.state_contract import STEPS
-from tests.support.stores import composed_store, postgres_store
+from tests.support.stores import composed_store, pool_of, postgres_store
 
 BATCHES = {"b1": ("e1", "e2", "e3", "e4", "e5"), "b2": ("e1", "x1", "x2")}
 
@@ -60,6 +64,32 @@ async def play(store: StateStore, seed: int) -> tuple[list[RecordResult], list[A
     return results, [await store.batch_state(batch) for batch in BATCHES]
 
 
+class Replicas:
+    """Two PostgreSQL stores over one database, each call going to either (seeded)."""
+
+    def __init__(self, pool: Any, seed: int) -> None:
+        self._stores = [PostgresStateStore(pool, STEPS), PostgresStateStore(pool, STEPS)]
+        self._rng = random.Random(seed)
+
+    def _next(self) -> PostgresStateStore:
+        return self._stores[0] if self._rng.random() < 0.6 else self._stores[1]
+
+    async def register_batch(self, registration: BatchRegistration) -> bool:
+        return await self._next().register_batch(registration)
+
+    async def record_outcomes(self, records: Sequence[OutcomeRecord]) -> list[RecordResult]:
+        return await self._next().record_outcomes(records)
+
+    async def batch_state(self, batch_id: str) -> Any:
+        return await self._next().batch_state(batch_id)
+
+
+@asynccontextmanager
+async def replicas(database_url: str, seed: int) -> AsyncIterator[Any]:
+    async with pool_of(database_url) as pool:
+        yield Replicas(pool, seed)
+
+
 async def outbox_completions(database_url: str) -> list[tuple[str, bytes]]:
     """(event id, payload bytes) of every completion the PostgreSQL store wrote, in order."""
     conn = await asyncpg.connect(database_url)
@@ -75,7 +105,7 @@ def completion(value: bytes) -> tuple[str, bytes]:
     return event.event_id, event.batch_step_completed.SerializeToString()
 
 
-@pytest.mark.parametrize("kind", ["postgres", "composed"])
+@pytest.mark.parametrize("kind", ["postgres", "composed", "replicas"])
 @pytest.mark.parametrize("seed", range(4))
 async def test_a_store_answers_like_the_embedded_one(
     kind: str, seed: int, redis_url: str, database_url: str
@@ -83,11 +113,13 @@ async def test_a_store_answers_like_the_embedded_one(
     bus = MemoryBus()
     async with MemoryStateStore(STEPS, events_out=bus) as reference:
         expected, expected_states = await play(reference, seed)
-    opened = (
-        postgres_store(database_url)
-        if kind == "postgres"
-        else composed_store(database_url, redis_url)
-    )
+    opened: Any
+    if kind == "postgres":
+        opened = postgres_store(database_url)
+    elif kind == "composed":
+        opened = composed_store(database_url, redis_url)
+    else:
+        opened = replicas(database_url, seed)
     async with opened as store:
         results, states = await play(store, seed)
     assert [summary(r) for r in results] == [summary(r) for r in expected]
