@@ -109,7 +109,8 @@ async def serve(
             )
             store = await stack.enter_async_context(
                 ComposedStateStore(
-                    PostgresStateStore(pool, rules.catalog.steps, o.kept_essays), mirror
+                    PostgresStateStore(pool, rules.catalog.steps, o.kept_essays, metrics),
+                    mirror,
                 )
             )
             events_out = OutboxPublisher(pool)

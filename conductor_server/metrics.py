@@ -3,6 +3,8 @@
 The names are the seed's (``bcs_...``); ``prometheus_client`` appends ``_total`` to counters.
 ``conductor_step_completion_seconds`` is the conductor's share of a step transition: from the
 record timestamp of a step's last outcome to the commit of its completion.
+``conductor_kept_tallies_total{result}`` counts, per batch a write of outcomes locks, whether it
+counted on the tally this process kept (``used``) or read the batch from PostgreSQL (``read``).
 """
 
 from __future__ import annotations
@@ -46,5 +48,12 @@ class ConductorMetrics:
             "From the record timestamp of a step's last outcome to the commit of its completion.",
             ["step"],
             buckets=TRANSITION_BUCKETS,
+            registry=registry,
+        )
+        self.kept_tallies = Counter(
+            "conductor_kept_tallies",
+            "Batches locked by a write of outcomes: counted on the tally kept in this process "
+            "(result=used) or read from PostgreSQL (result=read).",
+            ["result"],
             registry=registry,
         )

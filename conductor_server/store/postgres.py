@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from conductor_server import events
 from conductor_server.domain.counting import BatchTally, Mark, StepCount, StepTable, replay
 from conductor_server.domain.model import (
@@ -37,6 +39,7 @@ from conductor_server.domain.model import (
     OutcomeRecord,
     StepDefinition,
 )
+from conductor_server.metrics import ConductorMetrics
 from conductor_server.ports import BatchState, Expired, RecordResult, Reopened
 from conductor_server.store import results
 from conductor_server.store.errors import (
@@ -306,11 +309,16 @@ class PostgresStateStore(AsyncResource):
     reads only the named essays it has not read yet."""
 
     def __init__(
-        self, pool: Any, steps: Mapping[str, StepDefinition], kept_essays: int = KEPT_ESSAYS
+        self,
+        pool: Any,
+        steps: Mapping[str, StepDefinition],
+        kept_essays: int = KEPT_ESSAYS,
+        metrics: ConductorMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._table = StepTable(steps)
         self._kept: Kept[_Locked] = Kept(kept_essays)
+        self._metrics = metrics or ConductorMetrics(CollectorRegistry())
 
     async def close(self) -> None:
         """The pool belongs to the caller: nothing to release."""
@@ -435,6 +443,9 @@ class PostgresStateStore(AsyncResource):
         if not reuse:
             kept = dict.fromkeys(kept)
         ids = [batch_id for batch_id, batch in kept.items() if batch is None]
+        if reuse:
+            self._metrics.kept_tallies.labels("used").inc(len(kept) - len(ids))
+            self._metrics.kept_tallies.labels("read").inc(len(ids))
         counts: dict[str, dict[str, StepCount]] = {batch_id: {} for batch_id in ids}
         if ids:
             for row in await conn.fetch(_COUNTS, ids):

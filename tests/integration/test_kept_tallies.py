@@ -10,9 +10,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from conductor_server.domain.counting import Verdict
 from conductor_server.domain.model import BatchRegistration, Outcome
+from conductor_server.metrics import ConductorMetrics
 from conductor_server.store.postgres import PostgresStateStore
 from mesh.postgres import outbox
 from tests.support.state_contract import ESSAYS, STEPS, rec
@@ -65,6 +67,23 @@ async def test_the_kept_tally_counts_while_the_stamp_stands_and_is_read_again_af
     [reread] = await store.record_outcomes([rec("spellcheck", "e1")])
     assert reread.verdict is Verdict.RECORDED
     assert await succeeded(store, "spellcheck") == 1
+
+
+async def test_the_metrics_tell_a_kept_tally_used_from_a_batch_read(pool: Any) -> None:
+    registry = CollectorRegistry()
+    store = PostgresStateStore(pool, STEPS, metrics=ConductorMetrics(registry))
+    other = PostgresStateStore(pool, STEPS)
+
+    def counted(result: str) -> float | None:
+        return registry.get_sample_value("conductor_kept_tallies_total", {"result": result})
+
+    await store.register_batch(BatchRegistration("b1", ESSAYS))
+    await store.record_outcomes([rec("spellcheck", "e1")])
+    await store.record_outcomes([rec("spellcheck", "e2")])
+    assert (counted("used"), counted("read")) == (2.0, 0.0)
+    await other.record_outcomes([rec("spellcheck", "e3")])
+    await store.record_outcomes([rec("spellcheck", "e4")])
+    assert (counted("used"), counted("read")) == (2.0, 1.0)
 
 
 async def test_replicas_writing_in_turn_count_each_outcome_once(pool: Any) -> None:
