@@ -349,15 +349,17 @@ class PostgresStateStore(AsyncResource):
                     await self._reregister(conn, batch_id, digest, flags)
                 state = await self._read_state(conn, batch_id)
         if created:
-            batch = self._new_batch(registration, inserted["version"])
+            batch = self._new_batch(registration, inserted["version"], counts)
             self._kept.keep(batch_id, inserted["tally_stamp"], batch)
         return created, state
 
-    def _new_batch(self, registration: BatchRegistration, version: int) -> _Locked:
-        """A newly registered batch as read whole: every essay, no outcome yet."""
+    def _new_batch(
+        self, registration: BatchRegistration, version: int, counts: dict[str, StepCount]
+    ) -> _Locked:
+        """A newly registered batch as read whole: every essay, no outcome yet, the ``counts``
+        its registration wrote."""
         essays = registration.essay_ids
         members = set(essays)
-        counts = self._table.initial_counts(len(essays))
         return _Locked(
             registration.batch_id,
             len(essays),
