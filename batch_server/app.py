@@ -104,7 +104,8 @@ async def serve(
                     tls_ca_file=b.database_tls_ca_file,
                 )
             )
-            store, content = PostgresBatchStore(pool), PostgresContentStore(pool)
+            store = PostgresBatchStore(pool, o.kept_essays, metrics)
+            content = PostgresContentStore(pool)
             relay = OutboxRelay(
                 pool, bus, namespace=b.kafka_namespace, metrics=OutboxMetrics(registry)
             )

@@ -19,7 +19,6 @@ and the duration of each run that ended are observed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from batch_server.domain.run import (
     complete_step,
     is_repeat,
     record_completion,
+    with_run,
 )
 from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ProgressWrite
@@ -125,6 +125,8 @@ class CompletionHandler:
                     changed.append(write.run.run_id)
                 if change is not None:
                     applied.append((message, completion, change))
+            for settled in progress.values():
+                unit.settle(settled)
         self._feed.notify(changed)
         self._observe(applied)
         return rejections
@@ -163,7 +165,6 @@ class CompletionHandler:
             write = ProgressWrite(completion.batch_id, result=recorded.result, texts=recorded.texts)
             return recorded.progress, write, None
         commands, others = events.for_change(change, recorded.progress.batch, now, self._tracing)
-        active = None if change.run.status.terminal else change.run
         log.info(
             "run %s: step %s %s; dispatched %s; run %s",
             change.run.run_id,
@@ -181,4 +182,4 @@ class CompletionHandler:
             texts={} if repeat else recorded.texts,
             events=others,
         )
-        return dataclasses.replace(recorded.progress, active_run=active), write, change
+        return with_run(recorded.progress, change.run), write, change

@@ -29,8 +29,8 @@ from batch_server.domain.errors import (
     RunNotFound,
 )
 from batch_server.domain.identity import new_id
-from batch_server.domain.model import Batch, PipelineRun, RunStatus
-from batch_server.domain.run import RunChange
+from batch_server.domain.model import PipelineRun, RunStatus
+from batch_server.domain.run import BatchProgress, RunChange, with_run
 from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ProgressUnit, ProgressWrite, RetryRecord
 from batch_server.watch import ProgressFeed
@@ -80,7 +80,7 @@ class RunControl:
             if run.status.terminal:
                 raise RunFinished(run_id, run.status.value)
             change = control.cancel(run, progress, reason, now)
-            await self._save(unit, change, progress.batch, now)
+            await self._save(unit, change, progress, now)
         self._ended(change)
         log.info("cancelled run %s of batch %s (%s)", run_id, batch_id, reason or "no reason")
         return change.run
@@ -121,7 +121,7 @@ class RunControl:
                 (name, sent.get(name, 0)) for name in (*scope.reopen, *scope.downstream)
             )
             record = RetryRecord(run_id, attempt, request_id, tuple(steps), retried)
-            await self._save(unit, change, progress.batch, now, record)
+            await self._save(unit, change, progress, now, record)
         self._ended(change)
         log.info(
             "retried run %s of batch %s: attempt %d, reopened %s, dispatched %s",
@@ -156,10 +156,11 @@ class RunControl:
         self,
         unit: ProgressUnit,
         change: RunChange,
-        batch: Batch,
+        progress: BatchProgress,
         now: datetime,
         retry: RetryRecord | None = None,
     ) -> None:
+        batch = progress.batch
         commands, others = events.for_change(change, batch, now, self._tracing)
         await unit.save(
             ProgressWrite(
@@ -171,6 +172,7 @@ class RunControl:
                 retry=retry,
             )
         )
+        unit.settle(with_run(progress, change.run))
 
     def _ended(self, change: RunChange) -> None:
         self._feed.notify([change.run.run_id])

@@ -10,6 +10,9 @@
   same database, so aggregate with ``max``).
 - ``batch_steps_timed_out_total{step}``: dispatched steps whose deadline passed and that the
   conductor timed out (``DeadlineWatch``).
+- ``batch_kept_progress_total{result}``: per batch a unit of progress (a completion, a
+  StartPipeline, a cancel or a retry) locks, whether it advanced on the progress this process
+  kept (``used``) or read the batch from PostgreSQL (``read``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ class BatchMetrics:
             "batch_steps_timed_out_total",
             "Dispatched steps whose deadline passed and that the conductor timed out.",
             ["step"],
+            registry=registry,
+        )
+        self.kept_progress = Counter(
+            "batch_kept_progress",
+            "Batches locked by a unit of progress: advanced on the progress kept in this process "
+            "(result=used) or read from PostgreSQL (result=read).",
+            ["result"],
             registry=registry,
         )
 

@@ -120,6 +120,12 @@ class ProgressUnit(Protocol):
         """
         ...
 
+    def settle(self, progress: BatchProgress) -> None:
+        """The batch's progress once what this unit staged commits (what a later ``load`` of it
+        would read): a store may keep it and advance the batch's next unit on it. A batch
+        loaded but not settled is read again by its next unit."""
+        ...
+
 
 class BatchStore(Protocol):
     """Batches, essays (of batches and of TriggerSpellcheck), pipeline runs, their transitions

@@ -40,7 +40,7 @@ from batch_server.domain.model import (
     PipelineRun,
 )
 from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
-from batch_server.domain.run import apply_transition, start_run
+from batch_server.domain.run import apply_transition, start_run, with_run
 from batch_server.essays import EssayPage, EssayReader
 from batch_server.metrics import BatchMetrics
 from batch_server.ports import BatchStore, ContentStore, NewBatch, ProgressWrite
@@ -221,6 +221,7 @@ class BatchService:
                     events=others,
                 )
             )
+            unit.settle(with_run(progress, change.run))
         self._feed.notify([change.run.run_id])
         if change.summary is not None and self._metrics is not None:
             self._metrics.run_ended(change.summary)  # it ended as it started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mesh.postgres.kept import KEPT_ESSAYS
 from mesh.settings import ServiceSettings, setting
 
 
@@ -30,6 +31,11 @@ class BatchOptions:
     content_service_url: str = setting("", "CONTENT_SERVICE_URL", "HTTP content service (optional)")
     consumer_group: str = setting("huleedu-batch-service", "CONSUMER_GROUP", "Kafka group")
     db_pool_size: int = setting(10, "DB_POOL_SIZE", "PostgreSQL pool size")
+    kept_essays: int = setting(
+        KEPT_ESSAYS,
+        "KEPT_ESSAYS",
+        "essays' worth of run progress kept between writes (real mode; 0: read every time)",
+    )
     watch_poll_seconds: float = setting(
         1.0, "WATCH_POLL_SECONDS", "WatchBatch re-reads a run at least this often"
     )

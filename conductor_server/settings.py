@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conductor_server.store.kept import KEPT_ESSAYS
+from mesh.postgres.kept import KEPT_ESSAYS
 from mesh.settings import ServiceSettings, setting
 
 

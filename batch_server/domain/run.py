@@ -164,6 +164,11 @@ def record_completion(progress: BatchProgress, completion: StepCompletion) -> Re
     return RecordedCompletion(updated, result, texts)
 
 
+def with_run(progress: BatchProgress, run: PipelineRun) -> BatchProgress:
+    """``progress`` once ``run`` is written: its active run, or none once the run has ended."""
+    return dataclasses.replace(progress, active_run=None if run.status.terminal else run)
+
+
 def is_repeat(progress: BatchProgress, completion: StepCompletion) -> bool:
     """Whether ``completion`` is the batch's latest result of its step already (a redelivery)."""
     known = progress.results.get(completion.step)

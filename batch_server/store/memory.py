@@ -267,6 +267,9 @@ class _MemoryUnit:
     async def get_run(self, run_id: str) -> PipelineRun | None:
         return await self._store.get_run(run_id)
 
+    def settle(self, progress: BatchProgress) -> None:
+        """Nothing to keep: this store holds every batch's progress."""
+
     async def save(self, write: ProgressWrite) -> None:
         if write.run is not None and (write.new_run or write.retry is not None):
             active = self._new_runs.get(write.batch_id) or self._store._active_run_id(

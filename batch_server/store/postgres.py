@@ -22,33 +22,43 @@ every replica wake at once (they poll as well).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
 from batch_server.domain.essays import SpellcheckEssay, StoredEssay
 from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
 from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
+from batch_server.metrics import BatchMetrics
 from batch_server.ports import DueStep, NewBatch, ProgressWrite, RetryRecord, StoredRequest
 from batch_server.store import rows
 from batch_server.store.errors import translated
 from mesh.events.bus import OutgoingEvent
 from mesh.postgres import outbox
+from mesh.postgres.kept import KEPT_ESSAYS, Kept
 
 MIGRATIONS = {"mesh": "mesh.postgres.sql", "batch": "batch_server.store.sql"}
 PROGRESS_CHANNEL = "batch_run_progress"
 ACTIVE_RUN_INDEX = "pipeline_runs_one_active"
 
-_INSERT_BATCH = """
+# A transaction that marks itself stamped (``batch.stamped``) stamps the batches it writes
+# itself; the triggers of sql/0006_progress_stamps.sql stamp for any other writer.
+_STAMPED = "set_config('batch.stamped', 'on', true)"
+_INSERT_BATCH = f"""
 INSERT INTO batches (batch_id, request_id, fingerprint, name, course_code, language, flags,
-                     labels, essay_count, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10)
+                     labels, essay_count, created_at, progress_stamp)
+SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, nextval('batch_progress_stamps')
+  FROM {_STAMPED} AS stamped
 ON CONFLICT (request_id) DO NOTHING
 RETURNING batch_id
 """
@@ -61,10 +71,19 @@ SELECT $1, t.position, t.essay_id, t.client_ref, t.storage_id, t.storage_id
 """
 _BATCH_COLUMNS = "batch_id, name, course_code, language, flags, labels, created_at"
 _SELECT_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1"
-_LOCK_BATCHES = (
-    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ANY($1::text[]) "
-    "ORDER BY batch_id FOR UPDATE"
+# Lock the batches (in id order: two units never deadlock) and stamp them; ``seen`` is the
+# stamp each had, the one a kept progress must match.
+_LOCK_BATCHES = f"""
+WITH locked AS (
+    SELECT batch_id, progress_stamp FROM batches
+     WHERE batch_id = ANY($1::text[]) ORDER BY batch_id FOR UPDATE
 )
+UPDATE batches b SET progress_stamp = nextval('batch_progress_stamps')
+  FROM locked, {_STAMPED} AS stamped
+ WHERE b.batch_id = locked.batch_id
+RETURNING b.batch_id, b.name, b.course_code, b.language, b.flags, b.labels, b.created_at,
+          locked.progress_stamp AS seen, b.progress_stamp AS stamp
+"""
 _SELECT_ESSAYS = """
 SELECT batch_id, essay_id, client_ref, original_storage_id, current_storage_id
   FROM batch_essays WHERE batch_id = ANY($1::text[]) ORDER BY batch_id, position
@@ -193,6 +212,7 @@ UPDATE batch_essays e SET current_storage_id = t.storage_id
  WHERE e.batch_id = $1 AND e.essay_id = t.essay_id
 """
 _NOTIFY = "SELECT pg_notify($1, $2)"
+_BATCH_ID = operator.itemgetter("batch_id")
 _ACTIVE_RUNS = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM pipeline_runs
  WHERE status IN ('pending', 'running')
@@ -224,10 +244,20 @@ INSERT INTO spellcheck_essays (essay_id, storage_id, language, created_at) VALUE
 
 
 class PostgresBatchStore:
-    """A ``BatchStore`` over an asyncpg pool (owned by the caller)."""
+    """A ``BatchStore`` over an asyncpg pool (owned by the caller).
 
-    def __init__(self, pool: Any) -> None:
+    It keeps the progress its units settled and committed, up to ``kept_essays`` essays' worth
+    of batches (``mesh.postgres.kept``; 0 keeps nothing): a unit that locks a batch whose stamp
+    is still the one this store wrote advances on that progress instead of reading the batch's
+    essays, results and active run again. ``metrics`` counts which it did.
+    """
+
+    def __init__(
+        self, pool: Any, kept_essays: int = KEPT_ESSAYS, metrics: BatchMetrics | None = None
+    ) -> None:
         self._pool = pool
+        self._kept: Kept[_KeptProgress] = Kept(kept_essays)
+        self._metrics = metrics or BatchMetrics(CollectorRegistry())
 
     # --- batches ------------------------------------------------------------------------
 
@@ -367,22 +397,68 @@ class PostgresBatchStore:
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[_PostgresUnit]:
-        async with translated(), self._pool.acquire() as conn, conn.transaction():
-            yield _PostgresUnit(conn)
+        async with translated(), self._pool.acquire() as conn:
+            unit = _PostgresUnit(conn, self._kept, self._metrics)
+            async with conn.transaction():
+                yield unit
+            unit.committed()
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptProgress:
+    """A batch's progress as a unit committed it (its metadata is read under the lock anew)."""
+
+    progress: BatchProgress
+
+    @property
+    def essay_count(self) -> int:
+        return len(self.progress.batch.essays)
 
 
 class _PostgresUnit:
     """A ``ProgressUnit``: one transaction; loaded batches stay locked until it ends."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, kept: Kept[_KeptProgress], metrics: BatchMetrics) -> None:
         self._conn = conn
+        self._kept = kept
+        self._metrics = metrics
+        self._stamps: dict[str, int] = {}  # batch id -> the stamp this unit wrote
+        self._settled: dict[str, BatchProgress] = {}
 
     async def load(self, batch_ids: Sequence[str]) -> dict[str, BatchProgress]:
+        """Lock and stamp the batches; each one's progress is the one kept of it when the stamp
+        it had is the kept one's, else read. What was kept of a batch is taken either way."""
         conn = self._conn
-        ids = sorted(set(batch_ids))
-        batch_rows = await conn.fetch(_LOCK_BATCHES, ids)
+        batch_rows = sorted(await conn.fetch(_LOCK_BATCHES, sorted(set(batch_ids))), key=_BATCH_ID)
         if not batch_rows:
             return {}
+        found: dict[str, BatchProgress] = {}
+        for row in batch_rows:
+            self._stamps[row["batch_id"]] = row["stamp"]
+            kept = self._kept.take(row["batch_id"], row["seen"])
+            if kept is not None:
+                batch = dataclasses.replace(kept.progress.batch, metadata=rows.metadata(row))
+                found[row["batch_id"]] = dataclasses.replace(kept.progress, batch=batch)
+        unread = [r for r in batch_rows if r["batch_id"] not in found]
+        self._metrics.kept_progress.labels("used").inc(len(found))
+        self._metrics.kept_progress.labels("read").inc(len(unread))
+        if unread:
+            found |= await self._read(unread)
+        return {r["batch_id"]: found[r["batch_id"]] for r in batch_rows}
+
+    def settle(self, progress: BatchProgress) -> None:
+        self._settled[progress.batch.batch_id] = progress
+
+    def committed(self) -> None:
+        """Keep what was settled of the batches this unit stamped (its transaction committed)."""
+        for batch_id, progress in self._settled.items():
+            stamp = self._stamps.get(batch_id)
+            if stamp is not None:
+                self._kept.keep(batch_id, stamp, _KeptProgress(progress))
+
+    async def _read(self, batch_rows: Sequence[Any]) -> dict[str, BatchProgress]:
+        """The progress of the locked batches of ``batch_rows``, read whole."""
+        conn = self._conn
         ids = [r["batch_id"] for r in batch_rows]
         essays: dict[str, list[Any]] = {}
         for e in await conn.fetch(_SELECT_ESSAYS, ids):

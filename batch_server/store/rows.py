@@ -29,18 +29,16 @@ def _json(value: Any) -> Any:
 
 
 def batch(row: Row, essays: Iterable[Row]) -> Batch:
-    metadata = BatchMetadata(
+    return Batch(row["batch_id"], tuple(essay(e) for e in essays), metadata(row), row["created_at"])
+
+
+def metadata(row: Row) -> BatchMetadata:
+    return BatchMetadata(
         name=row["name"],
         course_code=row["course_code"],
         language=row["language"],
         flags=dict(_json(row["flags"])),
         labels=dict(_json(row["labels"])),
-    )
-    return Batch(
-        row["batch_id"],
-        tuple(essay(e) for e in essays),
-        metadata,
-        row["created_at"],
     )
 
 

@@ -5,7 +5,7 @@ transaction:
 
 1. lock the batches' rows (``FOR NO KEY UPDATE``, in id order), stamping each anew, and read
    their step counts, unless the store kept the batch's tally from its own last write and the
-   stamp it read is the one it wrote then (``sql/0003_tally_stamps.sql``, ``store.kept``);
+   stamp it read is the one it wrote then (``sql/0003_tally_stamps.sql``, ``mesh.postgres.kept``);
 2. read, for every essay the records name that the tally has not read, whether it is in its
    batch, its position, and every step's outcome it already has;
 3. count the records with the rule (``conductor_server.domain.counting``) on the tally;
@@ -48,9 +48,9 @@ from conductor_server.store.errors import (
     UnknownBatch,
     check_registration,
 )
-from conductor_server.store.kept import KEPT_ESSAYS, Kept
 from conductor_server.store.results import timed_out
 from mesh.postgres import outbox
+from mesh.postgres.kept import KEPT_ESSAYS, Kept
 from mesh.postgres.pool import TRANSIENT_ERRORS
 from mesh.resource import AsyncResource
 

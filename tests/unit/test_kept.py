@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conductor_server.store.kept import Kept
+from mesh.postgres.kept import Kept
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """What a store keeps of the batches it wrote last: one value per batch, least recently kept
-evicted first once the values together hold more than ``capacity`` essays.
+evicted first once the values together hold more than ``capacity`` essays. The conductor keeps
+tallies (``conductor_server.store.postgres``), the BatchService the progress of runs
+(``batch_server.store.postgres``).
 
 Each value is kept with the stamp the store wrote with it. ``take`` removes the batch's value and
 answers it only when the stamp given (the one the batch has now) is the kept one: a value taken
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, Protocol, TypeVar
 
-KEPT_ESSAYS = 20_000  # the conductor's default capacity, in essays
+KEPT_ESSAYS = 20_000  # the default capacity, in essays
 
 
 class HoldsEssays(Protocol):
