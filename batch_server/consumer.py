@@ -28,6 +28,7 @@ from batch_server.domain.errors import BatchNotFound, InvalidCompletion
 from batch_server.domain.model import EssayRef, StepCompletion
 from batch_server.domain.run import (
     BatchProgress,
+    RecordedCompletion,
     RunChange,
     complete_step,
     is_repeat,
@@ -152,6 +153,8 @@ class CompletionHandler:
         now = self._now()
         repeat = is_repeat(progress, completion)
         recorded = record_completion(progress, completion)
+        if repeat:  # the batch's latest result already: its texts stay as they are stored
+            recorded = RecordedCompletion(progress, recorded.result, {})
         change = complete_step(recorded.progress, completion, now)
         if change is None:
             if repeat:
@@ -179,7 +182,7 @@ class CompletionHandler:
             transitions=change.transitions,
             commands=commands,
             result=None if repeat else recorded.result,
-            texts={} if repeat else recorded.texts,
+            texts=recorded.texts,
             events=others,
         )
         return with_run(recorded.progress, change.run), write, change

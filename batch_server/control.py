@@ -115,6 +115,8 @@ class RunControl:
             assert current is not None
             if current.attempt != run.attempt or not current.status.terminal:
                 raise RunConflict(batch_id, run_id)  # a concurrent retry (or start) won
+            if progress.active_run is not None:  # a run started since the check above
+                raise RunConflict(batch_id, progress.active_run.run_id)
             change = control.retry(current, progress, scope, reopened, now)
             sent = {d.step: len(d.essays) for d in change.dispatches}
             retried = tuple(

@@ -165,8 +165,13 @@ def record_completion(progress: BatchProgress, completion: StepCompletion) -> Re
 
 
 def with_run(progress: BatchProgress, run: PipelineRun) -> BatchProgress:
-    """``progress`` once ``run`` is written: its active run, or none once the run has ended."""
-    return dataclasses.replace(progress, active_run=None if run.status.terminal else run)
+    """``progress`` once ``run`` is written: ``run`` is the batch's active run while it is active;
+    once it has ended the batch has none, unless another run is the active one."""
+    if not run.status.terminal:
+        return dataclasses.replace(progress, active_run=run)
+    if progress.active_run is not None and progress.active_run.run_id != run.run_id:
+        return progress
+    return dataclasses.replace(progress, active_run=None)
 
 
 def is_repeat(progress: BatchProgress, completion: StepCompletion) -> bool:

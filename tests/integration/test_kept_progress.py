@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from batch_server.conductor import Conductor
 from batch_server.consumer import CompletionHandler
 from batch_server.content.memory import MemoryContentStore
+from batch_server.domain.errors import RunConflict
 from batch_server.domain.model import (
     Batch,
     BatchMetadata,
@@ -23,6 +24,7 @@ from batch_server.domain.model import (
     Resolution,
     RunStatus,
     StepPlan,
+    StepStatus,
 )
 from batch_server.domain.run import BatchProgress
 from batch_server.metrics import BatchMetrics
@@ -214,28 +216,102 @@ async def test_consecutive_units_advance_on_kept_progress_and_a_replica_forces_a
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "target"),
     [
-        "UPDATE batch_essays SET current_storage_id = 'by-hand' WHERE position = 0",
-        "UPDATE batch_step_results SET succeeded_essays = '{}'::jsonb, succeeded = 0",
-        "UPDATE pipeline_runs SET correlation_id = 'by-hand'",
-        "UPDATE run_steps SET timed_out = 1",
-        "DELETE FROM batch_step_results",
+        ("UPDATE batch_essays SET current_storage_id = 'by-hand' WHERE position = 0", None),
+        ("UPDATE batch_step_results SET succeeded_essays = '{}'::jsonb, succeeded = 0", None),
+        ("UPDATE pipeline_runs SET correlation_id = 'by-hand'", None),
+        ("UPDATE run_steps SET timed_out = 1", None),
+        ("DELETE FROM batch_step_results", None),
+        ("TRUNCATE batch_step_results", None),
+        # rows moved to another batch ($2): the batch they left is stamped too
+        ("UPDATE batch_step_results SET batch_id = $2 WHERE batch_id = $1", "empty"),
+        ("UPDATE pipeline_runs SET batch_id = $2 WHERE batch_id = $1", "empty"),
+        (
+            "UPDATE run_steps SET run_id = (SELECT run_id FROM pipeline_runs WHERE batch_id = $2)"
+            " WHERE run_id IN (SELECT run_id FROM pipeline_runs WHERE batch_id = $1)"
+            " AND step = 'ai_feedback'",
+            "other",
+        ),
     ],
 )
 async def test_a_write_by_another_hand_makes_the_next_unit_read_the_batch(
-    pool: Any, query: str
+    pool: Any, query: str, target: str | None
 ) -> None:
     replica = Replica(pool)
-    batch = await new_batch(replica)
+    batch, other, empty = [await new_batch(replica) for _ in range(3)]
+    await replica.service.start_pipeline(other.batch_id, "nlp", "other")
+    for step in ("spellcheck", "nlp"):  # the other batch's run ends; the empty one has none
+        await replica.complete(other, step, [0, 1, 2, 3, 4, 5])
     await replica.service.start_pipeline(batch.batch_id, "feedback", "go")
     await replica.complete(batch, "spellcheck", [0, 1, 2, 3, 4, 5])
     used, read_before = replica.counted()
     async with pool.acquire() as conn:
-        await conn.execute(query)
+        if target is None:
+            await conn.execute(query)
+        else:
+            moved_to = {"other": other, "empty": empty}[target].batch_id
+            await conn.execute(query, batch.batch_id, moved_to)
     loaded = await replica.loaded(batch.batch_id)
     assert replica.counted() == (used, read_before + 1)
     assert loaded == await read(pool, batch.batch_id)
+
+
+async def test_another_hand_stamps_a_batch_once_per_transaction(pool: Any) -> None:
+    replica = Replica(pool)
+    batch = await new_batch(replica)
+    await replica.service.start_pipeline(batch.batch_id, "feedback", "go")
+    last = "SELECT last_value FROM batch_progress_stamps"
+    async with pool.acquire() as conn:
+        before = await conn.fetchval(last)
+        async with conn.transaction():
+            await conn.execute("UPDATE batch_essays SET current_storage_id = 'by-hand'")
+            await conn.execute("UPDATE run_steps SET timed_out = 1")
+        assert await conn.fetchval(last) == before + 1  # six essays, four steps: one stamp
+    assert await replica.loaded(batch.batch_id) == await read(pool, batch.batch_id)
+    assert replica.counted()[1] == 2.0  # read by StartPipeline, then after the other hand
+
+
+async def test_a_repeated_completion_that_advances_a_new_run_leaves_the_texts_as_stored(
+    pool: Any,
+) -> None:
+    replica = Replica(pool)
+    batch = await new_batch(replica)
+    b = batch.batch_id
+    await replica.service.start_pipeline(b, "feedback", "first")
+    for step in ("spellcheck", "nlp", "ai_feedback"):
+        await replica.complete(batch, step, [0, 1, 2, 3, 4, 5])  # texts: ai_feedback-i
+    await replica.service.start_pipeline(b, "feedback", "second")
+    await replica.complete(batch, "spellcheck", [0, 1, 2, 3, 4, 5])  # the stored result again
+    assert await replica.loaded(b) == await read(pool, b)
+    nlp = (await commands(pool))[-1]
+    assert [e.text_storage_id for e in nlp.essays] == [f"ai_feedback-{i}" for i in range(6)]
+
+
+async def test_a_retry_raced_by_a_start_leaves_the_started_run_active(pool: Any) -> None:
+    replica = Replica(pool)
+    batch = await new_batch(replica)
+    b = batch.batch_id
+    first = await replica.service.start_pipeline(b, "nlp", "first")
+    await replica.complete(batch, "spellcheck", [0, 1, 2, 3, 4])
+    await replica.complete(batch, "nlp", [0, 1, 2, 3, 4])  # ends with a failure
+    started: list[Any] = []
+    reopen = replica.conductor.reopen
+
+    async def raced(
+        batch_id: str, run_id: str, attempt: int, steps: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        started.append(await replica.service.start_pipeline(b, "nlp", "second"))
+        return await reopen(batch_id, run_id, attempt, steps)  # nothing to send again
+
+    replica.conductor.reopen = raced  # type: ignore[method-assign]
+    with pytest.raises(RunConflict):
+        await replica.service.retry_run(b, first.run_id, [], "again")
+    await replica.complete(batch, "spellcheck", [0, 1, 2, 3, 4, 5])
+    second = await replica.store.get_run(started[0].run_id)
+    assert second is not None
+    assert [s.status for s in second.steps] == [StepStatus.SATISFIED, StepStatus.DISPATCHED]
+    assert await replica.loaded(b) == await read(pool, b)
 
 
 async def test_the_deadline_watchs_lease_leaves_kept_progress_valid(pool: Any) -> None:

@@ -194,6 +194,46 @@ async def test_writers_that_do_not_stamp_are_stamped_by_the_database(pool: Any) 
     assert await succeeded(store, "spellcheck") == 3
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "TRUNCATE essay_step_outcomes",
+        # an outcome moved to another batch: the batch it left is stamped too
+        "UPDATE essay_step_outcomes SET batch_id = 'b2' WHERE batch_id = 'b1'",
+        "UPDATE processing_pipeline_state SET batch_id = 'b3' WHERE batch_id = 'b1'",
+    ],
+)
+async def test_rows_truncated_or_moved_by_another_hand_make_the_store_read_the_batch(
+    pool: Any, query: str
+) -> None:
+    registry = CollectorRegistry()
+    store = PostgresStateStore(pool, STEPS, metrics=ConductorMetrics(registry))
+    for batch in ("b1", "b2"):
+        await store.register_batch(BatchRegistration(batch, ESSAYS))
+    await execute(
+        pool,
+        "INSERT INTO conductor_batches (batch_id, essay_count, essays_digest) VALUES ('b3', 4, '')",
+    )
+    await store.record_outcomes([rec("spellcheck", "e1")])
+    await execute(pool, query)
+    await store.record_outcomes([rec("spellcheck", "e2")])
+    read = registry.get_sample_value("conductor_kept_tallies_total", {"result": "read"})
+    assert read == 1.0
+
+
+async def test_another_hand_stamps_a_batch_once_per_transaction(pool: Any) -> None:
+    store = PostgresStateStore(pool, STEPS)
+    await store.register_batch(BatchRegistration("b1", ESSAYS))
+    await store.record_outcomes([rec("spellcheck", e) for e in ESSAYS])
+    last = "SELECT last_value FROM conductor_tally_stamps"
+    async with pool.acquire() as conn:
+        before = await conn.fetchval(last)
+        async with conn.transaction():
+            await conn.execute("UPDATE essay_step_outcomes SET event_id = 'by-hand'")
+            await conn.execute("UPDATE processing_pipeline_state SET eligible = eligible")
+        assert await conn.fetchval(last) == before + 1  # four outcomes, four steps: one stamp
+
+
 class SlowRelease:
     """A pool whose connections go back slowly for the tasks named in ``slow``."""
 

@@ -148,6 +148,7 @@ async def test_migrations_are_applied_once_and_recorded(
         ("conductor", 1, "pipeline_state"),
         ("conductor", 2, "attempts_and_timeouts"),
         ("conductor", 3, "tally_stamps"),
+        ("conductor", 4, "stamp_moves_and_truncates"),
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
         ("mesh", 2, "api_keys"),
         ("mesh", 3, "fast_toast_compression"),

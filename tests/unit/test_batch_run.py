@@ -32,6 +32,7 @@ from batch_server.domain.run import (
     is_repeat,
     record_completion,
     start_run,
+    with_run,
 )
 
 T0 = datetime(2025, 5, 25, 12, 0, tzinfo=UTC)
@@ -75,10 +76,9 @@ def _apply(
 ) -> tuple[BatchProgress, RunChange | None]:
     recorded = record_completion(progress, completion)
     change = complete_step(recorded.progress, completion, at)
-    active = change.run if change and not change.run.status.terminal else None
     if change is None:
         return recorded.progress, None
-    return dataclasses.replace(recorded.progress, active_run=active), change
+    return with_run(recorded.progress, change.run), change
 
 
 CHAIN = [StepPlan("spellcheck", "spellcheck"), StepPlan("nlp", "nlp", ("spellcheck",))]
@@ -192,6 +192,17 @@ def test_a_second_active_run_is_a_conflict() -> None:
     with pytest.raises(RunConflict) as caught:
         _start(BatchProgress(_batch(1), {}, change.run), CHAIN)
     assert caught.value.active_run_id == "r1"
+
+
+def test_a_run_is_the_active_one_until_it_ends_and_never_ends_another() -> None:
+    started = _start(BatchProgress(_batch(1), {}), CHAIN).run
+    progress = with_run(BatchProgress(_batch(1), {}), started)
+    assert progress.active_run == started
+    assert (
+        with_run(progress, dataclasses.replace(started, status=RunStatus.FAILED)).active_run is None
+    )
+    other = dataclasses.replace(started, run_id="r0", status=RunStatus.COMPLETED)
+    assert with_run(progress, other).active_run == started
 
 
 def test_a_repeated_completion_changes_nothing() -> None:
