@@ -4,7 +4,9 @@ Events go into ``event_outbox`` (``mesh.postgres.outbox.enqueue``) in the same t
 the state change that causes them; the relay publishes them with their ids. Concurrency control:
 
 - a unit of progress (``progress()``) locks the batch rows it loads (``FOR UPDATE``, in id order,
-  so two units never deadlock), which serialises StartPipeline and completion handling per batch;
+  so two units never deadlock), which serialises StartPipeline and completion handling per batch,
+  and stamps them: the progress a unit settled is kept and used by the next unit only while the
+  stamp is still its own (``sql/0006_progress_stamps.sql``, ``PostgresBatchStore``);
 - the partial unique index ``pipeline_runs_one_active`` makes a second active run of a batch
   impossible whatever the code above does: a violation becomes ``RunConflict``;
 - ``run_dispatches`` has the primary key (run_id, step, attempt): a command whose dispatch is
