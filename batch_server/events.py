@@ -8,9 +8,7 @@ ids (``batch_server.domain.identity``). Every event of a run carries the run's c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
@@ -43,16 +41,6 @@ def command_kind(step: str, command: str) -> EventKind:
     return kind
 
 
-def _add_refs(refs: Any, essays: Iterable[tuple[str, str]]) -> None:
-    """Append ``(essay_id, storage_id)`` pairs to the repeated ``EssayRef`` field ``refs``, in
-    place: a quarter of the time of building a list of refs (10,000 essays: 2 ms against 8)."""
-    add_ref = refs.add
-    for essay_id, storage_id in essays:
-        ref = add_ref()
-        ref.essay_id = essay_id
-        ref.text_storage_id = storage_id
-
-
 def spellcheck_requested(
     essay_id: str, storage_id: str, language: str, correlation_id: str, now: datetime
 ) -> OutgoingEvent:
@@ -78,7 +66,9 @@ def spellcheck_requested(
 
 def batch_created(batch: Batch, correlation_id: str) -> OutgoingEvent:
     payload = ev.BatchCreated(batch_id=batch.batch_id, flags=dict(batch.metadata.flags))
-    _add_refs(payload.essays, ((e.essay_id, e.current_storage_id) for e in batch.essays))
+    envelope.add_essay_refs(
+        payload.essays, ((e.essay_id, e.current_storage_id) for e in batch.essays)
+    )
     return _event(
         EventKind.BATCH_CREATED,
         payload,
@@ -103,7 +93,7 @@ def step_command(
         parameters=parameters,
         attempt=dispatch.attempt,
     )
-    _add_refs(payload.essays, ((e.essay_id, e.storage_id) for e in dispatch.essays))
+    envelope.add_essay_refs(payload.essays, ((e.essay_id, e.storage_id) for e in dispatch.essays))
     return _event(
         command_kind(dispatch.step, dispatch.command),
         payload,
