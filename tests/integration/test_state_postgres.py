@@ -152,6 +152,7 @@ async def test_migrations_are_applied_once_and_recorded(
         ("mesh", 1, "outbox_namespace_and_dead_letters"),
         ("mesh", 2, "api_keys"),
         ("mesh", 3, "fast_toast_compression"),
+        ("mesh", 4, "stamps"),
     ]
 
 
