@@ -39,6 +39,7 @@ from mesh.events import envelope
 from mesh.events.bus import Message
 from mesh.events.memory import StoredRecord
 from mesh.postgres.schema import apply_migrations
+from tests.support.batch import completion
 
 PIPELINES = {
     "spellcheck": [StepPlan("spellcheck", "spellcheck")],
@@ -95,22 +96,6 @@ def _message(payload: ev.BatchStepCompleted, offset: int = 0) -> Message:
     built = envelope.build(payload, source_service="conductor", event_id=f"done-{payload.step}")
     record = StoredRecord("t", 0, offset, 0, None, envelope.encode(built), ())
     return Message(record, built)
-
-
-def _completed(batch: Batch, step: str, ok: list[int]) -> ev.BatchStepCompleted:
-    total = len(batch.essays)
-    return ev.BatchStepCompleted(
-        batch_id=batch.batch_id,
-        step=step,
-        succeeded=len(ok),
-        failed=total - len(ok),
-        total=total,
-        satisfied=len(ok) / total >= 0.5,
-        succeeded_essays=[
-            ev.EssayRef(essay_id=batch.essays[i].essay_id, text_storage_id=f"{step}-{i}")
-            for i in ok
-        ],
-    )
 
 
 async def _new_batch(service: BatchService, n: int = 4, request_id: str = "") -> Batch:
@@ -222,7 +207,7 @@ async def test_a_redelivered_completion_never_dispatches_twice(
     batch = await _new_batch(service)
     run = await service.start_pipeline(batch.batch_id, "nlp", "go")
     handler = CompletionHandler(store, ProgressFeed())
-    done = _completed(batch, "spellcheck", [0, 1, 3])
+    done = completion(batch, "spellcheck", [0, 1, 3])
     assert await handler([_message(done)]) == []
     assert await handler([_message(done, 1), _message(done, 2)]) == []
     await asyncio.gather(handler([_message(done, 3)]), handler([_message(done, 4)]))
@@ -237,7 +222,7 @@ async def test_a_redelivered_completion_never_dispatches_twice(
     assert stored is not None
     assert stored.version == 3  # spellcheck dispatched, satisfied; nlp dispatched
     assert await pool.fetchval("SELECT count(*) FROM run_dispatches") == 2
-    assert await handler([_message(_completed(batch, "nlp", [0, 1, 3]))]) == []
+    assert await handler([_message(completion(batch, "nlp", [0, 1, 3]))]) == []
     finished = await store.get_run(run.run_id)
     assert finished is not None
     assert finished.status is RunStatus.COMPLETED_WITH_FAILURES
@@ -260,7 +245,7 @@ async def test_an_unknown_batch_is_rejected_and_the_rest_is_handled(
     await service.start_pipeline(batch.batch_id, "spellcheck", "")
     handler = CompletionHandler(store, ProgressFeed())
     stranger = ev.BatchStepCompleted(batch_id="nope", step="spellcheck", succeeded=0, total=0)
-    good = _message(_completed(batch, "spellcheck", [0, 1, 2, 3]), 1)
+    good = _message(completion(batch, "spellcheck", [0, 1, 2, 3]), 1)
     rejections = await handler([_message(stranger), good])
     assert len(rejections) == 1
     assert isinstance(rejections[0].error, BatchNotFound)
@@ -279,7 +264,7 @@ async def test_a_state_change_and_its_outbox_rows_commit_together(
     [command] = await _commands(pool)
     assert command.run_id == run.run_id
 
-    done = completion_from_proto(_completed(batch, "spellcheck", [0, 1, 2, 3]))
+    done = completion_from_proto(completion(batch, "spellcheck", [0, 1, 2, 3]))
     handler = CompletionHandler(store, ProgressFeed())
 
     async def crash_after_saving() -> None:
@@ -324,8 +309,8 @@ async def test_listing_and_watching_with_postgres(
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(started.wait(), 10)
     handler = CompletionHandler(store, ProgressFeed())  # another "replica": no shared feed
-    await handler([_message(_completed(batch, "spellcheck", [0]))])
-    await handler([_message(_completed(batch, "nlp", [0]))])
+    await handler([_message(completion(batch, "spellcheck", [0]))])
+    await handler([_message(completion(batch, "nlp", [0]))])
     await asyncio.wait_for(watcher, 10)
     assert updates == [
         ("", RunStatus.RUNNING),

@@ -37,6 +37,7 @@ from mesh.events.bus import Message
 from mesh.events.memory import StoredRecord
 from mesh.postgres import outbox
 from mesh.postgres.schema import apply_migrations
+from tests.support.batch import completion
 
 PIPELINES = {
     "nlp": [StepPlan("spellcheck", "spellcheck"), StepPlan("nlp", "nlp", ("spellcheck",))],
@@ -102,7 +103,7 @@ class Replica:
         return (found[0] or 0.0, found[1] or 0.0)
 
     async def complete(self, batch: Batch, step: str, ok: Sequence[int]) -> None:
-        assert await self.handler([message(completed(batch, step, ok))]) == []
+        assert await self.handler([message(completion(batch, step, ok))]) == []
 
     async def loaded(self, batch_id: str) -> BatchProgress:
         """What this store's next unit loads for the batch, in a unit rolled back."""
@@ -126,22 +127,6 @@ def message(payload: ev.BatchStepCompleted) -> Message:
     built = envelope.build(payload, source_service="conductor")
     record = StoredRecord("t", 0, next(_offsets), 0, None, envelope.encode(built), ())
     return Message(record, built)
-
-
-def completed(batch: Batch, step: str, ok: Sequence[int]) -> ev.BatchStepCompleted:
-    total = len(batch.essays)
-    return ev.BatchStepCompleted(
-        batch_id=batch.batch_id,
-        step=step,
-        succeeded=len(ok),
-        failed=total - len(ok),
-        total=total,
-        satisfied=len(ok) / total >= 0.5,
-        succeeded_essays=[
-            ev.EssayRef(essay_id=batch.essays[i].essay_id, text_storage_id=f"{step}-{i}")
-            for i in ok
-        ],
-    )
 
 
 async def new_batch(replica: Replica, n: int = 6) -> Batch:

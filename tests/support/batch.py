@@ -9,12 +9,13 @@ EssayStepOutcome per essay, as the policy it is given says.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from batch_server.app import serve
+from batch_server.domain.model import Batch
 from batch_server.ports import ContentStore
 from batch_server.settings import BatchOptions, BatchSettings
 from clients import BatchClient
@@ -43,6 +44,24 @@ class RunningBatch:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
+
+
+def completion(batch: Batch, step: str, ok: Sequence[int]) -> ev.BatchStepCompleted:
+    """The conductor's ``BatchStepCompleted`` of ``step`` in which the essays at the positions
+    ``ok`` succeeded (output ``<step>-<position>``); satisfied at half or more."""
+    total = len(batch.essays)
+    return ev.BatchStepCompleted(
+        batch_id=batch.batch_id,
+        step=step,
+        succeeded=len(ok),
+        failed=total - len(ok),
+        total=total,
+        satisfied=len(ok) / total >= 0.5,
+        succeeded_essays=[
+            ev.EssayRef(essay_id=batch.essays[i].essay_id, text_storage_id=f"{step}-{i}")
+            for i in ok
+        ],
+    )
 
 
 def settings_for(conductor_address: str, **options: object) -> BatchSettings:
