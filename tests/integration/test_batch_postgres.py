@@ -38,8 +38,8 @@ from mesh.errors import BackendUnavailable
 from mesh.events import envelope
 from mesh.events.bus import Message
 from mesh.events.memory import StoredRecord
-from mesh.postgres.schema import apply_migrations
 from tests.support.batch import completion
+from tests.support.stores import pool_of
 
 PIPELINES = {
     "spellcheck": [StepPlan("spellcheck", "spellcheck")],
@@ -65,12 +65,8 @@ class FakeConductor(Conductor):
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Any]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=12)
-    await apply_migrations(created, MIGRATIONS)
-    try:
+    async with pool_of(database_url, 12, MIGRATIONS) as created:
         yield created
-    finally:
-        await created.close()
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ from mesh.events import envelope
 from mesh.events.bus import Message
 from mesh.events.memory import StoredRecord
 from mesh.postgres import outbox
-from mesh.postgres.schema import apply_migrations
 from tests.support.batch import completion
+from tests.support.stores import pool_of
 
 PIPELINES = {
     "nlp": [StepPlan("spellcheck", "spellcheck"), StepPlan("nlp", "nlp", ("spellcheck",))],
@@ -74,12 +74,8 @@ class Rollback(Exception):
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Any]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=12)
-    await apply_migrations(created, MIGRATIONS)
-    try:
+    async with pool_of(database_url, 12, MIGRATIONS) as created:
         yield created
-    finally:
-        await created.close()
 
 
 class Replica:

@@ -16,9 +16,11 @@ from tests.support.state_contract import STEPS
 
 
 @asynccontextmanager
-async def pool_of(database_url: str, size: int = 10) -> AsyncIterator[Any]:
-    """A pool on the test's database, the conductor's migrations applied."""
-    async with postgres_pool(database_url, size, MIGRATIONS) as pool:
+async def pool_of(
+    database_url: str, size: int = 10, migrations: dict[str, str] = MIGRATIONS
+) -> AsyncIterator[Any]:
+    """A pool on the test's database, ``migrations`` (by default the conductor's) applied."""
+    async with postgres_pool(database_url, size, migrations) as pool:
         yield pool
 
 
