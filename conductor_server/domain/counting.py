@@ -192,7 +192,8 @@ class BatchTally:
         if count.total is None or essay_id not in self.members:
             return _NOT_EXPECTED
         known = self.outcomes.setdefault(essay_id, {})
-        if not _succeeded_in_all(known, self.table.depends_on[step]):
+        depends_on = self.table.depends_on[step]
+        if depends_on and not _succeeded_in_all(known, depends_on):
             return _NOT_EXPECTED
         marks = self.marks.get(essay_id)
         mark = marks.get(step) if marks else None

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -63,13 +64,15 @@ class PipelineDefinition:
     steps: tuple[StepDefinition, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class OutcomeRecord:
+class OutcomeRecord(NamedTuple):
     """One essay's outcome of one step, as reported by a worker (or TIMED_OUT, recorded by the
     conductor), for the command of ``run_id``'s ``attempt``.
 
     ``trace`` is opaque here: the trace context of the report (a W3C ``traceparent``), which the
     completion this record causes carries on.
+
+    One is built per outcome on the consumer's hot path: a named tuple is as immutable as a
+    frozen dataclass and a quarter of its cost to build.
     """
 
     batch_id: str

@@ -33,46 +33,54 @@ def count(
     """
     states: dict[tuple[str, str], StepState] = {}
     answers: list[RecordResult] = []
+    definitions = table.definitions
     for record in records:
         batch_id, step = record.batch_id, record.step
-        if step not in table:
+        definition = definitions.get(step)
+        if definition is None:
             answers.append(RecordResult(record, error=UnknownStep(batch_id, step)))
             continue
         tally = tallies.get(batch_id)
         if tally is None:
             answers.append(RecordResult(record, error=UnknownBatch(batch_id)))
             continue
-        requires = table[step].requires
+        requires = definition.requires
         if requires and flags is not None:
             missing = [flag for flag in requires if flag not in flags[batch_id]]
             if missing:
                 answers.append(RecordResult(record, error=StepNotAllowed(batch_id, step, missing)))
                 continue
         entry = tally.record(step, record.essay_id, record.outcome, record.run_id, record.attempt)
-        if entry.verdict is Verdict.NOT_EXPECTED:
+        verdict = entry.verdict
+        if verdict is Verdict.NOT_EXPECTED:
             answers.append(
                 RecordResult(record, error=EssayNotExpected(batch_id, step, record.essay_id))
             )
-        elif entry.verdict is Verdict.CONFLICT:
+        elif verdict is Verdict.CONFLICT:
             assert entry.previous is not None
             conflict = ConflictingOutcome(
                 batch_id, step, record.essay_id, entry.previous, record.outcome
             )
             answers.append(RecordResult(record, error=conflict))
         else:
-            cascaded = tuple(tally.state(name) for name in entry.cascaded)
+            # positional (record, newly_recorded, completed_step, state, cascaded, error,
+            # verdict): this runs for every counted outcome
+            cascaded = tuple(map(tally.state, entry.cascaded)) if entry.cascaded else ()
             answers.append(
                 RecordResult(
                     record,
-                    newly_recorded=entry.verdict is Verdict.RECORDED,
-                    completed_step=entry.completed,
-                    cascaded=cascaded,
-                    verdict=entry.verdict,
+                    verdict is Verdict.RECORDED,
+                    entry.completed,
+                    None,
+                    cascaded,
+                    None,
+                    verdict,
                 )
             )
     for answer in answers:
         if answer.error is None:
-            key = (answer.record.batch_id, answer.record.step)
+            record = answer.record
+            key = (record.batch_id, record.step)
             state = states.get(key)
             if state is None:
                 state = states[key] = tallies[key[0]].state(key[1])

@@ -21,11 +21,18 @@ from conductor_server.store.memory import MemoryStateStore
 from tests.support.state_contract import ESSAYS, STEPS
 
 records = st.builds(
-    OutcomeRecord,
+    OutcomeRecord,  # every other field as a worker's first attempt reports it
     batch_id=st.just("b1"),
     step=st.sampled_from([*STEPS, "unknown"]),
     essay_id=st.sampled_from([*ESSAYS, "stranger"]),
     outcome=st.sampled_from(Outcome),
+    output_storage_id=st.just(""),
+    event_id=st.just(""),
+    run_id=st.just(""),
+    attempt=st.just(1),
+    error_code=st.just(""),
+    error_message=st.just(""),
+    trace=st.just(""),
 )
 # Histories biased towards completing steps: mostly successes, few strangers.
 histories = st.lists(st.lists(records, min_size=1, max_size=12), min_size=1, max_size=25)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -35,7 +34,7 @@ async def test_a_completed_step_is_published_once_with_its_succeeded_essays() ->
     store = MemoryStateStore(STEPS, events_out=bus)
     await store.register_batch(registration())
     outcomes = [rec("spellcheck", e) for e in reversed(ESSAYS)]
-    outcomes[0] = dataclasses.replace(outcomes[0], output_storage_id="corrected-e4")
+    outcomes[0] = outcomes[0]._replace(output_storage_id="corrected-e4")
     await store.record_outcomes(outcomes)
     await store.record_outcomes(outcomes)  # a redelivery publishes nothing more
     await store.record_outcomes([rec("triage", e) for e in ESSAYS])
@@ -58,7 +57,7 @@ async def test_a_completion_carries_outputs_as_texts_only_for_a_step_that_produc
     for step in ("spellcheck", "nlp"):  # spellcheck produces text, nlp a result
         outcomes = [rec(step, e) for e in ESSAYS]
         await store.record_outcomes(
-            [dataclasses.replace(r, output_storage_id=f"{step}-{r.essay_id}") for r in outcomes]
+            [r._replace(output_storage_id=f"{step}-{r.essay_id}") for r in outcomes]
         )
     published = bus.records(topic_name(EventKind.BATCH_STEP_COMPLETED))
     texts = {
