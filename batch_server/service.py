@@ -147,7 +147,7 @@ class BatchService:
         batch = dataclasses.replace(
             draft,
             essays=tuple(
-                dataclasses.replace(e, original_storage_id=sid, current_storage_id=sid)
+                e._replace(original_storage_id=sid, current_storage_id=sid)
                 for e, sid in zip(draft.essays, storage_ids, strict=True)
             ),
         )

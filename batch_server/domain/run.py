@@ -146,12 +146,7 @@ def record_completion(progress: BatchProgress, completion: StepCompletion) -> Re
         if succeeded.get(essay.essay_id) and succeeded[essay.essay_id] != essay.current_storage_id
     }
     essays = tuple(
-        Essay(
-            essay_id=e.essay_id,
-            client_ref=e.client_ref,
-            original_storage_id=e.original_storage_id,
-            current_storage_id=texts[e.essay_id],
-        )
+        Essay(e.essay_id, e.client_ref, e.original_storage_id, texts[e.essay_id])
         if e.essay_id in texts
         else e
         for e in batch.essays

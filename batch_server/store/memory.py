@@ -231,7 +231,7 @@ class MemoryBatchStore:
         if write.texts:
             batch = self._batches[batch_id]
             essays = tuple(
-                dataclasses.replace(e, current_storage_id=write.texts[e.essay_id])
+                e._replace(current_storage_id=write.texts[e.essay_id])
                 if e.essay_id in write.texts
                 else e
                 for e in batch.essays

@@ -171,7 +171,7 @@ def test_pruned_dependencies_narrow_the_essays_by_their_recorded_result() -> Non
         batch,
         essays=(
             batch.essays[0],
-            dataclasses.replace(batch.essays[1], current_storage_id="fixed-1"),
+            batch.essays[1]._replace(current_storage_id="fixed-1"),
         ),
     )
     change = _start(BatchProgress(batch, {"spellcheck": result}), CHAIN[1:], pruned=("spellcheck",))
