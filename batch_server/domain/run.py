@@ -145,16 +145,16 @@ def record_completion(progress: BatchProgress, completion: StepCompletion) -> Re
         for essay in batch.essays
         if succeeded.get(essay.essay_id) and succeeded[essay.essay_id] != essay.current_storage_id
     }
-    essays = tuple(
-        Essay(e.essay_id, e.client_ref, e.original_storage_id, texts[e.essay_id])
-        if e.essay_id in texts
-        else e
-        for e in batch.essays
-    )
+    if texts:
+        essays = tuple(
+            Essay(e.essay_id, e.client_ref, e.original_storage_id, texts[e.essay_id])
+            if e.essay_id in texts
+            else e
+            for e in batch.essays
+        )
+        batch = dataclasses.replace(batch, essays=essays)
     updated = BatchProgress(
-        dataclasses.replace(batch, essays=essays),
-        {**progress.results, completion.step: result},
-        progress.active_run,
+        batch, {**progress.results, completion.step: result}, progress.active_run
     )
     return RecordedCompletion(updated, result, texts)
 
@@ -329,8 +329,11 @@ def _move(
         return _as_last_completed(step, progress.results.get(step.name))
     dispatch = Dispatch(run.run_id, run.batch_id, step.name, step.command, essays, run.attempt)
     dispatches.append(dispatch)
-    expected = {e.essay_id for e in essays}.union(step.essays)
-    every = tuple(e.essay_id for e in progress.batch.essays if e.essay_id in expected)
+    if step.essays:  # sent some before: the new ones join them, in batch order
+        expected = {e.essay_id for e in essays}.union(step.essays)
+        every = tuple(e.essay_id for e in progress.batch.essays if e.essay_id in expected)
+    else:  # ``essays`` is in batch order already
+        every = tuple(e.essay_id for e in essays)
     deadline = now + timedelta(seconds=step.timeout) if step.timeout else None
     return dataclasses.replace(
         step,
