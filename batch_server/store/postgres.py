@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import operator
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,7 +39,14 @@ from prometheus_client import CollectorRegistry
 
 from batch_server.domain.errors import BatchNotFound, RunConflict
 from batch_server.domain.essays import SpellcheckEssay, StoredEssay
-from batch_server.domain.model import Batch, BatchMetadata, BatchSummary, PipelineRun, Transition
+from batch_server.domain.model import (
+    Batch,
+    BatchMetadata,
+    BatchSummary,
+    PipelineRun,
+    RunStep,
+    Transition,
+)
 from batch_server.domain.paging import UNFILTERED, BatchFilter, PageCursor
 from batch_server.domain.run import BatchProgress
 from batch_server.metrics import BatchMetrics
@@ -48,6 +56,8 @@ from batch_server.store.errors import translated
 from mesh.events.bus import OutgoingEvent
 from mesh.postgres import outbox
 from mesh.postgres.kept import KEPT_ESSAYS, Kept
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = {"mesh": "mesh.postgres.sql", "batch": "batch_server.store.sql"}
 PROGRESS_CHANNEL = "batch_run_progress"
@@ -160,6 +170,17 @@ ON CONFLICT (run_id, step) DO UPDATE
        total = EXCLUDED.total, essay_ids = EXCLUDED.essay_ids, attempt = EXCLUDED.attempt,
        deadline = EXCLUDED.deadline, timed_out = EXCLUDED.timed_out,
        retry_essays = EXCLUDED.retry_essays, expiring_since = NULL
+"""
+# The steps of a run whose essay lists PostgreSQL holds as they are: everything else (a list of
+# a 10,000-essay batch is a large value, rewritten for nothing). "UPDATE n" counts the rows.
+_UPDATE_STEPS = """
+UPDATE run_steps s
+   SET status = t.status, succeeded = t.succeeded, failed = t.failed, total = t.total,
+       attempt = t.attempt, deadline = t.deadline, timed_out = t.timed_out, expiring_since = NULL
+  FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
+              $8::timestamptz[], $9::int[])
+       AS t(step, status, succeeded, failed, total, attempt, deadline, timed_out)
+ WHERE s.run_id = $1 AND s.step = t.step
 """
 _INSERT_TRANSITION = """
 INSERT INTO run_transitions (run_id, seq, step, step_status, succeeded, failed, total,
@@ -426,6 +447,7 @@ class _PostgresUnit:
         self._metrics = metrics
         self._stamps: dict[str, int] = {}  # batch id -> the stamp this unit wrote
         self._settled: dict[str, BatchProgress] = {}
+        self._stored: dict[str, PipelineRun] = {}  # run id -> the run as PostgreSQL holds it
 
     async def load(self, batch_ids: Sequence[str]) -> dict[str, BatchProgress]:
         """Lock and stamp the batches; each one's progress is the one kept of it when the stamp
@@ -446,6 +468,9 @@ class _PostgresUnit:
         self._metrics.kept_progress.labels("read").inc(len(unread))
         if unread:
             found |= await self._read(unread)
+        for progress in found.values():  # kept progress is what a read would return
+            if progress.active_run is not None:
+                self._stored[progress.active_run.run_id] = progress.active_run
         return {r["batch_id"]: found[r["batch_id"]] for r in batch_rows}
 
     def settle(self, progress: BatchProgress) -> None:
@@ -497,6 +522,7 @@ class _PostgresUnit:
                 await self._update_run(
                     write.run, {t.step for t in write.transitions}, write.retry is not None
                 )
+            self._stored[write.run.run_id] = write.run
         if write.transitions:
             await conn.executemany(
                 _INSERT_TRANSITION,
@@ -603,7 +629,44 @@ class _PostgresUnit:
                 await self._conn.execute(_UPDATE_RUN, *values)
         else:
             await self._conn.execute(_UPDATE_RUN, *values)
-        await self._upsert_steps(run, changed)
+        await self._update_steps(run, changed)
+
+    async def _update_steps(self, run: PipelineRun, names: set[str]) -> None:
+        """Write the run's steps named in ``names``: without their essay lists where this unit
+        knows PostgreSQL holds them as they are (it read or wrote the run), else whole."""
+        stored = self._stored.get(run.run_id)
+        before = {s.name: s for s in stored.steps} if stored is not None else {}
+        kept_lists: list[RunStep] = []
+        whole: set[str] = set()
+        for step in run.steps:
+            if step.name not in names:
+                continue
+            old = before.get(step.name)
+            if old is not None and (old.essays, old.retry_essays) == (
+                step.essays,
+                step.retry_essays,
+            ):
+                kept_lists.append(step)
+            else:
+                whole.add(step.name)
+        if kept_lists:
+            updated = await self._conn.execute(
+                _UPDATE_STEPS,
+                run.run_id,
+                [s.name for s in kept_lists],
+                [s.status.value for s in kept_lists],
+                [s.succeeded for s in kept_lists],
+                [s.failed for s in kept_lists],
+                [s.total for s in kept_lists],
+                [s.attempt for s in kept_lists],
+                [s.deadline for s in kept_lists],
+                [s.timed_out for s in kept_lists],
+            )
+            if int(updated.split()[-1]) != len(kept_lists):  # a row is not there: write whole
+                log.warning("run %s: step rows missing; writing the steps whole", run.run_id)
+                whole.update(s.name for s in kept_lists)
+        if whole:
+            await self._upsert_steps(run, whole)
 
     @asynccontextmanager
     async def _one_active(self, run: PipelineRun) -> AsyncIterator[None]:
