@@ -31,6 +31,14 @@ on B, one trip at a time, in this process, in equal chunks before each size (300
 ``--quick``: 200). ``ratio`` = transition p50 at 1,000 essays / floor p50: a transition is two
 such hops (outcome to the conductor, completion to the BatchService) plus both servers' work.
 
+Outcome delivery (the floor at each size): a step's outcomes in one hop, with nothing counted.
+A ``StepCommand`` of N essays goes to a demo worker process of its own (``launcher.workers``
+on a namespace of its own), which writes the N outcomes as a step's worker does in a run; a
+consumer in this process (the mesh's consumer runner, a handler that only notes them) receives
+them. The time from the last outcome's Kafka timestamp to the receipt of the last of them is
+the part of a transition at N essays that Kafka delivery takes: the conductor cannot have
+counted the last outcome before it has it. 20 bursts (``--quick``: 10) before each size.
+
 Whole runs: wall time from StartPipeline returning to WatchBatch reporting the run finished.
 CPU µs per essay-step of each process (utime+stime from ``/proc`` around each timed run;
 workers summed) = CPU / (essays x 4 steps x runs). Memory: VmRSS and VmHWM (peak RSS, MiB) of
@@ -50,23 +58,36 @@ printed is one JSON object (with ``--quick`` its 10,000 and 100,000 figures are 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.harness.backends import Backends, backends, scratch_database
-from bench.harness.kafka import Observer, Transition, floor, transition_name
-from bench.harness.processes import START_TIMEOUT, Mesh, Process, mesh_env, running_mesh
+from bench.harness.kafka import PARTITIONS, Burst, Observer, Transition, floor, transition_name
+from bench.harness.processes import (
+    START_TIMEOUT,
+    Mesh,
+    Process,
+    mesh_env,
+    running_mesh,
+    spawn,
+    stop,
+    wait_workers,
+)
 from bench.state import percentile
 from clients import BatchClient
 from conductor_server.domain.loader import parse_catalog
 from generated.huleedu.batch.v1 import batch_pb2
-from mesh.events.topics import COMMAND_KINDS
+from mesh.events.admin import create_topics
+from mesh.events.kafka import KafkaBus, KafkaConfig
+from mesh.events.topics import COMMAND_KINDS, EventKind, all_topics
 from mesh.runtime import tune_gc
 from mesh.settings import ServerSettings
 from pipelines import default_definitions
@@ -145,11 +166,39 @@ class Bench:
 class Results:
     runs: dict[int, list[Run]] = field(default_factory=dict)
     floor_ms: list[float] = field(default_factory=list)
+    delivery_ms: dict[int, list[float]] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
 
 
+@asynccontextmanager
+async def outcome_delivery(env: Mapping[str, str], started: list[Process]) -> AsyncIterator[Burst]:
+    """``Burst`` on a namespace of its own (``<namespace>.burst``) with a demo worker process of
+    its own (appended to ``started``), joined and warmed up."""
+    bootstrap, space = env["KAFKA_BOOTSTRAP_SERVERS"], f"{env['KAFKA_NAMESPACE']}.burst"
+    await create_topics(bootstrap, all_topics(space), partitions=PARTITIONS)
+    worker = await spawn("burst-worker", "launcher.workers", {**env, "KAFKA_NAMESPACE": space})
+    started.append(worker)
+    try:
+        await wait_workers(bootstrap, space, [worker])
+        config = KafkaConfig(bootstrap, namespace=space, client_id="bench-burst")
+        async with KafkaBus(config) as bus:
+            probe = Burst(bus)
+            kinds = [EventKind.ESSAY_STEP_OUTCOME]
+            async with bus.consumer("burst-sink", kinds, probe.arrive, service="bench") as sink:
+                task = asyncio.create_task(sink.run())
+                try:
+                    await probe.delivery(100, within=START_TIMEOUT)  # the sink has joined
+                    await probe.deliveries(1_000, 3)  # warm-up
+                    yield probe
+                finally:
+                    await sink.stop()
+                    await task
+    finally:
+        await stop(worker)
+
+
 async def measure(
-    found: Backends, sizes: Sequence[int], runs: int, trips: int, workers: int
+    found: Backends, sizes: Sequence[int], runs: int, trips: int, bursts: int, workers: int
 ) -> Results:
     results, namespace = Results(), f"bench{secrets.token_hex(4)}"
     async with scratch_database(found.database_url) as database:
@@ -159,12 +208,14 @@ async def measure(
             running_mesh(env, workers, results.processes) as mesh,
             Observer(bootstrap, namespace) as observer,
             floor(bootstrap, namespace, START_TIMEOUT) as probe,
+            outcome_delivery(env, results.processes) as burst,
             BatchClient(f"127.0.0.1:{env['BATCH_GRPC_PORT']}") as client,
         ):
             bench = Bench(mesh, client, observer, dependencies(PIPELINE))
             await bench.run(100)  # warm-up
             for essays in sizes:
                 results.floor_ms += [s * 1000 for s in await probe.trips(trips // len(sizes))]
+                results.delivery_ms[essays] = await burst.deliveries(essays, bursts)
                 results.runs[essays] = await bench.runs(essays, runs)
     return results
 
@@ -188,7 +239,11 @@ def _latencies(runs: Sequence[Run], name: str | None = None, share: str = "total
 
 
 def _per_size(results: Results, figure: Callable[[list[Run]], Any]) -> dict[str, Any]:
-    return {str(essays): figure(runs) for essays, runs in results.runs.items()}
+    return _per_size_of(results.runs, figure)
+
+
+def _per_size_of(values: Mapping[int, Any], figure: Callable[[Any], Any]) -> dict[str, Any]:
+    return {str(essays): figure(of_size) for essays, of_size in values.items()}
 
 
 def cpu_per_essay_step(runs: Sequence[Run], steps: int) -> dict[str, float]:
@@ -291,6 +346,11 @@ def figures(results: Results, names: Sequence[str], steps: int, workers: int) ->
         **transition_figures(results, names),
         "floor_p50_ms": baseline,
         "floor_p99_ms": _ms(results.floor_ms, 0.99),
+        **{
+            f"delivery_p50_ms_{essays}": _ms(values, 0.5)
+            for essays, values in results.delivery_ms.items()
+        },
+        "delivery_bursts": _per_size_of(results.delivery_ms, len),
         **run_figures(results, steps),
         **memory_figures(results.runs.get(10_000, [])),
         "runs": _per_size(results, len),
@@ -363,6 +423,12 @@ def summary(figures: Mapping[str, Any]) -> list[str]:
         f"Floor, the mesh bus's two-hop Kafka round trip ({figures['floor_trips']} trips): "
         f"p50 {figures['floor_p50_ms']:.2f} ms, p99 {figures['floor_p99_ms']:.2f} ms",
         f"ratio: transition p50 at 1,000 essays / floor p50 = {figures['ratio']:.1f}",
+        "Outcome delivery, a step's outcomes from a worker process to a consumer that only"
+        " notes them (p50, ms; bursts):",
+        *(
+            f"{int(essays):>7,} essays: {figures[f'delivery_p50_ms_{essays}']:>7.1f} ({count})"
+            for essays, count in figures["delivery_bursts"].items()
+        ),
         "",
         "Goals",
     ]
@@ -391,11 +457,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sizes = SIZES[:2] if args.quick else SIZES
     runs = args.runs or (5 if args.quick else 30)
     trips = 200 if args.quick else 300
+    bursts = 10 if args.quick else 20
     tune_gc(ServerSettings().gc_threshold)  # the servers' setting, for the floor's process
     import uvloop
 
     with backends() as found:
-        results = uvloop.run(measure(found, sizes, runs, trips, args.worker_processes))
+        results = uvloop.run(measure(found, sizes, runs, trips, bursts, args.worker_processes))
     deps = dependencies(PIPELINE)
     names = [transition_name(step, needs) for step, needs in deps.items() if needs]
     result = figures(results, names, len(deps), args.worker_processes)

@@ -3,7 +3,8 @@
 ``Observer`` reads the outcome, completion and command topics of a namespace without a consumer
 group, between timed runs (paused while one is timed), and turns a batch's records into a
 ``Timeline`` of Kafka record timestamps (CreateTime: set by the producer when it takes the
-record). ``floor`` measures the two-hop round trip over the mesh's own bus.
+record). ``floor`` measures the two-hop round trip over the mesh's own bus; ``Burst`` how long
+a step's outcomes take to reach a consumer that does nothing else with them.
 """
 
 from __future__ import annotations
@@ -191,3 +192,60 @@ async def floor(bootstrap: str, namespace: str, joined_within: float) -> AsyncIt
         await probe.trip(within=joined_within)  # both consumers have joined their groups
         await probe.trips(20)  # warm-up
         yield probe
+
+
+class Burst:
+    """A step's outcomes in one hop: a ``StepCommand`` of N essays to a demo worker process, its
+    N outcomes received by a consumer in this process (``arrive``) that only notes them.
+
+    The worker writes a command's outcomes as a step's worker does in a run (one write, keyed by
+    the batch); ``delivery`` answers the time (ms) from the last outcome's Kafka timestamp to the
+    receipt of the last of them: the part of a transition at N essays that is Kafka's, with the
+    worker process, the broker and the consumer runner, and no counting."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self._bus = bus
+        self._commands = topic_name(COMMAND_KINDS["spellcheck"], bus.namespace)
+        self._waiting: dict[str, tuple[int, list[int], asyncio.Future[float]]] = {}
+        self._sent = 0
+
+    async def arrive(self, messages: Sequence[Message]) -> None:
+        """The handler of the outcome topic's consumer: note each outcome of a burst."""
+        now = time.time()
+        for message in messages:
+            waiting = self._waiting.get(message.envelope.essay_step_outcome.batch_id)
+            if waiting is None:
+                continue
+            expected, stamps, done = waiting
+            stamps.append(message.record.timestamp)
+            if len(stamps) == expected and not done.done():
+                done.set_result(now * 1000 - max(stamps))
+
+    async def delivery(self, essays: int, within: float = 60.0) -> float:
+        """One burst of ``essays`` outcomes (ms, as above)."""
+        self._sent += 1
+        batch_id = f"burst-{self._sent}"
+        command = events_pb2.StepCommand(
+            batch_id=batch_id, step="spellcheck", run_id=f"{batch_id}-run", attempt=1
+        )
+        envelope.add_essay_refs(
+            command.essays, ((f"{batch_id}-essay-{i:05d}", f"text-{i}") for i in range(essays))
+        )
+        event = envelope.build(command, source_service="bench-burst", event_id=batch_id)
+        record = OutgoingRecord(
+            self._commands,
+            envelope.encode(event),
+            batch_id.encode(),
+            tuple(envelope.headers(event)),
+        )
+        done = asyncio.get_running_loop().create_future()
+        self._waiting[batch_id] = (essays, [], done)
+        try:
+            await self._bus.write([record])
+            return await asyncio.wait_for(done, within)
+        finally:
+            del self._waiting[batch_id]
+
+    async def deliveries(self, essays: int, count: int) -> list[float]:
+        """``count`` bursts, one after another."""
+        return [await self.delivery(essays) for _ in range(count)]
