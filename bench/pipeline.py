@@ -58,36 +58,23 @@ printed is one JSON object (with ``--quick`` its 10,000 and 100,000 figures are 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.harness.backends import Backends, backends, scratch_database
-from bench.harness.kafka import PARTITIONS, Burst, Observer, Transition, floor, transition_name
-from bench.harness.processes import (
-    START_TIMEOUT,
-    Mesh,
-    Process,
-    mesh_env,
-    running_mesh,
-    spawn,
-    stop,
-    wait_workers,
-)
+from bench.harness.kafka import Observer, Transition, floor, outcome_delivery, transition_name
+from bench.harness.processes import START_TIMEOUT, Mesh, Process, mesh_env, running_mesh
 from bench.state import percentile
 from clients import BatchClient
 from conductor_server.domain.loader import parse_catalog
 from generated.huleedu.batch.v1 import batch_pb2
-from mesh.events.admin import create_topics
-from mesh.events.kafka import KafkaBus, KafkaConfig
-from mesh.events.topics import COMMAND_KINDS, EventKind, all_topics
+from mesh.events.topics import COMMAND_KINDS
 from mesh.runtime import tune_gc
 from mesh.settings import ServerSettings
 from pipelines import default_definitions
@@ -168,33 +155,6 @@ class Results:
     floor_ms: list[float] = field(default_factory=list)
     delivery_ms: dict[int, list[float]] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def outcome_delivery(env: Mapping[str, str], started: list[Process]) -> AsyncIterator[Burst]:
-    """``Burst`` on a namespace of its own (``<namespace>.burst``) with a demo worker process of
-    its own (appended to ``started``), joined and warmed up."""
-    bootstrap, space = env["KAFKA_BOOTSTRAP_SERVERS"], f"{env['KAFKA_NAMESPACE']}.burst"
-    await create_topics(bootstrap, all_topics(space), partitions=PARTITIONS)
-    worker = await spawn("burst-worker", "launcher.workers", {**env, "KAFKA_NAMESPACE": space})
-    started.append(worker)
-    try:
-        await wait_workers(bootstrap, space, [worker])
-        config = KafkaConfig(bootstrap, namespace=space, client_id="bench-burst")
-        async with KafkaBus(config) as bus:
-            probe = Burst(bus)
-            kinds = [EventKind.ESSAY_STEP_OUTCOME]
-            async with bus.consumer("burst-sink", kinds, probe.arrive, service="bench") as sink:
-                task = asyncio.create_task(sink.run())
-                try:
-                    await probe.delivery(100, within=START_TIMEOUT)  # the sink has joined
-                    await probe.deliveries(1_000, 3)  # warm-up
-                    yield probe
-                finally:
-                    await sink.stop()
-                    await task
-    finally:
-        await stop(worker)
 
 
 async def measure(

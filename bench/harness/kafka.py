@@ -18,15 +18,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.harness.processes import PARTITIONS, START_TIMEOUT, Process, spawn, stop, wait_workers
 from generated.huleedu.events.v1 import events_pb2
 from mesh.events import envelope
 from mesh.events.admin import create_topics
 from mesh.events.bus import Message, OutgoingRecord, Record
 from mesh.events.consumer import Consumer
 from mesh.events.kafka import KafkaBus, KafkaConfig
-from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
+from mesh.events.topics import COMMAND_KINDS, EventKind, all_topics, topic_name
 
-PARTITIONS = 3
 FLOOR_KINDS = (EventKind.BATCH_CREATED, EventKind.PHASE_SKIPPED)  # the floor's topics A and B
 CREATE_TIME = 0  # a record's timestamp_type when the producer set its timestamp
 
@@ -249,3 +249,26 @@ class Burst:
     async def deliveries(self, essays: int, count: int) -> list[float]:
         """``count`` bursts, one after another."""
         return [await self.delivery(essays) for _ in range(count)]
+
+
+@asynccontextmanager
+async def outcome_delivery(env: Mapping[str, str], started: list[Process]) -> AsyncIterator[Burst]:
+    """``Burst`` on a namespace of its own (``<namespace>.burst``) with a demo worker process of
+    its own (appended to ``started``), joined and warmed up."""
+    bootstrap, space = env["KAFKA_BOOTSTRAP_SERVERS"], f"{env['KAFKA_NAMESPACE']}.burst"
+    await create_topics(bootstrap, all_topics(space), partitions=PARTITIONS)
+    worker = await spawn("burst-worker", "launcher.workers", {**env, "KAFKA_NAMESPACE": space})
+    started.append(worker)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(stop, worker)
+        await wait_workers(bootstrap, space, [worker])
+        config = KafkaConfig(bootstrap, namespace=space, client_id="bench-burst")
+        bus = await stack.enter_async_context(KafkaBus(config))
+        probe = Burst(bus)
+        kinds = [EventKind.ESSAY_STEP_OUTCOME]
+        sink = bus.consumer("burst-sink", kinds, probe.arrive, service="bench-burst")
+        await stack.enter_async_context(sink)
+        stack.push_async_callback(_finish, sink, asyncio.create_task(sink.run()))
+        await probe.delivery(100, within=START_TIMEOUT)  # the sink has joined
+        await probe.deliveries(1_000, 3)  # warm-up
+        yield probe
