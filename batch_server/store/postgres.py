@@ -223,7 +223,7 @@ RETURNING r.batch_id, s.run_id, s.step, s.attempt
 _UPSERT_RESULT = """
 INSERT INTO batch_step_results (batch_id, step, satisfied, succeeded, failed, total,
                                 succeeded_essays)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+VALUES ($1, $2, $3, $4, $5, $6, $7::json)
 ON CONFLICT (batch_id, step) DO UPDATE
    SET satisfied = EXCLUDED.satisfied, succeeded = EXCLUDED.succeeded,
        failed = EXCLUDED.failed, total = EXCLUDED.total,

@@ -7,11 +7,14 @@ written and the method PostgreSQL stored it with is read back.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from batch_server.store.postgres import MIGRATIONS as BATCH_MIGRATIONS
 from conductor_server.store.postgres import MIGRATIONS as CONDUCTOR_MIGRATIONS
 from mesh.postgres import pool as postgres
+from mesh.postgres.schema import apply_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +72,39 @@ async def test_the_batch_service_large_columns_use_the_fast_compression(
         assert columns <= fast
         for table, column in (("event_outbox", "payload"), ("content_blobs", "content")):
             assert await _compression(conn, table, column) in FAST
+
+
+async def test_step_results_written_as_jsonb_read_the_same_after_the_move_to_json(
+    database_url: str,
+) -> None:
+    """Migration 0007 turns ``succeeded_essays`` from jsonb into json with the rows it holds:
+    a result written before it reads back the same after, and keeps the fast compression."""
+    essays = {essay: f"text-{essay}" for essay in LARGE}
+    async with postgres.postgres_pool(database_url, 1, BATCH_MIGRATIONS) as pool:
+        await pool.execute(  # the schema as it was before 0007
+            "ALTER TABLE batch_step_results ALTER COLUMN succeeded_essays TYPE jsonb; "
+            "DELETE FROM schema_migrations WHERE source = 'batch' AND version = 7"
+        )
+        await pool.execute(
+            "INSERT INTO batches (batch_id, request_id, fingerprint, name, course_code, language, "
+            "flags, labels, essay_count, created_at) "
+            "VALUES ('b1', 'r1', 'f', 'n', 'c', 'en', '{}', '{}', 1, now())"
+        )
+        await pool.execute(
+            "INSERT INTO batch_step_results (batch_id, step, satisfied, succeeded, failed, total, "
+            "succeeded_essays) VALUES ('b1', 'spellcheck', true, 1, 0, 1, $1::jsonb)",
+            json.dumps(essays),
+        )
+        applied = await apply_migrations(pool, BATCH_MIGRATIONS)
+        assert [(m.source, m.version) for m in applied] == [("batch", 7)]
+        row = await pool.fetchrow(
+            "SELECT pg_typeof(succeeded_essays)::text AS type, succeeded_essays "
+            "FROM batch_step_results"
+        )
+        assert row["type"] == "json"
+        assert json.loads(row["succeeded_essays"]) == essays
+        declared = await pool.fetchrow(
+            "SELECT attcompression, attstorage FROM pg_attribute "
+            "WHERE attrelid = 'batch_step_results'::regclass AND attname = 'succeeded_essays'"
+        )
+        assert declared["attcompression"] == b"l" or declared["attstorage"] == b"e"

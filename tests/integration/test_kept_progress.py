@@ -200,7 +200,7 @@ async def test_consecutive_units_advance_on_kept_progress_and_a_replica_forces_a
     ("query", "target"),
     [
         ("UPDATE batch_essays SET current_storage_id = 'by-hand' WHERE position = 0", None),
-        ("UPDATE batch_step_results SET succeeded_essays = '{}'::jsonb, succeeded = 0", None),
+        ("UPDATE batch_step_results SET succeeded_essays = '{}'::json, succeeded = 0", None),
         ("UPDATE pipeline_runs SET correlation_id = 'by-hand'", None),
         ("UPDATE run_steps SET timed_out = 1", None),
         ("DELETE FROM batch_step_results", None),
