@@ -20,10 +20,15 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 MIGRATION_TIMEOUT = 60.0
 
-# Client failures that mean "PostgreSQL is unavailable now", as opposed to a bad statement.
+# Client failures that mean "PostgreSQL is unavailable now", as opposed to a bad statement
+# (both services translate these, and only these, into their backend-unavailable errors).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes TimeoutError and refused connections
     asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # the connection or the pool closed under the call
+    # A connection the server ended (its shutdown) in the middle of an exchange: asyncpg's
+    # protocol cannot go on from where it was ("cannot switch to state ...").
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
