@@ -83,6 +83,7 @@ def open_bus(
         client_id=client_id,
         partitions=backends.kafka_partitions,
         commit_interval_ms=backends.kafka_commit_interval_ms,
+        fetch_max_wait_ms=backends.kafka_fetch_max_wait_ms,
         group_instance_id=backends.kafka_group_instance_id,
         security=KafkaSecurity.of(backends),
     )

@@ -75,6 +75,9 @@ class BackendSettings:
     kafka_commit_interval_ms: int = setting(
         1000, "KAFKA_COMMIT_INTERVAL_MS", "most frequent consumer offset commit (stop: at once)"
     )
+    kafka_fetch_max_wait_ms: int = setting(
+        100, "KAFKA_FETCH_MAX_WAIT_MS", "longest a consumer's fetch waits at the broker for records"
+    )
     kafka_group_instance_id: str = setting(
         "",
         "KAFKA_GROUP_INSTANCE_ID",

@@ -67,6 +67,12 @@ class ConsumerConfig:
     max_records: int = 1000
     poll_timeout_ms: int = 200
     commit_interval_ms: int = 1000  # at most one offset commit per interval (stop/revoke: now)
+    # The longest a fetch waits at the broker for new records. aiokafka has one fetch at a time
+    # in flight to a broker and leaves out of it a partition whose fetched records are not all
+    # consumed; once they have waited 100 ms it fetches the other partitions alone. When those
+    # have nothing new, that fetch waits this long, and the partition with a backlog waits with
+    # it (aiokafka's default is 500 ms). docs/architecture.md has the measurements.
+    fetch_max_wait_ms: int = 100
     backoff: Backoff = DEFAULT_BACKOFF
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 10_000
@@ -112,6 +118,7 @@ class Consumer(AsyncResource):
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
             group_instance_id=config.group_instance_id or None,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
             **config.security.client_options(),
         )
         self._lock = asyncio.Lock()  # held while a batch is processed and committed

@@ -33,6 +33,7 @@ class KafkaConfig:
     client_id: str = "huleedu-mesh"
     partitions: int = 3  # of each topic this bus creates
     commit_interval_ms: int = 1000
+    fetch_max_wait_ms: int = 100  # see ConsumerConfig
     group_instance_id: str = ""  # static membership when set
     security: KafkaSecurity = PLAINTEXT  # SASL and TLS of every client
 
@@ -96,6 +97,7 @@ class KafkaBus(AsyncResource):
             namespace=c.namespace,
             client_id=c.client_id,
             commit_interval_ms=c.commit_interval_ms,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
             group_instance_id=c.group_instance_id,
             backoff=backoff,
             security=c.security,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -469,3 +471,53 @@ async def test_commits_wait_for_the_interval_and_stop_commits_the_rest(
         await consumer.stop()
         await task
     assert await committed_to_end(kafka_bootstrap, group, topic)
+
+
+async def test_a_backlog_on_one_partition_is_not_held_up_by_fetches_of_the_empty_ones(
+    kafka_bootstrap: str, kafka_namespace: str
+) -> None:
+    """Every record on one partition, the other two empty, a handler slow enough that a fetched
+    megabyte takes it longer than aiokafka's prefetch backoff (100 ms): aiokafka then fetches
+    the empty partitions alone, and the partition with the backlog cannot be fetched again
+    until that fetch returns. The wait between two polls stays well below the 500 ms that
+    aiokafka's default ``fetch_max_wait_ms`` lets that fetch wait at the broker."""
+    total = 12_000
+    topic = await setup_topics(kafka_bootstrap, kafka_namespace)
+    padding = "c" * 200  # about 330 bytes a record: a megabyte is some 3,000 records
+    records = []
+    for n in range(total):
+        payload = events_pb2.EssayStepOutcome(
+            batch_id="one-batch",
+            step="spellcheck",
+            essay_id=f"essay-{n}",
+            outcome=events_pb2.STEP_OUTCOME_SUCCEEDED,
+            output_storage_id=f"{padding}-{n}",
+        )
+        built = codec.build(payload, source_service="test", event_id=f"backlog-{n}")
+        records.append(OutgoingEvent(KIND, built, key="one-batch").to_record(kafka_namespace))
+    await produce(kafka_bootstrap, kafka_namespace, records)
+    ends = await end_offsets(kafka_bootstrap, topic)
+    assert sorted(ends.values()) == [0, 0, total]  # one partition holds the backlog
+
+    polls: list[tuple[float, float, int]] = []  # (began, ended, records) of each poll
+
+    async def slow_handler(messages: Sequence[Message]) -> list[Rejection]:
+        began = time.monotonic()
+        await asyncio.sleep(0.03)  # 500 records a poll: a megabyte takes about 200 ms
+        polls.append((began, time.monotonic(), len(messages)))
+        return []
+
+    settings = config(kafka_bootstrap, kafka_namespace, f"{kafka_namespace}-backlog")
+    async with (
+        Producer(kafka_bootstrap, namespace=kafka_namespace) as dead_letters,
+        Consumer(settings, [KIND], slow_handler, dead_letters) as consumer,
+    ):
+        task = asyncio.create_task(consumer.run())
+        await eventually(
+            lambda: sum(n for _, _, n in polls) >= total, 60, what="every record handled"
+        )
+        await consumer.stop()
+        await task
+    assert sum(n for _, _, n in polls) == total
+    waits = [later[0] - earlier[1] for earlier, later in itertools.pairwise(polls)]
+    assert max(waits) < 0.25, sorted(waits)[-5:]
