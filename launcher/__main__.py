@@ -25,7 +25,7 @@ from conductor_server.settings import ConductorSettings
 from launcher.workers import ACCEPTED, GROUP, TOPICS, DemoWorkers
 from mesh.app import open_bus
 from mesh.grpc.server import GrpcServer
-from mesh.runtime import StartupError, configure_logging, run, until_stopped
+from mesh.runtime import StartupError, configure_logging, run, until_stopped, usage_errors
 from mesh.tracing.provider import open_tracing
 
 log = logging.getLogger("launcher")
@@ -62,12 +62,15 @@ async def _started(
     return task, ready.result()
 
 
-async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+async def _serve(
+    args: argparse.Namespace,
+    conductor_settings: ConductorSettings,
+    batch_settings: BatchSettings,
+    stop: asyncio.Event,
+) -> None:
     from batch_server.app import serve as serve_batch
     from conductor_server.app import serve as serve_conductor
 
-    conductor_settings = ConductorSettings.from_env(os.environ)
-    batch_settings = BatchSettings.from_env(os.environ)
     backends = conductor_settings.backends
     _check_conductor_credentials(conductor_settings, batch_settings)
     async with open_bus(backends, "launcher", CollectorRegistry()) as bus:
@@ -173,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         "repeatable",
     )
     args = parser.parse_args(argv)
-    settings = ConductorSettings.from_env(os.environ)
-    configure_logging(settings.server.log_level, settings.server.log_format)
-    return run(lambda stop: _serve(args, stop), settings.server)
+    with usage_errors(parser):
+        conductor_settings = ConductorSettings.from_env(os.environ)
+        batch_settings = BatchSettings.from_env(os.environ)
+        server = conductor_settings.server
+        configure_logging(server.log_level, server.log_format)
+    return run(lambda stop: _serve(args, conductor_settings, batch_settings, stop), server)
 
 
 if __name__ == "__main__":

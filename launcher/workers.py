@@ -35,7 +35,7 @@ from mesh.app import open_bus
 from mesh.events import envelope
 from mesh.events.bus import Message, OutgoingRecord, RecordWriter
 from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
-from mesh.runtime import configure_logging, run
+from mesh.runtime import configure_logging, run, usage_errors
 from mesh.settings import BackendSettings, ServerSettings, TelemetrySettings, from_env
 from mesh.tracing import propagation
 from mesh.tracing.provider import open_tracing
@@ -189,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         help="never answer this step's commands (it times out); repeatable",
     )
     args = parser.parse_args(argv)
-    backends = from_env(BackendSettings, os.environ)
-    server = from_env(ServerSettings, os.environ)
-    telemetry = from_env(TelemetrySettings, os.environ)
-    configure_logging(server.log_level, server.log_format)
+    with usage_errors(parser):
+        backends = from_env(BackendSettings, os.environ)
+        _ = backends.mode  # a partial set of real backends fails here
+        server = from_env(ServerSettings, os.environ)
+        telemetry = from_env(TelemetrySettings, os.environ)
+        configure_logging(server.log_level, server.log_format)
     return run(lambda stop: _serve(args, backends, telemetry, stop), server)
 
 

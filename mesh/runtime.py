@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from mesh.correlation import CorrelationFilter
@@ -28,6 +28,17 @@ LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s [cid=%(correlation_id)s] %(me
 
 class StartupError(Exception):
     """Start-up cannot continue (backend unreachable, bad definitions): exit non-zero."""
+
+
+@contextlib.contextmanager
+def usage_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Settings read inside are the command's input: a ``SettingsError`` (a malformed value,
+    backends set in part) ends the command as a usage error, ``prog: error: ...`` and exit
+    status 2, as a bad option does, rather than a traceback."""
+    try:
+        yield
+    except SettingsError as exc:
+        parser.error(str(exc))
 
 
 async def start_within(what: str, start: Callable[[], Awaitable[Any]], within: float) -> None:
@@ -242,6 +253,7 @@ def run_service(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(argv)
-    settings = settings_type.from_env(os.environ)
-    configure_logging(settings.server.log_level, settings.server.log_format)
+    with usage_errors(parser):
+        settings = settings_type.from_env(os.environ)
+        configure_logging(settings.server.log_level, settings.server.log_format)
     return run(lambda stop: serve(settings, stop), settings.server)

@@ -283,9 +283,12 @@ class ServiceSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
+        """``SettingsError`` for a malformed value or a partial set of real backends."""
+        backends = from_env(BackendSettings, environ)
+        _ = backends.mode  # a partial set fails here, before a server starts anything
         values: dict[str, Any] = {
             "server": from_env(ServerSettings, environ, cls.prefix, cls.server_defaults),
-            "backends": from_env(BackendSettings, environ),
+            "backends": backends,
             "security": from_env(SecuritySettings, environ, cls.prefix),
             "telemetry": from_env(TelemetrySettings, environ),  # the standard names: no prefix
             "options": from_env(cls.options_type, environ, cls.prefix),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from batch_server.settings import BatchSettings
 from conductor_server.settings import ConductorSettings
-from mesh.settings import Mode, SettingsError
+from mesh.settings import BackendSettings, Mode, SettingsError, from_env
 
 
 def test_each_server_has_its_design_ports_by_default() -> None:
@@ -37,7 +38,13 @@ def test_no_backend_means_embedded_and_all_means_real() -> None:
 
 def test_a_partial_backend_set_is_an_error_not_a_silent_mix() -> None:
     with pytest.raises(SettingsError, match="all of"):
-        _ = ConductorSettings.from_env({"REDIS_URL": "redis://h/0"}).backends.mode
+        ConductorSettings.from_env({"REDIS_URL": "redis://h/0"})
+
+
+def test_backend_settings_alone_take_a_partial_set() -> None:
+    """``huleedu dlq`` reads only the Kafka settings of the same variables."""
+    backends = from_env(BackendSettings, {"KAFKA_BOOTSTRAP_SERVERS": "h:9092"})
+    assert backends.kafka_bootstrap == "h:9092"
 
 
 @pytest.mark.parametrize("raw", ["abc", "1.5"])
@@ -81,3 +88,38 @@ def test_secrets_are_never_shown_in_repr_or_help() -> None:
     help_text = BatchSettings.help_text()
     assert "CONDUCTOR_API_KEY" in help_text
     assert "[secret]" in help_text
+
+
+BACKEND_VARIABLES = ("REDIS_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+@pytest.mark.parametrize(
+    ("module", "environ", "message"),
+    [
+        (
+            "conductor_server",
+            {"KAFKA_COMMIT_INTERVAL_MS": "abc"},
+            "KAFKA_COMMIT_INTERVAL_MS='abc' is not a valid int",
+        ),
+        ("batch_server", {"REDIS_URL": "redis://h/0"}, "set all of REDIS_URL, DATABASE_URL"),
+        ("conductor_server", {"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not text or json"),
+        ("launcher", {"BATCH_GRPC_PORT": "abc"}, "BATCH_GRPC_PORT='abc' is not a valid int"),
+        ("launcher.workers", {"KAFKA_BOOTSTRAP_SERVERS": "h:9092"}, "set all of REDIS_URL"),
+    ],
+)
+def test_a_bad_setting_ends_the_command_as_a_usage_error_not_a_traceback(
+    module: str, environ: dict[str, str], message: str
+) -> None:
+    """Like a bad option: ``prog: error: ...`` on stderr and exit status 2, nothing started."""
+    inherited = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        env={**inherited, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"python -m {module}: error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
