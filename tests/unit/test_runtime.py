@@ -1,5 +1,5 @@
 """The process runtime: the garbage-collector setting, the watch over the long-running loops,
-the filter that holds back a chatty library's repeats."""
+the filters that hold back a chatty library's repeats and tracebacks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from collections.abc import Iterator
 import pytest
 
 from batch_server.settings import BatchSettings
-from mesh.runtime import LoopEnded, RepeatFilter, SelfResolvingFilter, run, tune_gc, until_stopped
+from mesh.runtime import (
+    LoopEnded,
+    RepeatFilter,
+    SelfResolvingFilter,
+    configure_logging,
+    run,
+    tune_gc,
+    until_stopped,
+)
 from mesh.settings import ServerSettings
 
 
@@ -149,3 +157,43 @@ def test_kafka_errors_that_resolve_themselves_are_info(
     assert record.levelname == shown_as
     quiet = logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, None)
     assert SelfResolvingFilter(lambda: logging.WARNING).filter(quiet) == (shown_as == "ERROR")
+
+
+def _log_failure(logger: str, level: int, message: str) -> None:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError:
+        logging.getLogger(logger).log(level, message, exc_info=True)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_library_retry_warning_is_one_line_and_its_repeats_are_held_back(
+    capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    configure_logging("INFO", log_format)
+    for _ in range(5):
+        _log_failure("asyncpg.pool", logging.WARNING, "Failed to restore the pool connection floor")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "Traceback" not in lines[0]
+    assert "exception" not in lines[0]
+    assert (
+        "Failed to restore the pool connection floor "
+        "(ConnectionRefusedError(111, 'Connection refused'))"
+    ) in lines[0]
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
+    ("logger", "level"),
+    [("asyncpg.pool", logging.ERROR), ("mesh.postgres.pool", logging.WARNING)],
+)
+def test_errors_and_the_products_own_warnings_keep_their_traceback(
+    capsys: pytest.CaptureFixture[str], logger: str, level: int
+) -> None:
+    configure_logging("INFO")
+    _log_failure(logger, level, "connection lost")
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.rstrip().endswith("ConnectionRefusedError: [Errno 111] Connection refused")
