@@ -45,7 +45,8 @@ from typing import Any
 import grpc
 
 from bench.harness.backends import backends, create_database, drop_database
-from bench.harness.processes import cpu_seconds, free_port
+from bench.harness.ports import free_port
+from bench.harness.processes import cpu_seconds
 from generated.huleedu.conductor.v1 import conductor_pb2 as pb
 from generated.huleedu.conductor.v1 import conductor_pb2_grpc
 

@@ -53,11 +53,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.conductor import REQUEST, Round
 from bench.harness.backends import backends, scratch_database
+from bench.harness.ports import free_port
 from bench.harness.processes import (
     LOGS,
     Process,
     cpu_seconds,
-    free_port,
     spawn,
     stop,
     wait_serving,

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness.backends import Backends, create_database, drop_database
-from bench.harness.processes import Process, free_port, mesh_env, spawn, wait_serving
+from bench.harness.ports import free_port
+from bench.harness.processes import Process, mesh_env, spawn, wait_serving
 
 CONDUCTOR, BATCH = "conductor_server", "batch_server"
 PREFIX = {CONDUCTOR: "CONDUCTOR_", BATCH: "BATCH_"}  # of each server's own variables

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness.backends import Backends
+from bench.harness.ports import free_port
 from launcher.workers import GROUP as WORKER_GROUP
 from mesh.events.topics import COMMAND_KINDS, topic_name, topic_name_prefix
 
@@ -220,13 +220,6 @@ async def running_mesh(
     finally:
         for process in reversed(started):  # the workers, the BatchService, the conductor
             await stop(process)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

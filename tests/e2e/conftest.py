@@ -27,12 +27,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.harness.ports import free_port
 from mesh.events.bus import BatchHandler
 from mesh.events.consumer import Consumer, ConsumerConfig
 from mesh.events.producer import Producer
 from mesh.events.topics import COMMAND_KINDS
 from tests.conftest import Backends
-from tests.support.net import free_port
 from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,8 +212,10 @@ def launch(
         }
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, log_path.read_text()
-        log.close()
+        try:
+            assert process.wait(30) == 0, log_path.read_text()
+        finally:
+            log.close()
 
 
 @asynccontextmanager

@@ -20,12 +20,12 @@ import uvloop
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from bench.harness.ports import free_port
 from conductor_server.domain.counting import StepCount, StepTable
 from conductor_server.ports import BatchState
 from conductor_server.store.errors import StateBackendUnavailable
 from conductor_server.store.redis_mirror import RedisMirror
 from conductor_server.store.redis_reads import PipelinedReads
-from tests.support.net import free_port
 from tests.support.state_contract import STEPS
 
 LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from bench.harness.ports import free_port
 from conductor_server.domain.counting import StepTable
 from conductor_server.domain.model import BatchRegistration
 from conductor_server.ports import BatchState
@@ -15,7 +16,6 @@ from conductor_server.store.errors import StateBackendUnavailable
 from conductor_server.store.postgres import PostgresStateStore
 from conductor_server.store.redis_mirror import RedisMirror
 from tests.conftest import Backends
-from tests.support.net import free_port
 from tests.support.polling import eventually
 from tests.support.state_contract import ESSAYS, STEPS, rec
 from tests.support.stores import composed_store, pool_of

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from bench.harness.ports import free_port
 from conductor_server.domain.model import BatchRegistration, Outcome, OutcomeRecord
 from conductor_server.events import completion_event_id
 from conductor_server.store.errors import StateBackendUnavailable
@@ -20,7 +21,6 @@ from mesh.events.topics import EventKind
 from mesh.postgres.pool import postgres_pool
 from mesh.runtime import StartupError
 from tests.conftest import Backends
-from tests.support.net import free_port
 from tests.support.state_contract import ESSAYS, STEPS, rec
 from tests.support.stores import postgres_store
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from redis.asyncio import Redis
 
+from bench.harness.ports import free_port
 from conductor_server.domain.counting import StepCount, StepTable
 from conductor_server.ports import BatchState
 from conductor_server.store.errors import StateBackendUnavailable
 from conductor_server.store.redis_mirror import RedisMirror
-from tests.support.net import free_port
 from tests.support.state_contract import STEPS
 
 TTL = timedelta(hours=1)

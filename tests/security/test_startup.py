@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.harness.ports import free_port
 from tests.conftest import Backends
 from tests.e2e.conftest import ROOT, ServerProcess, backend_env
 from tests.security.conftest import environ_without_credentials
-from tests.support.net import free_port
 from tests.support.polling import eventually
 
 REDIS_PASSWORD = "redis-pw-4f2a9c"

@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2 as details
 
 from batch_server.content.memory import MemoryContentStore
 from batch_server.domain.essays import PAGE_TEXT_BYTES
+from bench.harness.ports import free_port
 from clients import RpcError
 from clients.enums import EssayView
 from conductor_server.settings import ConductorSettings
@@ -26,7 +27,6 @@ from mesh.events.memory import MemoryBus
 from mesh.settings import BackendSettings, ServerSettings
 from tests.service.conftest import RunningConductor, conductor_service
 from tests.support.batch import RunningBatch, Worker, batch_service, settings_for
-from tests.support.net import free_port
 from tests.support.polling import eventually
 
 PROMPT = {"prompt_attached": True}

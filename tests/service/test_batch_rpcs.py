@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2 as details
 from batch_server.app import serve as serve_batch
 from batch_server.conductor import Conductor
 from batch_server.domain.model import Batch, BatchMetadata, Essay
+from bench.harness.ports import free_port
 from clients import BatchClient, RpcError
 from conductor_server.app import serve as serve_conductor
 from conductor_server.settings import ConductorSettings
@@ -37,7 +38,6 @@ from tests.support.batch import (
     settings_for,
     step_commands,
 )
-from tests.support.net import free_port
 from tests.support.polling import eventually
 
 PROMPT = {"prompt_attached": True}
