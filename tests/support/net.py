@@ -1,4 +1,4 @@
-"""Loopback ports and in-process servers for tests."""
+"""In-process gRPC servers on loopback for tests (free ports: ``bench.harness.ports``)."""
 
 from __future__ import annotations
 
