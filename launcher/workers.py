@@ -36,7 +36,13 @@ from mesh.events import envelope
 from mesh.events.bus import Message, OutgoingRecord, RecordWriter
 from mesh.events.topics import COMMAND_KINDS, EventKind, topic_name
 from mesh.runtime import configure_logging, run, usage_errors
-from mesh.settings import BackendSettings, ServerSettings, TelemetrySettings, from_env
+from mesh.settings import (
+    BackendSettings,
+    ServerSettings,
+    TelemetrySettings,
+    backends_from_env,
+    from_env,
+)
 from mesh.tracing import propagation
 from mesh.tracing.provider import open_tracing
 
@@ -190,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     with usage_errors(parser):
-        backends = from_env(BackendSettings, os.environ)
-        _ = backends.mode  # a partial set of real backends fails here
+        backends = backends_from_env(os.environ)
         server = from_env(ServerSettings, os.environ)
         telemetry = from_env(TelemetrySettings, os.environ)
         configure_logging(server.log_level, server.log_format)

@@ -251,6 +251,14 @@ def from_env(
     return cls(**values)
 
 
+def backends_from_env(environ: Mapping[str, str]) -> BackendSettings:
+    """The backends a process serves with: ``SettingsError`` for a malformed value or a partial
+    set of real backends, before the process starts anything."""
+    backends = from_env(BackendSettings, environ)
+    backends.mode  # noqa: B018  (read for its check: raises for a partial set)
+    return backends
+
+
 def describe(cls: type[Any], prefix: str = "", defaults: Mapping[str, Any] | None = None) -> str:
     """Help text listing every variable of ``cls`` with its default."""
     lines = []
@@ -284,11 +292,9 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
         """``SettingsError`` for a malformed value or a partial set of real backends."""
-        backends = from_env(BackendSettings, environ)
-        _ = backends.mode  # a partial set fails here, before a server starts anything
         values: dict[str, Any] = {
             "server": from_env(ServerSettings, environ, cls.prefix, cls.server_defaults),
-            "backends": backends,
+            "backends": backends_from_env(environ),
             "security": from_env(SecuritySettings, environ, cls.prefix),
             "telemetry": from_env(TelemetrySettings, environ),  # the standard names: no prefix
             "options": from_env(cls.options_type, environ, cls.prefix),
